@@ -1,0 +1,219 @@
+//! The typed event stream of hotline and its fan-out.
+//!
+//! Every happening that metrics, the store or the CTI API will care about is an
+//! [`Event`]. Publishers call [`EventBus::publish`], which never blocks and never
+//! fails: a subscriber that falls behind loses the oldest events (and is told how
+//! many it lost), it never slows a call down.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Why a registration binding went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnregisterReason {
+    /// The phone sent `Expires: 0` for this contact.
+    Unregistered,
+    /// The phone sent `Contact: *` with `Expires: 0`.
+    UnregisteredAll,
+    /// The binding was not refreshed in time.
+    Expired,
+    /// The agent registered more contacts than allowed; the oldest made room.
+    Evicted,
+}
+
+/// Why an INVITE was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The source is in no trunk and gave no valid trunk credentials.
+    NotATrunk,
+    /// The source is banned after repeated authentication failures.
+    Banned,
+    /// The dialled number is not a hotline number.
+    UnknownNumber,
+    /// The trunk may not dial this number.
+    NumberNotAllowed,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Who ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleasedBy {
+    Caller,
+    Agent,
+    System,
+}
+
+/// One happening, as published on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RegistrationAdded {
+        aor: String,
+        contact: String,
+        expires_secs: u64,
+        source: SocketAddr,
+    },
+    RegistrationRefreshed {
+        aor: String,
+        contact: String,
+        expires_secs: u64,
+        source: SocketAddr,
+    },
+    RegistrationRemoved {
+        aor: String,
+        contact: String,
+        reason: UnregisterReason,
+    },
+    AuthFailed {
+        source: SocketAddr,
+        username: Option<String>,
+        method: String,
+        reason: String,
+    },
+    SourceBanned {
+        source: std::net::IpAddr,
+        ban_secs: u64,
+    },
+    CallAdmitted {
+        call_id: String,
+        trunk: String,
+        caller: String,
+        number: String,
+        source: SocketAddr,
+    },
+    CallRejected {
+        call_id: String,
+        number: String,
+        source: SocketAddr,
+        status: u16,
+        reason: RejectReason,
+    },
+    CallAnswered {
+        call_id: String,
+    },
+    CallEnded {
+        call_id: String,
+        released_by: ReleasedBy,
+        /// Whether the call had been answered before it ended.
+        answered: bool,
+    },
+}
+
+/// An event with the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stamped {
+    #[serde(with = "unix_millis")]
+    pub at: SystemTime,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+mod unix_millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        s.serialize_u64(ms)
+    }
+}
+
+/// Non-blocking fan-out of events to any number of subscribers.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<Stamped>,
+}
+
+impl EventBus {
+    /// `capacity` events are kept for the slowest subscriber before it starts losing them.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender }
+    }
+
+    /// Publishes without waiting; with no subscriber the event is simply dropped.
+    pub fn publish(&self, event: Event) {
+        // An Err only means nobody is listening right now.
+        let _ = self.sender.send(Stamped {
+            at: SystemTime::now(),
+            event,
+        });
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Stamped> {
+        self.sender.subscribe()
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(n: usize) -> Event {
+        Event::CallAnswered {
+            call_id: format!("c{n}"),
+        }
+    }
+
+    #[test]
+    fn publish_without_subscribers_does_not_fail() {
+        EventBus::new(4).publish(answered(0));
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_events_in_order() {
+        let bus = EventBus::new(16);
+        let mut rx = bus.subscribe();
+        for n in 0..3 {
+            bus.publish(answered(n));
+        }
+        for n in 0..3 {
+            assert_eq!(rx.recv().await.unwrap().event, answered(n));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_loses_oldest_events_and_never_blocks_the_publisher() {
+        let bus = EventBus::new(4);
+        let mut rx = bus.subscribe();
+        for n in 0..10 {
+            bus.publish(answered(n));
+        }
+        match rx.recv().await {
+            Err(broadcast::error::RecvError::Lagged(lost)) => assert_eq!(lost, 6),
+            other => panic!("expected lag, got {other:?}"),
+        }
+        assert_eq!(rx.recv().await.unwrap().event, answered(6));
+    }
+
+    #[test]
+    fn events_serialize_with_type_tag_and_timestamp() {
+        let s = Stamped {
+            at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500),
+            event: Event::RegistrationRemoved {
+                aor: "1001".into(),
+                contact: "sip:1001@127.0.0.1:5070".into(),
+                reason: UnregisterReason::Expired,
+            },
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"type\":\"registration_removed\""), "{json}");
+        assert!(json.contains("\"at\":1500"), "{json}");
+        assert!(json.contains("\"reason\":\"expired\""), "{json}");
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTTP listener: health and a first view of the server's state.
+//!
+//! `/healthz` answers while the server runs; `/metrics` gives the live counts the
+//! SIP edge already knows, in the Prometheus text format. The full metrics room
+//! (fed by events) and the CTI API will mount here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::sip::EdgeContext;
+
+pub struct HttpServer {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(ctx): State<Arc<EdgeContext>>) -> impl IntoResponse {
+    let body = format!(
+        "# HELP hotline_build_info Build information.\n\
+         # TYPE hotline_build_info gauge\n\
+         hotline_build_info{{version=\"{}\"}} 1\n\
+         # HELP hotline_registrations_active Live registration bindings (agent contacts).\n\
+         # TYPE hotline_registrations_active gauge\n\
+         hotline_registrations_active {}\n\
+         # HELP hotline_calls_active Calls in progress.\n\
+         # TYPE hotline_calls_active gauge\n\
+         hotline_calls_active {}\n",
+        env!("CARGO_PKG_VERSION"),
+        ctx.registrar.active_bindings(),
+        ctx.calls.len(),
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+}
+
+pub async fn start(addr: SocketAddr, ctx: Arc<EdgeContext>) -> std::io::Result<HttpServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(ctx);
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "HTTP listener stopped");
+        }
+    });
+    Ok(HttpServer { cancel, task })
+}

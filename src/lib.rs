@@ -1,0 +1,74 @@
+//! hotline: a real-time ACD/CTI telephony server.
+//!
+//! This file wires the rooms together (see ARCHITECTURE.md): configuration in,
+//! the SIP edge and the HTTP listener up, an orderly shutdown out.
+
+pub mod call;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod sip;
+
+use std::future::Future;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::{LogFormat, Settings};
+use crate::events::EventBus;
+
+/// Installs the tracing subscriber described by the `[log]` section.
+/// `RUST_LOG`, when set, overrides `log.level`.
+pub fn init_logging(settings: &Settings) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&settings.log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // rsipstack logs every datagram at info; keep it at warn unless asked.
+    let filter = if settings.log.level.contains("rsipstack") {
+        filter
+    } else {
+        filter.add_directive(
+            "rsipstack=warn"
+                .parse()
+                .unwrap_or_else(|_| tracing::Level::WARN.into()),
+        )
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match settings.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging was already set up: {e}");
+    }
+}
+
+/// Runs hotline until `shutdown` resolves, then stops in order: no new calls,
+/// in-flight transactions answered, live calls hung up, listeners closed.
+pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let bus = EventBus::default();
+    let edge = sip::SipEdge::start(&settings, bus.clone())
+        .await
+        .context("starting the SIP edge")?;
+    let http = match settings.http_listen {
+        Some(addr) => Some(
+            http::start(addr, edge.context().clone())
+                .await
+                .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
+        ),
+        None => None,
+    };
+    info!(config = %settings.origin, "hotline ready");
+    shutdown.await;
+    info!("shutting down: refusing new calls, finishing in-flight transactions");
+    edge.shutdown(settings.sip.shutdown_grace).await;
+    if let Some(http) = http {
+        http.stop().await;
+    }
+    info!("hotline stopped");
+    Ok(())
+}
