@@ -157,7 +157,7 @@ pub struct RawAuth {
 impl Default for RawAuth {
     fn default() -> Self {
         Self {
-            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            algorithms: vec![DigestAlgorithm::Md5],
             nonce_ttl: Duration::from_secs(300),
             max_failures: 5,
             failure_window: Duration::from_secs(60),
@@ -777,10 +777,7 @@ mod tests {
         assert_eq!(s.sip.t1, Duration::from_millis(500));
         assert_eq!(s.registrar.min_expires, Duration::from_secs(60));
         assert_eq!(s.registrar.max_expires, Duration::from_secs(3600));
-        assert_eq!(
-            s.auth.algorithms,
-            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
-        );
+        assert_eq!(s.auth.algorithms, vec![DigestAlgorithm::Md5]);
         assert_eq!(s.auth.nonce_ttl, Duration::from_secs(300));
         assert!(s.trunks.is_empty());
     }
