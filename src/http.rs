@@ -47,10 +47,7 @@ async fn metrics(State(ctx): State<Arc<EdgeContext>>) -> impl IntoResponse {
         ctx.registrar.active_bindings(),
         ctx.calls.len(),
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 pub async fn start(addr: SocketAddr, ctx: Arc<EdgeContext>) -> std::io::Result<HttpServer> {

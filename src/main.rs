@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use hotline::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "hotline", version, about = "Real-time ACD/CTI telephony server")]
+#[command(
+    name = "hotline",
+    version,
+    about = "Real-time ACD/CTI telephony server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -137,10 +137,17 @@ pub async fn run_inbound(ctx: Arc<EdgeContext>, tx: Transaction, admitted: Admit
         number = %admitted.number.number,
         trunk = %admitted.trunk.name
     );
-    call_actor(ctx, tx, admitted, call_id).instrument(span).await;
+    call_actor(ctx, tx, admitted, call_id)
+        .instrument(span)
+        .await;
 }
 
-async fn call_actor(ctx: Arc<EdgeContext>, mut tx: Transaction, admitted: Admitted, call_id: String) {
+async fn call_actor(
+    ctx: Arc<EdgeContext>,
+    mut tx: Transaction,
+    admitted: Admitted,
+    call_id: String,
+) {
     let offer = classify_offer(&tx.original.body);
     if let Offer::Unacceptable(why) = offer {
         info!(reason = why, "offer refused");
@@ -220,9 +227,7 @@ async fn call_actor(ctx: Arc<EdgeContext>, mut tx: Transaction, admitted: Admitt
         }
     });
 
-    let sdp_headers = || {
-        Some(vec![Header::ContentType("application/sdp".into())])
-    };
+    let sdp_headers = || Some(vec![Header::ContentType("application/sdp".into())]);
     let mut answered = false;
     let mut ended: Option<ReleasedBy> = None;
     let answer_after = admitted.number.answer_after;

@@ -301,7 +301,10 @@ pub struct TrunkCredentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NumberTarget {
     Ivr(String),
-    Queue { queue: String, greeting: Option<String> },
+    Queue {
+        queue: String,
+        greeting: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,10 +467,7 @@ impl RawConfig {
 
         let r = &self.registrar;
         if r.min_expires.is_zero() {
-            issue(
-                "registrar.min_expires".into(),
-                "must be at least 1s".into(),
-            );
+            issue("registrar.min_expires".into(), "must be at least 1s".into());
         }
         if r.max_expires < r.min_expires {
             issue(
@@ -481,10 +481,10 @@ impl RawConfig {
                 "must lie between registrar.min_expires and registrar.max_expires".into(),
             );
         }
-        if r.max_contacts == 0 {
+        if r.max_contacts == 0 || r.max_contacts > 20 {
             issue(
                 "registrar.max_contacts".into(),
-                "must be at least 1".into(),
+                "must be between 1 and 20: the 200 OK to a REGISTER lists every contact and must fit in one UDP datagram".into(),
             );
         }
 
@@ -552,10 +552,7 @@ impl RawConfig {
                     None
                 }
                 _ => {
-                    issue(
-                        key.clone(),
-                        "set either `ivr` or `queue`, not both".into(),
-                    );
+                    issue(key.clone(), "set either `ivr` or `queue`, not both".into());
                     None
                 }
             };
@@ -844,16 +841,28 @@ numbers = ["999"]
             "numbers.500",
             "agents.2001.password",
         ] {
-            assert!(keys.iter().any(|k| k == expected), "{expected} missing in {keys:?}");
+            assert!(
+                keys.iter().any(|k| k == expected),
+                "{expected} missing in {keys:?}"
+            );
         }
-        assert!(!keys.iter().any(|k| k == "trunks.bad.sources[1]"), "{keys:?}");
+        assert!(
+            !keys.iter().any(|k| k == "trunks.bad.sources[1]"),
+            "{keys:?}"
+        );
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let env = BTreeMap::from([
-            ("HOTLINE__SIP__UDP".to_string(), "127.0.0.9:5099".to_string()),
-            ("HOTLINE__REGISTRAR__MAX_CONTACTS".to_string(), "2".to_string()),
+            (
+                "HOTLINE__SIP__UDP".to_string(),
+                "127.0.0.9:5099".to_string(),
+            ),
+            (
+                "HOTLINE__REGISTRAR__MAX_CONTACTS".to_string(),
+                "2".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ]);
         let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &env).unwrap();
@@ -884,7 +893,10 @@ numbers = ["999"]
     fn summary_line_counts_what_was_loaded() {
         let s = Settings::from_toml(EMBEDDED_DEFAULT, "hotline.toml", &BTreeMap::new()).unwrap();
         let line = s.to_string();
-        assert!(line.contains("1 trunk(s), 2 number(s), 4 agent(s)"), "{line}");
+        assert!(
+            line.contains("1 trunk(s), 2 number(s), 4 agent(s)"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
     }
 }

@@ -217,9 +217,15 @@ mod tests {
         let a = authority(2);
         let value = answer(&a, "wrong", Algorithm::Md5);
         let first = a.authenticate([value.as_str()], "REGISTER", SRC, lookup);
-        assert!(matches!(first, AuthOutcome::Failed { banned: false, .. }), "{first:?}");
+        assert!(
+            matches!(first, AuthOutcome::Failed { banned: false, .. }),
+            "{first:?}"
+        );
         let second = a.authenticate([value.as_str()], "REGISTER", SRC, lookup);
-        assert!(matches!(second, AuthOutcome::Failed { banned: true, .. }), "{second:?}");
+        assert!(
+            matches!(second, AuthOutcome::Failed { banned: true, .. }),
+            "{second:?}"
+        );
     }
 
     #[test]

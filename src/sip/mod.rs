@@ -107,8 +107,7 @@ impl SipEdge {
             let listener = TcpListenerConnection::new(addr, external)
                 .await
                 .with_context(|| format!("cannot bind SIP TCP listener on {addr} (sip.tcp)"))?;
-            tcp_addr = Some(SocketAddr::try_from(listener.get_addr().addr.clone())
-                .unwrap_or(addr));
+            tcp_addr = Some(SocketAddr::try_from(listener.get_addr().addr.clone()).unwrap_or(addr));
             transport_layer.add_transport(listener.into());
         }
 
@@ -304,7 +303,12 @@ async fn dispatch(ctx: Arc<EdgeContext>, mut tx: Transaction) {
             reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await;
         }
         Method::Subscribe | Method::Notify | Method::Publish | Method::Message | Method::Refer => {
-            reply(&mut tx, StatusCode::MethodNotAllowed, vec![other("Allow", ALLOW)]).await;
+            reply(
+                &mut tx,
+                StatusCode::MethodNotAllowed,
+                vec![other("Allow", ALLOW)],
+            )
+            .await;
         }
     }
 }
@@ -352,7 +356,10 @@ fn register_contacts(tx: &Transaction) -> Result<Contacts, String> {
 }
 
 fn uri_user(uri: &rsipstack::sip::Uri) -> Option<String> {
-    uri.auth.as_ref().map(|a| a.user.clone()).filter(|u| !u.is_empty())
+    uri.auth
+        .as_ref()
+        .map(|a| a.user.clone())
+        .filter(|u| !u.is_empty())
 }
 
 async fn refuse_with(tx: &mut Transaction, code: u16, reason: &str, extra: Vec<Header>) {
@@ -375,12 +382,11 @@ async fn handle_register(ctx: &EdgeContext, tx: &mut Transaction) {
 
     let credentials = header_values(&tx.original.headers, "Authorization");
     let agents = &ctx.settings.agents;
-    let outcome = ctx.agent_auth.authenticate(
-        credentials,
-        "REGISTER",
-        source.ip(),
-        |user| agents.get(user).map(|a: &Agent| a.password.clone()),
-    );
+    let outcome = ctx
+        .agent_auth
+        .authenticate(credentials, "REGISTER", source.ip(), |user| {
+            agents.get(user).map(|a: &Agent| a.password.clone())
+        });
     match outcome {
         AuthOutcome::Authenticated { username } if username == aor => {}
         AuthOutcome::Authenticated { username } => {
@@ -422,9 +428,17 @@ async fn handle_register(ctx: &EdgeContext, tx: &mut Transaction) {
         Ok(bindings) => {
             let mut headers: Vec<Header> = bindings
                 .iter()
-                .map(|b| other("Contact", format!("<{}>;expires={}", b.uri, b.remaining_secs(now))))
+                .map(|b| {
+                    other(
+                        "Contact",
+                        format!("<{}>;expires={}", b.uri, b.remaining_secs(now)),
+                    )
+                })
                 .collect();
-            headers.push(other("Date", httpdate::fmt_http_date(std::time::SystemTime::now())));
+            headers.push(other(
+                "Date",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+            ));
             debug!(%aor, contacts = bindings.len(), "REGISTER accepted");
             reply(tx, StatusCode::OK, headers).await;
         }
@@ -436,7 +450,9 @@ async fn handle_register(ctx: &EdgeContext, tx: &mut Transaction) {
             )
             .await;
         }
-        Err(e @ RegisterError::WildcardMisuse) => refuse_with(tx, 400, &e.to_string(), vec![]).await,
+        Err(e @ RegisterError::WildcardMisuse) => {
+            refuse_with(tx, 400, &e.to_string(), vec![]).await
+        }
         Err(e @ RegisterError::OutOfOrder { .. }) => {
             refuse_with(tx, 500, &e.to_string(), vec![other("Retry-After", "1")]).await
         }
@@ -445,9 +461,17 @@ async fn handle_register(ctx: &EdgeContext, tx: &mut Transaction) {
 
 async fn challenge(ctx: &EdgeContext, tx: &mut Transaction, proxy: bool, stale: bool) {
     let (status, name, authority) = if proxy {
-        (StatusCode::ProxyAuthenticationRequired, "Proxy-Authenticate", &ctx.trunk_auth)
+        (
+            StatusCode::ProxyAuthenticationRequired,
+            "Proxy-Authenticate",
+            &ctx.trunk_auth,
+        )
     } else {
-        (StatusCode::Unauthorized, "WWW-Authenticate", &ctx.agent_auth)
+        (
+            StatusCode::Unauthorized,
+            "WWW-Authenticate",
+            &ctx.agent_auth,
+        )
     };
     let headers = authority
         .challenges(stale)
@@ -469,7 +493,11 @@ async fn auth_failed(
     warn!(%source, method, %reason, banned, "authentication failed");
     let username = header_values(
         &tx.original.headers,
-        if proxy { "Proxy-Authorization" } else { "Authorization" },
+        if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        },
     )
     .first()
     .and_then(|v| digest::parse_credentials(v).ok())
@@ -485,7 +513,13 @@ async fn auth_failed(
             source: source.ip(),
             ban_secs: ctx.agent_auth.throttle().ban_time().as_secs(),
         });
-        return refuse_with(tx, 403, "Forbidden (too many failed authentications)", vec![]).await;
+        return refuse_with(
+            tx,
+            403,
+            "Forbidden (too many failed authentications)",
+            vec![],
+        )
+        .await;
     }
     challenge(ctx, tx, proxy, false).await;
 }
@@ -545,8 +579,13 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         }
         NumberLookup::NotForTrunk => {
             ctx.bus.publish(reject(404, RejectReason::NumberNotAllowed));
-            return refuse_with(&mut tx, 404, "Not Found (number not open to this trunk)", vec![])
-                .await;
+            return refuse_with(
+                &mut tx,
+                404,
+                "Not Found (number not open to this trunk)",
+                vec![],
+            )
+            .await;
         }
     };
     let admitted = Admitted {
@@ -582,7 +621,11 @@ fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trun
     {
         AuthOutcome::Authenticated { username } => candidates
             .iter()
-            .find(|t| t.credentials.as_ref().is_some_and(|c| c.username == username))
+            .find(|t| {
+                t.credentials
+                    .as_ref()
+                    .is_some_and(|c| c.username == username)
+            })
             .map(|t| (*t).clone())
             .ok_or(Refusal::NotATrunk),
         AuthOutcome::Challenge { stale } => Err(Refusal::Challenge { stale }),
@@ -591,7 +634,11 @@ fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trun
 }
 
 /// The Contact hotline puts in its answers, on the transport the request came in on.
-pub fn local_contact(ctx: &EdgeContext, tx: &Transaction, user: &str) -> Option<rsipstack::sip::Uri> {
+pub fn local_contact(
+    ctx: &EdgeContext,
+    tx: &Transaction,
+    user: &str,
+) -> Option<rsipstack::sip::Uri> {
     let tcp = transport_name(tx) == "tcp";
     let addr = if tcp { ctx.tcp_addr } else { ctx.udp_addr }?;
     let addr = ctx.settings.sip.external.unwrap_or(addr);

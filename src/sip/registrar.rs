@@ -140,8 +140,11 @@ impl Registrar {
         let removed = match self.bindings.get_mut(&req.aor) {
             None => Vec::new(),
             Some(mut entry) => {
-                let live: Vec<Binding> =
-                    entry.iter().filter(|b| b.expires_at > now).cloned().collect();
+                let live: Vec<Binding> = entry
+                    .iter()
+                    .filter(|b| b.expires_at > now)
+                    .cloned()
+                    .collect();
                 Self::check_order(req, &live)?;
                 std::mem::take(entry.value_mut())
             }
@@ -170,7 +173,8 @@ impl Registrar {
             let bindings = entry.value_mut();
             bindings.retain(|b| b.expires_at > now);
             for (uri, _) in granted {
-                let same: Vec<Binding> = bindings.iter().filter(|b| &b.uri == uri).cloned().collect();
+                let same: Vec<Binding> =
+                    bindings.iter().filter(|b| &b.uri == uri).cloned().collect();
                 Self::check_order(req, &same)?;
             }
             for (uri, asked) in granted {
@@ -331,12 +335,22 @@ mod tests {
         let mut rx = bus.subscribe();
         let r = registrar(&bus);
         let now = Instant::now();
-        let b = r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now).unwrap();
+        let b = r
+            .apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now)
+            .unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].remaining_secs(now), 120);
-        let b = r.apply(req(list(&[("sip:a@h", Some(300))]), None, "c1", 2), now).unwrap();
-        assert_eq!(b[0].remaining_secs(now), 300, "contact param wins over header");
-        let b = r.apply(req(list(&[("sip:a@h", None)]), Some(0), "c1", 3), now).unwrap();
+        let b = r
+            .apply(req(list(&[("sip:a@h", Some(300))]), None, "c1", 2), now)
+            .unwrap();
+        assert_eq!(
+            b[0].remaining_secs(now),
+            300,
+            "contact param wins over header"
+        );
+        let b = r
+            .apply(req(list(&[("sip:a@h", None)]), Some(0), "c1", 3), now)
+            .unwrap();
         assert!(b.is_empty());
         let kinds: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|s| match s.event {
@@ -354,9 +368,13 @@ mod tests {
         let bus = EventBus::new(8);
         let r = registrar(&bus);
         let now = Instant::now();
-        let b = r.apply(req(list(&[("sip:a@h", None)]), None, "c1", 1), now).unwrap();
+        let b = r
+            .apply(req(list(&[("sip:a@h", None)]), None, "c1", 1), now)
+            .unwrap();
         assert_eq!(b[0].remaining_secs(now), 1800);
-        let b = r.apply(req(list(&[("sip:a@h", Some(99999))]), None, "c1", 2), now).unwrap();
+        let b = r
+            .apply(req(list(&[("sip:a@h", Some(99999))]), None, "c1", 2), now)
+            .unwrap();
         assert_eq!(b[0].remaining_secs(now), 3600);
     }
 
@@ -366,7 +384,15 @@ mod tests {
         let r = registrar(&bus);
         let now = Instant::now();
         let err = r
-            .apply(req(list(&[("sip:a@h", None), ("sip:b@h", Some(5))]), Some(120), "c1", 1), now)
+            .apply(
+                req(
+                    list(&[("sip:a@h", None), ("sip:b@h", Some(5))]),
+                    Some(120),
+                    "c1",
+                    1,
+                ),
+                now,
+            )
             .unwrap_err();
         assert_eq!(err, RegisterError::IntervalTooBrief { min_secs: 60 });
         assert!(r.contacts("1001").is_empty());
@@ -377,14 +403,22 @@ mod tests {
         let bus = EventBus::new(8);
         let r = registrar(&bus);
         let now = Instant::now();
-        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now).unwrap();
-        let b = r.apply(req(list(&[("sip:b@h", None)]), Some(120), "c2", 1), now).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now)
+            .unwrap();
+        let b = r
+            .apply(req(list(&[("sip:b@h", None)]), Some(120), "c2", 1), now)
+            .unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(
-            r.apply(req(Contacts::Wildcard, Some(60), "c3", 1), now).unwrap_err(),
+            r.apply(req(Contacts::Wildcard, Some(60), "c3", 1), now)
+                .unwrap_err(),
             RegisterError::WildcardMisuse
         );
-        assert!(r.apply(req(Contacts::Wildcard, Some(0), "c3", 1), now).unwrap().is_empty());
+        assert!(
+            r.apply(req(Contacts::Wildcard, Some(0), "c3", 1), now)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(r.active_bindings(), 0);
     }
 
@@ -393,8 +427,14 @@ mod tests {
         let bus = EventBus::new(8);
         let r = registrar(&bus);
         let now = Instant::now();
-        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now).unwrap();
-        let b = r.apply(req(Contacts::Query, None, "q", 1), now + Duration::from_secs(20)).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 1), now)
+            .unwrap();
+        let b = r
+            .apply(
+                req(Contacts::Query, None, "q", 1),
+                now + Duration::from_secs(20),
+            )
+            .unwrap();
         assert_eq!(b[0].remaining_secs(now + Duration::from_secs(20)), 100);
     }
 
@@ -403,13 +443,16 @@ mod tests {
         let bus = EventBus::new(8);
         let r = registrar(&bus);
         let now = Instant::now();
-        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 5), now).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 5), now)
+            .unwrap();
         assert_eq!(
-            r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 5), now).unwrap_err(),
+            r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c1", 5), now)
+                .unwrap_err(),
             RegisterError::OutOfOrder { cseq: 5, last: 5 }
         );
         // another Call-ID (the phone restarted) is fine
-        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c2", 1), now).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(120), "c2", 1), now)
+            .unwrap();
     }
 
     #[test]
@@ -417,9 +460,13 @@ mod tests {
         let bus = EventBus::new(8);
         let r = registrar(&bus);
         let now = Instant::now();
-        r.apply(req(list(&[("sip:a@h", None)]), Some(100), "c1", 1), now).unwrap();
-        r.apply(req(list(&[("sip:b@h", None)]), Some(200), "c2", 1), now).unwrap();
-        let b = r.apply(req(list(&[("sip:c@h", None)]), Some(300), "c3", 1), now).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(100), "c1", 1), now)
+            .unwrap();
+        r.apply(req(list(&[("sip:b@h", None)]), Some(200), "c2", 1), now)
+            .unwrap();
+        let b = r
+            .apply(req(list(&[("sip:c@h", None)]), Some(300), "c3", 1), now)
+            .unwrap();
         let uris: Vec<_> = b.iter().map(|b| b.uri.as_str()).collect();
         assert_eq!(uris, vec!["sip:b@h", "sip:c@h"]);
     }
@@ -430,13 +477,19 @@ mod tests {
         let mut rx = bus.subscribe();
         let r = registrar(&bus);
         let now = Instant::now();
-        r.apply(req(list(&[("sip:a@h", None)]), Some(60), "c1", 1), now).unwrap();
+        r.apply(req(list(&[("sip:a@h", None)]), Some(60), "c1", 1), now)
+            .unwrap();
         let _added = rx.try_recv().unwrap();
         assert_eq!(r.sweep(now + Duration::from_secs(59)), 0);
-        assert_eq!(r.contacts_at("1001", now + Duration::from_secs(60)).len(), 0);
+        assert_eq!(
+            r.contacts_at("1001", now + Duration::from_secs(60)).len(),
+            0
+        );
         assert_eq!(r.sweep(now + Duration::from_secs(60)), 1);
         match rx.try_recv().unwrap().event {
-            Event::RegistrationRemoved { reason, .. } => assert_eq!(reason, UnregisterReason::Expired),
+            Event::RegistrationRemoved { reason, .. } => {
+                assert_eq!(reason, UnregisterReason::Expired)
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -19,8 +19,8 @@ use rsipstack::sip::{
 use rsipstack::transaction::endpoint::TransportEventInspector;
 use rsipstack::transport::{SipAddr, SipConnection, TransportEvent};
 
-use super::throttle::AuthThrottle;
 use super::ALLOW;
+use super::throttle::AuthThrottle;
 
 /// A request refused at the door.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,9 @@ pub fn check_request(req: &Request, datagram: bool) -> Result<(), Rejection> {
         _ => return Err(bad("From header has no tag")),
     }
     req.to_header().map_err(|_| bad("Missing To header"))?;
-    let call_id = req.call_id_header().map_err(|_| bad("Missing Call-ID header"))?;
+    let call_id = req
+        .call_id_header()
+        .map_err(|_| bad("Missing Call-ID header"))?;
     if call_id.value().trim().is_empty() {
         return Err(bad("Empty Call-ID header"));
     }
@@ -138,7 +140,10 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
-                || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                )
         })
 }
 
@@ -187,7 +192,7 @@ pub fn screen_datagram(packet: &[u8], server: &str) -> DatagramVerdict {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// A response built from the raw header lines of an unparseable request, when it
@@ -221,7 +226,10 @@ fn raw_response(head: &[u8], rejection: &Rejection, server: &str) -> Option<Vec<
     if to.contains(";tag=") {
         out.push_str(&format!("To: {to}\r\n"));
     } else {
-        out.push_str(&format!("To: {to};tag={}\r\n", rsipstack::transaction::make_tag()));
+        out.push_str(&format!(
+            "To: {to};tag={}\r\n",
+            rsipstack::transaction::make_tag()
+        ));
     }
     out.push_str(&format!("Call-ID: {call_id}\r\nCSeq: {cseq}\r\n"));
     if rejection.code == 501 {
@@ -242,7 +250,13 @@ fn socket_addr(addr: &SipAddr) -> Option<SocketAddr> {
 }
 
 impl Screen {
-    async fn refuse(&self, req: &Request, rejection: Rejection, conn: &SipConnection, from: &SipAddr) {
+    async fn refuse(
+        &self,
+        req: &Request,
+        rejection: Rejection,
+        conn: &SipConnection,
+        from: &SipAddr,
+    ) {
         tracing::info!(
             method = %req.method, src = %from, code = rejection.code, reason = %rejection.reason,
             "request refused"
@@ -368,14 +382,21 @@ mod tests {
             ("CSeq:", "Missing CSeq header"),
         ] {
             let req = parse(&without(header));
-            assert_eq!(check_request(&req, true), Err(Rejection::new(400, reason)), "{header}");
+            assert_eq!(
+                check_request(&req, true),
+                Err(Rejection::new(400, reason)),
+                "{header}"
+            );
         }
     }
 
     #[test]
     fn from_without_tag_is_refused() {
         let req = parse(&GOOD.replace(";tag=1", ""));
-        assert_eq!(check_request(&req, true).unwrap_err().reason, "From header has no tag");
+        assert_eq!(
+            check_request(&req, true).unwrap_err().reason,
+            "From header has no tag"
+        );
     }
 
     #[test]
@@ -383,7 +404,10 @@ mod tests {
         let req = parse(&GOOD.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE"));
         assert_eq!(check_request(&req, true).unwrap_err().code, 400);
         let req = parse(&GOOD.replace("CSeq: 1 OPTIONS", "CSeq: x OPTIONS"));
-        assert_eq!(check_request(&req, true).unwrap_err().reason, "Malformed CSeq number");
+        assert_eq!(
+            check_request(&req, true).unwrap_err().reason,
+            "Malformed CSeq number"
+        );
     }
 
     #[test]
@@ -412,11 +436,15 @@ mod tests {
     fn rejection_response_echoes_the_dialog_headers_with_a_to_tag() {
         let req = parse(&GOOD.replace("Max-Forwards: 70", "Max-Forwards: 0"));
         let rejection = check_request(&req, true).unwrap_err();
-        let text = String::from_utf8(rejection_response(&req, &rejection, "hotline").to_bytes()).unwrap();
+        let text =
+            String::from_utf8(rejection_response(&req, &rejection, "hotline").to_bytes()).unwrap();
         assert!(text.starts_with("SIP/2.0 483 Too Many Hops\r\n"), "{text}");
         assert!(text.contains("Call-ID: abc"), "{text}");
         assert!(text.contains("To: <sip:400@127.0.0.1>;tag="), "{text}");
-        assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"), "{text}");
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"),
+            "{text}"
+        );
     }
 
     fn answer(packet: &str) -> String {
@@ -429,7 +457,10 @@ mod tests {
     #[test]
     fn unknown_method_gets_501_with_allow() {
         let text = answer(&GOOD.replace("OPTIONS", "FOO"));
-        assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"), "{text}");
+        assert!(
+            text.starts_with("SIP/2.0 501 Not Implemented\r\n"),
+            "{text}"
+        );
         assert!(text.contains("Allow: INVITE"), "{text}");
         assert!(text.contains("CSeq: 1 FOO"), "{text}");
     }
@@ -441,7 +472,10 @@ mod tests {
         let req = parse(&GOOD.replace("sip:400@127.0.0.1 SIP", "mailto:x@y SIP"));
         assert_eq!(check_request(&req, true).unwrap_err().code, 416);
         let text = answer(&GOOD.replace("sip:400@127.0.0.1 SIP", "sip:400@ SIP"));
-        assert!(text.starts_with("SIP/2.0 400 Malformed Request-URI"), "{text}");
+        assert!(
+            text.starts_with("SIP/2.0 400 Malformed Request-URI"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -460,7 +494,11 @@ mod tests {
             b"SIP/2.0 999\r\n",
             b"INVITE\r\n\r\n",
         ] {
-            assert_eq!(screen_datagram(packet, "t"), DatagramVerdict::Drop, "{packet:?}");
+            assert_eq!(
+                screen_datagram(packet, "t"),
+                DatagramVerdict::Drop,
+                "{packet:?}"
+            );
         }
         assert_eq!(screen_datagram(b"\r\n\r\n", "t"), DatagramVerdict::Pass);
     }

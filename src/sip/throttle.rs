@@ -114,10 +114,19 @@ mod tests {
     fn bans_after_max_failures_within_the_window() {
         let t = AuthThrottle::new(3, Duration::from_secs(60), Duration::from_secs(300));
         let now = Instant::now();
-        assert_eq!(t.record_failure(A, now), FailureVerdict::Counted { failures: 1 });
-        assert_eq!(t.record_failure(A, now), FailureVerdict::Counted { failures: 2 });
+        assert_eq!(
+            t.record_failure(A, now),
+            FailureVerdict::Counted { failures: 1 }
+        );
+        assert_eq!(
+            t.record_failure(A, now),
+            FailureVerdict::Counted { failures: 2 }
+        );
         assert!(!t.is_banned(A, now));
-        assert!(matches!(t.record_failure(A, now), FailureVerdict::Banned { .. }));
+        assert!(matches!(
+            t.record_failure(A, now),
+            FailureVerdict::Banned { .. }
+        ));
         assert!(t.is_banned(A, now));
         assert!(!t.is_banned(B, now), "other sources are not affected");
     }
@@ -128,7 +137,10 @@ mod tests {
         let now = Instant::now();
         t.record_failure(A, now);
         let later = now + Duration::from_secs(11);
-        assert_eq!(t.record_failure(A, later), FailureVerdict::Counted { failures: 1 });
+        assert_eq!(
+            t.record_failure(A, later),
+            FailureVerdict::Counted { failures: 1 }
+        );
         assert!(!t.is_banned(A, later));
     }
 
@@ -136,11 +148,17 @@ mod tests {
     fn ban_ends_after_ban_time_and_counting_restarts() {
         let t = AuthThrottle::new(1, Duration::from_secs(10), Duration::from_secs(30));
         let now = Instant::now();
-        assert!(matches!(t.record_failure(A, now), FailureVerdict::Banned { .. }));
+        assert!(matches!(
+            t.record_failure(A, now),
+            FailureVerdict::Banned { .. }
+        ));
         assert!(t.is_banned(A, now + Duration::from_secs(29)));
         let after = now + Duration::from_secs(31);
         assert!(!t.is_banned(A, after));
-        assert!(matches!(t.record_failure(A, after), FailureVerdict::Banned { .. }));
+        assert!(matches!(
+            t.record_failure(A, after),
+            FailureVerdict::Banned { .. }
+        ));
     }
 
     #[test]

@@ -132,7 +132,9 @@ mod tests {
     #[test]
     fn source_inside_a_trunk_without_credentials_is_trusted() {
         let t = table();
-        assert!(matches!(t.admit_source(ip("10.1.2.3")), SourceAdmission::Trusted(tr) if tr.name == "pbx"));
+        assert!(
+            matches!(t.admit_source(ip("10.1.2.3")), SourceAdmission::Trusted(tr) if tr.name == "pbx")
+        );
     }
 
     #[test]
@@ -154,8 +156,14 @@ mod tests {
             SourceAdmission::NeedsAuth(c) => assert_eq!(c.len(), 1),
             other => panic!("{other:?}"),
         }
-        let strict = TrunkTable::new(vec![trunk("pbx", &["10.0.0.0/8"], false, &[])], BTreeMap::new());
-        assert_eq!(strict.admit_source(ip("203.0.113.9")), SourceAdmission::Refused);
+        let strict = TrunkTable::new(
+            vec![trunk("pbx", &["10.0.0.0/8"], false, &[])],
+            BTreeMap::new(),
+        );
+        assert_eq!(
+            strict.admit_source(ip("203.0.113.9")),
+            SourceAdmission::Refused
+        );
         assert_eq!(strict.admit_source(ip("::1")), SourceAdmission::Refused);
     }
 
@@ -167,6 +175,9 @@ mod tests {
         assert!(matches!(t.number_for(pbx, "400"), NumberLookup::Found(n) if n.number == "400"));
         assert_eq!(t.number_for(pbx, "999"), NumberLookup::Unknown);
         assert_eq!(t.number_for(carrier, "400"), NumberLookup::NotForTrunk);
-        assert!(matches!(t.number_for(carrier, "401"), NumberLookup::Found(_)));
+        assert!(matches!(
+            t.number_for(carrier, "401"),
+            NumberLookup::Found(_)
+        ));
     }
 }
