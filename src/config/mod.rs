@@ -379,14 +379,22 @@ impl Settings {
                 }])
             })?;
         let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
-            let key = e.path().to_string();
-            invalid(vec![ConfigIssue {
-                key: describe_path(&key, e.inner()),
-                message: e.inner().to_string(),
-            }])
+            let key = describe_path(&e.path().to_string(), e.inner());
+            let mut message = e.inner().to_string();
+            if let Some(var) = env_var_for(&key, env) {
+                message.push_str(&format!(" (set by environment variable {var})"));
+            }
+            invalid(vec![ConfigIssue { key, message }])
         })?;
         raw.validate(origin).map_err(invalid)
     }
+}
+
+/// The environment variable that set `key`, if one did.
+fn env_var_for(key: &str, env: &BTreeMap<String, String>) -> Option<String> {
+    let base = key.split('[').next().unwrap_or(key);
+    let var = format!("{ENV_PREFIX}__{}", base.replace('.', "__").to_uppercase());
+    env.contains_key(&var).then_some(var)
 }
 
 /// serde_path_to_error reports an unknown field at its parent; name the field itself.
@@ -874,6 +882,7 @@ numbers = ["999"]
     fn environment_typo_is_an_error_too() {
         let env = BTreeMap::from([("HOTLINE__SIP__UPD".to_string(), "x".to_string())]);
         let err = Settings::from_toml("", "test.toml", &env).unwrap_err();
+        assert!(err.to_string().contains("HOTLINE__SIP__UPD"), "{err}");
         assert_eq!(keys(err), vec!["sip.upd".to_string()]);
     }
 
