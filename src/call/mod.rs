@@ -37,17 +37,20 @@ impl Calls {
         self.dialogs.is_empty()
     }
 
-    /// Ends every live call: BYE when answered, 503 when still ringing.
-    pub async fn hang_up_all(&self) {
-        let dialogs: Vec<InviteDialog> = self.dialogs.iter().map(|e| e.value().clone()).collect();
-        for dialog in dialogs {
+    /// Ends every live call: BYE when answered, 503 when still ringing. Does not
+    /// wait for the BYEs' answers: a silent peer must not hold the shutdown for
+    /// the 32 s of BYE retransmissions.
+    pub fn hang_up_all(&self) {
+        for dialog in self.dialogs.iter().map(|e| e.value().clone()) {
             if matches!(
                 dialog.state(),
                 DialogState::Confirmed(..) | DialogState::WaitAck(..)
             ) {
-                if let Err(e) = dialog.bye().await {
-                    debug!(error = %e, "BYE at shutdown failed");
-                }
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.bye().await {
+                        debug!(error = %e, "BYE at shutdown failed");
+                    }
+                });
             } else {
                 let _ = dialog.reject(
                     Some(StatusCode::ServiceUnavailable),

@@ -378,15 +378,71 @@ impl Settings {
                     message: format!("not valid TOML: {e}"),
                 }])
             })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
-            let key = describe_path(&e.path().to_string(), e.inner());
-            let mut message = e.inner().to_string();
-            if let Some(var) = env_var_for(&key, env) {
-                message.push_str(&format!(" (set by environment variable {var})"));
+        let mut tree = config::Value::new(
+            None,
+            config::ValueKind::Table(built.try_deserialize().map_err(|e| {
+                invalid(vec![ConfigIssue {
+                    key: "(file)".into(),
+                    message: format!("not a table of settings: {e}"),
+                }])
+            })?),
+        );
+        // serde stops at the first bad key: note it, drop it (its default
+        // applies) and go on, so one run reports every problem.
+        let mut issues = Vec::new();
+        let raw = loop {
+            match serde_path_to_error::deserialize::<_, RawConfig>(tree.clone()) {
+                Ok(raw) => break Some(raw),
+                Err(e) => {
+                    let key = describe_path(&e.path().to_string(), e.inner());
+                    let mut message = e.inner().to_string();
+                    if let Some(var) = env_var_for(&key, env) {
+                        message.push_str(&format!(" (set by environment variable {var})"));
+                    }
+                    issues.push(ConfigIssue { key, message });
+                    let keys: Vec<&str> = e
+                        .path()
+                        .iter()
+                        .map_while(|segment| match segment {
+                            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    if issues.len() > 100 || !remove_key(&mut tree, &keys) {
+                        break None;
+                    }
+                }
             }
-            invalid(vec![ConfigIssue { key, message }])
-        })?;
-        raw.validate(origin).map_err(invalid)
+        };
+        match raw.map(|raw| raw.validate(origin)) {
+            Some(Ok(settings)) if issues.is_empty() => Ok(settings),
+            Some(Err(more)) => {
+                issues.extend(more);
+                Err(invalid(issues))
+            }
+            _ => Err(invalid(issues)),
+        }
+    }
+}
+
+/// Removes the setting at `keys` from a config tree; false when there is none.
+fn remove_key(tree: &mut config::Value, keys: &[&str]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for key in parents {
+        let config::ValueKind::Table(table) = &mut node.kind else {
+            return false;
+        };
+        match table.get_mut(*key) {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    match &mut node.kind {
+        config::ValueKind::Table(table) => table.remove(*last).is_some(),
+        _ => false,
     }
 }
 
@@ -858,6 +914,35 @@ numbers = ["999"]
             !keys.iter().any(|k| k == "trunks.bad.sources[1]"),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn every_structural_error_is_reported_with_the_semantic_ones() {
+        let err = load(
+            r#"
+[http]
+lisen = "127.0.0.1:1"
+[registrar]
+max_contacts = "many"
+[sipp]
+x = 1
+[trunks.t]
+sources = ["300.0.0.0/8"]
+"#,
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        for expected in [
+            "http.lisen",
+            "registrar.max_contacts",
+            "sipp",
+            "trunks.t.sources[0]",
+        ] {
+            assert!(
+                keys.iter().any(|k| k == expected),
+                "{expected} missing in {keys:?}"
+            );
+        }
     }
 
     #[test]

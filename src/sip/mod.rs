@@ -222,12 +222,15 @@ impl SipEdge {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.ctx.calls.hang_up_all().await;
-        // Give BYEs and final responses a moment on the wire.
-        let settle = Instant::now() + Duration::from_millis(300);
+        self.ctx.calls.hang_up_all();
+        // Give BYEs and final responses a moment on the wire, within the grace.
+        let settle =
+            (Instant::now() + Duration::from_millis(500)).min(deadline.max(Instant::now()));
         while !self.ctx.calls.is_empty() && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The BYE's first transmission is out; its answer is not awaited.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.cancel.cancel();
         self.endpoint.shutdown();
     }

@@ -12,9 +12,10 @@ use crate::config::{HotlineNumber, Trunk};
 /// How a source may be admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceAdmission<'a> {
-    /// Admitted by address alone through this trunk.
+    /// Inside this trunk's sources: admitted by address.
     Trusted(&'a Trunk),
-    /// Admitted only after digest authentication as one of these trunks.
+    /// Outside every trunk's sources: admitted only after digest authentication
+    /// as one of these trunks.
     NeedsAuth(Vec<&'a Trunk>),
     /// No trunk admits this source.
     Refused,
@@ -41,24 +42,22 @@ impl TrunkTable {
         Self { trunks, numbers }
     }
 
-    /// Decides how `source` may be admitted. A trunk without credentials admits by
-    /// address; a trunk with credentials admits from its sources (or from anywhere
-    /// when it lists none) after a digest challenge.
+    /// Decides how `source` may be admitted: a source inside a trunk's `sources`
+    /// is admitted by address; any other source may still authenticate as one of
+    /// the trunks that have credentials (a carrier whose addresses change).
     pub fn admit_source(&self, source: IpAddr) -> SourceAdmission<'_> {
-        let by_source: Vec<&Trunk> = self
+        if let Some(trunk) = self
             .trunks
             .iter()
-            .filter(|t| t.sources.iter().any(|net| net.contains(&source)))
-            .collect();
-        if let Some(trusted) = by_source.iter().find(|t| t.credentials.is_none()) {
-            return SourceAdmission::Trusted(trusted);
+            .find(|t| t.sources.iter().any(|net| net.contains(&source)))
+        {
+            return SourceAdmission::Trusted(trunk);
         }
-        let mut candidates = by_source;
-        candidates.extend(
-            self.trunks
-                .iter()
-                .filter(|t| t.sources.is_empty() && t.credentials.is_some()),
-        );
+        let candidates: Vec<&Trunk> = self
+            .trunks
+            .iter()
+            .filter(|t| t.credentials.is_some())
+            .collect();
         if candidates.is_empty() {
             SourceAdmission::Refused
         } else {
@@ -138,9 +137,17 @@ mod tests {
     }
 
     #[test]
-    fn source_of_a_credentialed_trunk_must_authenticate() {
+    fn a_credentialed_trunk_is_trusted_from_its_own_sources() {
         let t = table();
-        match t.admit_source(ip("192.0.2.7")) {
+        assert!(
+            matches!(t.admit_source(ip("192.0.2.7")), SourceAdmission::Trusted(tr) if tr.name == "carrier")
+        );
+    }
+
+    #[test]
+    fn other_sources_may_authenticate_as_any_credentialed_trunk() {
+        let t = table();
+        match t.admit_source(ip("203.0.113.9")) {
             SourceAdmission::NeedsAuth(c) => {
                 let names: Vec<_> = c.iter().map(|t| t.name.as_str()).collect();
                 assert_eq!(names, vec!["carrier", "roaming"]);
@@ -150,12 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_source_may_authenticate_only_as_an_any_source_trunk() {
-        let t = table();
-        match t.admit_source(ip("203.0.113.9")) {
-            SourceAdmission::NeedsAuth(c) => assert_eq!(c.len(), 1),
-            other => panic!("{other:?}"),
-        }
+    fn without_credentialed_trunks_a_foreign_source_is_refused() {
         let strict = TrunkTable::new(
             vec![trunk("pbx", &["10.0.0.0/8"], false, &[])],
             BTreeMap::new(),

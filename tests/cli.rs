@@ -1,0 +1,349 @@
+//! Command line: --version, check-config (valid file, misspelled key, bad
+//! CIDR, several errors at once, missing file), and clean shutdown on SIGTERM.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+fn default_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join("hotline.toml")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes the default configuration, edited by `edit`, into a temp dir.
+fn edited_default(edit: impl Fn(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edited.toml");
+    let original = fs::read_to_string(default_config()).unwrap();
+    let edited = edit(original.clone());
+    assert_ne!(edited, original, "the edit changed nothing");
+    fs::write(&path, edited).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn version() {
+    let out = run_hotline(&["--version"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "`{stdout}`");
+    assert!(stdout.to_lowercase().contains("hotline"), "`{stdout}`");
+}
+
+#[test]
+fn check_config_accepts_the_default_file() {
+    let path = default_config();
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "check-config on {} failed: {}\n{}",
+        path.display(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "a one-line summary expected, got:\n{stdout}"
+    );
+}
+
+#[test]
+fn check_config_accepts_the_test_configs() {
+    // The files the other tests write must be valid, with every knob used.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::new()
+        .algorithms(&["SHA-256", "MD5"])
+        .min_expires("1s")
+        .nonce_ttl("2s")
+        .max_failures(2)
+        .default_expires("30m")
+        .answer_after("401", "3s")
+        .trunk(
+            "carrier",
+            &["127.0.0.2/32"],
+            Some(("carrier", "secret")),
+            &["401"],
+        )
+        .http(true);
+    let path = dir.path().join("test.toml");
+    fs::write(&path, cfg.render(free_port(), Some(free_port()))).unwrap();
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}\n{}\n--- file ---\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        fs::read_to_string(&path).unwrap()
+    );
+}
+
+#[test]
+fn check_config_names_a_misspelled_key_and_the_file() {
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "listen = \"127.0.0.1:8080\"",
+            "lisen = \"127.0.0.1:8080\"",
+            1,
+        )
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success(), "a misspelled key was accepted");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("lisen"),
+        "stderr does not name the key `lisen`:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(path.to_str().unwrap()),
+        "stderr does not name the file {}:\n{stderr}",
+        path.display()
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_cidr() {
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "sources = [\"127.0.0.0/8\"]",
+            "sources = [\"127.0.0.0/33\"]",
+            1,
+        )
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success(), "127.0.0.0/33 was accepted");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("trunks.local.sources"),
+        "stderr does not name trunks.local.sources:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(path.to_str().unwrap()),
+        "stderr does not name the file:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_every_invalid_value() {
+    // A file that parses, with three values that do not validate.
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "sources = [\"127.0.0.0/8\"]",
+            "sources = [\"not-a-network\"]",
+            1,
+        )
+        .replacen("udp = \"127.0.0.1:5060\"", "udp = \"nowhere\"", 1)
+        .replacen(
+            "[registrar]",
+            "[registrar]\nmin_expires = \"2h\"\nmax_expires = \"1h\"",
+            1,
+        )
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for key in ["trunks.local.sources", "sip.udp", "min_expires"] {
+        assert!(
+            stderr.contains(key),
+            "stderr does not report `{key}`:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_reports_every_error() {
+    // An unknown key, an invalid CIDR and a wrongly typed value at once.
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "listen = \"127.0.0.1:8080\"",
+            "lisen = \"127.0.0.1:8080\"",
+            1,
+        )
+        .replacen(
+            "sources = [\"127.0.0.0/8\"]",
+            "sources = [\"not-a-network\"]",
+            1,
+        )
+        .replacen("[registrar]", "[registrar]\nmax_contacts = \"many\"", 1)
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for key in ["lisen", "trunks.local.sources", "max_contacts"] {
+        assert!(
+            stderr.contains(key),
+            "stderr does not report `{key}`:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_on_a_missing_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-file.toml");
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no-such-file.toml"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "listen = \"127.0.0.1:8080\"",
+            "lisen = \"127.0.0.1:8080\"",
+            1,
+        )
+    });
+    let out = run_hotline(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success(), "serve started with a misspelled key");
+    assert!(text(&out.stderr).contains("lisen"), "{}", text(&out.stderr));
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let mut server = Server::start(TestConfig::new());
+    UdpClient::new(&server).assert_options_ok("before SIGTERM");
+    assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5));
+}
+
+/// SIGTERM, then asserts exit status 0 within `limit`.
+fn assert_clean_exit_on_sigterm(server: &mut Server, limit: Duration) {
+    server.sigterm();
+    let status = server
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM\n{}", server.log()));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn sigterm_with_an_open_tcp_connection_exits_cleanly() {
+    let mut server = Server::start(TestConfig::new());
+    let mut tcp = TcpClient::connect(&server);
+    let mut d = tcp.dialog();
+    assert_status(&tcp.transact(&d.options()), 200, "OPTIONS over TCP");
+    // the connection stays open
+    assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5));
+    drop(tcp);
+}
+
+/// Places a call to 401 over UDP from `udp` and acknowledges the answer.
+fn answered_call(server: &Server, udp: &UdpClient) {
+    let mut call = udp.dialog();
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        free_port()
+    );
+    let invite = call.request(
+        "INVITE",
+        &format!("sip:401@{}", server.sip_addr()),
+        "401",
+        &[
+            format!("Contact: <sip:caller@{}>", udp.local()),
+            "Content-Type: application/sdp".into(),
+        ],
+        &sdp,
+    );
+    let ok = udp.transact(&invite);
+    assert_status(&ok, 200, "INVITE to 401");
+    let to = ok.unwrap().header("To").unwrap().to_string();
+    let via = invite
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap()
+        .to_string();
+    let old_branch = via
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let ack = format!(
+        "ACK sip:401@{} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\nFrom: <sip:401@127.0.0.1>;tag={}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+        server.sip_addr(),
+        via.replace(&old_branch, &Dialog::branch()),
+        call.from_tag,
+        call.call_id,
+        call.cseq
+    );
+    udp.send(ack);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn sigterm_during_a_call_exits_cleanly() {
+    // The caller answers the server's requests (a BYE on shutdown) with 200.
+    let mut server = Server::start(TestConfig::new());
+    let udp = UdpClient::new(&server);
+    answered_call(&server, &udp);
+    let sock = udp.sock.try_clone().unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        let mut buf = vec![0u8; 65536];
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while std::time::Instant::now() < deadline {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Some(m) = SipMsg::parse(&buf[..n]) else {
+                continue;
+            };
+            seen.push(m.start_line.clone());
+            if let Some(method) = m.method() {
+                if method != "ACK" {
+                    let mut resp = String::from("SIP/2.0 200 OK\r\n");
+                    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                        for v in m.headers(h) {
+                            resp.push_str(&format!("{h}: {v}\r\n"));
+                        }
+                    }
+                    resp.push_str("Content-Length: 0\r\n\r\n");
+                    let _ = sock.send_to(resp.as_bytes(), from);
+                }
+            }
+        }
+        seen
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5))
+    }));
+    let seen = peer.join().unwrap();
+    if let Err(e) = result {
+        eprintln!("the caller received: {seen:?}");
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn sigterm_during_a_call_with_a_silent_caller_exits_cleanly() {
+    // The caller is gone: a BYE sent on shutdown is never answered. The exit
+    // must still come within a few seconds (shutdown_grace is 1 s here).
+    let mut server = Server::start(TestConfig::new());
+    let udp = UdpClient::new(&server);
+    answered_call(&server, &udp);
+    assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5));
+}
