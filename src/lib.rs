@@ -51,6 +51,7 @@ pub fn init_logging(settings: &Settings) {
 /// in-flight transactions answered, live calls hung up, listeners closed.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let bus = EventBus::default();
+    log_events(&bus);
     let edge = sip::SipEdge::start(&settings, bus.clone())
         .await
         .context("starting the SIP edge")?;
@@ -71,4 +72,27 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     }
     info!("hotline stopped");
     Ok(())
+}
+
+/// Writes every event to the log at debug level (target `hotline::events`), as
+/// one JSON object per line, until the bus closes.
+fn log_events(bus: &EventBus) {
+    let mut events = bus.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if tracing::enabled!(target: "hotline::events", tracing::Level::DEBUG) {
+                        let json = serde_json::to_string(&event).unwrap_or_default();
+                        tracing::debug!(target: "hotline::events", "{json}");
+                    }
+                }
+                Err(RecvError::Lagged(lost)) => {
+                    tracing::warn!(target: "hotline::events", lost, "event log fell behind")
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
 }

@@ -77,6 +77,17 @@ fn call_over_udp_is_answered_and_hung_up() {
     let server = Server::start(TestConfig::new());
     let run = Sipp::new("uac_call").service("401").run_ok(&server);
     assert_call(&run);
+    server.assert_event(&[
+        "\"type\":\"call_admitted\"",
+        "\"trunk\":\"local\"",
+        "\"number\":\"401\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_answered\""]);
+    server.assert_event(&[
+        "\"type\":\"call_ended\"",
+        "\"released_by\":\"caller\"",
+        "\"answered\":true",
+    ]);
 }
 
 #[test]
@@ -106,6 +117,11 @@ fn call_from_unknown_source_is_forbidden() {
         .local_ip("127.0.0.1")
         .run_ok(&server);
     assert_eq!(run.codes().last(), Some(&403), "{:?}", run.codes());
+    server.assert_event(&[
+        "\"type\":\"call_rejected\"",
+        "\"reason\":\"not_a_trunk\"",
+        "\"status\":403",
+    ]);
 }
 
 #[test]
@@ -131,6 +147,11 @@ fn call_to_unknown_number_is_404() {
         .service("499")
         .run_ok(&server);
     assert_eq!(run.codes().last(), Some(&404), "{:?}", run.codes());
+    server.assert_event(&[
+        "\"type\":\"call_rejected\"",
+        "\"reason\":\"unknown_number\"",
+        "\"number\":\"499\"",
+    ]);
 }
 
 #[test]

@@ -67,6 +67,7 @@ fn register_with_digest_md5_over_udp() {
     let server = Server::start(TestConfig::new());
     let run = agent_sipp("register_auth").run_ok(&server);
     assert_register_auth(&run);
+    server.assert_event(&["\"type\":\"registration_added\"", "\"aor\":\"1001\""]);
 }
 
 #[test]
@@ -119,6 +120,16 @@ fn register_with_wrong_password_is_challenged_then_banned() {
     let r = banned.transact(&banned.dialog().options());
     assert_status(&r, 403, "OPTIONS from the banned 127.0.0.1");
     UdpClient::bind("127.0.0.2", &server).assert_options_ok("OPTIONS from 127.0.0.2 (not banned)");
+    server.assert_event(&[
+        "\"type\":\"auth_failed\"",
+        "\"username\":\"1001\"",
+        "wrong password",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"source_banned\"",
+        "\"source\":\"127.0.0.1\"",
+        "\"ban_secs\":300",
+    ]);
 }
 
 #[test]
@@ -183,12 +194,24 @@ fn unregister_one_contact_and_all() {
     let codes = run.codes();
     assert_eq!(codes, [401, 200].repeat(8), "{codes:?}");
     assert!(last_register_ok(&run).contacts().is_empty());
+    server.assert_event(&[
+        "\"type\":\"registration_removed\"",
+        "\"reason\":\"unregistered\"",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"registration_removed\"",
+        "\"reason\":\"unregistered_all\"",
+    ]);
 }
 
 #[test]
 fn bindings_expire() {
     let server = Server::start(TestConfig::new().min_expires("1s"));
     agent_sipp("register_expiry").run_ok(&server);
+    server.assert_event(&[
+        "\"type\":\"registration_removed\"",
+        "\"reason\":\"expired\"",
+    ]);
 }
 
 #[test]

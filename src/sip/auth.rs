@@ -1,12 +1,15 @@
 //! Digest authentication of requests: agents' REGISTERs and trunks' INVITEs.
 //!
 //! Joins the pure digest maths ([`super::digest`]) with policy: which algorithms
-//! are offered, when a nonce is stale rather than wrong, and how failures feed
-//! the per-source [`AuthThrottle`].
+//! are offered, when a nonce is stale rather than wrong, replay protection (each
+//! nonce's count must grow, so a captured Authorization cannot be sent again),
+//! and how failures feed the per-source [`AuthThrottle`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use super::digest::{self, Algorithm, NonceCheck, NonceIssuer};
 use super::throttle::{AuthThrottle, FailureVerdict};
@@ -31,6 +34,9 @@ pub struct DigestAuthority {
     nonces: NonceIssuer,
     opaque: String,
     throttle: Arc<AuthThrottle>,
+    /// Highest nonce count seen per nonce, and when the nonce was first used.
+    nonce_counts: DashMap<String, (u32, Instant)>,
+    nonce_ttl: Duration,
 }
 
 fn unix_now() -> u64 {
@@ -58,7 +64,32 @@ impl DigestAuthority {
             nonces,
             opaque,
             throttle,
+            nonce_counts: DashMap::new(),
+            nonce_ttl: settings.nonce_ttl,
         }
+    }
+
+    /// Forgets the counts of nonces that have expired anyway.
+    pub fn sweep(&self, now: Instant) {
+        let keep = self.nonce_ttl + Duration::from_secs(10);
+        self.nonce_counts
+            .retain(|_, (_, first)| now.duration_since(*first) < keep);
+    }
+
+    /// Records `nc` for `nonce`; false when it is not higher than the last one (a replay).
+    fn fresh_count(&self, nonce: &str, nc: &str) -> bool {
+        let Ok(nc) = u32::from_str_radix(nc, 16) else {
+            return false;
+        };
+        let mut entry = self
+            .nonce_counts
+            .entry(nonce.to_string())
+            .or_insert((0, Instant::now()));
+        if nc <= entry.0 {
+            return false;
+        }
+        entry.0 = nc;
+        true
     }
 
     pub fn throttle(&self) -> &AuthThrottle {
@@ -105,13 +136,26 @@ impl DigestAuthority {
         let Some(password) = password_of(&creds.username) else {
             return self.fail(source, format!("unknown user {:?}", creds.username));
         };
+        if creds.qop.is_none() {
+            // Without qop there is no nonce count, so no protection from replay.
+            return self.fail(source, "credentials without qop=auth".into());
+        }
         if !digest::verify(&creds, method, &password) {
             return self.fail(source, format!("wrong password for {:?}", creds.username));
         }
         match self.nonces.check(&creds.nonce, unix_now()) {
-            NonceCheck::Valid => AuthOutcome::Authenticated {
-                username: creds.username,
-            },
+            NonceCheck::Valid => {
+                let nc = creds.nc.as_deref().unwrap_or("");
+                if self.fresh_count(&creds.nonce, nc) {
+                    AuthOutcome::Authenticated {
+                        username: creds.username,
+                    }
+                } else {
+                    // A replayed (or reordered) Authorization: the password
+                    // is proven, the request is not; ask for a new nonce.
+                    AuthOutcome::Challenge { stale: true }
+                }
+            }
             // The password was right: an expired nonce, or one from before a
             // restart, only needs a fresh one.
             NonceCheck::Stale | NonceCheck::Invalid => AuthOutcome::Challenge { stale: true },
@@ -245,6 +289,53 @@ mod tests {
         let value = answer(&a, "demo1001", Algorithm::Sha256);
         assert!(matches!(
             a.authenticate([value.as_str()], "INVITE", SRC, lookup),
+            AuthOutcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_replayed_authorization_is_not_accepted_twice() {
+        let a = authority(5);
+        let value = answer(&a, "demo1001", Algorithm::Md5);
+        assert!(matches!(
+            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            AuthOutcome::Authenticated { .. }
+        ));
+        assert_eq!(
+            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            AuthOutcome::Challenge { stale: true }
+        );
+        // the next count on the same nonce is fine
+        let next = value.replace("nc=00000001", "nc=00000002");
+        let creds = digest::parse_credentials(&next).unwrap();
+        let response = digest::expected_response(&creds, "REGISTER", "demo1001");
+        let next = next.replace(&creds.response, &response);
+        assert!(matches!(
+            a.authenticate([next.as_str()], "REGISTER", SRC, lookup),
+            AuthOutcome::Authenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn credentials_without_qop_are_refused() {
+        let a = authority(5);
+        let nonce = a.challenges(false)[0]
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let mut creds = digest::parse_credentials(&format!(
+            "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"x\""
+        ))
+        .unwrap();
+        creds.response = digest::expected_response(&creds, "REGISTER", "demo1001");
+        let value = format!(
+            "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{}\"",
+            creds.response
+        );
+        assert!(matches!(
+            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
             AuthOutcome::Failed { .. }
         ));
     }

@@ -193,6 +193,8 @@ impl SipEdge {
                             let now = Instant::now();
                             ctx.registrar.sweep(now);
                             ctx.agent_auth.throttle().sweep(now);
+                            ctx.agent_auth.sweep(now);
+                            ctx.trunk_auth.sweep(now);
                         }
                     }
                 }

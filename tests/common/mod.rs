@@ -520,6 +520,25 @@ impl Server {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
     }
 
+    /// Waits up to 3 s for an event (logged as JSON at debug level under
+    /// `hotline::events`) whose line holds every one of `parts`.
+    pub fn assert_event(&self, parts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let log = self.log();
+            if log
+                .lines()
+                .any(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("no event with {parts:?} in the server log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Is the process still running?
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
