@@ -272,6 +272,18 @@ fn register_with(
     client.transact(&d.register(AGENT, Some(600), &[format!("Authorization: {auth}")]))
 }
 
+/// The `algorithm` of each challenge, in order.
+fn algorithms_of(www: &[String]) -> Vec<String> {
+    www.iter()
+        .map(|w| {
+            parse_challenge(w)
+                .get("algorithm")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[test]
 fn register_with_digest_sha256() {
     let server = Server::start(TestConfig::new().algorithms(&["SHA-256", "MD5"]));
@@ -279,15 +291,7 @@ fn register_with_digest_sha256() {
     let mut d = client.dialog();
     let www = challenges(&client, &mut d);
     assert_eq!(www.len(), 2, "one WWW-Authenticate per algorithm: {www:?}");
-    let algs: Vec<String> = www
-        .iter()
-        .map(|w| {
-            parse_challenge(w)
-                .get("algorithm")
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect();
+    let algs = algorithms_of(&www);
     assert_eq!(
         algs,
         ["SHA-256", "MD5"],
@@ -330,15 +334,7 @@ fn challenge_order_follows_config() {
     let client = UdpClient::new(&server);
     let mut d = client.dialog();
     let www = challenges(&client, &mut d);
-    let algs: Vec<String> = www
-        .iter()
-        .map(|w| {
-            parse_challenge(w)
-                .get("algorithm")
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect();
+    let algs = algorithms_of(&www);
     assert_eq!(algs, ["MD5", "SHA-256"]);
     let r = register_with(&client, &mut d, &www[1], PASSWORD);
     assert_status(&r, 200, "REGISTER answering the SHA-256 challenge");

@@ -197,14 +197,18 @@ mod tests {
         )
     }
 
-    fn answer(a: &DigestAuthority, password: &str, algorithm: Algorithm) -> String {
+    fn nonce_of(a: &DigestAuthority) -> String {
         let challenge = a.challenges(false).remove(0);
-        let nonce = challenge
+        challenge
             .split("nonce=\"")
             .nth(1)
             .and_then(|s| s.split('"').next())
             .unwrap()
-            .to_string();
+            .to_string()
+    }
+
+    fn answer(a: &DigestAuthority, password: &str, algorithm: Algorithm) -> String {
+        let nonce = nonce_of(a);
         digest::authorization_value(
             "1001",
             password,
@@ -319,12 +323,7 @@ mod tests {
     #[test]
     fn credentials_without_qop_are_refused() {
         let a = authority(5);
-        let nonce = a.challenges(false)[0]
-            .split("nonce=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap()
-            .to_string();
+        let nonce = nonce_of(&a);
         let mut creds = digest::parse_credentials(&format!(
             "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"x\""
         ))
