@@ -7,6 +7,8 @@ pub mod call;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod ivr;
+pub mod media;
 pub mod sip;
 
 use std::future::Future;

@@ -6,6 +6,8 @@
 //! the checked form the rest of the server runs on. Every problem found is reported
 //! with the key and the file it came from; validation collects all of them at once.
 
+pub mod ivr;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
