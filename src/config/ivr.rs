@@ -18,14 +18,11 @@ use super::ConfigIssue;
 pub struct Flow {
     /// The node a call enters first.
     pub start: String,
-    /// Language of the flow's prompts ("en", "zh"); prompts missing in it fall back to "en".
-    #[serde(default = "default_language")]
-    pub language: String,
+    /// Language of the flow's prompts ("en", "zh"); `media.language` when
+    /// absent. Prompts missing in it fall back to "en".
+    #[serde(default)]
+    pub language: Option<String>,
     pub nodes: BTreeMap<String, Node>,
-}
-
-fn default_language() -> String {
-    "en".into()
 }
 
 fn default_timeout() -> Duration {
@@ -224,6 +221,14 @@ impl Flow {
     /// Checks the graph; `key` is the flow's config key (`ivr.main`).
     pub fn check(&self, key: &str, issues: &mut Vec<ConfigIssue>) {
         let mut issue = |k: String, message: String| issues.push(ConfigIssue { key: k, message });
+        if let Some(language) = &self.language {
+            if !matches!(language.as_str(), "en" | "zh") {
+                issue(
+                    format!("{key}.language"),
+                    format!("`{language}` has no prompt set: expected \"en\" or \"zh\""),
+                );
+            }
+        }
         if !self.nodes.contains_key(&self.start) {
             issue(
                 format!("{key}.start"),

@@ -81,6 +81,43 @@ pub struct RawConfig {
     pub trunks: BTreeMap<String, RawTrunk>,
     pub numbers: BTreeMap<String, RawNumber>,
     pub agents: BTreeMap<String, RawAgent>,
+    pub media: RawMedia,
+    pub ivr: BTreeMap<String, ivr::Flow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMedia {
+    pub prompts: String,
+    pub language: String,
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    pub music_on_hold: String,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        Self {
+            prompts: "prompts".into(),
+            language: "en".into(),
+            rtp_port_min: 10000,
+            rtp_port_max: 20000,
+            music_on_hold: "moh/default".into(),
+        }
+    }
+}
+
+/// Media settings: where prompts live and which ports RTP may use.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Directory of the prompt library (relative paths are taken from the
+    /// working directory).
+    pub prompts: std::path::PathBuf,
+    pub language: String,
+    /// Even first port and last port of the RTP range (RTCP uses port + 1).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    pub music_on_hold: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +284,8 @@ pub struct Settings {
     pub trunks: Vec<Trunk>,
     pub numbers: BTreeMap<String, HotlineNumber>,
     pub agents: BTreeMap<String, Agent>,
+    pub media: MediaSettings,
+    pub ivr: BTreeMap<String, std::sync::Arc<ivr::Flow>>,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +537,7 @@ impl RawConfig {
     /// Checks every value and cross-reference, collecting all problems.
     pub fn validate(self, origin: &str) -> Result<Settings, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
+        let mut issues_of_flows = Vec::new();
         let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
 
         let mut listen_issues = Vec::new();
@@ -603,6 +643,12 @@ impl RawConfig {
                             "a greeting belongs to a number with `queue`; an IVR flow plays its own prompts".into(),
                         );
                     }
+                    if !self.ivr.contains_key(ivr) {
+                        issue(
+                            format!("{key}.ivr"),
+                            format!("`{ivr}` is not an IVR flow (not under [ivr])"),
+                        );
+                    }
                     Some(NumberTarget::Ivr(ivr.to_string()))
                 }
                 ("", queue) if !queue.is_empty() => Some(NumberTarget::Queue {
@@ -699,6 +745,29 @@ impl RawConfig {
             });
         }
 
+        let m = &self.media;
+        if m.rtp_port_min < 1024 || m.rtp_port_min % 2 != 0 || m.rtp_port_max <= m.rtp_port_min {
+            issue(
+                "media.rtp_port_min".into(),
+                format!(
+                    "RTP ports {}-{} must be an even first port of at least 1024 below the last port",
+                    m.rtp_port_min, m.rtp_port_max
+                ),
+            );
+        }
+        if !matches!(m.language.as_str(), "en" | "zh") {
+            issue(
+                "media.language".into(),
+                format!(
+                    "`{}` has no prompt set: expected \"en\" or \"zh\"",
+                    m.language
+                ),
+            );
+        }
+        for (name, flow) in &self.ivr {
+            flow.check(&format!("ivr.{name}"), &mut issues_of_flows);
+        }
+
         let mut agents = BTreeMap::new();
         for (id, raw) in &self.agents {
             let key = format!("agents.{id}");
@@ -735,6 +804,7 @@ impl RawConfig {
             );
         }
 
+        issues.extend(issues_of_flows);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -770,6 +840,18 @@ impl RawConfig {
             trunks,
             numbers,
             agents,
+            media: MediaSettings {
+                prompts: self.media.prompts.clone().into(),
+                language: self.media.language.clone(),
+                rtp_port_min: self.media.rtp_port_min,
+                rtp_port_max: self.media.rtp_port_max,
+                music_on_hold: self.media.music_on_hold.clone(),
+            },
+            ivr: self
+                .ivr
+                .iter()
+                .map(|(k, v)| (k.clone(), std::sync::Arc::new(v.clone())))
+                .collect(),
         })
     }
 }
@@ -971,6 +1053,17 @@ sources = ["300.0.0.0/8"]
         let err = Settings::from_toml("", "test.toml", &env).unwrap_err();
         assert!(err.to_string().contains("HOTLINE__SIP__UPD"), "{err}");
         assert_eq!(keys(err), vec!["sip.upd".to_string()]);
+    }
+
+    #[test]
+    fn a_number_needs_an_existing_flow_and_flows_are_checked() {
+        let err = load(
+            "[numbers.\"7\"]\nivr = \"nope\"\n[ivr.x]\nstart = \"a\"\n[ivr.x.nodes.a]\ntype = \"play\"\nprompts = []\nnext = \"ghost\"\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        assert!(keys.contains(&"numbers.7.ivr".to_string()), "{keys:?}");
+        assert!(keys.contains(&"ivr.x.nodes.a.next".to_string()), "{keys:?}");
     }
 
     #[test]

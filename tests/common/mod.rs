@@ -333,6 +333,27 @@ impl TestConfig {
             writeln!(s, "[agents.{}]", toml_str(id)).unwrap();
             writeln!(s, "password = {}\n", toml_str(password)).unwrap();
         }
+        writeln!(s, "[media]").unwrap();
+        let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        writeln!(
+            s,
+            "prompts = {}\n",
+            toml_str(&prompts.display().to_string())
+        )
+        .unwrap();
+        // A number's IVR flow that the test does not define itself sends the
+        // caller straight to a queue.
+        let mut flows: Vec<&String> = self.numbers.iter().filter_map(|n| n.ivr.as_ref()).collect();
+        flows.dedup();
+        for flow in flows {
+            if !self.extra.contains(&format!("[ivr.{flow}]")) {
+                writeln!(
+                    s,
+                    "[ivr.{flow}]\nstart = \"queue\"\n[ivr.{flow}.nodes.queue]\ntype = \"queue\"\nqueue = \"support\"\n"
+                )
+                .unwrap();
+            }
+        }
         s.push_str(&self.extra);
         s
     }
