@@ -28,6 +28,23 @@ impl HttpServer {
     }
 }
 
+/// The demo account service behind the default flow's balance self-service:
+/// `GET /demo/balance?account=1001&pin=1234` → `{"balance": "250.75"}`; a wrong
+/// PIN or unknown account → `{"next": "pin_wrong"}` (the flow's node for it).
+async fn demo_balance(
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::Json<serde_json::Value> {
+    const ACCOUNTS: [(&str, &str, &str); 2] =
+        [("1001", "1234", "250.75"), ("2002", "5678", "18.20")];
+    let account = query.get("account").map(String::as_str).unwrap_or("");
+    let pin = query.get("pin").map(String::as_str).unwrap_or("");
+    let reply = match ACCOUNTS.iter().find(|(a, p, _)| *a == account && *p == pin) {
+        Some((_, _, balance)) => serde_json::json!({ "balance": balance, "verified": "yes" }),
+        None => serde_json::json!({ "next": "pin_wrong", "verified": "no" }),
+    };
+    axum::Json(reply)
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -55,6 +72,7 @@ pub async fn start(addr: SocketAddr, ctx: Arc<EdgeContext>) -> std::io::Result<H
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/demo/balance", get(demo_balance))
         .with_state(ctx);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();

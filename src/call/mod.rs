@@ -7,6 +7,8 @@
 //! call is answered with a PCMU SDP answer on a real (silent) RTP port and held
 //! until either side hangs up.
 
+pub mod lookup;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -311,13 +311,11 @@ impl Flow {
                         issue(format!("{node_key}.schedule"), e);
                     }
                 }
-                Node::Lookup { url, .. } => {
-                    if !url.starts_with("http://") {
-                        issue(
-                            format!("{node_key}.url"),
-                            format!("`{url}` must be an http:// URL"),
-                        );
-                    }
+                Node::Lookup { url, .. } if !url.starts_with("http://") => {
+                    issue(
+                        format!("{node_key}.url"),
+                        format!("`{url}` must be an http:// URL"),
+                    );
                 }
                 Node::Set { vars, .. } => {
                     for var in vars.keys() {

@@ -7,4 +7,5 @@
 pub mod dtmf;
 pub mod g711;
 pub mod prompt;
+pub mod rtp;
 pub mod sdp;
