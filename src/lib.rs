@@ -54,7 +54,18 @@ pub fn init_logging(settings: &Settings) {
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let bus = EventBus::default();
     log_events(&bus);
-    let edge = sip::SipEdge::start(&settings, bus.clone())
+    let prompts = media::load_prompts(&settings).map_err(|issues| {
+        anyhow::anyhow!(
+            "{}",
+            config::ConfigError::Invalid {
+                origin: settings.origin.clone(),
+                issues
+            }
+        )
+    })?;
+    info!(prompts = prompts.len(), dir = %settings.media.prompts.display(), "prompts loaded");
+    let media = std::sync::Arc::new(media::MediaRoom::start(&settings, prompts));
+    let edge = sip::SipEdge::start(&settings, bus.clone(), media)
         .await
         .context("starting the SIP edge")?;
     let http = match settings.http_listen {

@@ -37,10 +37,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
-            Ok(settings) => {
-                println!("{settings}");
-                ExitCode::SUCCESS
-            }
+            Ok(settings) => match hotline::media::load_prompts(&settings) {
+                Ok(prompts) => {
+                    println!("{settings}, {} prompt(s)", prompts.len());
+                    ExitCode::SUCCESS
+                }
+                Err(issues) => {
+                    eprintln!(
+                        "{}",
+                        hotline::config::ConfigError::Invalid {
+                            origin: settings.origin.clone(),
+                            issues
+                        }
+                    );
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

@@ -1,15 +1,16 @@
-//! One actor (tokio task) per inbound call: answers it and follows its dialog
-//! until it ends.
+//! One actor (tokio task) per inbound call: answers it, runs its IVR flow over
+//! real media, and follows its dialog until it ends.
 //!
-//! The actor owns its call's state and reads its own dialog events; nothing
-//! about one call is shared with another except the registry of live calls used
-//! to hang everything up at shutdown. Until the media room lands, an admitted
-//! call is answered with a PCMU SDP answer on a real (silent) RTP port and held
-//! until either side hangs up.
+//! The actor owns its call's state and reads its own inputs in one loop: dialog
+//! events (ACK, BYE, re-INVITE, INFO), inbound RTP and RTCP, the pacer's
+//! playback events, the IVR timer and lookup replies. Nothing about one call is
+//! shared with another except the registry of live calls used at shutdown.
 
 pub mod lookup;
+pub mod media_session;
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,19 @@ use dashmap::DashMap;
 use rsipstack::dialog::DialogId;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, HeadersExt, Method, StatusCode};
+use rsipstack::sip::{Header, HeadersExt, Method, Request, StatusCode};
 use rsipstack::transaction::Transaction;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::media_session::MediaSession;
+use crate::config::NumberTarget;
 use crate::events::{Event, ReleasedBy};
-use crate::sip::{Admitted, EdgeContext, local_contact};
+use crate::ivr::{Action, Input, IvrRun, LookupReply};
+use crate::media::pacer::MediaEvent;
+use crate::media::sdp::{self, SdpError};
+use crate::sip::{Admitted, EdgeContext, header_values, local_contact};
 
 /// The live calls, by Call-ID, so shutdown can end them.
 #[derive(Default)]
@@ -63,63 +71,6 @@ impl Calls {
     }
 }
 
-/// What the caller offered, as far as this first cut needs to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Offer {
-    /// No SDP in the INVITE: we offer in the 200, the answer comes in the ACK.
-    Delayed,
-    /// An audio offer that includes PCMU.
-    Pcmu,
-    /// An offer we cannot answer (no audio, or no PCMU).
-    Unacceptable(&'static str),
-}
-
-/// Reads an SDP offer just far enough to know whether PCMU (payload 0) is on offer.
-pub fn classify_offer(body: &[u8]) -> Offer {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Offer::Delayed;
-    }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Offer::Unacceptable("SDP is not valid UTF-8");
-    };
-    let mut audio = false;
-    for line in text.lines() {
-        if let Some(media) = line.trim_end().strip_prefix("m=audio ") {
-            audio = true;
-            let mut fields = media.split_whitespace();
-            let (_port, _proto) = (fields.next(), fields.next());
-            if fields.any(|pt| pt == "0") {
-                return Offer::Pcmu;
-            }
-        }
-    }
-    if audio {
-        Offer::Unacceptable("Incompatible media format: PCMU (payload 0) required")
-    } else {
-        Offer::Unacceptable("No audio stream in the offer")
-    }
-}
-
-/// hotline's SDP (answer or offer): PCMU on `rtp`, 20 ms packets.
-pub fn pcmu_sdp(session_id: u64, rtp: SocketAddr) -> String {
-    let (family, ip) = match rtp.ip() {
-        IpAddr::V4(ip) => ("IP4", ip.to_string()),
-        IpAddr::V6(ip) => ("IP6", ip.to_string()),
-    };
-    format!(
-        "v=0\r\n\
-         o=hotline {session_id} {session_id} IN {family} {ip}\r\n\
-         s=hotline\r\n\
-         c=IN {family} {ip}\r\n\
-         t=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\n\
-         a=rtpmap:0 PCMU/8000\r\n\
-         a=ptime:20\r\n\
-         a=sendrecv\r\n",
-        port = rtp.port()
-    )
-}
-
 fn released_by(reason: &TerminatedReason) -> ReleasedBy {
     match reason {
         TerminatedReason::UacBye | TerminatedReason::UacCancel | TerminatedReason::UacBusy => {
@@ -127,6 +78,17 @@ fn released_by(reason: &TerminatedReason) -> ReleasedBy {
         }
         _ => ReleasedBy::System,
     }
+}
+
+fn sdp_header() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+fn content_type(req: &Request) -> String {
+    header_values(&req.headers, "Content-Type")
+        .first()
+        .map(|v| v.to_string())
+        .unwrap_or_default()
 }
 
 /// Runs one inbound call from its admitted INVITE to its end.
@@ -147,50 +109,73 @@ pub async fn run_inbound(ctx: Arc<EdgeContext>, tx: Transaction, admitted: Admit
         .await;
 }
 
+async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<String>) {
+    let headers = warning
+        .map(|w| {
+            vec![Header::Other(
+                "Warning".into(),
+                format!("305 hotline \"{w}\""),
+            )]
+        })
+        .unwrap_or_default();
+    if let Err(e) = tx.reply_with(status, headers, None).await {
+        debug!(error = %e, "could not refuse the INVITE");
+    }
+}
+
+/// What the caller is doing after the IVR (until the router lands).
+enum Phase {
+    Ivr(Box<IvrRun>, String),
+    /// Playing the number's greeting before the queue.
+    Greeting(String),
+    /// Waiting in a queue with music on hold.
+    Queued,
+    Ended,
+}
+
 async fn call_actor(
     ctx: Arc<EdgeContext>,
     mut tx: Transaction,
     admitted: Admitted,
     call_id: String,
 ) {
-    let offer = classify_offer(&tx.original.body);
-    if let Offer::Unacceptable(why) = offer {
-        info!(reason = why, "offer refused");
-        let warning = Header::Other("Warning".into(), format!("305 hotline \"{why}\""));
-        if let Err(e) = tx
-            .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
-            .await
-        {
-            debug!(error = %e, "could not send 488");
-        }
-        return;
-    }
-    // The RTP port is real so the caller's packets are absorbed, not bounced
-    // with ICMP; the media room will make it speak.
+    let media_room = ctx.media.clone();
     let media_ip = ctx
         .udp_addr
         .or(ctx.tcp_addr)
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let rtp = match tokio::net::UdpSocket::bind((media_ip, 0)).await {
-        Ok(s) => s,
+    let advertise = ctx.settings.sip.external.map(|a| a.ip());
+
+    // The offer first: a call we cannot talk to is refused before anything else.
+    let offer = if tx.original.body.iter().all(|b| b.is_ascii_whitespace()) {
+        None
+    } else {
+        match sdp::parse(&tx.original.body) {
+            Ok(offer) => Some(offer),
+            Err(e) => {
+                info!(error = %e, "unusable SDP offer");
+                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(e.to_string())).await;
+            }
+        }
+    };
+    let mut media = match MediaSession::open(&media_room, media_ip, advertise).await {
+        Ok(m) => m,
         Err(e) => {
-            warn!(error = %e, "no RTP port available");
-            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
-            return;
+            warn!(error = %e, "no RTP ports");
+            return refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
         }
     };
-    let rtp_addr = match (ctx.settings.sip.external, rtp.local_addr()) {
-        (Some(ext), Ok(local)) => SocketAddr::new(ext.ip(), local.port()),
-        (None, Ok(local)) => local,
-        (_, Err(e)) => {
-            warn!(error = %e, "RTP socket has no address");
-            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
-            return;
-        }
+    let local_sdp = match &offer {
+        Some(offer) => match media.answer(offer) {
+            Ok(answer) => answer,
+            Err(e @ SdpError::NoCommonCodec(..)) | Err(e) => {
+                info!(error = %e, "offer refused");
+                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(e.to_string())).await;
+            }
+        },
+        None => media.offer(),
     };
-    let session_id = rand::random::<u32>() as u64;
-    let sdp = pcmu_sdp(session_id, rtp_addr);
 
     let contact = local_contact(&ctx, &tx, &admitted.number.number);
     let (state_tx, mut state_rx) = ctx.dialogs.new_dialog_state_channel();
@@ -201,8 +186,7 @@ async fn call_actor(
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "cannot create the dialog");
-            let _ = tx.reply(StatusCode::ServerInternalError).await;
-            return;
+            return refuse(&mut tx, StatusCode::ServerInternalError, None).await;
         }
     };
     let dialog_id: DialogId = dialog.id();
@@ -217,7 +201,7 @@ async fn call_actor(
     ctx.bus.publish(Event::CallAdmitted {
         call_id: call_id.clone(),
         trunk: admitted.trunk.name.clone(),
-        caller,
+        caller: caller.clone(),
         number: admitted.number.number.clone(),
         source: admitted.source,
     });
@@ -232,8 +216,6 @@ async fn call_actor(
         }
     });
 
-    let sdp_headers = || Some(vec![Header::ContentType("application/sdp".into())]);
-    let mut answered = false;
     let mut ended: Option<ReleasedBy> = None;
     let answer_after = admitted.number.answer_after;
     if !answer_after.is_zero() {
@@ -255,95 +237,332 @@ async fn call_actor(
             }
         }
     }
-    if ended.is_none() {
-        if let Err(e) = dialog.accept(sdp_headers(), Some(sdp.clone().into_bytes())) {
-            warn!(error = %e, "could not answer");
-            ended = Some(ReleasedBy::System);
-        }
+    if ended.is_none()
+        && let Err(e) = dialog.accept(Some(vec![sdp_header()]), Some(local_sdp.into_bytes()))
+    {
+        warn!(error = %e, "could not answer");
+        ended = Some(ReleasedBy::System);
     }
 
-    let mut rtp_buf = [0u8; 2048];
-    let mut ignored_rtp: u64 = 0;
-    while ended.is_none() {
-        tokio::select! {
-            state = state_rx.recv() => match state {
-                Some(DialogState::Confirmed(..)) if !answered => {
-                    answered = true;
-                    ctx.bus.publish(Event::CallAnswered { call_id: call_id.clone() });
-                    info!("call answered");
-                }
-                Some(DialogState::Updated(_, req, handle)) => {
-                    // A re-INVITE or UPDATE: keep the session as it is.
-                    let body = (req.method == Method::Invite
-                        || (req.method == Method::Update && !req.body.is_empty()))
-                        .then(|| sdp.clone().into_bytes());
-                    let headers = body.as_ref().and_then(|_| sdp_headers());
-                    let _ = handle.respond(StatusCode::OK, headers, body).await;
-                }
-                Some(DialogState::Info(_, _, handle)) | Some(DialogState::Options(_, _, handle)) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                Some(DialogState::Message(_, _, handle))
-                | Some(DialogState::Notify(_, _, handle))
-                | Some(DialogState::Refer(_, _, handle)) => {
-                    let _ = handle.reply(StatusCode::MethodNotAllowed).await;
-                }
-                Some(DialogState::Terminated(_, reason)) => {
-                    info!(?reason, "call ended");
-                    ended = Some(released_by(&reason));
-                }
-                Some(_) => {}
-                None => ended = Some(ReleasedBy::System),
-            },
-            received = rtp.recv_from(&mut rtp_buf) => {
-                if received.is_ok() {
-                    ignored_rtp += 1;
-                }
-            }
-        }
+    let mut actor = Actor {
+        ctx: ctx.clone(),
+        call_id: call_id.clone(),
+        media,
+        language: media_room.language.clone(),
+        phase: Phase::Ended,
+        timer: None,
+        lookups: mpsc::unbounded_channel(),
+        playing: None,
+        answered: false,
+        delayed_offer: offer.is_none(),
+    };
+    if ended.is_none() {
+        let mut vars = BTreeMap::new();
+        vars.insert("caller".to_string(), caller);
+        vars.insert("number".to_string(), admitted.number.number.clone());
+        actor.begin(&admitted.number.target, vars);
+        ended = actor.run(&dialog, &mut state_rx).await;
     }
-    debug!(ignored_rtp, "media placeholder closed");
+
+    if let Phase::Ivr(run, flow) = &actor.phase {
+        ctx.bus.publish(Event::IvrExited {
+            call_id: call_id.clone(),
+            flow: flow.clone(),
+            exit: format!("caller_hung_up:{}", run.node()),
+        });
+    }
+    ctx.bus.publish(Event::MediaStopped {
+        call_id: call_id.clone(),
+        packets_in: actor.media.packets_in(),
+        dropped: actor.media.dropped(),
+    });
     ctx.bus.publish(Event::CallEnded {
         call_id: call_id.clone(),
         released_by: ended.unwrap_or(ReleasedBy::System),
-        answered,
+        answered: actor.answered,
     });
     ctx.calls.dialogs.remove(&call_id);
+    drop(actor);
     // Let the INVITE transaction finish its own timers (487/ACK, 2xx/ACK).
     let _ = tokio::time::timeout(Duration::from_secs(40), transaction).await;
     ctx.dialogs.remove_dialog(&dialog_id);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+type LookupResult = Result<LookupReply, String>;
 
-    #[test]
-    fn pcmu_offers_are_accepted() {
-        let offer = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0 101\r\n";
-        assert_eq!(classify_offer(offer), Offer::Pcmu);
+struct Actor {
+    ctx: Arc<EdgeContext>,
+    call_id: String,
+    media: MediaSession,
+    language: String,
+    phase: Phase,
+    timer: Option<Instant>,
+    lookups: (
+        mpsc::UnboundedSender<LookupResult>,
+        mpsc::UnboundedReceiver<LookupResult>,
+    ),
+    /// Generation of the playlist whose end the IVR waits for.
+    playing: Option<u64>,
+    answered: bool,
+    delayed_offer: bool,
+}
+
+impl Actor {
+    fn begin(&mut self, target: &NumberTarget, vars: BTreeMap<String, String>) {
+        match target {
+            NumberTarget::Ivr(flow_name) => {
+                let Some(flow) = self.ctx.settings.ivr.get(flow_name).cloned() else {
+                    warn!(flow = %flow_name, "flow vanished; queueing the caller");
+                    self.enter_queue("support");
+                    return;
+                };
+                if let Some(language) = &flow.language {
+                    self.language = language.clone();
+                }
+                let (run, actions) = IvrRun::start(flow, vars, time::OffsetDateTime::now_utc);
+                self.phase = Phase::Ivr(Box::new(run), flow_name.clone());
+                self.carry_out(actions);
+            }
+            NumberTarget::Queue { queue, greeting } => match greeting {
+                Some(greeting) => {
+                    self.phase = Phase::Greeting(queue.clone());
+                    self.play(std::slice::from_ref(greeting), false);
+                }
+                None => self.enter_queue(queue),
+            },
+        }
     }
 
-    #[test]
-    fn offers_without_pcmu_or_audio_are_refused() {
-        let alaw_only = b"v=0\r\nm=audio 6000 RTP/AVP 8\r\n";
-        assert!(matches!(classify_offer(alaw_only), Offer::Unacceptable(w) if w.contains("PCMU")));
-        let video = b"v=0\r\nm=video 6000 RTP/AVP 96\r\n";
-        assert!(matches!(classify_offer(video), Offer::Unacceptable(w) if w.contains("audio")));
+    fn play(&mut self, names: &[String], looping: bool) {
+        let prompts = self.ctx.media.playlist(&self.language, names);
+        self.ctx.bus.publish(Event::PromptStarted {
+            call_id: self.call_id.clone(),
+            prompts: names.to_vec(),
+        });
+        self.playing = Some(self.media.stream.play(prompts, looping));
     }
 
-    #[test]
-    fn empty_body_is_a_delayed_offer() {
-        assert_eq!(classify_offer(b""), Offer::Delayed);
-        assert_eq!(classify_offer(b"\r\n"), Offer::Delayed);
+    fn enter_queue(&mut self, queue: &str) {
+        info!(%queue, "caller waits in queue (music on hold)");
+        let moh = self.ctx.media.music_on_hold();
+        self.playing = None;
+        self.media.stream.play(moh, true);
+        self.phase = Phase::Queued;
     }
 
-    #[test]
-    fn sdp_names_pcmu_on_the_given_port() {
-        let sdp = pcmu_sdp(7, "127.0.0.1:40000".parse().unwrap());
-        assert!(sdp.contains("m=audio 40000 RTP/AVP 0\r\n"));
-        assert!(sdp.contains("c=IN IP4 127.0.0.1\r\n"));
-        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
-        assert!(sdp.ends_with("a=sendrecv\r\n"));
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Entered { node } => {
+                    if let Phase::Ivr(_, flow) = &self.phase {
+                        info!(%flow, %node, "IVR node");
+                        self.ctx.bus.publish(Event::IvrNodeEntered {
+                            call_id: self.call_id.clone(),
+                            flow: flow.clone(),
+                            node,
+                        });
+                    }
+                }
+                Action::Play { prompts, .. } => self.play(&prompts, false),
+                Action::StopPlayback => {
+                    self.playing = None;
+                    self.media.stream.stop();
+                }
+                Action::StartTimer(d) => self.timer = Some(Instant::now() + d),
+                Action::Lookup { url, timeout } => {
+                    let reply = self.lookups.0.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(lookup::fetch(&url, timeout).await);
+                    });
+                }
+                Action::Queue { queue, .. } => {
+                    self.exit_ivr(format!("queue:{queue}"));
+                    self.enter_queue(&queue);
+                }
+                Action::Hangup => {
+                    self.exit_ivr("hangup".into());
+                    self.phase = Phase::Ended;
+                }
+            }
+        }
+    }
+
+    fn exit_ivr(&mut self, exit: String) {
+        if let Phase::Ivr(_, flow) = &self.phase {
+            self.ctx.bus.publish(Event::IvrExited {
+                call_id: self.call_id.clone(),
+                flow: flow.clone(),
+                exit,
+            });
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        if let Phase::Ivr(run, _) = &mut self.phase {
+            let actions = run.on(input);
+            self.carry_out(actions);
+        }
+    }
+
+    fn on_digit(&mut self, digit: char, via: &'static str) {
+        info!(%digit, via, "DTMF");
+        self.ctx.bus.publish(Event::DtmfReceived {
+            call_id: self.call_id.clone(),
+            digit,
+            via,
+        });
+        self.feed(Input::Digit(digit));
+    }
+
+    fn on_playback_finished(&mut self, generation: u64) {
+        if self.playing != Some(generation) {
+            return;
+        }
+        self.playing = None;
+        self.ctx.bus.publish(Event::PromptFinished {
+            call_id: self.call_id.clone(),
+        });
+        if let Phase::Greeting(queue) = &self.phase {
+            let queue = queue.clone();
+            self.enter_queue(&queue);
+            return;
+        }
+        self.feed(Input::PromptsDone);
+    }
+
+    fn media_started(&self) {
+        if let Some(n) = self.media.negotiated() {
+            self.ctx.bus.publish(Event::MediaStarted {
+                call_id: self.call_id.clone(),
+                codec: n.codec.name().to_string(),
+                remote: n.remote,
+                telephone_event: n.telephone_event,
+            });
+        }
+    }
+
+    /// The call's main loop; returns who ended the call.
+    async fn run(
+        &mut self,
+        dialog: &InviteDialog,
+        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+    ) -> Option<ReleasedBy> {
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 1500];
+        let far = || Instant::now() + Duration::from_secs(86400);
+        if !self.delayed_offer {
+            self.media_started();
+        }
+        loop {
+            if matches!(self.phase, Phase::Ended) && self.playing.is_none() {
+                info!("flow hung up");
+                if let Err(e) = dialog.bye().await {
+                    debug!(error = %e, "BYE failed");
+                }
+                return Some(ReleasedBy::System);
+            }
+            let deadline = self.timer.unwrap_or_else(far);
+            tokio::select! {
+                state = state_rx.recv() => match state {
+                    Some(DialogState::Confirmed(..)) if !self.answered => {
+                        self.answered = true;
+                        self.ctx.bus.publish(Event::CallAnswered { call_id: self.call_id.clone() });
+                        info!("call answered");
+                        if self.delayed_offer {
+                            // The answer to our offer rides on the ACK.
+                            match dialog.last_remote_ack().map(|ack| sdp::parse(&ack.body)) {
+                                Some(Ok(answer)) => {
+                                    if let Err(e) = self.media.accept_answer(&answer) {
+                                        warn!(error = %e, "the ACK's SDP answer is unusable; ending the call");
+                                        let _ = dialog.bye().await;
+                                        return Some(ReleasedBy::System);
+                                    }
+                                    self.media_started();
+                                }
+                                _ => {
+                                    warn!("delayed offer answered without SDP in the ACK; ending the call");
+                                    let _ = dialog.bye().await;
+                                    return Some(ReleasedBy::System);
+                                }
+                            }
+                        }
+                    }
+                    Some(DialogState::Updated(_, req, handle)) => {
+                        // re-INVITE or UPDATE: a new offer (hold, resume, move) or none.
+                        let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+                            (req.method == Method::Invite).then(|| self.media.offer())
+                        } else {
+                            match sdp::parse(&req.body).map_err(|e| e.to_string()).and_then(|o| self.media.answer(&o).map_err(|e| e.to_string())) {
+                                Ok(answer) => Some(answer),
+                                Err(e) => {
+                                    info!(error = %e, "new offer refused");
+                                    let warning = Header::Other("Warning".into(), format!("305 hotline \"{e}\""));
+                                    let _ = handle.respond(StatusCode::NotAcceptableHere, Some(vec![warning]), None).await;
+                                    continue;
+                                }
+                            }
+                        };
+                        info!(on_hold = self.media.on_hold(), "session updated");
+                        let headers = answer.as_ref().map(|_| vec![sdp_header()]);
+                        let _ = handle.respond(StatusCode::OK, headers, answer.map(String::into_bytes)).await;
+                    }
+                    Some(DialogState::Info(_, req, handle)) => {
+                        match crate::media::dtmf::parse_info(&content_type(&req), &req.body) {
+                            Ok(digit) => {
+                                let _ = handle.reply(StatusCode::OK).await;
+                                self.on_digit(digit, "info");
+                            }
+                            Err(e) => {
+                                debug!(error = %e, "INFO without DTMF");
+                                let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                            }
+                        }
+                    }
+                    Some(DialogState::Options(_, _, handle)) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                    }
+                    Some(DialogState::Message(_, _, handle))
+                    | Some(DialogState::Notify(_, _, handle))
+                    | Some(DialogState::Refer(_, _, handle)) => {
+                        let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+                    }
+                    Some(DialogState::Terminated(_, reason)) => {
+                        info!(?reason, "call ended");
+                        return Some(released_by(&reason));
+                    }
+                    Some(_) => {}
+                    None => return Some(ReleasedBy::System),
+                },
+                received = self.media.rtp.recv_from(&mut rtp_buf) => {
+                    if let Ok((n, source)) = received
+                        && let Some((digit, via)) = self.media.on_rtp(source, &rtp_buf[..n])
+                    {
+                        self.on_digit(digit, via);
+                    }
+                }
+                received = self.media.rtcp.recv_from(&mut rtcp_buf) => {
+                    if received.is_ok() {
+                        self.media.on_rtcp();
+                    }
+                }
+                event = self.media.events.recv() => {
+                    if let Some(MediaEvent::PlaybackFinished { generation }) = event {
+                        self.on_playback_finished(generation);
+                    }
+                }
+                reply = self.lookups.1.recv() => {
+                    if let Some(reply) = reply {
+                        if let Err(e) = &reply {
+                            info!(error = %e, "lookup failed");
+                        }
+                        self.feed(Input::LookupDone(reply));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.timer = None;
+                    self.feed(Input::Timeout);
+                }
+            }
+        }
     }
 }

@@ -104,6 +104,42 @@ pub enum Event {
         /// Whether the call had been answered before it ended.
         answered: bool,
     },
+    MediaStarted {
+        call_id: String,
+        codec: String,
+        /// Where RTP is sent (from the SDP, later the latched source).
+        remote: Option<SocketAddr>,
+        telephone_event: Option<u8>,
+    },
+    MediaStopped {
+        call_id: String,
+        packets_in: u64,
+        dropped: u64,
+    },
+    IvrNodeEntered {
+        call_id: String,
+        flow: String,
+        node: String,
+    },
+    IvrExited {
+        call_id: String,
+        flow: String,
+        /// "queue:NAME", "hangup" or "caller_hung_up".
+        exit: String,
+    },
+    DtmfReceived {
+        call_id: String,
+        digit: char,
+        /// "rfc4733", "info" or "inband".
+        via: &'static str,
+    },
+    PromptStarted {
+        call_id: String,
+        prompts: Vec<String>,
+    },
+    PromptFinished {
+        call_id: String,
+    },
 }
 
 /// An event with the time it happened.

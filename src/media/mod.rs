@@ -6,6 +6,116 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod pacer;
 pub mod prompt;
 pub mod rtp;
 pub mod sdp;
+
+use std::sync::Arc;
+
+use crate::config::{ConfigIssue, NumberTarget, Settings};
+
+use self::pacer::Pacer;
+use self::prompt::{Prompt, PromptLibrary};
+use self::rtp::PortPool;
+
+/// What every call shares of the media engine.
+pub struct MediaRoom {
+    pub pacer: Pacer,
+    pub ports: PortPool,
+    pub prompts: Arc<PromptLibrary>,
+    pub language: String,
+    pub music_on_hold: String,
+}
+
+/// Loads the prompt library and checks that every prompt a flow, a number or
+/// the music on hold names exists; each problem names its config key.
+pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssue>> {
+    let dir = &settings.media.prompts;
+    let library = PromptLibrary::load_dir(dir).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| ConfigIssue {
+                key: "media.prompts".into(),
+                message: e.to_string(),
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let mut issues = Vec::new();
+    let mut need = |key: String, language: &str, name: &str| {
+        if library.localized(language, name).is_none() {
+            issues.push(ConfigIssue {
+                key,
+                message: format!(
+                    "prompt `{name}` is not in {} (for language {language})",
+                    dir.display()
+                ),
+            });
+        }
+    };
+    let default_language = settings.media.language.as_str();
+    for (flow_name, flow) in &settings.ivr {
+        let language = flow.language.as_deref().unwrap_or(default_language);
+        for (node, prompt) in flow.prompt_names() {
+            need(format!("ivr.{flow_name}.nodes.{node}"), language, prompt);
+        }
+        // `say` nodes read values with the digit prompts.
+        for digit in crate::ivr::say_prompts("0123456789.") {
+            need(format!("ivr.{flow_name}"), language, &digit);
+        }
+    }
+    for (number, n) in &settings.numbers {
+        if let NumberTarget::Queue {
+            greeting: Some(greeting),
+            ..
+        } = &n.target
+        {
+            need(
+                format!("numbers.{number}.greeting"),
+                default_language,
+                greeting,
+            );
+        }
+    }
+    if library.get(&settings.media.music_on_hold).is_none() {
+        issues.push(ConfigIssue {
+            key: "media.music_on_hold".into(),
+            message: format!(
+                "`{}` is not in {}",
+                settings.media.music_on_hold,
+                dir.display()
+            ),
+        });
+    }
+    if issues.is_empty() {
+        Ok(library)
+    } else {
+        Err(issues)
+    }
+}
+
+impl MediaRoom {
+    /// Starts the pacer on the current runtime.
+    pub fn start(settings: &Settings, prompts: PromptLibrary) -> MediaRoom {
+        MediaRoom {
+            pacer: Pacer::start(),
+            ports: PortPool::new(settings.media.rtp_port_min, settings.media.rtp_port_max),
+            prompts: Arc::new(prompts),
+            language: settings.media.language.clone(),
+            music_on_hold: settings.media.music_on_hold.clone(),
+        }
+    }
+
+    /// The prompts for `names` in `language` (falling back to English); names
+    /// that do not exist are skipped (they were checked at load).
+    pub fn playlist(&self, language: &str, names: &[String]) -> Vec<Arc<Prompt>> {
+        names
+            .iter()
+            .filter_map(|n| self.prompts.localized(language, n))
+            .collect()
+    }
+
+    pub fn music_on_hold(&self) -> Vec<Arc<Prompt>> {
+        self.prompts.get(&self.music_on_hold).into_iter().collect()
+    }
+}

@@ -56,6 +56,8 @@ pub struct EdgeContext {
     pub draining: AtomicBool,
     /// The live calls.
     pub calls: crate::call::Calls,
+    /// The media engine every call uses.
+    pub media: Arc<crate::media::MediaRoom>,
     /// Our listeners, for Contact headers.
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
@@ -81,7 +83,11 @@ impl Drop for InflightGuard {
 impl SipEdge {
     /// Binds the listeners and starts serving. Fails with the address when a
     /// port cannot be bound.
-    pub async fn start(settings: &Settings, bus: EventBus) -> anyhow::Result<SipEdge> {
+    pub async fn start(
+        settings: &Settings,
+        bus: EventBus,
+        media: Arc<crate::media::MediaRoom>,
+    ) -> anyhow::Result<SipEdge> {
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
         let server = settings.sip.user_agent.clone();
@@ -148,6 +154,7 @@ impl SipEdge {
             dialogs,
             draining: AtomicBool::new(false),
             calls: crate::call::Calls::default(),
+            media,
             udp_addr,
             tcp_addr,
         });

@@ -1,0 +1,68 @@
+//! Per-frame media work: G.711 encode, decode and law-to-law transcode of one
+//! 20 ms frame (160 samples), and in-band DTMF detection over one frame.
+//! Run with `cargo bench --bench media`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hotline::media::dtmf::InbandDetector;
+use hotline::media::g711::{Codec, transcode};
+
+const FRAME: usize = 160;
+
+/// One frame of a 440 Hz + 1320 Hz mix at moderate level.
+fn pcm_frame() -> [i16; FRAME] {
+    std::array::from_fn(|n| {
+        let t = n as f64 / 8000.0;
+        let v = 6000.0 * (std::f64::consts::TAU * 440.0 * t).sin()
+            + 3000.0 * (std::f64::consts::TAU * 1320.0 * t).sin();
+        v as i16
+    })
+}
+
+fn g711(c: &mut Criterion) {
+    let pcm = pcm_frame();
+    let mut coded = [0u8; FRAME];
+    let mut out = [0i16; FRAME];
+
+    let mut group = c.benchmark_group("g711_encode");
+    for (name, codec) in [("pcmu_160", Codec::Pcmu), ("pcma_160", Codec::Pcma)] {
+        group.bench_function(name, |b| {
+            b.iter(|| codec.encode(black_box(&pcm), black_box(&mut coded)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("g711_decode");
+    for (name, codec) in [("pcmu_160", Codec::Pcmu), ("pcma_160", Codec::Pcma)] {
+        codec.encode(&pcm, &mut coded);
+        group.bench_function(name, |b| {
+            b.iter(|| codec.decode(black_box(&coded), black_box(&mut out)))
+        });
+    }
+    group.finish();
+
+    Codec::Pcmu.encode(&pcm, &mut coded);
+    let mut alaw = [0u8; FRAME];
+    c.bench_function("transcode/pcmu_to_pcma_160", |b| {
+        b.iter(|| {
+            transcode(
+                Codec::Pcmu,
+                Codec::Pcma,
+                black_box(&coded),
+                black_box(&mut alaw),
+            )
+        })
+    });
+}
+
+fn dtmf(c: &mut Criterion) {
+    let pcm = pcm_frame();
+    let mut det = InbandDetector::new();
+    c.bench_function("dtmf_inband/frame_160", |b| {
+        b.iter(|| det.push(black_box(&pcm)))
+    });
+}
+
+criterion_group!(benches, g711, dtmf);
+criterion_main!(benches);

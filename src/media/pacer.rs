@@ -1,0 +1,407 @@
+//! The shared 20 ms clock that paces every outgoing media stream.
+//!
+//! One task owns all playing streams and, on each tick, sends each stream its
+//! next frame, so thousands of prompt and music-on-hold streams cost one timer,
+//! not thousands drifting apart. Call actors steer their stream through a
+//! lock-free channel ([`StreamHandle`]) and hear back when a playlist ends.
+//! A stream with nothing to play stays silent while its RTP clock runs on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::g711::Codec;
+use super::prompt::{Playback, Prompt};
+use super::rtp::{HEADER_LEN, OutgoingStream};
+
+/// Samples in one 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+/// The pacing period.
+pub const FRAME: Duration = Duration::from_millis(20);
+
+/// What a stream tells its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The playlist started with this generation has played to its end.
+    PlaybackFinished { generation: u64 },
+}
+
+enum Command {
+    Add {
+        id: u64,
+        socket: Arc<UdpSocket>,
+        codec: Codec,
+        payload_type: u8,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    },
+    Play {
+        id: u64,
+        prompts: Vec<Arc<Prompt>>,
+        looping: bool,
+        generation: u64,
+    },
+    Stop {
+        id: u64,
+    },
+    SetRemote {
+        id: u64,
+        remote: Option<SocketAddr>,
+    },
+    SetCodec {
+        id: u64,
+        codec: Codec,
+        payload_type: u8,
+    },
+    Remove {
+        id: u64,
+    },
+}
+
+/// Counters of the pacer, readable at any time.
+#[derive(Debug, Default)]
+pub struct PacerStats {
+    pub ticks: AtomicU64,
+    pub frames_sent: AtomicU64,
+    pub send_failures: AtomicU64,
+    /// Ticks that started more than 2 ms after their deadline.
+    pub late_ticks: AtomicU64,
+    pub max_lateness_us: AtomicU64,
+    pub streams: AtomicU64,
+}
+
+/// Handle to the pacing task; cheap to clone.
+#[derive(Clone)]
+pub struct Pacer {
+    commands: mpsc::UnboundedSender<Command>,
+    next_id: Arc<AtomicU64>,
+    pub stats: Arc<PacerStats>,
+}
+
+/// One call's outgoing stream. Dropping it removes the stream.
+pub struct StreamHandle {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+    generation: u64,
+}
+
+struct Stream {
+    socket: Arc<UdpSocket>,
+    remote: Option<SocketAddr>,
+    codec: Codec,
+    payload_type: u8,
+    numbering: OutgoingStream,
+    playback: Option<(Playback, u64)>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Pacer {
+    /// Starts the pacing task on the current runtime.
+    pub fn start() -> Pacer {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(PacerStats::default());
+        tokio::spawn(run(rx, stats.clone()));
+        Pacer {
+            commands,
+            next_id: Arc::new(AtomicU64::new(1)),
+            stats,
+        }
+    }
+
+    /// Registers a stream that sends from `socket`; `events` hears when playlists end.
+    pub fn add_stream(
+        &self,
+        socket: Arc<UdpSocket>,
+        codec: Codec,
+        payload_type: u8,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> StreamHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.commands.send(Command::Add {
+            id,
+            socket,
+            codec,
+            payload_type,
+            events,
+        });
+        StreamHandle {
+            id,
+            commands: self.commands.clone(),
+            generation: 0,
+        }
+    }
+}
+
+impl StreamHandle {
+    /// Plays `prompts` back to back (looping for music on hold), replacing what
+    /// was playing. Returns the generation its `PlaybackFinished` will carry.
+    pub fn play(&mut self, prompts: Vec<Arc<Prompt>>, looping: bool) -> u64 {
+        self.generation += 1;
+        let _ = self.commands.send(Command::Play {
+            id: self.id,
+            prompts,
+            looping,
+            generation: self.generation,
+        });
+        self.generation
+    }
+
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop { id: self.id });
+    }
+
+    /// Where to send (None: keep the clock but send nothing, e.g. on hold).
+    pub fn set_remote(&self, remote: Option<SocketAddr>) {
+        let _ = self.commands.send(Command::SetRemote {
+            id: self.id,
+            remote,
+        });
+    }
+
+    pub fn set_codec(&self, codec: Codec, payload_type: u8) {
+        let _ = self.commands.send(Command::SetCodec {
+            id: self.id,
+            codec,
+            payload_type,
+        });
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Remove { id: self.id });
+    }
+}
+
+fn apply(streams: &mut HashMap<u64, Stream>, command: Command) {
+    match command {
+        Command::Add {
+            id,
+            socket,
+            codec,
+            payload_type,
+            events,
+        } => {
+            streams.insert(
+                id,
+                Stream {
+                    socket,
+                    remote: None,
+                    codec,
+                    payload_type,
+                    numbering: OutgoingStream::new(),
+                    playback: None,
+                    events,
+                },
+            );
+        }
+        Command::Play {
+            id,
+            prompts,
+            looping,
+            generation,
+        } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.playback = Some((Playback::new(prompts, looping), generation));
+            }
+        }
+        Command::Stop { id } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.playback = None;
+            }
+        }
+        Command::SetRemote { id, remote } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.remote = remote;
+            }
+        }
+        Command::SetCodec {
+            id,
+            codec,
+            payload_type,
+        } => {
+            if let Some(s) = streams.get_mut(&id) {
+                s.codec = codec;
+                s.payload_type = payload_type;
+            }
+        }
+        Command::Remove { id } => {
+            streams.remove(&id);
+        }
+    }
+}
+
+/// Sends every stream's next frame; returns how many were sent.
+fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats) {
+    for stream in streams.values_mut() {
+        let mut finished = None;
+        let frame = match &mut stream.playback {
+            Some((playback, generation)) => match playback.next_frame(stream.codec) {
+                Some(frame) => Some(frame),
+                None => {
+                    finished = Some(*generation);
+                    None
+                }
+            },
+            None => None,
+        };
+        match (frame, stream.remote) {
+            (Some(frame), Some(remote)) => {
+                let len = stream.numbering.write_packet(
+                    stream.payload_type,
+                    frame,
+                    FRAME_SAMPLES as u32,
+                    buf,
+                );
+                match stream.socket.try_send_to(&buf[..len], remote) {
+                    Ok(_) => {
+                        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        stats.send_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => stream.numbering.skip(FRAME_SAMPLES as u32),
+        }
+        if let Some(generation) = finished {
+            stream.playback = None;
+            let _ = stream
+                .events
+                .send(MediaEvent::PlaybackFinished { generation });
+        }
+    }
+}
+
+async fn run(mut commands: mpsc::UnboundedReceiver<Command>, stats: Arc<PacerStats>) {
+    let mut streams: HashMap<u64, Stream> = HashMap::new();
+    let mut buf = vec![0u8; HEADER_LEN + 1024];
+    let mut clock = tokio::time::interval(FRAME);
+    // After a stall, catch up frame by frame so the streams' clocks match real time.
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        let deadline = clock.tick().await;
+        let lateness = Instant::now().saturating_duration_since(deadline.into_std());
+        let us = lateness.as_micros() as u64;
+        stats.max_lateness_us.fetch_max(us, Ordering::Relaxed);
+        if lateness > Duration::from_millis(2) {
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        loop {
+            match commands.try_recv() {
+                Ok(command) => apply(&mut streams, command),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        stats.streams.store(streams.len() as u64, Ordering::Relaxed);
+        tick(&mut streams, &mut buf, &stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(frames: usize) -> Arc<Prompt> {
+        let pcm: Vec<i16> = (0..frames * FRAME_SAMPLES)
+            .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
+            .collect();
+        Arc::new(Prompt::from_pcm("tone", pcm))
+    }
+
+    #[tokio::test]
+    async fn prompts_are_paced_every_20ms_without_gaps_and_announce_their_end() {
+        let pacer = Pacer::start();
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let mut stream = pacer.add_stream(socket, Codec::Pcmu, 0, tx);
+        stream.set_remote(Some(sink.local_addr().unwrap()));
+        let generation = stream.play(vec![tone(5), tone(5)], false);
+
+        let mut buf = [0u8; 512];
+        let mut seqs = Vec::new();
+        let mut stamps = Vec::new();
+        let mut arrivals = Vec::new();
+        for _ in 0..10 {
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), sink.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            arrivals.push(Instant::now());
+            let r = rtp_rs::RtpReader::new(&buf[..n]).unwrap();
+            assert_eq!(r.payload_type(), 0);
+            assert_eq!(r.payload().len(), FRAME_SAMPLES);
+            seqs.push(u16::from(r.sequence_number()));
+            stamps.push(r.timestamp());
+        }
+        for w in seqs.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "{seqs:?}");
+        }
+        for w in stamps.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0].wrapping_add(160),
+                "no gap between prompts: {stamps:?}"
+            );
+        }
+        let span = arrivals[9] - arrivals[0];
+        assert!(
+            span >= Duration::from_millis(150) && span <= Duration::from_millis(260),
+            "9 frame intervals took {span:?}"
+        );
+        let finished = tokio::time::timeout(Duration::from_secs(1), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(finished, Some(MediaEvent::PlaybackFinished { generation }));
+        // nothing more is sent once the playlist is over
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), sink.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_playlist_replaces_the_old_and_stop_silences() {
+        let pacer = Pacer::start();
+        let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let mut stream = pacer.add_stream(socket, Codec::Pcma, 8, tx);
+        stream.set_remote(Some(sink.local_addr().unwrap()));
+        let first = stream.play(vec![tone(100)], false);
+        let mut buf = [0u8; 512];
+        let (n, _) = sink.recv_from(&mut buf).await.unwrap();
+        assert_eq!(rtp_rs::RtpReader::new(&buf[..n]).unwrap().payload_type(), 8);
+        let second = stream.play(vec![tone(2)], false);
+        assert_ne!(first, second);
+        let got = tokio::time::timeout(Duration::from_secs(1), events.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(MediaEvent::PlaybackFinished { generation: second })
+        );
+        stream.play(vec![tone(100)], true);
+        stream.stop();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        while sink.try_recv_from(&mut buf).is_ok() {}
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), sink.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "stopped stream still sends"
+        );
+    }
+}
