@@ -239,44 +239,60 @@ fn apply(streams: &mut HashMap<u64, Stream>, command: Command) {
     }
 }
 
-/// Sends every stream's next frame; returns how many were sent.
+/// Sends one frame, or lets the stream's clock run when it may not send.
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    numbering: &mut OutgoingStream,
+    socket: &UdpSocket,
+    remote: Option<SocketAddr>,
+    payload_type: u8,
+    frame: &[u8],
+    buf: &mut [u8],
+    stats: &PacerStats,
+) {
+    let Some(remote) = remote else {
+        numbering.skip(FRAME_SAMPLES as u32);
+        return;
+    };
+    let len = numbering.write_packet(payload_type, frame, FRAME_SAMPLES as u32, buf);
+    match socket.try_send_to(&buf[..len], remote) {
+        Ok(_) => stats.frames_sent.fetch_add(1, Ordering::Relaxed),
+        Err(_) => stats.send_failures.fetch_add(1, Ordering::Relaxed),
+    };
+}
+
+/// Sends every stream its next frame.
 fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats) {
     for stream in streams.values_mut() {
-        let mut finished = None;
-        let frame = match &mut stream.playback {
-            Some((playback, generation)) => match playback.next_frame(stream.codec) {
-                Some(frame) => Some(frame),
-                None => {
-                    finished = Some(*generation);
-                    None
-                }
-            },
-            None => None,
-        };
-        match (frame, stream.remote) {
-            (Some(frame), Some(remote)) => {
-                let len = stream.numbering.write_packet(
+        let mut drained = false;
+        match &mut stream.playback {
+            Some((playback, _)) => match playback.next_frame(stream.codec) {
+                Some(frame) => send_frame(
+                    &mut stream.numbering,
+                    &stream.socket,
+                    stream.remote,
                     stream.payload_type,
                     frame,
-                    FRAME_SAMPLES as u32,
                     buf,
-                );
-                match stream.socket.try_send_to(&buf[..len], remote) {
-                    Ok(_) => {
-                        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        stats.send_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ => stream.numbering.skip(FRAME_SAMPLES as u32),
+                    stats,
+                ),
+                None => drained = true,
+            },
+            None => stream.numbering.skip(FRAME_SAMPLES as u32),
         }
-        if let Some(generation) = finished {
+        if let Some((playback, generation)) = &mut stream.playback {
+            // Announced as the last frame goes out, so a playlist the call
+            // starts in answer is in place for the next tick: no gap.
+            if *generation != 0 && (drained || playback.is_finished()) {
+                let done = std::mem::replace(generation, 0);
+                let _ = stream
+                    .events
+                    .send(MediaEvent::PlaybackFinished { generation: done });
+            }
+        }
+        if drained {
             stream.playback = None;
-            let _ = stream
-                .events
-                .send(MediaEvent::PlaybackFinished { generation });
+            stream.numbering.skip(FRAME_SAMPLES as u32);
         }
     }
 }

@@ -354,7 +354,8 @@ impl TestConfig {
                 .unwrap();
             }
         }
-        s.push_str(&self.extra);
+        let http = http_port.map(|p| p.to_string()).unwrap_or_default();
+        s.push_str(&self.extra.replace("{http_port}", &http));
         s
     }
 }
