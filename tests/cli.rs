@@ -40,6 +40,25 @@ fn version() {
 }
 
 #[test]
+fn check_config_runs_anywhere_on_the_embedded_config_and_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hotline_command()
+        .arg("check-config")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("embedded default config"), "{stdout}");
+    let prompts = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/en"))
+        .unwrap()
+        .count()
+        * 2
+        + 1;
+    assert!(stdout.contains(&format!("{prompts} prompt(s)")), "{stdout}");
+}
+
+#[test]
 fn check_config_accepts_the_default_file() {
     let path = default_config();
     let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);

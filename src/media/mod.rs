@@ -19,6 +19,9 @@ use self::pacer::Pacer;
 use self::prompt::{Prompt, PromptLibrary};
 use self::rtp::PortPool;
 
+/// The prompt directory of the default configuration.
+pub const DEFAULT_PROMPTS: &str = "prompts";
+
 /// What every call shares of the media engine.
 pub struct MediaRoom {
     pub pacer: Pacer,
@@ -32,7 +35,16 @@ pub struct MediaRoom {
 /// the music on hold names exists; each problem names its config key.
 pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssue>> {
     let dir = &settings.media.prompts;
-    let library = PromptLibrary::load_dir(dir).map_err(|errors| {
+    // The default directory falls back to the set compiled into the binary,
+    // so `hotline serve` runs from anywhere; a directory you name must exist.
+    let use_embedded = !dir.exists() && dir.as_path() == std::path::Path::new(DEFAULT_PROMPTS);
+    let loaded = if use_embedded {
+        tracing::info!("no prompts/ directory here: using the prompts built into hotline");
+        PromptLibrary::embedded()
+    } else {
+        PromptLibrary::load_dir(dir)
+    };
+    let library = loaded.map_err(|errors| {
         errors
             .into_iter()
             .map(|e| ConfigIssue {

@@ -83,6 +83,9 @@ impl fmt::Debug for Prompt {
     }
 }
 
+// `EMBEDDED_PROMPTS: &[(&str, &[u8])]`, written by build.rs from prompts/.
+include!(concat!(env!("OUT_DIR"), "/embedded_prompts.rs"));
+
 impl Prompt {
     /// Reads a WAV file; it must be 8000 Hz, 16-bit integer PCM, mono, and not empty.
     pub fn load(name: &str, path: &Path) -> Result<Prompt, PromptError> {
@@ -90,8 +93,17 @@ impl Prompt {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut reader =
-            hound::WavReader::new(BufReader::new(file)).map_err(|e| header_error(path, e))?;
+        Self::read(name, path, BufReader::new(file))
+    }
+
+    /// Reads a WAV held in memory (the prompts compiled into the binary);
+    /// `path` names it in errors.
+    pub fn from_wav_bytes(name: &str, path: &Path, bytes: &[u8]) -> Result<Prompt, PromptError> {
+        Self::read(name, path, io::Cursor::new(bytes))
+    }
+
+    fn read(name: &str, path: &Path, source: impl io::Read) -> Result<Prompt, PromptError> {
+        let mut reader = hound::WavReader::new(source).map_err(|e| header_error(path, e))?;
         let spec = reader.spec();
         if spec.sample_rate != SAMPLE_RATE
             || spec.bits_per_sample != 16
@@ -270,6 +282,25 @@ impl PromptLibrary {
     }
 
     /// A library of prompts built in memory (tests, synthesised tones).
+    /// The default prompt set compiled into the binary, so hotline runs with
+    /// no prompt files on disk.
+    pub fn embedded() -> Result<PromptLibrary, Vec<PromptError>> {
+        let mut prompts = Vec::new();
+        let mut errors = Vec::new();
+        for (name, bytes) in EMBEDDED_PROMPTS {
+            let path = Path::new("(embedded)").join(format!("{name}.wav"));
+            match Prompt::from_wav_bytes(name, &path, bytes) {
+                Ok(p) => prompts.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self::from_prompts(prompts))
+        } else {
+            Err(errors)
+        }
+    }
+
     pub fn from_prompts(prompts: impl IntoIterator<Item = Prompt>) -> PromptLibrary {
         PromptLibrary {
             prompts: prompts
@@ -798,5 +829,22 @@ mod tests {
             .flat_map(|i| moh.pcm_frame(i).unwrap().iter().copied())
             .collect();
         assert!(rms(&pcm) > 800.0, "music on hold is (nearly) silent");
+    }
+
+    #[test]
+    fn the_embedded_set_is_the_prompts_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let on_disk = PromptLibrary::load_dir(&dir).unwrap();
+        let embedded = PromptLibrary::embedded().unwrap();
+        assert_eq!(
+            on_disk.names().collect::<Vec<_>>(),
+            embedded.names().collect::<Vec<_>>()
+        );
+        let (a, b) = (
+            on_disk.get("en/greeting").unwrap(),
+            embedded.get("en/greeting").unwrap(),
+        );
+        assert_eq!(a.frames(), b.frames());
+        assert_eq!(a.frame(Codec::Pcmu, 3), b.frame(Codec::Pcmu, 3));
     }
 }
