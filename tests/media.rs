@@ -469,3 +469,42 @@ fn re_invite_to_hold_stops_our_media_and_resuming_continues_the_stream() {
     );
     caller.bye();
 }
+
+#[test]
+fn a_blocked_caller_is_refused_before_any_ivr() {
+    // The raw caller's From user is the number it dials.
+    let server = Server::start(TestConfig::new().extra("[blocklist]\nnumbers = [\"401\"]\n"));
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(caller.rtp_addr(), "0", "");
+    let r = caller.invite("401", &offer);
+    assert_eq!(r.status(), Some(403), "{}", r.raw);
+    assert!(r.reason().contains("blocked"), "{}", r.reason());
+    server.assert_event(&["\"type\":\"call_rejected\"", "\"reason\":\"blocked\""]);
+}
+
+#[test]
+fn a_blocked_caller_can_hear_a_refusal_prompt_instead() {
+    let server = Server::start(
+        TestConfig::new().extra("[blocklist]\nnumbers = [\"401\"]\naction = \"prompt\"\n"),
+    );
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(caller.rtp_addr(), "0", "");
+    assert_eq!(caller.invite("401", &offer).status(), Some(200));
+    caller.ack("");
+    let blocked = prompt("en/blocked");
+    let packets = caller.receive(blocked.frames());
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(
+            p.4.as_slice(),
+            blocked.frame(Codec::Pcmu, i).unwrap(),
+            "frame {i}"
+        );
+    }
+    // then hotline hangs up
+    let bye = caller
+        .sip
+        .recv(Duration::from_secs(3))
+        .expect("a BYE from hotline");
+    assert_eq!(bye.method(), Some("BYE"), "{}", bye.raw);
+    server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
+}

@@ -260,7 +260,11 @@ async fn call_actor(
         let mut vars = BTreeMap::new();
         vars.insert("caller".to_string(), caller);
         vars.insert("number".to_string(), admitted.number.number.clone());
-        actor.begin(&admitted.number.target, vars);
+        if admitted.blocked {
+            actor.play(&["blocked".to_string()], false);
+        } else {
+            actor.begin(&admitted.number.target, vars);
+        }
         ended = actor.run(&dialog, &mut state_rx).await;
     }
 
@@ -456,9 +460,13 @@ impl Actor {
         loop {
             if matches!(self.phase, Phase::Ended) && self.playing.is_none() {
                 info!("flow hung up");
-                if let Err(e) = dialog.bye().await {
-                    debug!(error = %e, "BYE failed");
-                }
+                // The dialog ends as the BYE leaves; its answer is not waited for.
+                let dialog = dialog.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.bye().await {
+                        debug!(error = %e, "BYE failed");
+                    }
+                });
                 return Some(ReleasedBy::System);
             }
             let deadline = self.timer.unwrap_or_else(far);

@@ -83,6 +83,25 @@ pub struct RawConfig {
     pub agents: BTreeMap<String, RawAgent>,
     pub media: RawMedia,
     pub ivr: BTreeMap<String, ivr::Flow>,
+    pub blocklist: RawBlocklist,
+}
+
+/// What happens to a blocked caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockAction {
+    /// 403 Forbidden, nothing answered.
+    #[default]
+    Reject,
+    /// Answer, play the `blocked` prompt, hang up.
+    Prompt,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBlocklist {
+    pub numbers: Vec<String>,
+    pub action: BlockAction,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +305,9 @@ pub struct Settings {
     pub agents: BTreeMap<String, Agent>,
     pub media: MediaSettings,
     pub ivr: BTreeMap<String, std::sync::Arc<ivr::Flow>>,
+    /// Caller numbers refused before any IVR runs (malicious or harassing callers).
+    pub blocklist: std::collections::BTreeSet<String>,
+    pub block_action: BlockAction,
 }
 
 #[derive(Debug, Clone)]
@@ -847,6 +869,13 @@ impl RawConfig {
                 rtp_port_max: self.media.rtp_port_max,
                 music_on_hold: self.media.music_on_hold.clone(),
             },
+            blocklist: self
+                .blocklist
+                .numbers
+                .iter()
+                .map(|n| n.trim().to_string())
+                .collect(),
+            block_action: self.blocklist.action,
             ivr: self
                 .ivr
                 .iter()

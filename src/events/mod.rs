@@ -39,6 +39,8 @@ pub enum RejectReason {
     NumberNotAllowed,
     /// The server is shutting down.
     ShuttingDown,
+    /// The caller's number is on the blocklist.
+    Blocked,
 }
 
 /// Who ended a call.

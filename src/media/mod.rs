@@ -89,6 +89,9 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssu
             );
         }
     }
+    if settings.block_action == crate::config::BlockAction::Prompt {
+        need("blocklist.action".into(), default_language, "blocked");
+    }
     if library.get(&settings.media.music_on_hold).is_none() {
         issues.push(ConfigIssue {
             key: "media.music_on_hold".into(),

@@ -541,6 +541,8 @@ pub struct Admitted {
     pub trunk: Trunk,
     pub number: HotlineNumber,
     pub source: SocketAddr,
+    /// On the blocklist with action "prompt": hear `blocked`, then hang up.
+    pub blocked: bool,
 }
 
 async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
@@ -600,10 +602,26 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
             .await;
         }
     };
+    let caller = tx
+        .original
+        .from_header()
+        .ok()
+        .and_then(|f| f.uri().ok())
+        .and_then(|u| uri_user(&u))
+        .unwrap_or_default();
+    let blocked = ctx.settings.blocklist.contains(&caller);
+    if blocked {
+        info!(%source, %call_id, %caller, "caller on the blocklist");
+        if ctx.settings.block_action == crate::config::BlockAction::Reject {
+            ctx.bus.publish(reject(403, RejectReason::Blocked));
+            return refuse_with(&mut tx, 403, "Forbidden (caller blocked)", vec![]).await;
+        }
+    }
     let admitted = Admitted {
         trunk,
         number,
         source,
+        blocked,
     };
     crate::call::run_inbound(ctx, tx, admitted).await;
 }
