@@ -63,7 +63,7 @@ enum Command {
 }
 
 /// Counters of the pacer, readable at any time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PacerStats {
     pub ticks: AtomicU64,
     pub frames_sent: AtomicU64,
@@ -72,6 +72,53 @@ pub struct PacerStats {
     pub late_ticks: AtomicU64,
     pub max_lateness_us: AtomicU64,
     pub streams: AtomicU64,
+    /// Tick lateness in 250 µs buckets; the last bucket holds 10 ms and more.
+    lateness: [AtomicU64; LATENESS_BUCKETS],
+}
+
+const LATENESS_BUCKETS: usize = 41;
+
+impl Default for PacerStats {
+    fn default() -> Self {
+        PacerStats {
+            ticks: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+            late_ticks: AtomicU64::new(0),
+            max_lateness_us: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+            lateness: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+const LATENESS_STEP_US: u64 = 250;
+
+impl PacerStats {
+    fn record_lateness(&self, us: u64) {
+        let bucket = ((us / LATENESS_STEP_US) as usize).min(LATENESS_BUCKETS - 1);
+        self.lateness[bucket].fetch_add(1, Ordering::Relaxed);
+        self.max_lateness_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// The lateness below which `fraction` (e.g. 0.99) of the ticks started,
+    /// to the 250 µs bucket.
+    pub fn lateness_quantile(&self, fraction: f64) -> Duration {
+        let counts: Vec<u64> = self
+            .lateness
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let wanted = (total as f64 * fraction).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= wanted && wanted > 0 {
+                return Duration::from_micros((i as u64 + 1) * LATENESS_STEP_US);
+            }
+        }
+        Duration::ZERO
+    }
 }
 
 /// Handle to the pacing task; cheap to clone.
@@ -102,8 +149,11 @@ struct Stream {
 impl Pacer {
     /// Starts the pacing task on the current runtime.
     pub fn start() -> Pacer {
+        Self::start_with(Arc::new(PacerStats::default()))
+    }
+
+    fn start_with(stats: Arc<PacerStats>) -> Pacer {
         let (commands, rx) = mpsc::unbounded_channel();
-        let stats = Arc::new(PacerStats::default());
         tokio::spawn(run(rx, stats.clone()));
         Pacer {
             commands,
@@ -306,8 +356,7 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, stats: Arc<PacerSta
     loop {
         let deadline = clock.tick().await;
         let lateness = Instant::now().saturating_duration_since(deadline.into_std());
-        let us = lateness.as_micros() as u64;
-        stats.max_lateness_us.fetch_max(us, Ordering::Relaxed);
+        stats.record_lateness(lateness.as_micros() as u64);
         if lateness > Duration::from_millis(2) {
             stats.late_ticks.fetch_add(1, Ordering::Relaxed);
         }
