@@ -230,6 +230,35 @@ impl Caller {
         }
     }
 
+    /// One key as in-band tones in PCMU (for a peer without telephone-event):
+    /// 100 ms of the key's two frequencies, then 100 ms of silence.
+    fn press_inband(&mut self, row: f64, column: f64) {
+        let target = self.server_rtp.expect("server RTP address");
+        let mut t = 0usize;
+        for frame in 0..10 {
+            let mut pcm = [0i16; 160];
+            if frame < 5 {
+                for s in pcm.iter_mut() {
+                    let x = t as f64 / 8000.0;
+                    *s = (6000.0 * (2.0 * std::f64::consts::PI * row * x).sin()
+                        + 6000.0 * (2.0 * std::f64::consts::PI * column * x).sin())
+                        as i16;
+                    t += 1;
+                }
+            }
+            let mut payload = [0u8; 160];
+            Codec::Pcmu.encode(&pcm, &mut payload);
+            let mut p = vec![0x80, 0];
+            p.extend_from_slice(&self.seq.to_be_bytes());
+            p.extend_from_slice(&(u32::from(self.seq) * 160).to_be_bytes());
+            p.extend_from_slice(&0x2345_6789u32.to_be_bytes());
+            p.extend_from_slice(&payload);
+            self.rtp.send_to(&p, target).unwrap();
+            self.seq = self.seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Receives `n` RTP packets: (arrival, payload type, seq, timestamp, payload).
     fn receive(&self, n: usize) -> Vec<(Instant, u8, u16, u32, Vec<u8>)> {
         let mut out = Vec::with_capacity(n);
@@ -507,4 +536,22 @@ fn a_blocked_caller_can_hear_a_refusal_prompt_instead() {
         .expect("a BYE from hotline");
     assert_eq!(bye.method(), Some("BYE"), "{}", bye.raw);
     server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
+}
+
+#[test]
+fn in_band_dtmf_is_heard_when_no_telephone_event_was_negotiated() {
+    let server = ivr_server();
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(caller.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    assert_eq!(caller.invite("400", &offer).status(), Some(200));
+    caller.ack("");
+    caller.receive(3);
+    caller.press_inband(697.0, 1336.0); // "2"
+    server.assert_event(&[
+        "\"type\":\"dtmf_received\"",
+        "\"digit\":\"2\"",
+        "\"via\":\"inband\"",
+    ]);
+    server.assert_event(&["\"type\":\"ivr_node_entered\"", "\"node\":\"support\""]);
+    caller.bye();
 }
