@@ -348,7 +348,10 @@ impl Actor {
 
     fn enter_queue(&mut self, queue: &str) {
         info!(%queue, "caller waits in queue (music on hold)");
-        let moh = self.ctx.media.music_on_hold();
+        let moh = self
+            .ctx
+            .media
+            .music_on_hold(self.ctx.settings.queues.get(queue));
         self.playing = None;
         self.media.stream.play(moh, true);
         self.phase = Phase::Queued;

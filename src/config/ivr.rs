@@ -210,6 +210,20 @@ impl Node {
 }
 
 impl Flow {
+    /// The queues the flow can send callers to, with the node naming each.
+    pub fn queues(&self) -> Vec<(&str, &str)> {
+        self.nodes
+            .iter()
+            .filter_map(|(name, node)| match node {
+                Node::Queue { queue } => Some((name.as_str(), queue.as_str())),
+                Node::Set {
+                    queue: Some(queue), ..
+                } => Some((name.as_str(), queue.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every prompt name the flow can play, for checking against the library.
     pub fn prompt_names(&self) -> Vec<(&str, &str)> {
         self.nodes

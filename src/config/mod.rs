@@ -84,6 +84,15 @@ pub struct RawConfig {
     pub media: RawMedia,
     pub ivr: BTreeMap<String, ivr::Flow>,
     pub blocklist: RawBlocklist,
+    pub queues: BTreeMap<String, RawQueue>,
+}
+
+/// A queue callers wait in (the router's options arrive with the ACD).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    /// Looped while callers wait; empty means `media.music_on_hold`.
+    pub music_on_hold: String,
 }
 
 /// What happens to a blocked caller.
@@ -308,6 +317,14 @@ pub struct Settings {
     /// Caller numbers refused before any IVR runs (malicious or harassing callers).
     pub blocklist: std::collections::BTreeSet<String>,
     pub block_action: BlockAction,
+    pub queues: BTreeMap<String, Queue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub name: String,
+    /// Prompt name of the queue's music on hold.
+    pub music_on_hold: String,
 }
 
 #[derive(Debug, Clone)]
@@ -674,7 +691,15 @@ impl RawConfig {
                     Some(NumberTarget::Ivr(ivr.to_string()))
                 }
                 ("", queue) if !queue.is_empty() => Some(NumberTarget::Queue {
-                    queue: queue.to_string(),
+                    queue: {
+                        if !self.queues.contains_key(queue) {
+                            issue(
+                                format!("{key}.queue"),
+                                format!("`{queue}` is not a queue (not under [queues])"),
+                            );
+                        }
+                        queue.to_string()
+                    },
                     greeting: (!raw.greeting.trim().is_empty())
                         .then(|| raw.greeting.trim().to_string()),
                 }),
@@ -788,6 +813,14 @@ impl RawConfig {
         }
         for (name, flow) in &self.ivr {
             flow.check(&format!("ivr.{name}"), &mut issues_of_flows);
+            for (node, queue) in flow.queues() {
+                if !self.queues.contains_key(queue) {
+                    issues_of_flows.push(ConfigIssue {
+                        key: format!("ivr.{name}.nodes.{node}.queue"),
+                        message: format!("`{queue}` is not a queue (not under [queues])"),
+                    });
+                }
+            }
         }
 
         let mut agents = BTreeMap::new();
@@ -869,6 +902,24 @@ impl RawConfig {
                 rtp_port_max: self.media.rtp_port_max,
                 music_on_hold: self.media.music_on_hold.clone(),
             },
+            queues: self
+                .queues
+                .iter()
+                .map(|(name, q)| {
+                    let moh = if q.music_on_hold.trim().is_empty() {
+                        self.media.music_on_hold.clone()
+                    } else {
+                        q.music_on_hold.trim().to_string()
+                    };
+                    (
+                        name.clone(),
+                        Queue {
+                            name: name.clone(),
+                            music_on_hold: moh,
+                        },
+                    )
+                })
+                .collect(),
             blocklist: self
                 .blocklist
                 .numbers
@@ -1093,6 +1144,23 @@ sources = ["300.0.0.0/8"]
         let keys = keys(err);
         assert!(keys.contains(&"numbers.7.ivr".to_string()), "{keys:?}");
         assert!(keys.contains(&"ivr.x.nodes.a.next".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn queues_named_by_numbers_and_flows_must_exist() {
+        let err = load(
+            "[numbers.\"7\"]\nqueue = \"nope\"\n[numbers.\"8\"]\nivr = \"x\"\n[ivr.x]\nstart = \"q\"\n[ivr.x.nodes.q]\ntype = \"queue\"\nqueue = \"ghost\"\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        assert!(keys.contains(&"numbers.7.queue".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"ivr.x.nodes.q.queue".to_string()),
+            "{keys:?}"
+        );
+        let s = load("[media]\nmusic_on_hold = \"moh/a\"\n[queues.s]\n[queues.t]\nmusic_on_hold = \"moh/b\"\n").unwrap();
+        assert_eq!(s.queues["s"].music_on_hold, "moh/a");
+        assert_eq!(s.queues["t"].music_on_hold, "moh/b");
     }
 
     #[test]

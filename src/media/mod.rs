@@ -92,6 +92,14 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssu
     if settings.block_action == crate::config::BlockAction::Prompt {
         need("blocklist.action".into(), default_language, "blocked");
     }
+    for (name, queue) in &settings.queues {
+        if library.get(&queue.music_on_hold).is_none() {
+            issues.push(ConfigIssue {
+                key: format!("queues.{name}.music_on_hold"),
+                message: format!("`{}` is not in {}", queue.music_on_hold, dir.display()),
+            });
+        }
+    }
     if library.get(&settings.media.music_on_hold).is_none() {
         issues.push(ConfigIssue {
             key: "media.music_on_hold".into(),
@@ -130,7 +138,13 @@ impl MediaRoom {
             .collect()
     }
 
-    pub fn music_on_hold(&self) -> Vec<Arc<Prompt>> {
-        self.prompts.get(&self.music_on_hold).into_iter().collect()
+    /// The music on hold of `queue` (its own, else the default).
+    pub fn music_on_hold(&self, queue: Option<&crate::config::Queue>) -> Vec<Arc<Prompt>> {
+        let name = queue.map_or(self.music_on_hold.as_str(), |q| q.music_on_hold.as_str());
+        self.prompts
+            .get(name)
+            .or_else(|| self.prompts.get(&self.music_on_hold))
+            .into_iter()
+            .collect()
     }
 }

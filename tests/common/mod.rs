@@ -341,6 +341,9 @@ impl TestConfig {
             toml_str(&prompts.display().to_string())
         )
         .unwrap();
+        if !self.extra.contains("[queues.") {
+            s.push_str("[queues.support]\n\n[queues.sales]\n\n");
+        }
         // A number's IVR flow that the test does not define itself sends the
         // caller straight to a queue.
         let mut flows: Vec<&String> = self.numbers.iter().filter_map(|n| n.ivr.as_ref()).collect();
