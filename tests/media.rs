@@ -74,6 +74,22 @@ fn sipp_caller_presses_2_with_sip_info_and_reaches_support() {
     server.assert_event(&["\"type\":\"ivr_node_entered\"", "\"node\":\"support\""]);
 }
 
+#[test]
+fn sipp_caller_gets_the_balance_the_lookup_returned_and_hotline_hangs_up() {
+    let server = ivr_server();
+    let media_port = free_port().to_string();
+    Sipp::new("ivr_balance_info")
+        .service("400")
+        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
+        .run_ok(&server);
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"balance_is\",\"digit_2\",\"digit_5\",\"digit_0\",\"point\",\"digit_7\",\"digit_5\"]",
+    ]);
+    server.assert_event(&["\"type\":\"ivr_exited\"", "\"exit\":\"hangup\""]);
+    server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
+}
+
 /// A minimal caller: SIP over UDP, RTP on its own socket.
 struct Caller {
     sip: UdpClient,
