@@ -109,15 +109,17 @@ pub async fn run_inbound(ctx: Arc<EdgeContext>, tx: Transaction, admitted: Admit
         .await;
 }
 
-async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<String>) {
-    let headers = warning
-        .map(|w| {
-            vec![Header::Other(
-                "Warning".into(),
-                format!("305 hotline \"{w}\""),
-            )]
-        })
-        .unwrap_or_default();
+/// A SIP Warning header (RFC 3261 §20.43) for an SDP problem.
+fn sdp_warning(e: &SdpError) -> Header {
+    let text = e.to_string().replace('"', "'");
+    Header::Other(
+        "Warning".into(),
+        format!("{} hotline \"{text}\"", e.warn_code()),
+    )
+}
+
+async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<&SdpError>) {
+    let headers = warning.map(|e| vec![sdp_warning(e)]).unwrap_or_default();
     if let Err(e) = tx.reply_with(status, headers, None).await {
         debug!(error = %e, "could not refuse the INVITE");
     }
@@ -155,7 +157,7 @@ async fn call_actor(
             Ok(offer) => Some(offer),
             Err(e) => {
                 info!(error = %e, "unusable SDP offer");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(e.to_string())).await;
+                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
             }
         }
     };
@@ -169,9 +171,9 @@ async fn call_actor(
     let local_sdp = match &offer {
         Some(offer) => match media.answer(offer) {
             Ok(answer) => answer,
-            Err(e @ SdpError::NoCommonCodec(..)) | Err(e) => {
+            Err(e) => {
                 info!(error = %e, "offer refused");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(e.to_string())).await;
+                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
             }
         },
         None => media.offer(),
@@ -503,12 +505,11 @@ impl Actor {
                         let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
                             (req.method == Method::Invite).then(|| self.media.offer())
                         } else {
-                            match sdp::parse(&req.body).map_err(|e| e.to_string()).and_then(|o| self.media.answer(&o).map_err(|e| e.to_string())) {
+                            match sdp::parse(&req.body).and_then(|o| self.media.answer(&o)) {
                                 Ok(answer) => Some(answer),
                                 Err(e) => {
                                     info!(error = %e, "new offer refused");
-                                    let warning = Header::Other("Warning".into(), format!("305 hotline \"{e}\""));
-                                    let _ = handle.respond(StatusCode::NotAcceptableHere, Some(vec![warning]), None).await;
+                                    let _ = handle.respond(StatusCode::NotAcceptableHere, Some(vec![sdp_warning(&e)]), None).await;
                                     continue;
                                 }
                             }
