@@ -297,6 +297,10 @@ pub struct RawNumber {
 pub struct RawAgent {
     pub name: String,
     pub password: String,
+    /// Queues the agent serves, in the agent's order of preference.
+    pub queues: Vec<String>,
+    /// Skills with proficiency 1-10, e.g. { billing = 7, english = 9 }.
+    pub skills: BTreeMap<String, u8>,
 }
 
 /// The validated configuration the server runs on.
@@ -400,6 +404,8 @@ pub struct Agent {
     pub id: String,
     pub name: String,
     pub password: String,
+    pub queues: Vec<String>,
+    pub skills: BTreeMap<String, u8>,
 }
 
 impl Settings {
@@ -844,6 +850,22 @@ impl RawConfig {
                     format!("`{id}` is also a hotline number; agent ids and numbers must differ"),
                 );
             }
+            for (i, queue) in raw.queues.iter().enumerate() {
+                if !self.queues.contains_key(queue) {
+                    issue(
+                        format!("{key}.queues[{i}]"),
+                        format!("`{queue}` is not a queue (not under [queues])"),
+                    );
+                }
+            }
+            for (skill, level) in &raw.skills {
+                if !(1..=10).contains(level) {
+                    issue(
+                        format!("{key}.skills.{skill}"),
+                        format!("proficiency {level} is out of range: expected 1 to 10"),
+                    );
+                }
+            }
             let name = if raw.name.trim().is_empty() {
                 format!("Agent {id}")
             } else {
@@ -855,6 +877,8 @@ impl RawConfig {
                     id: id.clone(),
                     name,
                     password: raw.password.clone(),
+                    queues: raw.queues.clone(),
+                    skills: raw.skills.clone(),
                 },
             );
         }
@@ -993,6 +1017,10 @@ mod tests {
         );
         for id in ["1001", "1002", "1003", "1004"] {
             assert_eq!(s.agents[id].password, format!("demo{id}"));
+            assert!(s.agents[id].queues.contains(&"support".to_string()), "{id}");
+        }
+        for id in ["1001", "1002"] {
+            assert!(s.agents[id].queues.contains(&"sales".to_string()), "{id}");
         }
     }
 
@@ -1161,6 +1189,20 @@ sources = ["300.0.0.0/8"]
         let s = load("[media]\nmusic_on_hold = \"moh/a\"\n[queues.s]\n[queues.t]\nmusic_on_hold = \"moh/b\"\n").unwrap();
         assert_eq!(s.queues["s"].music_on_hold, "moh/a");
         assert_eq!(s.queues["t"].music_on_hold, "moh/b");
+    }
+
+    #[test]
+    fn agent_queues_and_skills_are_checked() {
+        let err = load(
+            "[queues.q]\n[agents.\"9\"]\npassword = \"p\"\nqueues = [\"q\", \"nope\"]\nskills = { billing = 11 }\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        assert!(keys.contains(&"agents.9.queues[1]".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"agents.9.skills.billing".to_string()),
+            "{keys:?}"
+        );
     }
 
     #[test]
