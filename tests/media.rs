@@ -39,16 +39,22 @@ fn prompt(name: &str) -> Prompt {
     Prompt::load(name, &path).unwrap()
 }
 
+/// Runs a SIPp caller scenario against 400 (the main flow) and returns the server.
+fn sipp_calls_the_ivr(scenario: &str) -> Server {
+    let server = ivr_server();
+    let media_port = free_port().to_string();
+    Sipp::new(scenario)
+        .service("400")
+        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
+        .run_ok(&server);
+    server
+}
+
 #[test]
 fn sipp_caller_presses_2_as_rfc4733_from_a_pcap_and_reaches_support() {
     let pcap = Path::new("/usr/share/sip-tester/dtmf_2833_2.pcap");
     assert!(pcap.exists(), "{} is shipped by sip-tester", pcap.display());
-    let server = ivr_server();
-    let media_port = free_port().to_string();
-    Sipp::new("ivr_dtmf_pcap")
-        .service("400")
-        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
-        .run_ok(&server);
+    let server = sipp_calls_the_ivr("ivr_dtmf_pcap");
     server.assert_event(&[
         "\"type\":\"dtmf_received\"",
         "\"digit\":\"2\"",
@@ -60,12 +66,7 @@ fn sipp_caller_presses_2_as_rfc4733_from_a_pcap_and_reaches_support() {
 
 #[test]
 fn sipp_caller_presses_2_with_sip_info_and_reaches_support() {
-    let server = ivr_server();
-    let media_port = free_port().to_string();
-    Sipp::new("ivr_dtmf_info")
-        .service("400")
-        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
-        .run_ok(&server);
+    let server = sipp_calls_the_ivr("ivr_dtmf_info");
     server.assert_event(&[
         "\"type\":\"dtmf_received\"",
         "\"digit\":\"2\"",
@@ -76,12 +77,7 @@ fn sipp_caller_presses_2_with_sip_info_and_reaches_support() {
 
 #[test]
 fn sipp_caller_gets_the_balance_the_lookup_returned_and_hotline_hangs_up() {
-    let server = ivr_server();
-    let media_port = free_port().to_string();
-    Sipp::new("ivr_balance_info")
-        .service("400")
-        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
-        .run_ok(&server);
+    let server = sipp_calls_the_ivr("ivr_balance_info");
     server.assert_event(&[
         "\"type\":\"prompt_started\"",
         "\"prompts\":[\"balance_is\",\"digit_2\",\"digit_5\",\"digit_0\",\"point\",\"digit_7\",\"digit_5\"]",

@@ -252,23 +252,25 @@ fn max_digits_ends_collection_without_terminator() {
     assert_eq!(run.vars()["account"], "87654321");
 }
 
-#[test]
-fn lookup_failure_and_lookup_choosing_the_next_node() {
+/// A run that entered account 1234 and waits for the lookup.
+fn at_lookup() -> IvrRun {
     let (mut run, _) = IvrRun::start(flow(MAIN), vars(), monday_noon_utc);
     to_account(&mut run);
     for d in "1234#".chars() {
         run.on(Input::Digit(d));
     }
+    run
+}
+
+#[test]
+fn lookup_failure_and_lookup_choosing_the_next_node() {
+    let mut run = at_lookup();
     assert_eq!(
         without_entered(run.on(Input::LookupDone(Err("timeout".into())))),
         vec![play(&["lookup_failed"], false)]
     );
 
-    let (mut run, _) = IvrRun::start(flow(MAIN), vars(), monday_noon_utc);
-    to_account(&mut run);
-    for d in "1234#".chars() {
-        run.on(Input::Digit(d));
-    }
+    let mut run = at_lookup();
     let reply = LookupReply {
         vars: BTreeMap::new(),
         next: Some("after_hours".into()),
@@ -278,11 +280,7 @@ fn lookup_failure_and_lookup_choosing_the_next_node() {
         vec![play(&["after_hours", "goodbye"], false)]
     );
     // a `next` that is not a node of the flow is ignored
-    let (mut run, _) = IvrRun::start(flow(MAIN), vars(), monday_noon_utc);
-    to_account(&mut run);
-    for d in "1234#".chars() {
-        run.on(Input::Digit(d));
-    }
+    let mut run = at_lookup();
     let reply = LookupReply {
         vars: BTreeMap::from([("balance".to_string(), "7".to_string())]),
         next: Some("../../etc".into()),
