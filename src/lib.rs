@@ -3,6 +3,7 @@
 //! This file wires the rooms together (see ARCHITECTURE.md): configuration in,
 //! the SIP edge and the HTTP listener up, an orderly shutdown out.
 
+pub mod acd;
 pub mod call;
 pub mod config;
 pub mod events;

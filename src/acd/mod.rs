@@ -1,0 +1,216 @@
+//! The `acd` room: queues, agents, skills, routing strategies and the router that matches
+//! waiting callers with free agents, plus the call-center policies it enforces (ring
+//! no-answer, wrap-up, cool-downs, wait-time escalation). [`Router`] is pure logic (time
+//! comes in as `Instant` arguments); [`RouterHandle`] is the thin tokio actor that owns one
+//! router, feeds it commands and a 250 ms tick, and sends its decisions out.
+
+pub mod model;
+pub mod router;
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use model::{
+    AgentConfig, AgentId, AgentSnapshot, AgentState, CallId, Caller, Decision, Escalation, Outcome,
+    QueueConfig, QueueId, QueueSnapshot, RouterError, RouterOptions, Skill, Snapshot, Strategy,
+};
+pub use router::Router;
+
+/// How often the actor calls [`Router::tick`].
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// A request to the router actor; each maps to the [`Router`] method of the same name.
+#[derive(Debug, Clone)]
+pub enum Command {
+    AddQueue(QueueConfig),
+    AddAgent(AgentConfig),
+    AgentLogin(AgentId),
+    AgentReady(AgentId),
+    AgentNotReady(AgentId, String),
+    AgentLogout(AgentId),
+    Enqueue(Caller),
+    Dequeue(CallId),
+    OfferAnswered(CallId, AgentId),
+    OfferFailed(CallId, AgentId, Outcome),
+    CallEnded(CallId, AgentId),
+    HoldStarted(CallId, AgentId),
+    HoldEnded(CallId, AgentId),
+}
+
+/// The router actor has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the ACD router has stopped")]
+pub struct RouterStopped;
+
+enum Request {
+    Command(Command, Option<oneshot::Sender<Result<(), RouterError>>>),
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// A cheap, cloneable handle to the router actor. The actor stops when every handle is
+/// dropped or the decision receiver is closed.
+#[derive(Debug, Clone)]
+pub struct RouterHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Command(c, _) => write!(f, "Command({c:?})"),
+            Request::Snapshot(_) => f.write_str("Snapshot"),
+        }
+    }
+}
+
+fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError> {
+    let now = tokio::time::Instant::now().into_std();
+    match cmd {
+        Command::AddQueue(cfg) => router.add_queue(cfg).map(|()| Vec::new()),
+        Command::AddAgent(cfg) => router.add_agent(cfg).map(|()| Vec::new()),
+        Command::AgentLogin(a) => router.agent_login(&a, now),
+        Command::AgentReady(a) => router.agent_ready(&a, now),
+        Command::AgentNotReady(a, reason) => router.agent_not_ready(&a, &reason, now),
+        Command::AgentLogout(a) => router.agent_logout(&a, now),
+        Command::Enqueue(caller) => router.enqueue(caller, now),
+        Command::Dequeue(call) => router.dequeue(&call, now),
+        Command::OfferAnswered(c, a) => router.offer_answered(&c, &a, now),
+        Command::OfferFailed(c, a, outcome) => router.offer_failed(&c, &a, outcome, now),
+        Command::CallEnded(c, a) => router.call_ended(&c, &a, now),
+        Command::HoldStarted(c, a) => router.hold_started(&c, &a, now),
+        Command::HoldEnded(c, a) => router.hold_ended(&c, &a, now),
+    }
+}
+
+impl RouterHandle {
+    /// Spawns the actor owning `router`; its decisions go to `decisions`, in order. Must be
+    /// called inside a tokio runtime. The join handle yields the router when the actor stops.
+    pub fn start(
+        mut router: Router,
+        decisions: mpsc::UnboundedSender<Decision>,
+    ) -> (Self, JoinHandle<Router>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let out = tokio::select! {
+                    req = rx.recv() => match req {
+                        None => break,
+                        Some(Request::Snapshot(reply)) => {
+                            let now = tokio::time::Instant::now().into_std();
+                            let _ = reply.send(router.snapshot(now));
+                            continue;
+                        }
+                        Some(Request::Command(cmd, reply)) => {
+                            let result = apply(&mut router, cmd);
+                            let (out, result) = match result {
+                                Ok(out) => (out, Ok(())),
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "router refused a command");
+                                    (Vec::new(), Err(e))
+                                }
+                            };
+                            if let Some(reply) = reply {
+                                let _ = reply.send(result);
+                            }
+                            out
+                        }
+                    },
+                    _ = tick.tick() => router.tick(tokio::time::Instant::now().into_std()),
+                };
+                for d in out {
+                    if decisions.send(d).is_err() {
+                        return router;
+                    }
+                }
+            }
+            router
+        });
+        (Self { tx }, task)
+    }
+
+    /// Sends a command without waiting for its result (refusals are logged at debug).
+    pub fn send(&self, cmd: Command) -> Result<(), RouterStopped> {
+        self.tx
+            .send(Request::Command(cmd, None))
+            .map_err(|_| RouterStopped)
+    }
+
+    /// Sends a command and waits until the router has applied (or refused) it; its
+    /// decisions are on the decision channel by then.
+    pub async fn request(&self, cmd: Command) -> Result<Result<(), RouterError>, RouterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Command(cmd, Some(reply)))
+            .map_err(|_| RouterStopped)?;
+        rx.await.map_err(|_| RouterStopped)
+    }
+
+    /// The router's current snapshot.
+    pub async fn snapshot(&self) -> Result<Snapshot, RouterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Snapshot(reply))
+            .map_err(|_| RouterStopped)?;
+        rx.await.map_err(|_| RouterStopped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn actor_routes_and_replies() {
+        let (dtx, mut drx) = mpsc::unbounded_channel();
+        let router = Router::new(RouterOptions::default(), std::time::Instant::now());
+        let (handle, task) = RouterHandle::start(router, dtx);
+        let q = QueueConfig::new("q");
+        handle.request(Command::AddQueue(q)).await.unwrap().unwrap();
+        let agent = AgentConfig {
+            id: AgentId::from("a"),
+            queues: vec![QueueId::from("q")],
+            skills: vec![],
+        };
+        handle
+            .request(Command::AddAgent(agent))
+            .await
+            .unwrap()
+            .unwrap();
+        handle
+            .request(Command::AgentLogin(AgentId::from("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        let caller = Caller {
+            call: CallId::from("c"),
+            queue: QueueId::from("q"),
+            priority: 0,
+            enqueued_at: std::time::Instant::now(),
+            skills: vec![],
+        };
+        handle
+            .request(Command::Enqueue(caller))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut offered = false;
+        while let Ok(d) = drx.try_recv() {
+            offered |= matches!(d, Decision::Offer { ref agent, .. } if agent.0 == "a");
+        }
+        assert!(offered);
+        let refused = handle
+            .request(Command::AgentLogin(AgentId::from("nobody")))
+            .await
+            .unwrap();
+        assert!(matches!(refused, Err(RouterError::UnknownAgent(_))));
+        let snap = handle.snapshot().await.unwrap();
+        assert_eq!(snap.agents[0].state, "offered");
+        drop(handle);
+        let router = task.await.unwrap();
+        router.check_invariants().unwrap();
+    }
+}

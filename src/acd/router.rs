@@ -1,0 +1,1161 @@
+//! The ACD router: owns every queue and every agent's availability and matches waiting
+//! callers with free agents. Pure logic — no I/O, no clock reads, no locks: every method
+//! takes `now` and returns the [`Decision`]s the call actors must carry out.
+//!
+//! # Matching
+//! Reserving agent(s) and taking the caller off its queue is one step ([`Router::reserve`]),
+//! so an agent never holds two offers and a caller is never offered twice (ring-all aside).
+//! After every event the router keeps this invariant: no free agent is eligible for any
+//! waiting caller (escalation steps are applied at the next [`Router::tick`]).
+//!
+//! * **An agent becomes free**: over the queues it serves, the caller with the highest
+//!   caller priority, then the higher queue priority, then the earliest `enqueued_at`
+//!   (FIFO across queues), then the agent's queue preference.
+//! * **A caller arrives** (or returns, or escalates): among the queue's free eligible
+//!   agents, the queue's [`Strategy`] chooses.
+//!
+//! Eligibility: the agent serves the queue and holds every required skill (the queue's,
+//! with their minimum proficiency, plus the caller's, minimum 1). An elapsed escalation
+//! step lowers every minimum to its `min_proficiency` and makes agents holding any of its
+//! `extra_skills` eligible.
+//!
+//! # Complexity (n waiting callers, m agents, k queues an agent serves)
+//! * Each queue keeps its waiting callers in a `BTreeSet` ordered by (priority desc,
+//!   `enqueued_at`, arrival sequence), grouped into buckets of equal (priority,
+//!   requirements) whose heads sit in a second ordered set, and its free agents in a
+//!   `BTreeSet` ordered by the queue's strategy key; all are updated in O(log n) /
+//!   O(k log m) per state change.
+//! * Agent free → O(k · (log n + b)) where b is the number of buckets (distinct
+//!   priority × skill requirement) whose head the agent cannot serve — independent of how
+//!   many callers wait in them.
+//! * Caller arrives → O(log m + s') where s' counts free but ineligible agents skipped
+//!   (ring-all: O(free agents)).
+//! * `tick` → O(log t) per expired wrap-up / cool-down / escalation timer; nothing is
+//!   scanned when nothing expires. `snapshot` is O(n + m · k).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use super::model::{
+    AgentConfig, AgentId, AgentSnapshot, AgentState, CallId, Caller, Decision, Outcome,
+    QueueConfig, QueueId, QueueSnapshot, RouterError, RouterOptions, Snapshot, Strategy,
+};
+
+type AgentIdx = u32;
+type QueueIdx = u32;
+type Seq = u64;
+type SkillIdx = u32;
+/// (caller priority, higher first; enqueued_at; arrival sequence).
+type WaitKey = (Reverse<u32>, Instant, Seq);
+/// (strategy key, agent index = agent order).
+type FreeKey = (u128, AgentIdx);
+/// (caller priority, sorted requirements): callers that are eligible for the same agents.
+type BucketKey = (u32, Vec<(SkillIdx, u8)>);
+/// (caller priority desc, queue priority desc, enqueued_at, agent's queue preference, seq).
+type Rank = (Reverse<u32>, Reverse<u32>, Instant, usize, Seq);
+
+/// Hasher for keys the router makes itself (sequence numbers, interned skill indices —
+/// never chosen by a caller, so no SipHash needed): a multiply by the golden ratio.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FastState = std::hash::BuildHasherDefault<SeqHasher>;
+type SeqMap<V> = HashMap<Seq, V, FastState>;
+
+const NO_ANSWER: &str = "no-answer";
+const COOLDOWN: &str = "cooldown";
+
+#[derive(Debug)]
+struct EscStep {
+    after: Duration,
+    min: Option<u8>,
+    extra: Vec<SkillIdx>,
+}
+
+#[derive(Debug)]
+struct QueueEntry {
+    cfg: QueueConfig,
+    reqs: Vec<(SkillIdx, u8)>,
+    esc: Vec<EscStep>,
+    /// Every waiting caller, in service order.
+    waiting: BTreeSet<WaitKey>,
+    /// Callers grouped by (priority, requirements); each bucket ordered by enqueued_at.
+    buckets: Vec<BTreeSet<(Instant, Seq)>>,
+    bucket_ids: HashMap<BucketKey, u32, FastState>,
+    /// The head of every non-empty bucket, in service order, with its bucket.
+    heads: BTreeSet<(WaitKey, u32)>,
+    free: BTreeSet<FreeKey>,
+    rr_last: Option<AgentIdx>,
+    agents: Vec<AgentIdx>,
+}
+
+impl QueueEntry {
+    /// Puts a caller in the waiting set and its bucket, keeping the bucket heads current.
+    fn insert(&mut self, call: &CallEntry, seq: Seq) {
+        let bucket = &mut self.buckets[call.bucket as usize];
+        let old = bucket.first().copied();
+        bucket.insert((call.enqueued_at, seq));
+        if bucket.first().copied() != old {
+            if let Some((at, s)) = old {
+                self.heads
+                    .remove(&((Reverse(call.priority), at, s), call.bucket));
+            }
+            self.heads.insert((call.key(seq), call.bucket));
+        }
+        let added = self.waiting.insert(call.key(seq));
+        debug_assert!(added, "caller queued twice");
+    }
+
+    /// Takes a caller out of the waiting set and its bucket.
+    fn remove(&mut self, call: &CallEntry, seq: Seq) {
+        let bucket = &mut self.buckets[call.bucket as usize];
+        if bucket.first() == Some(&(call.enqueued_at, seq)) {
+            self.heads.remove(&(call.key(seq), call.bucket));
+            bucket.pop_first();
+            if let Some(&(at, s)) = bucket.first() {
+                self.heads
+                    .insert(((Reverse(call.priority), at, s), call.bucket));
+            }
+        } else {
+            bucket.remove(&(call.enqueued_at, seq));
+        }
+        let removed = self.waiting.remove(&call.key(seq));
+        debug_assert!(removed, "waiting caller missing from its queue");
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallStatus {
+    Waiting,
+    Offered(Vec<AgentIdx>),
+    Connected(AgentIdx),
+}
+
+#[derive(Debug)]
+struct CallEntry {
+    id: CallId,
+    queue: QueueIdx,
+    priority: u32,
+    enqueued_at: Instant,
+    reqs: Vec<(SkillIdx, u8)>,
+    bucket: u32,
+    status: CallStatus,
+}
+
+impl CallEntry {
+    fn key(&self, seq: Seq) -> WaitKey {
+        (Reverse(self.priority), self.enqueued_at, seq)
+    }
+}
+
+#[derive(Debug)]
+struct AgentEntry {
+    id: AgentId,
+    queues: Vec<QueueIdx>,
+    prof: Vec<u8>,
+    state: AgentState,
+    since: Instant,
+    logout_pending: bool,
+    no_answer_streak: u32,
+    answered: u64,
+    talk_time: Duration,
+    talk_started: Option<Instant>,
+    timer: Option<Instant>,
+    free_keys: Vec<(QueueIdx, FreeKey)>,
+    call: Option<Seq>,
+}
+
+impl AgentEntry {
+    fn prof(&self, skill: SkillIdx) -> u8 {
+        self.prof.get(skill as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Whether `agent` may take `call` from `queue` at `now` (queue membership not checked).
+fn eligible(agent: &AgentEntry, queue: &QueueEntry, call: &CallEntry, now: Instant) -> bool {
+    if queue.esc.is_empty() {
+        return call.reqs.iter().all(|&(s, m)| agent.prof(s) >= m.max(1));
+    }
+    let waited = now.saturating_duration_since(call.enqueued_at);
+    let mut cap = u8::MAX;
+    let mut elapsed = 0;
+    for step in &queue.esc {
+        if step.after > waited {
+            break;
+        }
+        elapsed += 1;
+        if let Some(m) = step.min {
+            cap = cap.min(m);
+        }
+    }
+    if call
+        .reqs
+        .iter()
+        .all(|&(s, m)| agent.prof(s) >= m.min(cap).max(1))
+    {
+        return true;
+    }
+    queue.esc[..elapsed]
+        .iter()
+        .any(|step| step.extra.iter().any(|&s| agent.prof(s) > 0))
+}
+
+/// The ACD router. See the module documentation for the matching rules.
+#[derive(Debug)]
+pub struct Router {
+    opts: RouterOptions,
+    epoch: Instant,
+    rng: u64,
+    skills: HashMap<String, SkillIdx>,
+    queues: Vec<QueueEntry>,
+    queue_index: HashMap<QueueId, QueueIdx>,
+    agents: Vec<AgentEntry>,
+    agent_index: HashMap<AgentId, AgentIdx>,
+    calls: SeqMap<CallEntry>,
+    call_index: HashMap<CallId, Seq>,
+    next_seq: Seq,
+    agent_timers: BTreeSet<(Instant, AgentIdx)>,
+    esc_timers: BTreeSet<(Instant, Seq)>,
+}
+
+impl Router {
+    /// A router with no queues and no agents. `now` is the reference instant for the
+    /// longest-idle ordering; instants passed later must not precede it.
+    pub fn new(opts: RouterOptions, now: Instant) -> Self {
+        let rng = if opts.seed == 0 {
+            0x2545_F491_4F6C_DD1D
+        } else {
+            opts.seed
+        };
+        Self {
+            opts,
+            epoch: now,
+            rng,
+            skills: HashMap::new(),
+            queues: Vec::new(),
+            queue_index: HashMap::new(),
+            agents: Vec::new(),
+            agent_index: HashMap::new(),
+            calls: SeqMap::default(),
+            call_index: HashMap::new(),
+            next_seq: 0,
+            agent_timers: BTreeSet::new(),
+            esc_timers: BTreeSet::new(),
+        }
+    }
+
+    /// The options the router runs with.
+    pub fn options(&self) -> &RouterOptions {
+        &self.opts
+    }
+
+    fn intern(&mut self, name: &str) -> SkillIdx {
+        if let Some(&i) = self.skills.get(name) {
+            return i;
+        }
+        let i = self.skills.len() as SkillIdx;
+        self.skills.insert(name.to_owned(), i);
+        i
+    }
+
+    /// Adds a queue. Escalation steps are applied in order of `after`.
+    pub fn add_queue(&mut self, cfg: QueueConfig) -> Result<(), RouterError> {
+        if self.queue_index.contains_key(&cfg.id) {
+            return Err(RouterError::DuplicateQueue(cfg.id));
+        }
+        let reqs = cfg
+            .required_skills
+            .iter()
+            .map(|(name, min)| (self.intern(name), *min))
+            .collect();
+        let mut esc: Vec<EscStep> = cfg
+            .escalation
+            .iter()
+            .map(|e| EscStep {
+                after: e.after,
+                min: e.min_proficiency,
+                extra: e.extra_skills.iter().map(|s| self.intern(s)).collect(),
+            })
+            .collect();
+        esc.sort_by_key(|e| e.after);
+        self.queue_index
+            .insert(cfg.id.clone(), self.queues.len() as QueueIdx);
+        self.queues.push(QueueEntry {
+            cfg,
+            reqs,
+            esc,
+            waiting: BTreeSet::new(),
+            buckets: Vec::new(),
+            bucket_ids: HashMap::default(),
+            heads: BTreeSet::new(),
+            free: BTreeSet::new(),
+            rr_last: None,
+            agents: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Adds an agent, logged out. Agent order (TopDown, RoundRobin) is the order of adding.
+    pub fn add_agent(&mut self, cfg: AgentConfig) -> Result<(), RouterError> {
+        if self.agent_index.contains_key(&cfg.id) {
+            return Err(RouterError::DuplicateAgent(cfg.id));
+        }
+        let mut queues = Vec::with_capacity(cfg.queues.len());
+        for q in &cfg.queues {
+            let qi = *self
+                .queue_index
+                .get(q)
+                .ok_or_else(|| RouterError::UnknownQueue(q.clone()))?;
+            if !queues.contains(&qi) {
+                queues.push(qi);
+            }
+        }
+        let mut prof = Vec::new();
+        for skill in &cfg.skills {
+            let i = self.intern(&skill.name) as usize;
+            if prof.len() <= i {
+                prof.resize(i + 1, 0);
+            }
+            prof[i] = prof[i].max(skill.proficiency);
+        }
+        let idx = self.agents.len() as AgentIdx;
+        for &qi in &queues {
+            self.queues[qi as usize].agents.push(idx);
+        }
+        self.agent_index.insert(cfg.id.clone(), idx);
+        self.agents.push(AgentEntry {
+            id: cfg.id,
+            queues,
+            prof,
+            state: AgentState::LoggedOut,
+            since: self.epoch,
+            logout_pending: false,
+            no_answer_streak: 0,
+            answered: 0,
+            talk_time: Duration::ZERO,
+            talk_started: None,
+            timer: None,
+            free_keys: Vec::new(),
+            call: None,
+        });
+        Ok(())
+    }
+
+    /// The agent's current state and the instant it was entered.
+    pub fn agent_state(&self, agent: &AgentId) -> Option<(&AgentState, Instant)> {
+        let a = &self.agents[*self.agent_index.get(agent)? as usize];
+        Some((&a.state, a.since))
+    }
+
+    /// Whether a logout is waiting for the agent's call to end.
+    pub fn logout_pending(&self, agent: &AgentId) -> bool {
+        self.agent_index
+            .get(agent)
+            .is_some_and(|&a| self.agents[a as usize].logout_pending)
+    }
+
+    /// The callers waiting in `queue`, in service order.
+    pub fn waiting(&self, queue: &QueueId) -> Vec<CallId> {
+        let Some(&qi) = self.queue_index.get(queue) else {
+            return Vec::new();
+        };
+        self.queues[qi as usize]
+            .waiting
+            .iter()
+            .filter_map(|k| self.calls.get(&k.2).map(|c| c.id.clone()))
+            .collect()
+    }
+
+    /// Resets the answered-call counts and talk times (FewestCalls, LeastTalkTime), e.g.
+    /// at midnight. Free agents keep their current place until they are next reserved.
+    pub fn reset_daily_counters(&mut self) {
+        for a in &mut self.agents {
+            a.answered = 0;
+            a.talk_time = Duration::ZERO;
+        }
+    }
+
+    fn agent_idx(&self, agent: &AgentId) -> Result<AgentIdx, RouterError> {
+        self.agent_index
+            .get(agent)
+            .copied()
+            .ok_or_else(|| RouterError::UnknownAgent(agent.clone()))
+    }
+
+    fn call_seq(&self, call: &CallId) -> Result<Seq, RouterError> {
+        self.call_index
+            .get(call)
+            .copied()
+            .ok_or_else(|| RouterError::UnknownCall(call.clone()))
+    }
+
+    fn invalid(&self, a: AgentIdx, action: &'static str) -> RouterError {
+        let agent = &self.agents[a as usize];
+        RouterError::InvalidState {
+            agent: agent.id.clone(),
+            action,
+            state: agent.state.name(),
+        }
+    }
+
+    // ----- agent requests -------------------------------------------------------------
+
+    /// Logs the agent in; it becomes ready (and may be offered a caller at once).
+    /// Logging in while a logout is pending cancels the logout.
+    pub fn agent_login(
+        &mut self,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        let mut out = Vec::new();
+        let entry = &mut self.agents[a as usize];
+        if entry.logout_pending {
+            entry.logout_pending = false;
+            return Ok(out);
+        }
+        match entry.state {
+            AgentState::LoggedOut => {
+                entry.no_answer_streak = 0;
+                self.become_ready(a, now, &mut out);
+                Ok(out)
+            }
+            _ => Err(self.invalid(a, "log in")),
+        }
+    }
+
+    /// The agent is ready: from not-ready, or ending wrap-up early. Ready is a no-op.
+    pub fn agent_ready(
+        &mut self,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        let mut out = Vec::new();
+        match self.agents[a as usize].state {
+            AgentState::Ready => {}
+            AgentState::NotReady { .. } | AgentState::WrapUp { .. } => {
+                self.clear_timer(a);
+                self.agents[a as usize].no_answer_streak = 0;
+                self.become_ready(a, now, &mut out);
+            }
+            _ => return Err(self.invalid(a, "become ready")),
+        }
+        Ok(out)
+    }
+
+    /// The agent is not ready for `reason` (from ready, not-ready or wrap-up).
+    pub fn agent_not_ready(
+        &mut self,
+        agent: &AgentId,
+        reason: &str,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        let mut out = Vec::new();
+        match self.agents[a as usize].state {
+            AgentState::Ready => self.remove_free(a),
+            AgentState::NotReady { .. } | AgentState::WrapUp { .. } => self.clear_timer(a),
+            _ => return Err(self.invalid(a, "become not-ready")),
+        }
+        let reason = reason.to_owned();
+        self.set_state(a, AgentState::NotReady { reason }, now, &mut out);
+        Ok(out)
+    }
+
+    /// Logs the agent out; during an offer or a call the logout takes effect after it.
+    pub fn agent_logout(
+        &mut self,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        let mut out = Vec::new();
+        match self.agents[a as usize].state {
+            AgentState::LoggedOut => {}
+            AgentState::Offered { .. } | AgentState::Talking { .. } | AgentState::OnHold { .. } => {
+                self.agents[a as usize].logout_pending = true;
+            }
+            AgentState::Ready => {
+                self.remove_free(a);
+                self.set_state(a, AgentState::LoggedOut, now, &mut out);
+            }
+            AgentState::NotReady { .. } | AgentState::WrapUp { .. } => {
+                self.clear_timer(a);
+                self.set_state(a, AgentState::LoggedOut, now, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- caller requests ------------------------------------------------------------
+
+    /// Queues a caller; it is offered at once if a free eligible agent exists.
+    pub fn enqueue(&mut self, caller: Caller, now: Instant) -> Result<Vec<Decision>, RouterError> {
+        let qi = *self
+            .queue_index
+            .get(&caller.queue)
+            .ok_or_else(|| RouterError::UnknownQueue(caller.queue.clone()))?;
+        if self.call_index.contains_key(&caller.call) {
+            return Err(RouterError::DuplicateCall(caller.call));
+        }
+        let mut reqs = self.queues[qi as usize].reqs.clone();
+        for name in &caller.skills {
+            let s = self.intern(name);
+            if !reqs.iter().any(|&(r, _)| r == s) {
+                reqs.push((s, 1));
+            }
+        }
+        reqs.sort_unstable();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let queue = &mut self.queues[qi as usize];
+        let key = (caller.priority, reqs);
+        let bucket = match queue.bucket_ids.get(&key) {
+            Some(&b) => b,
+            None => {
+                let b = queue.buckets.len() as u32;
+                queue.buckets.push(BTreeSet::new());
+                queue.bucket_ids.insert(key.clone(), b);
+                b
+            }
+        };
+        let reqs = key.1;
+        let entry = CallEntry {
+            id: caller.call.clone(),
+            queue: qi,
+            priority: caller.priority,
+            enqueued_at: caller.enqueued_at,
+            reqs,
+            bucket,
+            status: CallStatus::Waiting,
+        };
+        queue.insert(&entry, seq);
+        for step in &queue.esc {
+            if let Some(at) = caller.enqueued_at.checked_add(step.after)
+                && at > now
+            {
+                self.esc_timers.insert((at, seq));
+            }
+        }
+        self.calls.insert(seq, entry);
+        self.call_index.insert(caller.call, seq);
+        let mut out = Vec::new();
+        self.match_caller(seq, now, &mut out);
+        Ok(out)
+    }
+
+    /// The caller left (abandoned) while waiting or ringing; ringing agents are cancelled
+    /// and become free. A connected call is ended with [`Router::call_ended`] instead.
+    pub fn dequeue(&mut self, call: &CallId, now: Instant) -> Result<Vec<Decision>, RouterError> {
+        let seq = self.call_seq(call)?;
+        let mut out = Vec::new();
+        let status = self.calls.get(&seq).map(|c| c.status.clone());
+        match status {
+            Some(CallStatus::Waiting) => {
+                self.remove_waiting(seq);
+            }
+            Some(CallStatus::Offered(agents)) => {
+                for a in agents {
+                    out.push(Decision::Cancel {
+                        call: call.clone(),
+                        agent: self.agents[a as usize].id.clone(),
+                    });
+                    self.agents[a as usize].call = None;
+                    self.release(a, now, &mut out);
+                }
+            }
+            Some(CallStatus::Connected(a)) => return Err(self.invalid(a, "abandon a call")),
+            None => return Err(RouterError::UnknownCall(call.clone())),
+        }
+        self.forget_call(seq);
+        Ok(out)
+    }
+
+    /// `agent` answered the offer of `call`: it talks; other ring-all agents are cancelled.
+    pub fn offer_answered(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let seq = self.call_seq(call)?;
+        let a = self.agent_idx(agent)?;
+        let others = match self.calls.get(&seq).map(|c| &c.status) {
+            Some(CallStatus::Offered(list)) if list.contains(&a) => {
+                list.iter().copied().filter(|&o| o != a).collect::<Vec<_>>()
+            }
+            _ => return Err(self.invalid(a, "answer a call not offered to it")),
+        };
+        let mut out = Vec::new();
+        if let Some(c) = self.calls.get_mut(&seq) {
+            c.status = CallStatus::Connected(a);
+        }
+        let entry = &mut self.agents[a as usize];
+        entry.answered += 1;
+        entry.no_answer_streak = 0;
+        entry.talk_started = Some(now);
+        self.set_state(a, AgentState::Talking { call: call.clone() }, now, &mut out);
+        for o in others {
+            out.push(Decision::Cancel {
+                call: call.clone(),
+                agent: self.agents[o as usize].id.clone(),
+            });
+            self.agents[o as usize].call = None;
+            self.release(o, now, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The offer of `call` to `agent` did not connect. When no other agent still rings,
+    /// the caller goes back to its place at the head of its queue and is offered to the
+    /// next agent; the agent turns not-ready (`no-answer`) after `max_no_answer`
+    /// consecutive no-answers, cools down (`cooldown`) after busy / declined /
+    /// unreachable, else is ready again.
+    pub fn offer_failed(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let seq = self.call_seq(call)?;
+        let a = self.agent_idx(agent)?;
+        let requeue = match self.calls.get_mut(&seq).map(|c| &mut c.status) {
+            Some(CallStatus::Offered(list)) if list.contains(&a) => {
+                list.retain(|&o| o != a);
+                list.is_empty()
+            }
+            _ => return Err(self.invalid(a, "fail an offer not made to it")),
+        };
+        let mut out = Vec::new();
+        self.agents[a as usize].call = None;
+        if requeue {
+            // Back in its original place (same key): ahead of everyone who came later.
+            if let Some(c) = self.calls.get_mut(&seq) {
+                c.status = CallStatus::Waiting;
+                self.queues[c.queue as usize].insert(c, seq);
+            }
+            // The failed agent is not free yet, so it cannot be chosen again here.
+            self.match_caller(seq, now, &mut out);
+        }
+        let entry = &mut self.agents[a as usize];
+        if entry.logout_pending {
+            entry.logout_pending = false;
+            self.set_state(a, AgentState::LoggedOut, now, &mut out);
+            return Ok(out);
+        }
+        let cooldown = match outcome {
+            Outcome::NoAnswer => {
+                entry.no_answer_streak += 1;
+                if entry.no_answer_streak >= self.opts.max_no_answer.max(1) {
+                    let reason = NO_ANSWER.to_owned();
+                    self.set_state(a, AgentState::NotReady { reason }, now, &mut out);
+                    return Ok(out);
+                }
+                Duration::ZERO
+            }
+            Outcome::Busy => self.opts.cooldown_busy,
+            Outcome::Declined => self.opts.cooldown_declined,
+            Outcome::Unreachable => self.opts.cooldown_unreachable,
+        };
+        if cooldown.is_zero() {
+            self.become_ready(a, now, &mut out);
+        } else {
+            let reason = COOLDOWN.to_owned();
+            self.set_state(a, AgentState::NotReady { reason }, now, &mut out);
+            self.set_timer(a, now + cooldown);
+        }
+        Ok(out)
+    }
+
+    /// The call `agent` was talking on ended: wrap-up until now + `wrap_up`, or logged out
+    /// when a logout was pending.
+    pub fn call_ended(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let seq = self.call_seq(call)?;
+        let a = self.agent_idx(agent)?;
+        if self.calls.get(&seq).map(|c| &c.status) != Some(&CallStatus::Connected(a)) {
+            return Err(self.invalid(a, "end a call it is not on"));
+        }
+        self.forget_call(seq);
+        let mut out = Vec::new();
+        let entry = &mut self.agents[a as usize];
+        entry.call = None;
+        if let Some(start) = entry.talk_started.take() {
+            entry.talk_time += now.saturating_duration_since(start);
+        }
+        if entry.logout_pending {
+            entry.logout_pending = false;
+            self.set_state(a, AgentState::LoggedOut, now, &mut out);
+        } else if self.opts.wrap_up.is_zero() {
+            self.become_ready(a, now, &mut out);
+        } else {
+            let until = now + self.opts.wrap_up;
+            self.set_state(a, AgentState::WrapUp { until }, now, &mut out);
+            self.set_timer(a, until);
+        }
+        Ok(out)
+    }
+
+    /// The agent put `call` on hold.
+    pub fn hold_started(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        match &self.agents[a as usize].state {
+            AgentState::Talking { call: c } if c == call => {}
+            _ => return Err(self.invalid(a, "hold a call it is not talking on")),
+        }
+        let mut out = Vec::new();
+        self.set_state(a, AgentState::OnHold { call: call.clone() }, now, &mut out);
+        Ok(out)
+    }
+
+    /// The agent took `call` off hold.
+    pub fn hold_ended(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        match &self.agents[a as usize].state {
+            AgentState::OnHold { call: c } if c == call => {}
+            _ => return Err(self.invalid(a, "resume a call it has not on hold")),
+        }
+        let mut out = Vec::new();
+        self.set_state(a, AgentState::Talking { call: call.clone() }, now, &mut out);
+        Ok(out)
+    }
+
+    /// Ends expired wrap-ups and cool-downs, applies elapsed escalation steps, and matches.
+    pub fn tick(&mut self, now: Instant) -> Vec<Decision> {
+        let mut out = Vec::new();
+        while let Some(&(at, a)) = self.agent_timers.first() {
+            if at > now {
+                break;
+            }
+            self.agent_timers.pop_first();
+            let entry = &mut self.agents[a as usize];
+            if entry.timer == Some(at) {
+                entry.timer = None;
+                if matches!(
+                    entry.state,
+                    AgentState::WrapUp { .. } | AgentState::NotReady { .. }
+                ) {
+                    self.become_ready(a, now, &mut out);
+                }
+            }
+        }
+        while let Some(&(at, seq)) = self.esc_timers.first() {
+            if at > now {
+                break;
+            }
+            self.esc_timers.pop_first();
+            if self.calls.get(&seq).map(|c| &c.status) == Some(&CallStatus::Waiting) {
+                self.match_caller(seq, now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The earliest instant at which [`Router::tick`] has work, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.agent_timers.first().map(|t| t.0);
+        let e = self.esc_timers.first().map(|t| t.0);
+        match (a, e) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
+        }
+    }
+
+    /// A plain owned picture of queues and agents.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| {
+                let longest_wait = q
+                    .waiting
+                    .iter()
+                    .map(|k| now.saturating_duration_since(k.1))
+                    .max()
+                    .unwrap_or_default();
+                let mut agents_by_state = BTreeMap::new();
+                for &a in &q.agents {
+                    *agents_by_state
+                        .entry(self.agents[a as usize].state.name())
+                        .or_insert(0) += 1;
+                }
+                QueueSnapshot {
+                    id: q.cfg.id.clone(),
+                    waiting: q.waiting.len(),
+                    longest_wait,
+                    agents_by_state,
+                }
+            })
+            .collect();
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| AgentSnapshot {
+                id: a.id.clone(),
+                state: a.state.name(),
+                since: a.since,
+            })
+            .collect();
+        Snapshot { queues, agents }
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    fn set_state(&mut self, a: AgentIdx, state: AgentState, now: Instant, out: &mut Vec<Decision>) {
+        let entry = &mut self.agents[a as usize];
+        entry.state = state.clone();
+        entry.since = now;
+        out.push(Decision::AgentState {
+            agent: entry.id.clone(),
+            state,
+        });
+    }
+
+    fn set_timer(&mut self, a: AgentIdx, until: Instant) {
+        self.clear_timer(a);
+        self.agents[a as usize].timer = Some(until);
+        self.agent_timers.insert((until, a));
+    }
+
+    fn clear_timer(&mut self, a: AgentIdx) {
+        if let Some(t) = self.agents[a as usize].timer.take() {
+            self.agent_timers.remove(&(t, a));
+        }
+    }
+
+    fn remove_waiting(&mut self, seq: Seq) {
+        if let Some(c) = self.calls.get(&seq) {
+            self.queues[c.queue as usize].remove(c, seq);
+        }
+    }
+
+    fn forget_call(&mut self, seq: Seq) {
+        if let Some(c) = self.calls.remove(&seq) {
+            self.call_index.remove(&c.id);
+        }
+    }
+
+    /// An agent whose offer was cancelled: logged out if pending, else ready.
+    fn release(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
+        if self.agents[a as usize].logout_pending {
+            self.agents[a as usize].logout_pending = false;
+            self.set_state(a, AgentState::LoggedOut, now, out);
+        } else {
+            self.become_ready(a, now, out);
+        }
+    }
+
+    /// The agent is ready: it takes the best waiting caller it is eligible for, or joins
+    /// the free sets of its queues.
+    fn become_ready(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
+        self.set_state(a, AgentState::Ready, now, out);
+        match self.find_caller(a, now) {
+            Some(seq) => self.reserve(seq, vec![a], now, out),
+            None => self.insert_free(a),
+        }
+    }
+
+    fn free_key(&self, a: AgentIdx, qi: QueueIdx) -> FreeKey {
+        let entry = &self.agents[a as usize];
+        let primary = match self.queues[qi as usize].cfg.strategy {
+            Strategy::LongestIdle => entry.since.saturating_duration_since(self.epoch).as_nanos(),
+            Strategy::FewestCalls => u128::from(entry.answered),
+            Strategy::LeastTalkTime => entry.talk_time.as_nanos(),
+            Strategy::RoundRobin | Strategy::TopDown | Strategy::Random | Strategy::RingAll => 0,
+        };
+        (primary, a)
+    }
+
+    fn insert_free(&mut self, a: AgentIdx) {
+        debug_assert!(self.agents[a as usize].free_keys.is_empty());
+        let keys: Vec<(QueueIdx, FreeKey)> = self.agents[a as usize]
+            .queues
+            .iter()
+            .map(|&qi| (qi, self.free_key(a, qi)))
+            .collect();
+        for &(qi, key) in &keys {
+            self.queues[qi as usize].free.insert(key);
+        }
+        self.agents[a as usize].free_keys = keys;
+    }
+
+    fn remove_free(&mut self, a: AgentIdx) {
+        for (qi, key) in std::mem::take(&mut self.agents[a as usize].free_keys) {
+            self.queues[qi as usize].free.remove(&key);
+        }
+    }
+
+    /// The best waiting caller agent `a` is eligible for, over the queues it serves.
+    fn find_caller(&self, a: AgentIdx, now: Instant) -> Option<Seq> {
+        let agent = &self.agents[a as usize];
+        let mut best: Option<Rank> = None;
+        for (pref, &qi) in agent.queues.iter().enumerate() {
+            let queue = &self.queues[qi as usize];
+            let qprio = Reverse(queue.cfg.priority);
+            // Only bucket heads are looked at: a bucket's callers share priority and
+            // requirements, and its head has waited longest (escalation only widens), so
+            // when the head does not fit the agent, no one in its bucket does.
+            for &((prio, at, seq), _) in &queue.heads {
+                let candidate = (prio, qprio, at, pref, seq);
+                if best.is_some_and(|b| candidate >= b) {
+                    break; // everything later in this queue ranks lower still
+                }
+                let Some(call) = self.calls.get(&seq) else {
+                    continue;
+                };
+                if eligible(agent, queue, call, now) {
+                    best = Some(candidate);
+                    break;
+                }
+            }
+        }
+        best.map(|b| b.4)
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// The free eligible agent(s) the queue's strategy picks for `seq`.
+    fn find_agents(&mut self, seq: Seq, now: Instant) -> Vec<AgentIdx> {
+        let Some(qi) = self.calls.get(&seq).map(|c| c.queue as usize) else {
+            return Vec::new();
+        };
+        let strategy = self.queues[qi].cfg.strategy;
+        let start = match strategy {
+            Strategy::RoundRobin => self.queues[qi].rr_last.map_or(0, |l| l + 1),
+            Strategy::Random if !self.queues[qi].free.is_empty() => {
+                (self.next_random() % self.agents.len().max(1) as u64) as AgentIdx
+            }
+            _ => 0,
+        };
+        let queue = &self.queues[qi];
+        let Some(call) = self.calls.get(&seq) else {
+            return Vec::new();
+        };
+        let ok = |&&(_, a): &&FreeKey| eligible(&self.agents[a as usize], queue, call, now);
+        let chosen = match strategy {
+            Strategy::RingAll => return queue.free.iter().filter(ok).map(|k| k.1).collect(),
+            Strategy::RoundRobin | Strategy::Random => queue
+                .free
+                .range((0, start)..)
+                .chain(queue.free.range(..(0, start)))
+                .find(ok),
+            _ => queue.free.iter().find(ok),
+        }
+        .map(|k| k.1);
+        if let Some(a) = chosen {
+            if strategy == Strategy::RoundRobin {
+                self.queues[qi].rr_last = Some(a);
+            }
+            vec![a]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn match_caller(&mut self, seq: Seq, now: Instant, out: &mut Vec<Decision>) {
+        let agents = self.find_agents(seq, now);
+        if !agents.is_empty() {
+            self.reserve(seq, agents, now, out);
+        }
+    }
+
+    /// The one step that takes a caller off its queue and reserves the agent(s) for it.
+    fn reserve(&mut self, seq: Seq, agents: Vec<AgentIdx>, now: Instant, out: &mut Vec<Decision>) {
+        debug_assert!(!agents.is_empty());
+        let Some(call) = self.calls.get(&seq) else {
+            return;
+        };
+        debug_assert_eq!(call.status, CallStatus::Waiting, "caller offered twice");
+        debug_assert!(
+            agents.len() == 1 || self.queues[call.queue as usize].cfg.strategy == Strategy::RingAll
+        );
+        let (call_id, qi) = (call.id.clone(), call.queue);
+        self.remove_waiting(seq);
+        for &a in &agents {
+            debug_assert_eq!(
+                self.agents[a as usize].state,
+                AgentState::Ready,
+                "agent offered while not ready"
+            );
+            debug_assert!(
+                self.agents[a as usize].call.is_none(),
+                "agent holds two offers"
+            );
+            self.remove_free(a);
+            self.agents[a as usize].call = Some(seq);
+            let state = AgentState::Offered {
+                call: call_id.clone(),
+            };
+            self.set_state(a, state, now, out);
+        }
+        let queue = self.queues[qi as usize].cfg.id.clone();
+        let ids: Vec<AgentId> = agents
+            .iter()
+            .map(|&a| self.agents[a as usize].id.clone())
+            .collect();
+        if let Some(c) = self.calls.get_mut(&seq) {
+            c.status = CallStatus::Offered(agents);
+        }
+        out.push(match <[AgentId; 1]>::try_from(ids) {
+            Ok([agent]) => Decision::Offer {
+                call: call_id,
+                agent,
+                queue,
+            },
+            Err(agents) => Decision::OfferMany {
+                call: call_id,
+                agents,
+                queue,
+            },
+        });
+    }
+
+    /// Checks the router's internal invariants; returns the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut waiting = 0;
+        for (&seq, c) in &self.calls {
+            if self.call_index.get(&c.id) != Some(&seq) {
+                return Err(format!("call {} not indexed", c.id));
+            }
+            let in_queues = self
+                .queues
+                .iter()
+                .filter(|q| q.waiting.contains(&c.key(seq)))
+                .count();
+            match &c.status {
+                CallStatus::Waiting => {
+                    waiting += 1;
+                    if in_queues != 1
+                        || !self.queues[c.queue as usize].waiting.contains(&c.key(seq))
+                    {
+                        return Err(format!("waiting call {} is in {in_queues} queues", c.id));
+                    }
+                }
+                CallStatus::Offered(list) => {
+                    if in_queues != 0 || list.is_empty() {
+                        return Err(format!("offered call {} still queued or unoffered", c.id));
+                    }
+                    if list.len() > 1
+                        && self.queues[c.queue as usize].cfg.strategy != Strategy::RingAll
+                    {
+                        return Err(format!("call {} offered to several agents", c.id));
+                    }
+                    for &a in list {
+                        let agent = &self.agents[a as usize];
+                        if agent.call != Some(seq)
+                            || agent.state != (AgentState::Offered { call: c.id.clone() })
+                        {
+                            return Err(format!(
+                                "call {} offered to {} in {:?}",
+                                c.id, agent.id, agent.state
+                            ));
+                        }
+                    }
+                }
+                CallStatus::Connected(a) => {
+                    let agent = &self.agents[*a as usize];
+                    let talking = matches!(&agent.state,
+                        AgentState::Talking { call } | AgentState::OnHold { call } if *call == c.id);
+                    if in_queues != 0 || agent.call != Some(seq) || !talking {
+                        return Err(format!(
+                            "connected call {} inconsistent with {}",
+                            c.id, agent.id
+                        ));
+                    }
+                }
+            }
+        }
+        for q in &self.queues {
+            let in_buckets: usize = q.buckets.iter().map(BTreeSet::len).sum();
+            let non_empty = q.buckets.iter().filter(|b| !b.is_empty()).count();
+            let heads_ok = q
+                .heads
+                .iter()
+                .all(|&((_, at, seq), b)| q.buckets[b as usize].first() == Some(&(at, seq)));
+            if in_buckets != q.waiting.len() || non_empty != q.heads.len() || !heads_ok {
+                return Err(format!(
+                    "queue {} buckets disagree with waiting set",
+                    q.cfg.id
+                ));
+            }
+        }
+        let queued: usize = self.queues.iter().map(|q| q.waiting.len()).sum();
+        if queued != waiting {
+            return Err(format!(
+                "{queued} queue entries for {waiting} waiting calls"
+            ));
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            let a = i as AgentIdx;
+            let ready = agent.state == AgentState::Ready;
+            let free_everywhere = agent.free_keys.len() == agent.queues.len()
+                && agent
+                    .free_keys
+                    .iter()
+                    .all(|(qi, k)| self.queues[*qi as usize].free.contains(k) && k.1 == a);
+            if ready != free_everywhere || (!ready && !agent.free_keys.is_empty()) {
+                return Err(format!(
+                    "agent {} free sets disagree with {:?}",
+                    agent.id, agent.state
+                ));
+            }
+            match (agent.call, agent.state.call()) {
+                (None, None) => {}
+                (Some(seq), Some(id)) if self.calls.get(&seq).is_some_and(|c| c.id == *id) => {}
+                _ => {
+                    return Err(format!(
+                        "agent {} call disagrees with {:?}",
+                        agent.id, agent.state
+                    ));
+                }
+            }
+        }
+        let free: usize = self.queues.iter().map(|q| q.free.len()).sum();
+        let expected: usize = self.agents.iter().map(|a| a.free_keys.len()).sum();
+        if free != expected {
+            return Err(format!("{free} free entries, {expected} expected"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
