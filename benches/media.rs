@@ -64,5 +64,38 @@ fn dtmf(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, g711, dtmf);
+/// The pacing loop's work per tick without the socket: for each of 1,000
+/// music-on-hold streams, take the next frame and write its RTP packet.
+fn pacing(c: &mut Criterion) {
+    use hotline::media::prompt::{Playback, PromptLibrary};
+    use hotline::media::rtp::OutgoingStream;
+    let Ok(library) = PromptLibrary::embedded() else {
+        return;
+    };
+    let Some(moh) = library.get("moh/default") else {
+        return;
+    };
+    let mut streams: Vec<(Playback, OutgoingStream)> = (0..1000)
+        .map(|_| {
+            (
+                Playback::new(vec![moh.clone()], true),
+                OutgoingStream::new(),
+            )
+        })
+        .collect();
+    let mut buf = [0u8; 512];
+    c.bench_function("pacing/tick_1000_streams", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for (playback, numbering) in streams.iter_mut() {
+                if let Some(frame) = playback.next_frame(Codec::Pcmu) {
+                    bytes += numbering.write_packet(0, frame, 160, &mut buf);
+                }
+            }
+            black_box(bytes)
+        })
+    });
+}
+
+criterion_group!(benches, g711, dtmf, pacing);
 criterion_main!(benches);
