@@ -49,7 +49,36 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn metrics(State(ctx): State<Arc<EdgeContext>>) -> impl IntoResponse {
+#[derive(Clone)]
+struct HttpState {
+    edge: Arc<EdgeContext>,
+    router: crate::acd::RouterHandle,
+}
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let ctx = &state.edge;
+    let mut agents = std::collections::BTreeMap::new();
+    for name in [
+        "logged-out",
+        "ready",
+        "not-ready",
+        "offered",
+        "talking",
+        "on-hold",
+        "wrap-up",
+    ] {
+        agents.insert(name, 0usize);
+    }
+    if let Ok(snapshot) = state.router.snapshot().await {
+        for agent in snapshot.agents {
+            *agents.entry(agent.state).or_default() += 1;
+        }
+    }
+    let mut by_state =
+        String::from("# HELP hotline_agents Agents by state.\n# TYPE hotline_agents gauge\n");
+    for (name, count) in agents {
+        by_state.push_str(&format!("hotline_agents{{state=\"{name}\"}} {count}\n"));
+    }
     let body = format!(
         "# HELP hotline_build_info Build information.\n\
          # TYPE hotline_build_info gauge\n\
@@ -63,17 +92,21 @@ async fn metrics(State(ctx): State<Arc<EdgeContext>>) -> impl IntoResponse {
         env!("CARGO_PKG_VERSION"),
         ctx.registrar.active_bindings(),
         ctx.calls.len(),
-    );
+    ) + &by_state;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-pub async fn start(addr: SocketAddr, ctx: Arc<EdgeContext>) -> std::io::Result<HttpServer> {
+pub async fn start(
+    addr: SocketAddr,
+    ctx: Arc<EdgeContext>,
+    router: crate::acd::RouterHandle,
+) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/demo/balance", get(demo_balance))
-        .with_state(ctx);
+        .with_state(HttpState { edge: ctx, router });
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let task = tokio::spawn(async move {

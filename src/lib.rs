@@ -69,9 +69,21 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     let edge = sip::SipEdge::start(&settings, bus.clone(), media)
         .await
         .context("starting the SIP edge")?;
+    let router = acd::router_from_settings(&settings, std::time::Instant::now())
+        .context("setting up the ACD router")?;
+    let (decisions_tx, decisions_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (router, _router_task) = acd::RouterHandle::start(router, decisions_tx);
+    tokio::spawn(follow_decisions(decisions_rx, bus.clone()));
+    if settings.login_on_register {
+        tokio::spawn(login_on_register(
+            bus.subscribe(),
+            edge.context().clone(),
+            router.clone(),
+        ));
+    }
     let http = match settings.http_listen {
         Some(addr) => Some(
-            http::start(addr, edge.context().clone())
+            http::start(addr, edge.context().clone(), router.clone())
                 .await
                 .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
         ),
@@ -109,4 +121,68 @@ fn log_events(bus: &EventBus) {
             }
         }
     });
+}
+
+/// Publishes the router's agent state changes. Offers need agent legs, which
+/// callers do not reach yet (queues play music on hold), so none are expected.
+async fn follow_decisions(
+    mut decisions: tokio::sync::mpsc::UnboundedReceiver<acd::Decision>,
+    bus: EventBus,
+) {
+    while let Some(decision) = decisions.recv().await {
+        match decision {
+            acd::Decision::AgentState { agent, state } => {
+                let reason = match &state {
+                    acd::AgentState::NotReady { reason } => Some(reason.clone()),
+                    _ => None,
+                };
+                info!(agent = %agent, state = state.name(), "agent state");
+                bus.publish(events::Event::AgentStateChanged {
+                    agent: agent.0,
+                    state: state.name(),
+                    reason,
+                });
+            }
+            other => {
+                tracing::warn!(decision = ?other, "router decision with no agent leg to carry it out")
+            }
+        }
+    }
+}
+
+/// Logs an agent in when a phone registers for it, out when its last
+/// registration goes (the router defers that until a call ends).
+async fn login_on_register(
+    mut events: tokio::sync::broadcast::Receiver<events::Stamped>,
+    edge: std::sync::Arc<sip::EdgeContext>,
+    router: acd::RouterHandle,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(stamped) => stamped.event,
+            Err(RecvError::Lagged(lost)) => {
+                tracing::warn!(lost, "agent login follower fell behind");
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        };
+        let command = match event {
+            events::Event::RegistrationAdded { aor, .. }
+                if edge.settings.agents.contains_key(&aor) =>
+            {
+                acd::Command::AgentLogin(acd::AgentId::from(aor.as_str()))
+            }
+            events::Event::RegistrationRemoved { aor, .. }
+                if edge.settings.agents.contains_key(&aor)
+                    && edge.registrar.contacts(&aor).is_empty() =>
+            {
+                acd::Command::AgentLogout(acd::AgentId::from(aor.as_str()))
+            }
+            _ => continue,
+        };
+        if router.send(command).is_err() {
+            break;
+        }
+    }
 }

@@ -175,6 +175,14 @@ fn baresip_registers_as_an_agent_and_unregisters_when_it_quits() {
         1.0,
         Duration::from_secs(3),
     );
+    // Registering logged the agent in as ready (login_on_register).
+    let ready = "hotline_agents{state=\"ready\"}";
+    wait_for_gauge(&server, ready, 1.0, Duration::from_secs(3));
+    server.assert_event(&[
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"ready\"",
+    ]);
     let log = phone.wait(Duration::from_secs(10));
     assert!(
         log.contains("200 OK"),
@@ -184,6 +192,14 @@ fn baresip_registers_as_an_agent_and_unregisters_when_it_quits() {
         &server,
         "hotline_registrations_active",
         0.0,
+        Duration::from_secs(3),
+    );
+    // Unregistering logged it out again.
+    wait_for_gauge(&server, ready, 0.0, Duration::from_secs(3));
+    wait_for_gauge(
+        &server,
+        "hotline_agents{state=\"logged-out\"}",
+        4.0,
         Duration::from_secs(3),
     );
 }

@@ -18,6 +18,33 @@ pub use model::{
 };
 pub use router::Router;
 
+/// A router holding the queues and agents of the configuration.
+pub fn router_from_settings(
+    settings: &crate::config::Settings,
+    now: std::time::Instant,
+) -> Result<Router, RouterError> {
+    let mut router = Router::new(RouterOptions::default(), now);
+    for name in settings.queues.keys() {
+        router.add_queue(QueueConfig::new(name))?;
+    }
+    for agent in settings.agents.values() {
+        router.add_agent(AgentConfig {
+            id: AgentId::from(agent.id.as_str()),
+            queues: agent
+                .queues
+                .iter()
+                .map(|q| QueueId::from(q.as_str()))
+                .collect(),
+            skills: agent
+                .skills
+                .iter()
+                .map(|(name, level)| Skill::new(name, *level))
+                .collect(),
+        })?;
+    }
+    Ok(router)
+}
+
 /// How often the actor calls [`Router::tick`].
 pub const TICK: Duration = Duration::from_millis(250);
 

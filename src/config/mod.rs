@@ -85,6 +85,23 @@ pub struct RawConfig {
     pub ivr: BTreeMap<String, ivr::Flow>,
     pub blocklist: RawBlocklist,
     pub queues: BTreeMap<String, RawQueue>,
+    pub acd: RawAcd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAcd {
+    /// Registering a phone logs its agent in as ready; losing the last
+    /// registration logs it out.
+    pub login_on_register: bool,
+}
+
+impl Default for RawAcd {
+    fn default() -> Self {
+        Self {
+            login_on_register: true,
+        }
+    }
 }
 
 /// A queue callers wait in (the router's options arrive with the ACD).
@@ -322,6 +339,7 @@ pub struct Settings {
     pub blocklist: std::collections::BTreeSet<String>,
     pub block_action: BlockAction,
     pub queues: BTreeMap<String, Queue>,
+    pub login_on_register: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -944,6 +962,7 @@ impl RawConfig {
                     )
                 })
                 .collect(),
+            login_on_register: self.acd.login_on_register,
             blocklist: self
                 .blocklist
                 .numbers

@@ -142,6 +142,12 @@ pub enum Event {
     PromptFinished {
         call_id: String,
     },
+    AgentStateChanged {
+        agent: String,
+        /// logged-out, ready, not-ready, offered, talking, on-hold, wrap-up.
+        state: &'static str,
+        reason: Option<String>,
+    },
 }
 
 /// An event with the time it happened.
