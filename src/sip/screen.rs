@@ -257,7 +257,7 @@ impl Screen {
         conn: &SipConnection,
         from: &SipAddr,
     ) {
-        tracing::info!(
+        tracing::debug!(
             method = %req.method, src = %from, code = rejection.code, reason = %rejection.reason,
             "request refused"
         );
@@ -317,7 +317,7 @@ impl rsipstack::platform::net::UdpSocket for ScreenedUdpSocket {
             match screen_datagram(&buf[..len], &self.server) {
                 DatagramVerdict::Pass => return Ok((len, src)),
                 DatagramVerdict::Answer(bytes) => {
-                    tracing::info!(%src, len, "unparseable request answered");
+                    tracing::debug!(%src, len, "unparseable request answered");
                     if let Err(e) = self.socket.send_to(&bytes, src).await {
                         tracing::debug!(error = %e, "could not answer unparseable request");
                     }
