@@ -104,14 +104,18 @@ fn call_to_ivr_number() {
     assert_call(&run);
 }
 
+/// A server whose only trunk admits 127.0.0.2, without credentials.
+fn pbx_only_server() -> Server {
+    Server::start(
+        TestConfig::new()
+            .no_trunks()
+            .trunk("pbx", &["127.0.0.2/32"], None, &[]),
+    )
+}
+
 #[test]
 fn call_from_unknown_source_is_forbidden() {
-    let server = Server::start(TestConfig::new().no_trunks().trunk(
-        "pbx",
-        &["127.0.0.2/32"],
-        None,
-        &[],
-    ));
+    let server = pbx_only_server();
     let run = Sipp::new("uac_call_forbidden")
         .service("401")
         .local_ip("127.0.0.1")
@@ -127,12 +131,7 @@ fn call_from_unknown_source_is_forbidden() {
 #[test]
 fn call_admitted_by_trunk_source() {
     // Only 127.0.0.2 is a trunk source: a call from there is answered.
-    let server = Server::start(TestConfig::new().no_trunks().trunk(
-        "pbx",
-        &["127.0.0.2/32"],
-        None,
-        &[],
-    ));
+    let server = pbx_only_server();
     let run = Sipp::new("uac_call")
         .service("401")
         .local_ip("127.0.0.2")

@@ -724,14 +724,7 @@ impl Router {
         agent: &AgentId,
         now: Instant,
     ) -> Result<Vec<Decision>, RouterError> {
-        let a = self.agent_idx(agent)?;
-        match &self.agents[a as usize].state {
-            AgentState::Talking { call: c } if c == call => {}
-            _ => return Err(self.invalid(a, "hold a call it is not talking on")),
-        }
-        let mut out = Vec::new();
-        self.set_state(a, AgentState::OnHold { call: call.clone() }, now, &mut out);
-        Ok(out)
+        self.switch_hold(call, agent, true, now)
     }
 
     /// The agent took `call` off hold.
@@ -741,13 +734,30 @@ impl Router {
         agent: &AgentId,
         now: Instant,
     ) -> Result<Vec<Decision>, RouterError> {
+        self.switch_hold(call, agent, false, now)
+    }
+
+    /// Talking → on hold (`hold`), or back.
+    fn switch_hold(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        hold: bool,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
         let a = self.agent_idx(agent)?;
-        match &self.agents[a as usize].state {
-            AgentState::OnHold { call: c } if c == call => {}
-            _ => return Err(self.invalid(a, "resume a call it has not on hold")),
-        }
+        let next = match (&self.agents[a as usize].state, hold) {
+            (AgentState::Talking { call: c }, true) if c == call => {
+                AgentState::OnHold { call: call.clone() }
+            }
+            (AgentState::OnHold { call: c }, false) if c == call => {
+                AgentState::Talking { call: call.clone() }
+            }
+            (_, true) => return Err(self.invalid(a, "hold a call it is not talking on")),
+            (_, false) => return Err(self.invalid(a, "resume a call it has not on hold")),
+        };
         let mut out = Vec::new();
-        self.set_state(a, AgentState::Talking { call: call.clone() }, now, &mut out);
+        self.set_state(a, next, now, &mut out);
         Ok(out)
     }
 

@@ -193,13 +193,7 @@ async fn call_actor(
     };
     let dialog_id: DialogId = dialog.id();
     ctx.calls.dialogs.insert(call_id.clone(), dialog.clone());
-    let caller = tx
-        .original
-        .from_header()
-        .ok()
-        .and_then(|f| f.uri().ok())
-        .and_then(|u| u.auth.map(|a| a.user))
-        .unwrap_or_default();
+    let caller = admitted.caller.clone();
     ctx.bus.publish(Event::CallAdmitted {
         call_id: call_id.clone(),
         trunk: admitted.trunk.name.clone(),

@@ -214,9 +214,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn publish_without_subscribers_does_not_fail() {
-        EventBus::new(4).publish(answered(0));
+    #[tokio::test]
+    async fn events_published_before_anyone_listens_are_not_replayed() {
+        let bus = EventBus::new(4);
+        bus.publish(answered(0));
+        let mut rx = bus.subscribe();
+        bus.publish(answered(1));
+        assert_eq!(rx.recv().await.unwrap().event, answered(1));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]

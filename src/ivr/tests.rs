@@ -94,6 +94,14 @@ fn play(prompts: &[&str], barge_in: bool) -> Action {
     }
 }
 
+/// The actions hand the caller to `queue` and nothing else.
+fn assert_queued_to(actions: Vec<Action>, queue: &str) {
+    assert!(
+        matches!(&actions[..], [Action::Queue { queue: q, .. }] if q == queue),
+        "{actions:?}"
+    );
+}
+
 fn without_entered(actions: Vec<Action>) -> Vec<Action> {
     actions
         .into_iter()
@@ -154,11 +162,7 @@ fn invalid_key_replays_then_timeout_exhausts_retries_to_default() {
         vec![play(&["invalid", "menu"], true)]
     );
     run.on(Input::PromptsDone);
-    let actions = without_entered(run.on(Input::Timeout));
-    assert!(
-        matches!(&actions[..], [Action::Queue { queue, .. }] if queue == "support"),
-        "{actions:?}"
-    );
+    assert_queued_to(without_entered(run.on(Input::Timeout)), "support");
 }
 
 #[test]
@@ -233,11 +237,7 @@ fn too_short_account_is_refused_then_failure_branch() {
     run.on(Input::PromptsDone);
     run.on(Input::Timeout);
     run.on(Input::PromptsDone);
-    let actions = without_entered(run.on(Input::Timeout));
-    assert!(
-        matches!(&actions[..], [Action::Queue { queue, .. }] if queue == "support"),
-        "{actions:?}"
-    );
+    assert_queued_to(without_entered(run.on(Input::Timeout)), "support");
 }
 
 #[test]

@@ -543,6 +543,8 @@ pub struct Admitted {
     pub source: SocketAddr,
     /// On the blocklist with action "prompt": hear `blocked`, then hang up.
     pub blocked: bool,
+    /// The caller's number (the user part of From).
+    pub caller: String,
 }
 
 async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
@@ -622,6 +624,7 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         number,
         source,
         blocked,
+        caller,
     };
     crate::call::run_inbound(ctx, tx, admitted).await;
 }
