@@ -88,28 +88,375 @@ pub struct RawConfig {
     pub acd: RawAcd,
 }
 
+/// An enum of unit variants written in the config as fixed names: `ALL`, `as_str`,
+/// `Display`, and a `Deserialize` whose error lists every accepted name.
+macro_rules! named_values {
+    ($ty:ident, $what:literal, [$($name:literal => $variant:ident),+ $(,)?]) => {
+        impl $ty {
+            /// Every value with its name in the config.
+            pub const ALL: &'static [(&'static str, $ty)] = &[$(($name, $ty::$variant)),+];
+
+            /// The name written in the config.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                $ty::ALL
+                    .iter()
+                    .find(|(name, _)| *name == text.trim())
+                    .map(|(_, value)| *value)
+                    .ok_or_else(|| {
+                        let names: Vec<String> =
+                            $ty::ALL.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                        serde::de::Error::custom(format!(
+                            "`{text}` is not {}: expected {}",
+                            $what,
+                            names.join(", ")
+                        ))
+                    })
+            }
+        }
+    };
+}
+
+/// `[acd]`: how calls are offered to agents and how agents are paced.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAcd {
     /// Registering a phone logs its agent in as ready; losing the last
     /// registration logs it out.
     pub login_on_register: bool,
+    pub answer_within_rings: u32,
+    #[serde(with = "humantime_serde")]
+    pub ring_cycle: Duration,
+    pub max_no_answer: u32,
+    #[serde(with = "humantime_serde")]
+    pub cooldown_busy: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cooldown_declined: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cooldown_unreachable: Duration,
+    #[serde(with = "humantime_serde")]
+    pub wrap_up: Duration,
+    #[serde(with = "humantime_serde")]
+    pub break_limit: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hold_limit: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hold_warning_before: Duration,
+    pub hold_action: HoldAction,
+    pub queue_header: String,
 }
 
 impl Default for RawAcd {
     fn default() -> Self {
         Self {
             login_on_register: true,
+            answer_within_rings: 2,
+            ring_cycle: Duration::from_secs(3),
+            max_no_answer: 1,
+            cooldown_busy: Duration::from_secs(10),
+            cooldown_declined: Duration::from_secs(10),
+            cooldown_unreachable: Duration::from_secs(30),
+            wrap_up: Duration::from_secs(60),
+            break_limit: Duration::from_secs(5 * 60),
+            hold_limit: Duration::from_secs(30),
+            hold_warning_before: Duration::from_secs(5),
+            hold_action: HoldAction::Alert,
+            queue_header: "X-Hotline-Queue".into(),
         }
     }
 }
 
-/// A queue callers wait in (the router's options arrive with the ACD).
-#[derive(Debug, Clone, Default, Deserialize)]
+impl RawAcd {
+    /// The settings as written, unchecked (see [`RawConfig::validate`]).
+    fn resolve(&self) -> AcdSettings {
+        AcdSettings {
+            login_on_register: self.login_on_register,
+            answer_within_rings: self.answer_within_rings,
+            ring_cycle: self.ring_cycle,
+            max_no_answer: self.max_no_answer,
+            cooldown_busy: self.cooldown_busy,
+            cooldown_declined: self.cooldown_declined,
+            cooldown_unreachable: self.cooldown_unreachable,
+            wrap_up: self.wrap_up,
+            break_limit: self.break_limit,
+            hold_limit: self.hold_limit,
+            hold_warning_before: self.hold_warning_before,
+            hold_action: self.hold_action,
+            queue_header: self.queue_header.trim().to_string(),
+        }
+    }
+
+    fn check(&self, issues: &mut Vec<ConfigIssue>) {
+        let mut issue = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: format!("acd.{key}"),
+                message,
+            })
+        };
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if !(1..=10).contains(&self.answer_within_rings) {
+            issue(
+                "answer_within_rings",
+                format!(
+                    "{} is out of range: expected 1 to 10 rings",
+                    self.answer_within_rings
+                ),
+            );
+        }
+        if self.ring_cycle < Duration::from_secs(1) || self.ring_cycle > Duration::from_secs(30) {
+            issue(
+                "ring_cycle",
+                format!(
+                    "{} is out of range: expected between 1s and 30s",
+                    show(self.ring_cycle)
+                ),
+            );
+        }
+        if self.max_no_answer == 0 {
+            issue(
+                "max_no_answer",
+                "must be at least 1 (missed offers in a row before the agent is made not-ready)"
+                    .into(),
+            );
+        }
+        if self.hold_limit < Duration::from_secs(1) {
+            issue("hold_limit", "must be at least 1s".into());
+        } else if self.hold_warning_before >= self.hold_limit {
+            issue(
+                "hold_warning_before",
+                format!(
+                    "{} must be shorter than acd.hold_limit ({}); \"0s\" gives no warning",
+                    show(self.hold_warning_before),
+                    show(self.hold_limit)
+                ),
+            );
+        }
+        let header = self.queue_header.trim();
+        if header.is_empty() || header.len() > 64 || !header.chars().all(is_sip_token_char) {
+            issue(
+                "queue_header",
+                format!(
+                    "`{}` is not a SIP header name: 1-64 letters, digits and - . ! % * _ + ` ' ~",
+                    self.queue_header
+                ),
+            );
+        }
+    }
+}
+
+/// A character of an RFC 3261 `token` (header names are tokens).
+fn is_sip_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.' | '!' | '%' | '*' | '_' | '+' | '`' | '\'' | '~'
+        )
+}
+
+/// What happens when a caller has been on hold for `acd.hold_limit` (rulebook L2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HoldAction {
+    /// The agent is alerted; the caller stays on hold.
+    #[default]
+    Alert,
+    /// The caller is taken off hold and reconnected to the agent.
+    Resume,
+    /// The caller goes back to the queue.
+    Requeue,
+}
+
+named_values! {
+    HoldAction, "a hold action", [
+        "alert" => Alert,
+        "resume" => Resume,
+        "requeue" => Requeue,
+    ]
+}
+
+/// How a queue chooses among the agents free to take its next caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueueStrategy {
+    /// The agent ready (idle) the longest.
+    #[default]
+    LongestIdle,
+    /// Agents in turn, starting after the one offered last.
+    RoundRobin,
+    /// The agent who has answered the fewest calls.
+    FewestCalls,
+    /// The agent with the least talk time.
+    LeastTalkTime,
+    /// Always the first free agent, in order of agent id.
+    TopDown,
+    /// Any free agent, at random.
+    Random,
+    /// Every free agent at once; the first to answer takes the call.
+    RingAll,
+}
+
+named_values! {
+    QueueStrategy, "a queue strategy", [
+        "longest-idle" => LongestIdle,
+        "round-robin" => RoundRobin,
+        "fewest-calls" => FewestCalls,
+        "least-talk-time" => LeastTalkTime,
+        "top-down" => TopDown,
+        "random" => Random,
+        "ring-all" => RingAll,
+    ]
+}
+
+/// Where a caller goes when its queue gives up on it (`max_wait`, a full
+/// queue, no agents).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Overflow {
+    /// `"hangup"`: the caller hears `overflow_prompt` (if any) and is hung up on.
+    #[default]
+    Hangup,
+    /// `"queue:NAME"`: the caller joins another queue, keeping the time waited.
+    Queue(String),
+    /// `"ivr:FLOW"` or `"ivr:FLOW:NODE"`: the caller enters an IVR flow, at
+    /// its start or at `node`.
+    Ivr { flow: String, node: Option<String> },
+}
+
+impl Overflow {
+    /// Parses the config form; the error says what is expected.
+    pub fn parse(text: &str) -> Result<Overflow, String> {
+        let text = text.trim();
+        let bad = || {
+            format!(
+                "`{text}` is not an overflow target: expected \"hangup\", \"queue:NAME\", \"ivr:FLOW\" or \"ivr:FLOW:NODE\""
+            )
+        };
+        if text == "hangup" {
+            return Ok(Overflow::Hangup);
+        }
+        let Some((kind, rest)) = text.split_once(':') else {
+            return Err(bad());
+        };
+        let parts: Vec<&str> = rest.split(':').map(str::trim).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        match (kind.trim(), parts.as_slice()) {
+            ("queue", [queue]) => Ok(Overflow::Queue(queue.to_string())),
+            ("ivr", [flow]) => Ok(Overflow::Ivr {
+                flow: flow.to_string(),
+                node: None,
+            }),
+            ("ivr", [flow, node]) => Ok(Overflow::Ivr {
+                flow: flow.to_string(),
+                node: Some(node.to_string()),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Overflow {
+    /// The config form: "hangup", "queue:NAME", "ivr:FLOW[:NODE]".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Overflow::Hangup => f.write_str("hangup"),
+            Overflow::Queue(queue) => write!(f, "queue:{queue}"),
+            Overflow::Ivr { flow, node: None } => write!(f, "ivr:{flow}"),
+            Overflow::Ivr {
+                flow,
+                node: Some(node),
+            } => write!(f, "ivr:{flow}:{node}"),
+        }
+    }
+}
+
+/// What a caller does on arrival when no agent serving the queue is logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WhenNoAgents {
+    /// Waits anyway (an agent may log in).
+    #[default]
+    Join,
+    /// Goes to the queue's `overflow` at once.
+    Overflow,
+}
+
+named_values! {
+    WhenNoAgents, "a choice", [
+        "join" => Join,
+        "overflow" => Overflow,
+    ]
+}
+
+/// A queue callers wait in.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawQueue {
     /// Looped while callers wait; empty means `media.music_on_hold`.
     pub music_on_hold: String,
+    pub strategy: QueueStrategy,
+    pub priority: u32,
+    pub required_skills: BTreeMap<String, u8>,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    pub overflow: String,
+    pub overflow_prompt: String,
+    pub max_len: usize,
+    pub when_no_agents: WhenNoAgents,
+    pub escalation: Vec<RawEscalationStep>,
+    #[serde(with = "humantime_serde")]
+    pub announce_position_every: Duration,
+    pub announce_agent: bool,
+    #[serde(with = "humantime_serde")]
+    pub callback_after: Duration,
+    /// A string ("1", "#"); a bare number is accepted too.
+    pub callback_key: String,
+    pub min_staffed: u32,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            music_on_hold: String::new(),
+            strategy: QueueStrategy::LongestIdle,
+            priority: 0,
+            required_skills: BTreeMap::new(),
+            max_wait: Duration::ZERO,
+            overflow: "hangup".into(),
+            overflow_prompt: "busy".into(),
+            max_len: 0,
+            when_no_agents: WhenNoAgents::Join,
+            escalation: Vec::new(),
+            announce_position_every: Duration::from_secs(60),
+            announce_agent: true,
+            callback_after: Duration::from_secs(60),
+            callback_key: "1".into(),
+            min_staffed: 0,
+        }
+    }
+}
+
+/// `[[queues.NAME.escalation]]`: how the skill requirement relaxes with the wait.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalationStep {
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    #[serde(default)]
+    pub min_proficiency: Option<u8>,
+    #[serde(default)]
+    pub add_skills: Vec<String>,
 }
 
 /// What happens to a blocked caller.
@@ -339,14 +686,144 @@ pub struct Settings {
     pub blocklist: std::collections::BTreeSet<String>,
     pub block_action: BlockAction,
     pub queues: BTreeMap<String, Queue>,
+    /// Same as `acd.login_on_register`.
     pub login_on_register: bool,
+    pub acd: AcdSettings,
 }
 
+/// `[acd]`: how calls are offered to agents and how agents are paced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcdSettings {
+    /// Registering a phone logs its agent in as ready; losing the last
+    /// registration logs it out.
+    pub login_on_register: bool,
+    /// Rings an agent has to answer an offer (rulebook L1), 1-10.
+    pub answer_within_rings: u32,
+    /// Length of one ring, 1s-30s; an offer lasts rings × cycle
+    /// ([`AcdSettings::offer_timeout`]).
+    pub ring_cycle: Duration,
+    /// Offers missed in a row before the agent goes not-ready (no-answer); ≥ 1.
+    pub max_no_answer: u32,
+    /// How long an agent is skipped after answering an offer with busy.
+    pub cooldown_busy: Duration,
+    /// … after declining an offer.
+    pub cooldown_declined: Duration,
+    /// … after its phone could not be reached.
+    pub cooldown_unreachable: Duration,
+    /// After-call work before the agent is ready again (rulebook L4).
+    pub wrap_up: Duration,
+    /// Longest break (rulebook L7); zero = no limit.
+    pub break_limit: Duration,
+    /// Longest hold (rulebook L2); at least 1s.
+    pub hold_limit: Duration,
+    /// The agent is warned this long before `hold_limit`; zero = no
+    /// warning. Always shorter than `hold_limit`.
+    pub hold_warning_before: Duration,
+    /// What happens at `hold_limit`.
+    pub hold_action: HoldAction,
+    /// Header carrying the queue name on an INVITE offering a call to an
+    /// agent (a valid SIP header name).
+    pub queue_header: String,
+}
+
+impl AcdSettings {
+    /// How long one offer rings: `answer_within_rings` × `ring_cycle`.
+    pub fn offer_timeout(&self) -> Duration {
+        self.ring_cycle.saturating_mul(self.answer_within_rings)
+    }
+}
+
+impl Default for AcdSettings {
+    /// The documented defaults.
+    fn default() -> Self {
+        RawAcd::default().resolve()
+    }
+}
+
+/// A queue callers wait in, with every option resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
     pub name: String,
     /// Prompt name of the queue's music on hold.
     pub music_on_hold: String,
+    /// How the next agent is chosen.
+    pub strategy: QueueStrategy,
+    /// Between queues, for callers of equal caller priority: higher first.
+    pub priority: u32,
+    /// Skill → minimum proficiency (1-10) an agent needs; every skill is held
+    /// by at least one agent.
+    pub required_skills: BTreeMap<String, u8>,
+    /// Longest wait before `overflow`; `None` = no limit.
+    pub max_wait: Option<Duration>,
+    /// Where a caller goes after `max_wait`, from a full queue, or (with
+    /// `when_no_agents = Overflow`) when no agent is logged in. A queue
+    /// target exists, differs from this queue, and no chain of queue
+    /// overflows loops; an IVR target's flow and node exist.
+    pub overflow: Overflow,
+    /// Played before a hang-up overflow and to a caller turned away from a
+    /// full queue; `None` = nothing. Checked against the prompt library.
+    pub overflow_prompt: Option<String>,
+    /// Most callers waiting at once; `None` = unlimited.
+    pub max_len: Option<usize>,
+    /// What a caller does when no agent serving the queue is logged in.
+    pub when_no_agents: WhenNoAgents,
+    /// Skill escalation, sorted by `after`.
+    pub escalation: Vec<EscalationStep>,
+    /// Period of the position / estimated-wait announcement; `None` = off.
+    pub announce_position_every: Option<Duration>,
+    /// The caller hears "agent number N will serve you" when an agent answers.
+    pub announce_agent: bool,
+    /// Wait after which the caller is offered a callback (rulebook C3);
+    /// `None` = never offered.
+    pub callback_after: Option<Duration>,
+    /// Key that accepts the callback offer: 0-9, * or #.
+    pub callback_key: char,
+    /// Agents the queue keeps logged in at a shift handover (rulebook C2);
+    /// 0 = off. Never more than the agents serving the queue.
+    pub min_staffed: u32,
+}
+
+impl Queue {
+    /// A queue with every option at its documented default.
+    pub fn new(name: &str, music_on_hold: &str) -> Queue {
+        let raw = RawQueue::default();
+        Queue {
+            name: name.to_string(),
+            music_on_hold: music_on_hold.to_string(),
+            strategy: raw.strategy,
+            priority: raw.priority,
+            required_skills: raw.required_skills,
+            max_wait: nonzero(raw.max_wait),
+            overflow: Overflow::Hangup,
+            overflow_prompt: Some(raw.overflow_prompt),
+            max_len: (raw.max_len > 0).then_some(raw.max_len),
+            when_no_agents: raw.when_no_agents,
+            escalation: Vec::new(),
+            announce_position_every: nonzero(raw.announce_position_every),
+            announce_agent: raw.announce_agent,
+            callback_after: nonzero(raw.callback_after),
+            callback_key: '1',
+            min_staffed: raw.min_staffed,
+        }
+    }
+}
+
+/// One step of a queue's skill escalation: from `after` of waiting on, the
+/// requirement relaxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationStep {
+    /// Time the caller has waited; > 0.
+    pub after: Duration,
+    /// Every required skill is then satisfied at this proficiency (1-10).
+    pub min_proficiency: Option<u8>,
+    /// Agents holding any of these skills (at any proficiency) may take the
+    /// call too. Each is held by at least one agent.
+    pub add_skills: Vec<String>,
+}
+
+/// `None` for zero, the config's way of writing "off".
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 #[derive(Debug, Clone)]
@@ -902,6 +1379,8 @@ impl RawConfig {
         }
 
         issues.extend(issues_of_flows);
+        self.acd.check(&mut issues);
+        let queues = self.check_queues(&mut issues);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -944,25 +1423,9 @@ impl RawConfig {
                 rtp_port_max: self.media.rtp_port_max,
                 music_on_hold: self.media.music_on_hold.clone(),
             },
-            queues: self
-                .queues
-                .iter()
-                .map(|(name, q)| {
-                    let moh = if q.music_on_hold.trim().is_empty() {
-                        self.media.music_on_hold.clone()
-                    } else {
-                        q.music_on_hold.trim().to_string()
-                    };
-                    (
-                        name.clone(),
-                        Queue {
-                            name: name.clone(),
-                            music_on_hold: moh,
-                        },
-                    )
-                })
-                .collect(),
+            queues,
             login_on_register: self.acd.login_on_register,
+            acd: self.acd.resolve(),
             blocklist: self
                 .blocklist
                 .numbers
@@ -977,6 +1440,212 @@ impl RawConfig {
                 .collect(),
         })
     }
+}
+
+impl RawConfig {
+    /// Resolves every `[queues.NAME]`, checking values and cross-references.
+    fn check_queues(&self, issues: &mut Vec<ConfigIssue>) -> BTreeMap<String, Queue> {
+        let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
+        let held: std::collections::BTreeSet<&str> = self
+            .agents
+            .values()
+            .flat_map(|a| a.skills.keys().map(String::as_str))
+            .collect();
+        let held_by_nobody = |skill: &str| {
+            format!(
+                "skill `{skill}` is held by no agent (in no [agents.*] skills), so no agent could take these calls"
+            )
+        };
+        let mut queues = BTreeMap::new();
+        for (name, raw) in &self.queues {
+            let key = format!("queues.{name}");
+            for (skill, level) in &raw.required_skills {
+                if !(1..=10).contains(level) {
+                    issue(
+                        format!("{key}.required_skills.{skill}"),
+                        format!("proficiency {level} is out of range: expected 1 to 10"),
+                    );
+                }
+                if !held.contains(skill.as_str()) {
+                    issue(
+                        format!("{key}.required_skills.{skill}"),
+                        held_by_nobody(skill),
+                    );
+                }
+            }
+            let overflow = match Overflow::parse(&raw.overflow) {
+                Ok(overflow) => overflow,
+                Err(message) => {
+                    issue(format!("{key}.overflow"), message);
+                    Overflow::Hangup
+                }
+            };
+            match &overflow {
+                Overflow::Hangup => {}
+                Overflow::Queue(target) if target == name => issue(
+                    format!("{key}.overflow"),
+                    format!("`queue:{target}` is this queue: overflow to a different queue"),
+                ),
+                Overflow::Queue(target) => {
+                    if !self.queues.contains_key(target) {
+                        issue(
+                            format!("{key}.overflow"),
+                            format!("`{target}` is not a queue (not under [queues])"),
+                        );
+                    }
+                }
+                Overflow::Ivr { flow, node } => match self.ivr.get(flow) {
+                    None => issue(
+                        format!("{key}.overflow"),
+                        format!("`{flow}` is not an IVR flow (not under [ivr])"),
+                    ),
+                    Some(f) => {
+                        if let Some(node) = node.as_ref().filter(|n| !f.nodes.contains_key(*n)) {
+                            issue(
+                                format!("{key}.overflow"),
+                                format!("node `{node}` does not exist in IVR flow `{flow}`"),
+                            );
+                        }
+                    }
+                },
+            }
+            let mut escalation = Vec::new();
+            for (i, step) in raw.escalation.iter().enumerate() {
+                let step_key = format!("{key}.escalation[{i}]");
+                if step.after.is_zero() {
+                    issue(
+                        format!("{step_key}.after"),
+                        "must be more than 0s (the wait after which the step applies)".into(),
+                    );
+                }
+                if let Some(level) = step.min_proficiency {
+                    if !(1..=10).contains(&level) {
+                        issue(
+                            format!("{step_key}.min_proficiency"),
+                            format!("proficiency {level} is out of range: expected 1 to 10"),
+                        );
+                    }
+                }
+                if step.min_proficiency.is_none() && step.add_skills.is_empty() {
+                    issue(
+                        step_key.clone(),
+                        "changes nothing: give it `min_proficiency`, `add_skills` or both".into(),
+                    );
+                }
+                for (j, skill) in step.add_skills.iter().enumerate() {
+                    if !held.contains(skill.as_str()) {
+                        issue(format!("{step_key}.add_skills[{j}]"), held_by_nobody(skill));
+                    }
+                }
+                escalation.push(EscalationStep {
+                    after: step.after,
+                    min_proficiency: step.min_proficiency,
+                    add_skills: step.add_skills.clone(),
+                });
+            }
+            escalation.sort_by_key(|step| step.after);
+            let callback_key = raw.callback_key.trim();
+            let mut keys = callback_key.chars();
+            let callback_key = match (keys.next(), keys.next()) {
+                (Some(c), None) if c.is_ascii_digit() || matches!(c, '*' | '#') => c,
+                _ => {
+                    issue(
+                        format!("{key}.callback_key"),
+                        format!(
+                            "`{}` is not one key: expected 0-9, * or #",
+                            raw.callback_key
+                        ),
+                    );
+                    '1'
+                }
+            };
+            let serving = self
+                .agents
+                .values()
+                .filter(|a| a.queues.iter().any(|q| q == name))
+                .count();
+            if raw.min_staffed as usize > serving {
+                issue(
+                    format!("{key}.min_staffed"),
+                    format!(
+                        "{} is more than the {serving} agent(s) serving this queue (agents list it in `queues`)",
+                        raw.min_staffed
+                    ),
+                );
+            }
+            let music_on_hold = if raw.music_on_hold.trim().is_empty() {
+                self.media.music_on_hold.clone()
+            } else {
+                raw.music_on_hold.trim().to_string()
+            };
+            let overflow_prompt = raw.overflow_prompt.trim();
+            queues.insert(
+                name.clone(),
+                Queue {
+                    name: name.clone(),
+                    music_on_hold,
+                    strategy: raw.strategy,
+                    priority: raw.priority,
+                    required_skills: raw.required_skills.clone(),
+                    max_wait: nonzero(raw.max_wait),
+                    overflow,
+                    overflow_prompt: (!overflow_prompt.is_empty())
+                        .then(|| overflow_prompt.to_string()),
+                    max_len: (raw.max_len > 0).then_some(raw.max_len),
+                    when_no_agents: raw.when_no_agents,
+                    escalation,
+                    announce_position_every: nonzero(raw.announce_position_every),
+                    announce_agent: raw.announce_agent,
+                    callback_after: nonzero(raw.callback_after),
+                    callback_key,
+                    min_staffed: raw.min_staffed,
+                },
+            );
+        }
+        for chain in overflow_loops(&queues) {
+            let first = &chain[0];
+            issue(
+                format!("queues.{first}.overflow"),
+                format!(
+                    "the overflow chain {} loops: its callers would be passed round forever",
+                    chain.join(" → ")
+                ),
+            );
+        }
+        queues
+    }
+}
+
+/// Every loop of queue-to-queue overflows, each once, as the chain of queue
+/// names from its first member back to it (`a → b → a`).
+fn overflow_loops(queues: &BTreeMap<String, Queue>) -> Vec<Vec<String>> {
+    let next = |name: &str| match queues.get(name).map(|q| &q.overflow) {
+        Some(Overflow::Queue(target)) if target != name && queues.contains_key(target) => {
+            Some(target.as_str())
+        }
+        _ => None,
+    };
+    let mut done = std::collections::BTreeSet::new();
+    let mut loops = Vec::new();
+    for start in queues.keys() {
+        let mut path: Vec<&str> = Vec::new();
+        let mut at = Some(start.as_str());
+        while let Some(name) = at {
+            if done.contains(name) {
+                break;
+            }
+            if let Some(pos) = path.iter().position(|p| *p == name) {
+                let mut chain: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+                chain.push(name.to_string());
+                loops.push(chain);
+                break;
+            }
+            path.push(name);
+            at = next(name);
+        }
+        done.extend(path);
+    }
+    loops
 }
 
 /// Accepts "192.0.2.0/24", "2001:db8::/32" or a bare address (a /32 or /128).
@@ -1014,6 +1683,10 @@ mod tests {
     }
 
     fn keys(err: ConfigError) -> Vec<String> {
+        issue_keys(&err)
+    }
+
+    fn issue_keys(err: &ConfigError) -> Vec<String> {
         err.issues().iter().map(|i| i.key.clone()).collect()
     }
 
@@ -1245,5 +1918,524 @@ sources = ["300.0.0.0/8"]
             "{line}"
         );
         assert!(!line.contains('\n'));
+    }
+
+    // --- [acd] and queue options -------------------------------------------
+
+    /// The text of `err` has an issue for exactly `key`, naming the file.
+    fn assert_issue(err: &ConfigError, key: &str) {
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("test.toml: key `{key}`:")),
+            "no issue for `{key}` in:\n{text}"
+        );
+    }
+
+    /// One agent holding `general` and `sales`, serving queues `q` and `r`.
+    const AGENT: &str = "[agents.\"9\"]\npassword = \"p\"\nqueues = [\"q\", \"r\"]\nskills = { general = 5, sales = 8 }\n";
+
+    fn load_queues(text: &str) -> Result<Settings, ConfigError> {
+        let q = if text.contains("[queues.q]") {
+            ""
+        } else {
+            "[queues.q]\n"
+        };
+        load(&format!("{AGENT}[queues.r]\n{q}{text}"))
+    }
+
+    #[test]
+    fn acd_options_take_their_documented_defaults() {
+        let s = load("").unwrap();
+        let a = &s.acd;
+        assert!(a.login_on_register);
+        assert!(s.login_on_register);
+        assert_eq!(a.answer_within_rings, 2);
+        assert_eq!(a.ring_cycle, Duration::from_secs(3));
+        assert_eq!(a.offer_timeout(), Duration::from_secs(6));
+        assert_eq!(a.max_no_answer, 1);
+        assert_eq!(a.cooldown_busy, Duration::from_secs(10));
+        assert_eq!(a.cooldown_declined, Duration::from_secs(10));
+        assert_eq!(a.cooldown_unreachable, Duration::from_secs(30));
+        assert_eq!(a.wrap_up, Duration::from_secs(60));
+        assert_eq!(a.break_limit, Duration::from_secs(300));
+        assert_eq!(a.hold_limit, Duration::from_secs(30));
+        assert_eq!(a.hold_warning_before, Duration::from_secs(5));
+        assert_eq!(a.hold_action, HoldAction::Alert);
+        assert_eq!(a.queue_header, "X-Hotline-Queue");
+        assert_eq!(*a, AcdSettings::default());
+    }
+
+    #[test]
+    fn acd_options_accept_other_valid_values() {
+        let s = load(
+            r#"
+[acd]
+login_on_register = false
+answer_within_rings = 4
+ring_cycle = "5s"
+max_no_answer = 3
+cooldown_busy = "0s"
+cooldown_declined = "1m"
+cooldown_unreachable = "2m"
+wrap_up = "0s"
+break_limit = "0s"
+hold_limit = "2m"
+hold_warning_before = "0s"
+hold_action = "requeue"
+queue_header = "X-Queue"
+"#,
+        )
+        .unwrap();
+        let a = &s.acd;
+        assert!(!a.login_on_register);
+        assert!(!s.login_on_register, "the old field mirrors acd's");
+        assert_eq!(a.answer_within_rings, 4);
+        assert_eq!(a.ring_cycle, Duration::from_secs(5));
+        assert_eq!(a.offer_timeout(), Duration::from_secs(20));
+        assert_eq!(a.max_no_answer, 3);
+        assert_eq!(a.cooldown_busy, Duration::ZERO);
+        assert_eq!(a.cooldown_declined, Duration::from_secs(60));
+        assert_eq!(a.cooldown_unreachable, Duration::from_secs(120));
+        assert_eq!(a.wrap_up, Duration::ZERO);
+        assert_eq!(a.break_limit, Duration::ZERO);
+        assert_eq!(a.hold_limit, Duration::from_secs(120));
+        assert_eq!(a.hold_warning_before, Duration::ZERO);
+        assert_eq!(a.hold_action, HoldAction::Requeue);
+        assert_eq!(a.queue_header, "X-Queue");
+        let s = load("[acd]\nhold_action = \"resume\"\n").unwrap();
+        assert_eq!(s.acd.hold_action, HoldAction::Resume);
+    }
+
+    #[test]
+    fn acd_values_out_of_range_are_each_named() {
+        let err = load(
+            r#"
+[acd]
+answer_within_rings = 0
+ring_cycle = "500ms"
+max_no_answer = 0
+hold_limit = "0s"
+queue_header = "X Queue"
+"#,
+        )
+        .unwrap_err();
+        for key in [
+            "acd.answer_within_rings",
+            "acd.ring_cycle",
+            "acd.max_no_answer",
+            "acd.hold_limit",
+            "acd.queue_header",
+        ] {
+            assert_issue(&err, key);
+        }
+        assert_eq!(err.issues().len(), 5, "{err}");
+        let err =
+            load("[acd]\nanswer_within_rings = 11\nring_cycle = \"31s\"\nqueue_header = \"\"\n")
+                .unwrap_err();
+        assert_eq!(
+            keys(err),
+            vec![
+                "acd.answer_within_rings",
+                "acd.ring_cycle",
+                "acd.queue_header"
+            ]
+        );
+        for header in ["X-Queue:", "X-Qüeue", "X/Queue"] {
+            let err = load(&format!("[acd]\nqueue_header = \"{header}\"\n")).unwrap_err();
+            assert_eq!(keys(err), vec!["acd.queue_header"], "{header}");
+        }
+    }
+
+    #[test]
+    fn hold_warning_must_come_before_the_limit() {
+        for warning in ["30s", "1m"] {
+            let err = load(&format!("[acd]\nhold_warning_before = \"{warning}\"\n")).unwrap_err();
+            assert_issue(&err, "acd.hold_warning_before");
+            assert!(err.to_string().contains("acd.hold_limit"), "{err}");
+        }
+        let s = load("[acd]\nhold_limit = \"10s\"\nhold_warning_before = \"9s\"\n").unwrap();
+        assert_eq!(s.acd.hold_warning_before, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_wrong_hold_action_or_duration_in_acd_is_named() {
+        let err = load("[acd]\nhold_action = \"panic\"\nwrap_up = \"a minute\"\n").unwrap_err();
+        assert_issue(&err, "acd.hold_action");
+        assert_issue(&err, "acd.wrap_up");
+        assert!(err.to_string().contains("requeue"), "{err}");
+    }
+
+    #[test]
+    fn queue_options_take_their_documented_defaults() {
+        let s = load("[queues.q]\n").unwrap();
+        let q = &s.queues["q"];
+        assert_eq!(q.name, "q");
+        assert_eq!(q.music_on_hold, "moh/default");
+        assert_eq!(q.strategy, QueueStrategy::LongestIdle);
+        assert_eq!(q.priority, 0);
+        assert!(q.required_skills.is_empty());
+        assert_eq!(q.max_wait, None);
+        assert_eq!(q.overflow, Overflow::Hangup);
+        assert_eq!(q.overflow_prompt.as_deref(), Some("busy"));
+        assert_eq!(q.max_len, None);
+        assert_eq!(q.when_no_agents, WhenNoAgents::Join);
+        assert!(q.escalation.is_empty());
+        assert_eq!(q.announce_position_every, Some(Duration::from_secs(60)));
+        assert!(q.announce_agent);
+        assert_eq!(q.callback_after, Some(Duration::from_secs(60)));
+        assert_eq!(q.callback_key, '1');
+        assert_eq!(q.min_staffed, 0);
+        assert_eq!(*q, Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn queue_options_accept_other_valid_values() {
+        let s = load_queues(
+            r##"
+[queues.q]
+music_on_hold = "moh/q"
+strategy = "least-talk-time"
+priority = 5
+required_skills = { general = 3, sales = 10 }
+max_wait = "2m"
+overflow = "ivr:main:menu"
+overflow_prompt = ""
+max_len = 20
+when_no_agents = "overflow"
+announce_position_every = "0s"
+announce_agent = false
+callback_after = "0s"
+callback_key = "#"
+min_staffed = 1
+
+[[queues.q.escalation]]
+after = "2m"
+add_skills = ["sales"]
+
+[[queues.q.escalation]]
+after = "30s"
+min_proficiency = 1
+
+[ivr.main]
+start = "menu"
+[ivr.main.nodes.menu]
+type = "hangup"
+"##,
+        )
+        .unwrap();
+        let q = &s.queues["q"];
+        assert_eq!(q.music_on_hold, "moh/q");
+        assert_eq!(q.strategy, QueueStrategy::LeastTalkTime);
+        assert_eq!(q.priority, 5);
+        assert_eq!(
+            q.required_skills,
+            BTreeMap::from([("general".to_string(), 3), ("sales".to_string(), 10)])
+        );
+        assert_eq!(q.max_wait, Some(Duration::from_secs(120)));
+        assert_eq!(
+            q.overflow,
+            Overflow::Ivr {
+                flow: "main".into(),
+                node: Some("menu".into())
+            }
+        );
+        assert_eq!(q.overflow_prompt, None);
+        assert_eq!(q.max_len, Some(20));
+        assert_eq!(q.when_no_agents, WhenNoAgents::Overflow);
+        assert_eq!(
+            q.escalation,
+            vec![
+                EscalationStep {
+                    after: Duration::from_secs(30),
+                    min_proficiency: Some(1),
+                    add_skills: vec![],
+                },
+                EscalationStep {
+                    after: Duration::from_secs(120),
+                    min_proficiency: None,
+                    add_skills: vec!["sales".into()],
+                },
+            ],
+            "steps are sorted by `after`"
+        );
+        assert_eq!(q.announce_position_every, None);
+        assert!(!q.announce_agent);
+        assert_eq!(q.callback_after, None);
+        assert_eq!(q.callback_key, '#');
+        assert_eq!(q.min_staffed, 1);
+    }
+
+    #[test]
+    fn every_strategy_and_overflow_form_is_read() {
+        for (text, strategy) in [
+            ("longest-idle", QueueStrategy::LongestIdle),
+            ("round-robin", QueueStrategy::RoundRobin),
+            ("fewest-calls", QueueStrategy::FewestCalls),
+            ("least-talk-time", QueueStrategy::LeastTalkTime),
+            ("top-down", QueueStrategy::TopDown),
+            ("random", QueueStrategy::Random),
+            ("ring-all", QueueStrategy::RingAll),
+        ] {
+            let s = load(&format!("[queues.q]\nstrategy = \"{text}\"\n")).unwrap();
+            assert_eq!(s.queues["q"].strategy, strategy);
+            assert_eq!(strategy.to_string(), text);
+        }
+        let s = load_queues(
+            r#"
+[queues.a]
+overflow = "hangup"
+[queues.b]
+overflow = "queue:a"
+[queues.c]
+overflow = "ivr:main"
+[ivr.main]
+start = "bye"
+[ivr.main.nodes.bye]
+type = "hangup"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.queues["a"].overflow, Overflow::Hangup);
+        assert_eq!(s.queues["b"].overflow, Overflow::Queue("a".into()));
+        assert_eq!(
+            s.queues["c"].overflow,
+            Overflow::Ivr {
+                flow: "main".into(),
+                node: None
+            }
+        );
+        for text in ["hangup", "queue:a", "ivr:main", "ivr:main:bye"] {
+            assert_eq!(Overflow::parse(text).unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_wrong_strategy_is_named_with_the_file() {
+        let err = load("[queues.support]\nstrategy = \"fastest\"\n").unwrap_err();
+        assert_issue(&err, "queues.support.strategy");
+        assert!(err.to_string().contains("longest-idle"), "{err}");
+        assert_eq!(err.issues().len(), 1);
+    }
+
+    #[test]
+    fn bad_queue_durations_and_numbers_are_named() {
+        let err = load(
+            "[queues.q]\nmax_wait = \"forever\"\ncallback_after = \"5\"\nmax_len = -1\npriority = \"high\"\nwhen_no_agents = \"wait\"\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        for key in [
+            "queues.q.max_wait",
+            "queues.q.callback_after",
+            "queues.q.max_len",
+            "queues.q.priority",
+            "queues.q.when_no_agents",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing in {keys:?}");
+        }
+        assert_eq!(keys.len(), 5, "{keys:?}");
+    }
+
+    #[test]
+    fn overflow_targets_are_checked() {
+        for (overflow, expect) in [
+            ("voicemail", "not an overflow target"),
+            ("queue:", "not an overflow target"),
+            ("ivr:main:bye:again", "not an overflow target"),
+            ("queue:nowhere", "`nowhere` is not a queue"),
+            ("queue:support", "is this queue"),
+            ("ivr:nope", "`nope` is not an IVR flow"),
+            (
+                "ivr:main:ghost",
+                "node `ghost` does not exist in IVR flow `main`",
+            ),
+        ] {
+            let err = load(&format!(
+                "[queues.support]\noverflow = \"{overflow}\"\n[ivr.main]\nstart = \"bye\"\n[ivr.main.nodes.bye]\ntype = \"hangup\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.issues().len(), 1, "{overflow}: {err}");
+            assert_issue(&err, "queues.support.overflow");
+            assert!(err.to_string().contains(expect), "{overflow}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_loop_of_queue_overflows_is_named_once() {
+        let err = load("[queues.a]\noverflow = \"queue:b\"\n[queues.b]\noverflow = \"queue:a\"\n")
+            .unwrap_err();
+        assert_eq!(issue_keys(&err), vec!["queues.a.overflow"]);
+        assert!(err.to_string().contains("a → b → a"), "{err}");
+
+        // A queue leading into a loop is not part of it.
+        let err = load(
+            "[queues.d]\noverflow = \"queue:b\"\n[queues.b]\noverflow = \"queue:c\"\n[queues.c]\noverflow = \"queue:e\"\n[queues.e]\noverflow = \"queue:b\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.issues().len(), 1, "{err}");
+        assert_issue(&err, "queues.b.overflow");
+        assert!(err.to_string().contains("b → c → e → b"), "{err}");
+
+        // A chain that ends is fine, however long.
+        let s = load(
+            "[queues.a]\noverflow = \"queue:b\"\n[queues.b]\noverflow = \"queue:c\"\n[queues.c]\n",
+        )
+        .unwrap();
+        assert_eq!(s.queues["a"].overflow, Overflow::Queue("b".into()));
+    }
+
+    #[test]
+    fn required_skills_are_checked() {
+        let err =
+            load_queues("[queues.q]\nrequired_skills = { general = 0, sales = 11, french = 5 }\n")
+                .unwrap_err();
+        assert_eq!(
+            issue_keys(&err),
+            vec![
+                "queues.q.required_skills.french",
+                "queues.q.required_skills.general",
+                "queues.q.required_skills.sales",
+            ]
+        );
+        assert!(err.to_string().contains("held by no agent"), "{err}");
+    }
+
+    #[test]
+    fn escalation_steps_are_checked() {
+        let err = load_queues(
+            r#"
+[queues.q]
+[[queues.q.escalation]]
+after = "0s"
+min_proficiency = 2
+[[queues.q.escalation]]
+after = "1m"
+min_proficiency = 11
+[[queues.q.escalation]]
+after = "2m"
+[[queues.q.escalation]]
+after = "3m"
+add_skills = ["general", "french"]
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(err),
+            vec![
+                "queues.q.escalation[0].after",
+                "queues.q.escalation[1].min_proficiency",
+                "queues.q.escalation[2]",
+                "queues.q.escalation[3].add_skills[1]",
+            ]
+        );
+        let err =
+            load_queues("[queues.q]\n[[queues.q.escalation]]\nmin_proficiency = 2\n").unwrap_err();
+        assert!(keys(err)[0].starts_with("queues.q.escalation"));
+        let err = load_queues(
+            "[queues.q]\n[[queues.q.escalation]]\nafter = \"1m\"\nadd_skill = [\"sales\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("add_skill"), "{err}");
+    }
+
+    #[test]
+    fn callback_key_is_one_key() {
+        for key in ["\"12\"", "\"A\"", "\"\"", "10"] {
+            let err = load(&format!("[queues.q]\ncallback_key = {key}\n")).unwrap_err();
+            assert_eq!(keys(err), vec!["queues.q.callback_key"], "{key}");
+        }
+        for (key, c) in [("\"*\"", '*'), ("\"0\"", '0'), ("5", '5')] {
+            let s = load(&format!("[queues.q]\ncallback_key = {key}\n")).unwrap();
+            assert_eq!(s.queues["q"].callback_key, c, "{key}");
+        }
+    }
+
+    #[test]
+    fn min_staffed_cannot_exceed_the_agents_of_the_queue() {
+        let err = load_queues("[queues.q]\nmin_staffed = 2\n").unwrap_err();
+        assert_issue(&err, "queues.q.min_staffed");
+        assert_eq!(err.issues().len(), 1);
+        assert_eq!(
+            load_queues("[queues.q]\nmin_staffed = 1\n").unwrap().queues["q"].min_staffed,
+            1
+        );
+    }
+
+    #[test]
+    fn new_keys_are_overridden_from_the_environment() {
+        let env = BTreeMap::from([
+            ("HOTLINE__ACD__HOLD_LIMIT".to_string(), "45s".to_string()),
+            (
+                "HOTLINE__QUEUES__SUPPORT__STRATEGY".to_string(),
+                "ring-all".to_string(),
+            ),
+            (
+                "HOTLINE__QUEUES__SUPPORT__MAX_LEN".to_string(),
+                "7".to_string(),
+            ),
+            (
+                "HOTLINE__QUEUES__SUPPORT__CALLBACK_KEY".to_string(),
+                "9".to_string(),
+            ),
+        ]);
+        let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &env).unwrap();
+        assert_eq!(s.acd.hold_limit, Duration::from_secs(45));
+        assert_eq!(s.queues["support"].strategy, QueueStrategy::RingAll);
+        assert_eq!(s.queues["support"].max_len, Some(7));
+        assert_eq!(s.queues["support"].callback_key, '9');
+        assert_eq!(s.queues["sales"].max_len, None);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let env = BTreeMap::from([("HOTLINE__ACD__HOLD_ACTION".to_string(), "drop".to_string())]);
+        let err = Settings::from_toml("", "test.toml", &env).unwrap_err();
+        assert_issue(&err, "acd.hold_action");
+        assert!(
+            err.to_string().contains("HOTLINE__ACD__HOLD_ACTION"),
+            "{err}"
+        );
+    }
+
+    /// The commented `# key = value  # default ...` lines of the embedded
+    /// default between the lines `from` and `to`, uncommented.
+    fn documented(from: &str, to: &str) -> Vec<String> {
+        EMBEDDED_DEFAULT
+            .lines()
+            .skip_while(|l| *l != from)
+            .skip(1)
+            .take_while(|l| !l.starts_with(to))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        let acd = documented("[acd]", "# --- Queues");
+        let queue = documented("# [queues.NAME]", "[queues.support]");
+        assert_eq!(acd.len(), 13, "{acd:#?}");
+        assert_eq!(queue.len(), 15, "{queue:#?}");
+        let text = format!(
+            "[acd]\n{}\n[queues.q]\n{}\n",
+            acd.join("\n"),
+            queue.join("\n")
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}\n--- documented ---\n{text}"));
+        assert_eq!(s.acd, AcdSettings::default());
+        assert_eq!(s.queues["q"], Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn the_demo_queues_run_on_the_defaults() {
+        let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &BTreeMap::new()).unwrap();
+        assert_eq!(s.queues["support"], Queue::new("support", "moh/default"));
+        assert_eq!(s.queues["sales"], Queue::new("sales", "moh/default"));
+        assert_eq!(s.acd, AcdSettings::default());
     }
 }
