@@ -1,5 +1,6 @@
 //! Command line: --version, check-config (valid file, misspelled key, bad
-//! CIDR, several errors at once, missing file), and clean shutdown on SIGTERM.
+//! CIDR, several errors at once, bad ACD and queue options, missing prompts,
+//! missing file), and clean shutdown on SIGTERM.
 
 mod common;
 
@@ -205,6 +206,90 @@ fn check_config_reports_every_error() {
             "stderr does not report `{key}`:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn check_config_names_bad_acd_and_queue_keys() {
+    // A wrong strategy name (refused while reading) and an overflow to a
+    // queue that does not exist (refused by validation): both are reported.
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "[queues.support]\n",
+            "[queues.support]\nstrategy = \"fastest\"\noverflow = \"queue:nowhere\"\n",
+            1,
+        )
+        .replacen("[acd]\n", "[acd]\nring_cycle = \"forever\"\n", 1)
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for key in [
+        "queues.support.strategy",
+        "queues.support.overflow",
+        "acd.ring_cycle",
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("key `{key}`")))
+            .unwrap_or_else(|| panic!("stderr does not report `{key}`:\n{stderr}"));
+        assert!(
+            line.contains(path.to_str().unwrap()),
+            "`{key}` reported without the file:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("nowhere"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "one line per problem:\n{stderr}");
+}
+
+#[test]
+fn check_config_names_a_missing_overflow_prompt() {
+    let (_dir, path) = edited_default(|s| {
+        s.replacen(
+            "[queues.sales]\n",
+            "[queues.sales]\noverflow_prompt = \"sorry_closed\"\n",
+            1,
+        )
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("queues.sales.overflow_prompt") && stderr.contains("sorry_closed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_wants_the_prompts_the_queues_play() {
+    // A prompt library without `position` and `digit_7`.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+    for sub in ["en", "moh"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in fs::read_dir(shipped.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if name != "position.wav" && name != "digit_7.wav" {
+                fs::copy(entry.path(), dir.path().join(sub).join(&name)).unwrap();
+            }
+        }
+    }
+    let library = dir.path().display().to_string();
+    let (_cfg, path) = edited_default(|s| {
+        s.replacen(
+            "[media]\n",
+            &format!("[media]\nprompts = \"{}\"\n", library.replace('\\', "\\\\")),
+            1,
+        )
+    });
+    let out = run_hotline(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("media.prompts"), "{stderr}");
+    for name in ["position", "digit_7"] {
+        assert!(stderr.contains(name), "`{name}` not reported:\n{stderr}");
+    }
+    assert!(!stderr.contains("digit_6"), "{stderr}");
 }
 
 #[test]

@@ -22,6 +22,22 @@ use self::rtp::PortPool;
 /// The prompt directory of the default configuration.
 pub const DEFAULT_PROMPTS: &str = "prompts";
 
+/// Prompts the queues play to callers (the agent's number, position and
+/// estimated wait, the callback offer, the overflow default), besides the
+/// digit prompts `digit_0`..`digit_9`; they must exist when a queue is
+/// configured.
+pub const QUEUE_PROMPTS: &[&str] = &[
+    "agent_number",
+    "will_serve_you",
+    "position",
+    "estimated_wait",
+    "minutes",
+    "thank_you_for_waiting",
+    "leave_number",
+    "callback_recorded",
+    "busy",
+];
+
 /// What every call shares of the media engine.
 pub struct MediaRoom {
     pub pacer: Pacer,
@@ -31,8 +47,10 @@ pub struct MediaRoom {
     pub music_on_hold: String,
 }
 
-/// Loads the prompt library and checks that every prompt a flow, a number or
-/// the music on hold names exists; each problem names its config key.
+/// Loads the prompt library and checks that every prompt a flow, a number, a
+/// queue or the music on hold names exists, and, when queues are configured,
+/// the prompts they always play ([`QUEUE_PROMPTS`], the digits); each problem
+/// names its config key.
 pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssue>> {
     let dir = &settings.media.prompts;
     // The default directory falls back to the set compiled into the binary,
@@ -91,6 +109,33 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssu
     }
     if settings.block_action == crate::config::BlockAction::Prompt {
         need("blocklist.action".into(), default_language, "blocked");
+    }
+    for (name, queue) in &settings.queues {
+        if let Some(prompt) = &queue.overflow_prompt {
+            need(
+                format!("queues.{name}.overflow_prompt"),
+                default_language,
+                prompt,
+            );
+        }
+    }
+    if !settings.queues.is_empty() {
+        let missing: Vec<String> = QUEUE_PROMPTS
+            .iter()
+            .map(|name| name.to_string())
+            .chain(crate::ivr::say_prompts("0123456789"))
+            .filter(|name| library.localized(default_language, name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            issues.push(ConfigIssue {
+                key: "media.prompts".into(),
+                message: format!(
+                    "{} lacks prompts the queues play to callers (for language {default_language}): {}",
+                    dir.display(),
+                    missing.join(", ")
+                ),
+            });
+        }
     }
     for (name, queue) in &settings.queues {
         if library.get(&queue.music_on_hold).is_none() {
