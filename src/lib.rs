@@ -66,14 +66,18 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     })?;
     info!(prompts = prompts.len(), dir = %settings.media.prompts.display(), "prompts loaded");
     let media = std::sync::Arc::new(media::MediaRoom::start(&settings, prompts));
-    let edge = sip::SipEdge::start(&settings, bus.clone(), media)
-        .await
-        .context("starting the SIP edge")?;
     let router = acd::router_from_settings(&settings, std::time::Instant::now())
         .context("setting up the ACD router")?;
     let (decisions_tx, decisions_rx) = tokio::sync::mpsc::unbounded_channel();
     let (router, _router_task) = acd::RouterHandle::start(router, decisions_tx);
-    tokio::spawn(follow_decisions(decisions_rx, bus.clone()));
+    let edge = sip::SipEdge::start(&settings, bus.clone(), media, router.clone())
+        .await
+        .context("starting the SIP edge")?;
+    tokio::spawn(follow_decisions(
+        decisions_rx,
+        bus.clone(),
+        edge.context().clone(),
+    ));
     if settings.login_on_register {
         tokio::spawn(login_on_register(
             bus.subscribe(),
@@ -123,12 +127,16 @@ fn log_events(bus: &EventBus) {
     });
 }
 
-/// Publishes the router's agent state changes. Offers need agent legs, which
-/// callers do not reach yet (queues play music on hold), so none are expected.
+/// Carries the router's decisions out: offers and their withdrawal go to the
+/// call's actor, agent state changes and alerts become events. A decision for
+/// a call that has just ended is dropped: the actor's own goodbye to the
+/// router (dequeue, call ended) settles that call's agents.
 async fn follow_decisions(
     mut decisions: tokio::sync::mpsc::UnboundedReceiver<acd::Decision>,
     bus: EventBus,
+    edge: std::sync::Arc<sip::EdgeContext>,
 ) {
+    use call::CallCommand;
     while let Some(decision) = decisions.recv().await {
         match decision {
             acd::Decision::AgentState { agent, state } => {
@@ -143,8 +151,49 @@ async fn follow_decisions(
                     reason,
                 });
             }
-            other => {
-                tracing::warn!(decision = ?other, "router decision with no agent leg to carry it out")
+            acd::Decision::Offer { call, agent, queue } => {
+                let offer = CallCommand::Offer {
+                    agents: vec![agent],
+                    queue,
+                };
+                edge.calls.deliver(&call.0, offer);
+            }
+            acd::Decision::OfferMany {
+                call,
+                agents,
+                queue,
+            } => {
+                edge.calls
+                    .deliver(&call.0, CallCommand::Offer { agents, queue });
+            }
+            acd::Decision::Cancel { call, agent } => {
+                edge.calls.deliver(&call.0, CallCommand::Cancel { agent });
+            }
+            acd::Decision::BreakOverLimit {
+                agent,
+                reason,
+                not_ready_for,
+                count,
+            } => {
+                tracing::warn!(agent = %agent, %reason, secs = not_ready_for.as_secs(), "break over limit");
+                bus.publish(events::Event::BreakOverLimit {
+                    agent: agent.0,
+                    reason,
+                    not_ready_secs: not_ready_for.as_secs(),
+                    count,
+                });
+            }
+            acd::Decision::StaffingBelowMinimum {
+                queue,
+                staffed,
+                min,
+            } => {
+                tracing::warn!(queue = %queue, staffed, min, "staffing below minimum");
+                bus.publish(events::Event::StaffingBelowMinimum {
+                    queue: queue.0,
+                    staffed,
+                    min,
+                });
             }
         }
     }

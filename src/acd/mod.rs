@@ -64,6 +64,7 @@ pub enum Command {
     CallEnded(CallId, AgentId),
     HoldStarted(CallId, AgentId),
     HoldEnded(CallId, AgentId),
+    Requeue(CallId, AgentId),
 }
 
 /// The router actor has stopped.
@@ -108,6 +109,7 @@ fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError
         Command::CallEnded(c, a) => router.call_ended(&c, &a, now),
         Command::HoldStarted(c, a) => router.hold_started(&c, &a, now),
         Command::HoldEnded(c, a) => router.hold_ended(&c, &a, now),
+        Command::Requeue(c, a) => router.call_ended(&c, &a, now), // STUB
     }
 }
 

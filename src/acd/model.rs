@@ -198,6 +198,17 @@ pub enum Decision {
     Cancel { call: CallId, agent: AgentId },
     /// `agent` entered `state`.
     AgentState { agent: AgentId, state: AgentState },
+    BreakOverLimit {
+        agent: AgentId,
+        reason: String,
+        not_ready_for: Duration,
+        count: u32,
+    },
+    StaffingBelowMinimum {
+        queue: QueueId,
+        staffed: u32,
+        min: u32,
+    },
 }
 
 /// Router policies.

@@ -135,15 +135,35 @@ impl MediaSession {
         })
     }
 
-    /// Takes one inbound RTP datagram; returns a digit when one completes.
-    pub fn on_rtp(&mut self, source: SocketAddr, packet: &[u8]) -> Option<(char, DigitSource)> {
+    /// Where our RTP goes now: the latched source, else the SDP's address;
+    /// `None` while the peer holds.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        if self.on_hold() {
+            return None;
+        }
+        self.latch
+            .peer()
+            .or(self.negotiated.as_ref().and_then(|n| n.remote))
+    }
+
+    /// Takes one inbound RTP datagram: whether it was accepted (from the
+    /// peer, well formed), and a digit when one completes.
+    pub fn on_rtp(
+        &mut self,
+        source: SocketAddr,
+        packet: &[u8],
+    ) -> (bool, Option<(char, DigitSource)>) {
         match self.latch.judge(source, packet, &self.stats) {
-            Verdict::Drop => return None,
+            Verdict::Drop => return (false, None),
             Verdict::Accept { latched: true } if !self.on_hold() => {
                 self.stream.set_remote(Some(source));
             }
             Verdict::Accept { .. } => {}
         }
+        (true, self.detect_digit(packet))
+    }
+
+    fn detect_digit(&mut self, packet: &[u8]) -> Option<(char, DigitSource)> {
         let reader = rtp_rs::RtpReader::new(packet).ok()?;
         let negotiated = self.negotiated.as_ref()?;
         let pt = reader.payload_type();

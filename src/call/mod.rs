@@ -1,13 +1,19 @@
 //! One actor (tokio task) per inbound call: answers it, runs its IVR flow over
-//! real media, and follows its dialog until it ends.
+//! real media, queues it, rings agents, bridges the caller with the agent who
+//! answers, and follows both dialogs until the call ends.
 //!
 //! The actor owns its call's state and reads its own inputs in one loop: dialog
-//! events (ACK, BYE, re-INVITE, INFO), inbound RTP and RTCP, the pacer's
-//! playback events, the IVR timer and lookup replies. Nothing about one call is
-//! shared with another except the registry of live calls used at shutdown.
+//! events of the caller's and the agents' dialogs (ACK, BYE, re-INVITE, INFO),
+//! inbound RTP and RTCP of both legs, the pacer's playback events, the router's
+//! offers, its timers and lookup replies. Nothing about one call is shared with
+//! another except the registry of live calls (shutdown, router decisions).
 
+mod acd;
+pub mod agent_leg;
 pub mod lookup;
 pub mod media_session;
+pub mod policy;
+pub mod relay;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,13 +38,36 @@ use crate::media::pacer::MediaEvent;
 use crate::media::sdp::{self, SdpError};
 use crate::sip::{Admitted, EdgeContext, header_values, local_contact};
 
-/// The live calls, by Call-ID, so shutdown can end them.
+/// What the rest of the server tells a call actor.
+#[derive(Debug)]
+pub enum CallCommand {
+    /// The router reserved these agents for the call: ring them.
+    Offer {
+        agents: Vec<crate::acd::AgentId>,
+        queue: crate::acd::QueueId,
+    },
+    /// The router took the offer to `agent` back (another agent answered).
+    Cancel { agent: crate::acd::AgentId },
+    /// The router refused to queue the call.
+    Refused(crate::acd::RouterError),
+}
+
+/// The live calls, by Call-ID, so shutdown can end them and router decisions
+/// reach them.
 #[derive(Default)]
 pub struct Calls {
     dialogs: DashMap<String, InviteDialog>,
+    mailboxes: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
 }
 
 impl Calls {
+    /// Hands a command to a live call's actor; false when the call is gone.
+    pub fn deliver(&self, call_id: &str, command: CallCommand) -> bool {
+        self.mailboxes
+            .get(call_id)
+            .is_some_and(|mailbox| mailbox.send(command).is_ok())
+    }
+
     pub fn len(&self) -> usize {
         self.dialogs.len()
     }
@@ -125,13 +154,17 @@ async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<&SdpEr
     }
 }
 
-/// What the caller is doing after the IVR (until the router lands).
+/// Where the call is.
 enum Phase {
     Ivr(Box<IvrRun>, String),
     /// Playing the number's greeting before the queue.
     Greeting(String),
-    /// Waiting in a queue with music on hold.
+    /// Waiting in a queue with music on hold (agents may be ringing).
     Queued,
+    /// An agent answered; the caller hears the agent's number before the bridge.
+    Announcing,
+    /// Caller and agent talk.
+    Bridged,
     Ended,
 }
 
@@ -183,7 +216,7 @@ async fn call_actor(
     let (state_tx, mut state_rx) = ctx.dialogs.new_dialog_state_channel();
     let dialog = match ctx
         .dialogs
-        .get_or_create_server_invite(&tx, state_tx, None, contact)
+        .get_or_create_server_invite(&tx, state_tx.clone(), None, contact)
     {
         Ok(d) => d,
         Err(e) => {
@@ -240,6 +273,8 @@ async fn call_actor(
         ended = Some(ReleasedBy::System);
     }
 
+    let (mailbox, commands) = mpsc::unbounded_channel();
+    ctx.calls.mailboxes.insert(call_id.clone(), mailbox.clone());
     let mut actor = Actor {
         ctx: ctx.clone(),
         call_id: call_id.clone(),
@@ -251,6 +286,15 @@ async fn call_actor(
         playing: None,
         answered: false,
         delayed_offer: offer.is_none(),
+        acd: acd::AcdState::new(
+            &ctx,
+            caller.clone(),
+            admitted.number.number.clone(),
+            mailbox,
+            commands,
+            state_tx,
+        ),
+        caller_dialog: dialog.clone(),
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -263,6 +307,8 @@ async fn call_actor(
         }
         ended = actor.run(&dialog, &mut state_rx).await;
     }
+    ctx.calls.mailboxes.remove(&call_id);
+    actor.leave(ended.unwrap_or(ReleasedBy::System));
 
     if let Phase::Ivr(run, flow) = &actor.phase {
         ctx.bus.publish(Event::IvrExited {
@@ -305,6 +351,9 @@ struct Actor {
     playing: Option<u64>,
     answered: bool,
     delayed_offer: bool,
+    /// The queue, the agent legs and the bridge.
+    acd: acd::AcdState,
+    caller_dialog: InviteDialog,
 }
 
 impl Actor {
@@ -342,17 +391,6 @@ impl Actor {
         self.playing = Some(self.media.stream.play(prompts, looping));
     }
 
-    fn enter_queue(&mut self, queue: &str) {
-        info!(%queue, "caller waits in queue (music on hold)");
-        let moh = self
-            .ctx
-            .media
-            .music_on_hold(self.ctx.settings.queues.get(queue));
-        self.playing = None;
-        self.media.stream.play(moh, true);
-        self.phase = Phase::Queued;
-    }
-
     fn carry_out(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -378,7 +416,13 @@ impl Actor {
                         let _ = reply.send(lookup::fetch(&url, timeout).await);
                     });
                 }
-                Action::Queue { queue, .. } => {
+                Action::Queue {
+                    queue,
+                    skills,
+                    priority,
+                } => {
+                    self.acd.skills = skills;
+                    self.acd.priority = priority.unwrap_or(0);
                     self.exit_ivr(format!("queue:{queue}"));
                     self.enter_queue(&queue);
                 }
@@ -425,12 +469,15 @@ impl Actor {
         self.ctx.bus.publish(Event::PromptFinished {
             call_id: self.call_id.clone(),
         });
-        if let Phase::Greeting(queue) = &self.phase {
-            let queue = queue.clone();
-            self.enter_queue(&queue);
-            return;
+        match &self.phase {
+            Phase::Greeting(queue) => {
+                let queue = queue.clone();
+                self.enter_queue(&queue);
+            }
+            Phase::Announcing => self.bridge(),
+            Phase::Bridged | Phase::Queued => self.after_prompt(),
+            _ => self.feed(Input::PromptsDone),
         }
-        self.feed(Input::PromptsDone);
     }
 
     fn media_started(&self) {
@@ -451,8 +498,8 @@ impl Actor {
         state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
     ) -> Option<ReleasedBy> {
         let mut rtp_buf = vec![0u8; 2048];
+        let mut agent_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
-        let far = || Instant::now() + Duration::from_secs(86400);
         if !self.delayed_offer {
             self.media_started();
         }
@@ -468,82 +515,46 @@ impl Actor {
                 });
                 return Some(ReleasedBy::System);
             }
-            let deadline = self.timer.unwrap_or_else(far);
+            if let Some(released) = self.acd.released.take() {
+                return Some(released);
+            }
+            let deadline = self.next_deadline();
+            let agent_rtp = self.acd.agent_rtp();
             tokio::select! {
-                state = state_rx.recv() => match state {
-                    Some(DialogState::Confirmed(..)) if !self.answered => {
-                        self.answered = true;
-                        self.ctx.bus.publish(Event::CallAnswered { call_id: self.call_id.clone() });
-                        info!("call answered");
-                        if self.delayed_offer {
-                            // The answer to our offer rides on the ACK.
-                            match dialog.last_remote_ack().map(|ack| sdp::parse(&ack.body)) {
-                                Some(Ok(answer)) => {
-                                    if let Err(e) = self.media.accept_answer(&answer) {
-                                        warn!(error = %e, "the ACK's SDP answer is unusable; ending the call");
-                                        let _ = dialog.bye().await;
-                                        return Some(ReleasedBy::System);
-                                    }
-                                    self.media_started();
-                                }
-                                _ => {
-                                    warn!("delayed offer answered without SDP in the ACK; ending the call");
-                                    let _ = dialog.bye().await;
-                                    return Some(ReleasedBy::System);
-                                }
-                            }
-                        }
+                state = state_rx.recv() => {
+                    let Some(state) = state else { return Some(ReleasedBy::System) };
+                    if dialog_of(&state).call_id != self.call_id {
+                        self.on_agent_dialog(state).await;
+                        continue;
                     }
-                    Some(DialogState::Updated(_, req, handle)) => {
-                        // re-INVITE or UPDATE: a new offer (hold, resume, move) or none.
-                        let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-                            (req.method == Method::Invite).then(|| self.media.offer())
-                        } else {
-                            match sdp::parse(&req.body).and_then(|o| self.media.answer(&o)) {
-                                Ok(answer) => Some(answer),
-                                Err(e) => {
-                                    info!(error = %e, "new offer refused");
-                                    let _ = handle.respond(StatusCode::NotAcceptableHere, Some(vec![sdp_warning(&e)]), None).await;
-                                    continue;
-                                }
-                            }
-                        };
-                        info!(on_hold = self.media.on_hold(), "session updated");
-                        let headers = answer.as_ref().map(|_| vec![sdp_header()]);
-                        let _ = handle.respond(StatusCode::OK, headers, answer.map(String::into_bytes)).await;
+                    if let Some(released) = self.on_caller_dialog(dialog, state).await {
+                        return Some(released);
                     }
-                    Some(DialogState::Info(_, req, handle)) => {
-                        match crate::media::dtmf::parse_info(&content_type(&req), &req.body) {
-                            Ok(digit) => {
-                                let _ = handle.reply(StatusCode::OK).await;
-                                self.on_digit(digit, "info");
-                            }
-                            Err(e) => {
-                                debug!(error = %e, "INFO without DTMF");
-                                let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
-                            }
-                        }
+                }
+                command = self.acd.commands.recv() => {
+                    if let Some(command) = command {
+                        self.on_command(command).await;
                     }
-                    Some(DialogState::Options(_, _, handle)) => {
-                        let _ = handle.reply(StatusCode::OK).await;
+                }
+                fork = self.acd.finals.1.recv() => {
+                    if let Some(fork) = fork {
+                        self.on_fork_final(fork).await;
                     }
-                    Some(DialogState::Message(_, _, handle))
-                    | Some(DialogState::Notify(_, _, handle))
-                    | Some(DialogState::Refer(_, _, handle)) => {
-                        let _ = handle.reply(StatusCode::MethodNotAllowed).await;
-                    }
-                    Some(DialogState::Terminated(_, reason)) => {
-                        info!(?reason, "call ended");
-                        return Some(released_by(&reason));
-                    }
-                    Some(_) => {}
-                    None => return Some(ReleasedBy::System),
-                },
+                }
                 received = self.media.rtp.recv_from(&mut rtp_buf) => {
-                    if let Ok((n, source)) = received
-                        && let Some((digit, via)) = self.media.on_rtp(source, &rtp_buf[..n])
-                    {
-                        self.on_digit(digit, via);
+                    if let Ok((n, source)) = received {
+                        let (accepted, digit) = self.media.on_rtp(source, &rtp_buf[..n]);
+                        if let Some((digit, via)) = digit {
+                            self.on_digit(digit, via);
+                        }
+                        if accepted {
+                            self.relay_from_caller(&rtp_buf[..n]);
+                        }
+                    }
+                }
+                received = recv_from_opt(agent_rtp.as_deref(), &mut agent_buf) => {
+                    if let Ok((n, source)) = received {
+                        self.relay_from_agent(source, &agent_buf[..n]);
                     }
                 }
                 received = self.media.rtcp.recv_from(&mut rtcp_buf) => {
@@ -565,10 +576,144 @@ impl Actor {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    self.timer = None;
-                    self.feed(Input::Timeout);
+                    let now = Instant::now();
+                    if self.timer.is_some_and(|t| t <= now) {
+                        self.timer = None;
+                        self.feed(Input::Timeout);
+                    }
+                    self.on_acd_timers(now).await;
                 }
             }
         }
+    }
+
+    /// The earliest of the IVR timer and the ACD timers.
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(86400);
+        [self.timer, self.acd.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    /// A request or state change of the caller's dialog; returns who ended
+    /// the call when it ended.
+    async fn on_caller_dialog(
+        &mut self,
+        dialog: &InviteDialog,
+        state: DialogState,
+    ) -> Option<ReleasedBy> {
+        match state {
+            DialogState::Confirmed(..) if !self.answered => {
+                self.answered = true;
+                self.ctx.bus.publish(Event::CallAnswered {
+                    call_id: self.call_id.clone(),
+                });
+                info!("call answered");
+                if self.delayed_offer {
+                    // The answer to our offer rides on the ACK.
+                    match dialog.last_remote_ack().map(|ack| sdp::parse(&ack.body)) {
+                        Some(Ok(answer)) => {
+                            if let Err(e) = self.media.accept_answer(&answer) {
+                                warn!(error = %e, "the ACK's SDP answer is unusable; ending the call");
+                                let _ = dialog.bye().await;
+                                return Some(ReleasedBy::System);
+                            }
+                            self.media_started();
+                        }
+                        _ => {
+                            warn!("delayed offer answered without SDP in the ACK; ending the call");
+                            let _ = dialog.bye().await;
+                            return Some(ReleasedBy::System);
+                        }
+                    }
+                }
+            }
+            DialogState::Updated(_, req, handle) => {
+                // re-INVITE or UPDATE: a new offer (hold, resume, move) or none.
+                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+                    (req.method == Method::Invite).then(|| self.media.offer())
+                } else {
+                    match sdp::parse(&req.body).and_then(|o| self.media.answer(&o)) {
+                        Ok(answer) => Some(answer),
+                        Err(e) => {
+                            info!(error = %e, "new offer refused");
+                            let _ = handle
+                                .respond(
+                                    StatusCode::NotAcceptableHere,
+                                    Some(vec![sdp_warning(&e)]),
+                                    None,
+                                )
+                                .await;
+                            return None;
+                        }
+                    }
+                };
+                info!(on_hold = self.media.on_hold(), "session updated");
+                let headers = answer.as_ref().map(|_| vec![sdp_header()]);
+                let _ = handle
+                    .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
+                    .await;
+                self.hold_changed();
+            }
+            DialogState::Info(_, req, handle) => {
+                match crate::media::dtmf::parse_info(&content_type(&req), &req.body) {
+                    Ok(digit) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        self.on_digit(digit, "info");
+                        self.forward_info(&req);
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "INFO without DTMF");
+                        let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                    }
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Refer(_, _, handle) => {
+                let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+            }
+            DialogState::Terminated(_, reason) => {
+                info!(?reason, "caller's dialog ended");
+                return Some(released_by(&reason));
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// The dialog a state belongs to.
+fn dialog_of(state: &DialogState) -> &DialogId {
+    match state {
+        DialogState::Calling(id)
+        | DialogState::Trying(id)
+        | DialogState::Early(id, _)
+        | DialogState::WaitAck(id, _)
+        | DialogState::Confirmed(id, _)
+        | DialogState::Updated(id, _, _)
+        | DialogState::Publish(id, _, _)
+        | DialogState::Notify(id, _, _)
+        | DialogState::Refer(id, _, _)
+        | DialogState::Message(id, _, _)
+        | DialogState::Info(id, _, _)
+        | DialogState::Options(id, _, _)
+        | DialogState::Terminated(id, _) => id,
+    }
+}
+
+/// Receives from `socket`, or never when there is none.
+async fn recv_from_opt(
+    socket: Option<&tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }

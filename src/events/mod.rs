@@ -148,6 +148,117 @@ pub enum Event {
         state: &'static str,
         reason: Option<String>,
     },
+    /// The caller joined a queue (again, after a failed offer or an overflow).
+    CallQueued {
+        call_id: String,
+        queue: String,
+        /// Time already waited in earlier queues (kept across overflow).
+        waited_ms: u64,
+    },
+    /// The router chose an agent; its phone(s) ring.
+    CallOffered {
+        call_id: String,
+        agent: String,
+        queue: String,
+        caller: String,
+        number: String,
+        /// Registered contacts rung (0: the agent is unreachable).
+        contacts: usize,
+    },
+    /// An offer did not connect: no_answer (ring limit), busy, declined, unreachable.
+    OfferFailed {
+        call_id: String,
+        agent: String,
+        queue: String,
+        outcome: &'static str,
+        ring_ms: u64,
+    },
+    /// The agent answered.
+    CallConnected {
+        call_id: String,
+        agent: String,
+        queue: String,
+        waited_ms: u64,
+        ring_ms: u64,
+        /// Answered after the ring limit (QA checks the agent apologised).
+        late: bool,
+    },
+    /// Audio now flows between caller and agent.
+    CallBridged {
+        call_id: String,
+        agent: String,
+        caller_codec: String,
+        agent_codec: String,
+    },
+    HoldStarted {
+        call_id: String,
+        agent: String,
+        /// "agent" or "caller": whose re-INVITE put the call on hold.
+        by: &'static str,
+    },
+    HoldWarning {
+        call_id: String,
+        agent: String,
+        held_ms: u64,
+    },
+    /// The hold limit (L2) was reached; `action` ran (alert, resume, requeue).
+    HoldLimitReached {
+        call_id: String,
+        agent: String,
+        held_ms: u64,
+        action: &'static str,
+        /// 1 at the limit, 2 at twice the limit, ...
+        count: u32,
+    },
+    HoldEnded {
+        call_id: String,
+        agent: String,
+        held_ms: u64,
+    },
+    /// The caller hung up before an agent answered.
+    CallAbandoned {
+        call_id: String,
+        queue: String,
+        waited_ms: u64,
+    },
+    /// The caller left a queue for its overflow target.
+    CallOverflowed {
+        call_id: String,
+        queue: String,
+        /// max_wait, max_len or no_agents.
+        reason: &'static str,
+        target: String,
+        waited_ms: u64,
+    },
+    /// A connected call ended: who released it first (L3), talk time.
+    CallReleased {
+        call_id: String,
+        agent: String,
+        queue: String,
+        released_by: ReleasedBy,
+        talk_ms: u64,
+        holds: u32,
+        hold_ms: u64,
+    },
+    /// An agent has been not-ready longer than the break limit (L7).
+    BreakOverLimit {
+        agent: String,
+        reason: String,
+        not_ready_secs: u64,
+        count: u32,
+    },
+    /// A queue has fewer agents logged in than its `min_staffed` (C2).
+    StaffingBelowMinimum {
+        queue: String,
+        staffed: u32,
+        min: u32,
+    },
+    /// The caller asked to be called back (C3).
+    CallbackRequested {
+        call_id: String,
+        queue: String,
+        number: String,
+    },
 }
 
 /// An event with the time it happened.

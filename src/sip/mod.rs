@@ -61,6 +61,8 @@ pub struct EdgeContext {
     /// Our listeners, for Contact headers.
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    /// The ACD router queued callers are handed to.
+    pub router: crate::acd::RouterHandle,
 }
 
 /// The running SIP edge.
@@ -87,6 +89,7 @@ impl SipEdge {
         settings: &Settings,
         bus: EventBus,
         media: Arc<crate::media::MediaRoom>,
+        router: crate::acd::RouterHandle,
     ) -> anyhow::Result<SipEdge> {
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
@@ -157,6 +160,7 @@ impl SipEdge {
             media,
             udp_addr,
             tcp_addr,
+            router,
         });
 
         let inner = endpoint.inner.clone();

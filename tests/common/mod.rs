@@ -15,6 +15,10 @@
 //! by default the binary built by cargo for this test run is used.
 #![allow(dead_code)]
 
+pub mod caller;
+#[allow(unused_imports)]
+pub use caller::{Caller, media_of, sdp_offer};
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -109,6 +113,8 @@ pub struct TestConfig {
     pub trunks: Vec<Trunk>,
     pub numbers: Vec<Number>,
     pub agents: Vec<(String, String)>,
+    /// Queues served by agents, by agent id (none unless set).
+    pub agent_queues: Vec<(String, Vec<String>)>,
     /// Appended verbatim to the generated file.
     pub extra: String,
 }
@@ -156,6 +162,7 @@ impl Default for TestConfig {
             agents: (1001..=1004)
                 .map(|i| (i.to_string(), format!("demo{i}")))
                 .collect(),
+            agent_queues: Vec::new(),
             extra: String::new(),
         }
     }
@@ -261,6 +268,15 @@ impl TestConfig {
         n.answer_after = Some(d.into());
         self
     }
+    /// The queues `agent` serves.
+    pub fn agent_queues(mut self, agent: &str, queues: &[&str]) -> Self {
+        self.agent_queues.retain(|(a, _)| a != agent);
+        self.agent_queues.push((
+            agent.to_string(),
+            queues.iter().map(|q| q.to_string()).collect(),
+        ));
+        self
+    }
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
         self.extra.push('\n');
@@ -331,7 +347,11 @@ impl TestConfig {
         }
         for (id, password) in &self.agents {
             writeln!(s, "[agents.{}]", toml_str(id)).unwrap();
-            writeln!(s, "password = {}\n", toml_str(password)).unwrap();
+            writeln!(s, "password = {}", toml_str(password)).unwrap();
+            if let Some((_, queues)) = self.agent_queues.iter().find(|(a, _)| a == id) {
+                writeln!(s, "queues = {}", toml_list(queues)).unwrap();
+            }
+            s.push('\n');
         }
         writeln!(s, "[media]").unwrap();
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
@@ -564,6 +584,33 @@ impl Server {
         }
     }
 
+    /// Waits up to `limit` for an event line holding every one of `parts`.
+    pub fn wait_event(&self, parts: &[&str], limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
+            {
+                return line.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("no event with {parts:?} within {limit:?} in the server log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The event lines holding every one of `parts`, so far.
+    pub fn events(&self, parts: &[&str]) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Is the process still running?
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
@@ -706,6 +753,7 @@ pub struct Sipp {
     local_ip: String,
     tcp: bool,
     calls: u32,
+    port: Option<u16>,
     args: Vec<String>,
 }
 
@@ -716,8 +764,14 @@ impl Sipp {
             local_ip: "127.0.0.1".into(),
             tcp: false,
             calls: 1,
+            port: None,
             args: Vec::new(),
         }
+    }
+    /// Local SIP port (`-p`), e.g. the port a phone registered from.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
     /// Source address SIPp binds to (`-i`).
     pub fn local_ip(mut self, ip: &str) -> Self {
@@ -788,7 +842,7 @@ impl Sipp {
         let errors = base.with_extension("errors.log");
         let messages = base.with_extension("messages.log");
         let logs = base.with_extension("logs.log");
-        let local_port = free_port_on(&self.local_ip);
+        let local_port = self.port.unwrap_or_else(|| free_port_on(&self.local_ip));
         let mut cmd = Command::new("sipp");
         cmd.arg("-sf")
             .arg(&path)

@@ -1,0 +1,904 @@
+//! The call actor's queue, agent legs and bridge: it queues the caller with the
+//! router, rings the agents the router offers, takes the first answer the router
+//! accepts, announces the agent's number, relays audio both ways, watches holds
+//! against the hold limit, and tells the router how the call ended.
+
+use std::sync::Arc;
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateSender, TerminatedReason};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request, StatusCode};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
+use super::media_session::MediaSession;
+use super::policy::{CallPolicy, HoldClock, HoldStep};
+use super::relay::{LegFormat, relay};
+use super::{Actor, CallCommand, Phase, sdp_header, sdp_warning};
+use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId};
+use crate::config::HoldAction;
+use crate::events::{Event, ReleasedBy};
+use crate::media::sdp;
+use crate::sip::EdgeContext;
+
+/// The caller's place in a queue.
+pub struct QueueWait {
+    pub queue: String,
+    /// When the caller first joined a queue: its waited time survives overflow
+    /// and failed offers.
+    pub first: Instant,
+}
+
+/// The agent who answered, and the bridge to it.
+pub struct Connected {
+    pub leg: AgentLeg,
+    pub answered_at: Instant,
+    /// Caller's and agent's formats once both are known.
+    formats: Option<(LegFormat, LegFormat)>,
+    buf: Vec<u8>,
+    holds: u32,
+    hold_total: std::time::Duration,
+}
+
+/// A hold in progress.
+struct Hold {
+    clock: HoldClock,
+    by: &'static str,
+    /// The caller hears music again when the alert prompt ends.
+    alerting: bool,
+}
+
+/// Everything about the call's life in the ACD.
+pub struct AcdState {
+    pub policy: CallPolicy,
+    caller: String,
+    number: String,
+    pub priority: u32,
+    pub skills: Vec<String>,
+    mailbox: mpsc::UnboundedSender<CallCommand>,
+    pub commands: mpsc::UnboundedReceiver<CallCommand>,
+    states: DialogStateSender,
+    pub finals: (
+        mpsc::UnboundedSender<ForkFinal>,
+        mpsc::UnboundedReceiver<ForkFinal>,
+    ),
+    pub wait: Option<QueueWait>,
+    /// The router knows the call (waiting, offered or connected).
+    in_router: bool,
+    /// Agents being rung.
+    legs: Vec<AgentLeg>,
+    pub connected: Option<Connected>,
+    hold: Option<Hold>,
+    /// Set when the agent ended the call: the actor's loop returns it.
+    pub released: Option<ReleasedBy>,
+}
+
+impl AcdState {
+    pub fn new(
+        ctx: &EdgeContext,
+        caller: String,
+        number: String,
+        mailbox: mpsc::UnboundedSender<CallCommand>,
+        commands: mpsc::UnboundedReceiver<CallCommand>,
+        states: DialogStateSender,
+    ) -> AcdState {
+        AcdState {
+            policy: CallPolicy::from_settings(&ctx.settings),
+            caller,
+            number,
+            priority: 0,
+            skills: Vec::new(),
+            mailbox,
+            commands,
+            states,
+            finals: mpsc::unbounded_channel(),
+            wait: None,
+            in_router: false,
+            legs: Vec::new(),
+            connected: None,
+            hold: None,
+            released: None,
+        }
+    }
+
+    /// The socket the answered agent's RTP arrives on.
+    pub fn agent_rtp(&self) -> Option<Arc<UdpSocket>> {
+        self.connected.as_ref().map(|c| c.leg.media.rtp.clone())
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let ring = self.legs.iter().map(|l| l.ring_deadline).min();
+        let hold = self.hold.as_ref().map(|h| h.clock.deadline());
+        [ring, hold].into_iter().flatten().min()
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::NoAnswer => "no_answer",
+        Outcome::Busy => "busy",
+        Outcome::Declined => "declined",
+        Outcome::Unreachable => "unreachable",
+    }
+}
+
+fn spawn_bye(dialog: InviteDialog) {
+    tokio::spawn(async move {
+        if let Err(e) = dialog.bye().await {
+            debug!(error = %e, "BYE failed");
+        }
+    });
+}
+
+impl Actor {
+    fn call(&self) -> CallId {
+        CallId::from(self.call_id.as_str())
+    }
+
+    fn tell_router(&self, command: Command) {
+        if self.ctx.router.send(command).is_err() {
+            warn!("the ACD router has stopped");
+        }
+    }
+
+    /// Puts the caller in `queue` with music on hold and hands it to the router.
+    pub(super) fn enter_queue(&mut self, queue: &str) {
+        info!(%queue, "caller waits in queue (music on hold)");
+        let moh = self
+            .ctx
+            .media
+            .music_on_hold(self.ctx.settings.queues.get(queue));
+        self.playing = None;
+        self.media.stream.play(moh, true);
+        self.phase = Phase::Queued;
+        let now = Instant::now();
+        let first = self.acd.wait.as_ref().map_or(now, |w| w.first);
+        self.acd.wait = Some(QueueWait {
+            queue: queue.to_string(),
+            first,
+        });
+        self.ctx.bus.publish(Event::CallQueued {
+            call_id: self.call_id.clone(),
+            queue: queue.to_string(),
+            waited_ms: ms(now - first),
+        });
+        let caller = Caller {
+            call: self.call(),
+            queue: QueueId::from(queue),
+            priority: self.acd.priority,
+            enqueued_at: first.into_std(),
+            skills: self.acd.skills.clone(),
+        };
+        self.acd.in_router = true;
+        let router = self.ctx.router.clone();
+        let mailbox = self.acd.mailbox.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(refused)) = router.request(Command::Enqueue(caller)).await {
+                let _ = mailbox.send(CallCommand::Refused(refused));
+            }
+        });
+    }
+
+    pub(super) async fn on_command(&mut self, command: CallCommand) {
+        match command {
+            CallCommand::Offer { agents, queue } => {
+                for agent in agents {
+                    self.offer(agent, &queue).await;
+                }
+            }
+            CallCommand::Cancel { agent } => {
+                if let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) {
+                    let mut leg = self.acd.legs.swap_remove(i);
+                    info!(agent = %agent, "offer withdrawn");
+                    leg.cancel_ringing(None);
+                    self.forget_leg(&leg);
+                }
+            }
+            CallCommand::Refused(error) => {
+                warn!(error = %error, "the router refused the caller; ending the call");
+                self.acd.in_router = false;
+                self.play(&["busy".to_string()], false);
+                self.phase = Phase::Ended;
+            }
+        }
+    }
+
+    /// Rings every registered phone of `agent`.
+    async fn offer(&mut self, agent: AgentId, queue: &QueueId) {
+        let now = Instant::now();
+        let bindings = self.ctx.registrar.contacts(&agent.0);
+        let mut leg = None;
+        if !bindings.is_empty() && self.acd.connected.is_none() {
+            leg = self.ring_agent(&agent, &queue.0, &bindings, now).await;
+        }
+        let contacts = leg.as_ref().map_or(0, |l: &AgentLeg| l.forks.len());
+        info!(agent = %agent, %queue, contacts, "offering the call");
+        self.ctx.bus.publish(Event::CallOffered {
+            call_id: self.call_id.clone(),
+            agent: agent.0.clone(),
+            queue: queue.0.clone(),
+            caller: self.acd.caller.clone(),
+            number: self.acd.number.clone(),
+            contacts,
+        });
+        match leg {
+            Some(leg) => self.acd.legs.push(leg),
+            None => self.offer_failed(&agent, &queue.0, Outcome::Unreachable, now, now),
+        }
+    }
+
+    async fn ring_agent(
+        &mut self,
+        agent: &AgentId,
+        queue: &str,
+        bindings: &[crate::sip::registrar::Binding],
+        now: Instant,
+    ) -> Option<AgentLeg> {
+        let ip = self
+            .media
+            .rtp
+            .local_addr()
+            .map_or(self.media.advertised.ip(), |a| a.ip());
+        let room = self.ctx.media.clone();
+        let advertise = self.ctx.settings.sip.external.map(|a| a.ip());
+        let mut media = match MediaSession::open(&room, ip, advertise).await {
+            Ok(media) => media,
+            Err(_) => {
+                warn!(agent = %agent, "no RTP ports for the agent leg");
+                return None;
+            }
+        };
+        let offer = media.offer();
+        let mut forks = Vec::new();
+        for binding in bindings {
+            match agent_leg::ring(
+                &self.ctx,
+                binding,
+                &self.acd.caller,
+                queue,
+                &self.acd.policy.queue_header,
+                offer.clone(),
+                self.acd.states.clone(),
+                self.acd.finals.0.clone(),
+            ) {
+                Ok(fork) => forks.push(fork),
+                Err(e) => warn!(agent = %agent, error = %e, "cannot ring a phone"),
+            }
+        }
+        if forks.is_empty() {
+            return None;
+        }
+        Some(AgentLeg {
+            agent: agent.clone(),
+            queue: queue.to_string(),
+            media,
+            forks,
+            offered_at: now,
+            ring_deadline: now + self.acd.policy.ring_limit,
+        })
+    }
+
+    fn offer_failed(
+        &mut self,
+        agent: &AgentId,
+        queue: &str,
+        outcome: Outcome,
+        offered_at: Instant,
+        now: Instant,
+    ) {
+        info!(agent = %agent, outcome = outcome_name(outcome), "offer failed");
+        self.ctx.bus.publish(Event::OfferFailed {
+            call_id: self.call_id.clone(),
+            agent: agent.0.clone(),
+            queue: queue.to_string(),
+            outcome: outcome_name(outcome),
+            ring_ms: ms(now - offered_at),
+        });
+        self.tell_router(Command::OfferFailed(self.call(), agent.clone(), outcome));
+    }
+
+    /// Drops a leg's dialogs from the dialog layer once its INVITEs are over.
+    fn forget_leg(&self, leg: &AgentLeg) {
+        let dialogs = self.ctx.dialogs.clone();
+        let ids = leg.dialog_ids();
+        tokio::spawn(async move {
+            // Late 487s and crossed 2xx/BYE exchanges finish first.
+            tokio::time::sleep(std::time::Duration::from_secs(32)).await;
+            for id in ids {
+                dialogs.remove_dialog(&id);
+            }
+        });
+    }
+
+    pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+        let now = Instant::now();
+        let Some(i) = self.acd.legs.iter().position(|l| l.owns(&fin.fork)) else {
+            // A leg given up (ring limit, withdrawn): its 2xx, if any, is
+            // ended by the dialog layer because we cancelled it.
+            return;
+        };
+        let leg = &mut self.acd.legs[i];
+        let Some(fork) = leg.fork_mut(&fin.fork) else {
+            return;
+        };
+        let status = fork.status;
+        let dialog = fork.dialog.clone();
+        let response = match fin.response {
+            Some(r) if agent_leg::is_success(&r) && status == ForkStatus::Ringing => r,
+            other => {
+                if status == ForkStatus::Ringing {
+                    fork.status = ForkStatus::Failed(other.as_ref().map(agent_leg::code));
+                }
+                self.settle_leg(i, now);
+                return;
+            }
+        };
+        let answer = sdp::parse(&response.body).and_then(|a| leg.media.accept_answer(&a));
+        if let Err(e) = answer {
+            warn!(agent = %leg.agent, error = %e, "the agent's phone answered with unusable SDP");
+            if let Some(fork) = leg.fork_mut(&fin.fork) {
+                fork.status = ForkStatus::Failed(None);
+            }
+            spawn_bye(dialog);
+            self.settle_leg(i, now);
+            return;
+        }
+        let agent = leg.agent.clone();
+        // The router decides who wins: a second answer (ring-all race, or one
+        // crossing the ring limit) is refused and that phone gets BYE.
+        let accepted = matches!(
+            self.ctx
+                .router
+                .request(Command::OfferAnswered(self.call(), agent.clone()))
+                .await,
+            Ok(Ok(()))
+        );
+        let leg = &mut self.acd.legs[i];
+        if !accepted || self.acd.connected.is_some() {
+            info!(agent = %agent, "answer refused: the call went elsewhere");
+            if let Some(fork) = leg.fork_mut(&fin.fork) {
+                fork.status = ForkStatus::Failed(None);
+            }
+            spawn_bye(dialog);
+            if !leg.ringing() {
+                // The router already settled this agent (released or failed).
+                let leg = self.acd.legs.swap_remove(i);
+                self.forget_leg(&leg);
+            }
+            return;
+        }
+        if let Some(fork) = leg.fork_mut(&fin.fork) {
+            fork.status = ForkStatus::Answered;
+        }
+        leg.cancel_ringing(Some(&fin.fork));
+        let leg = self.acd.legs.swap_remove(i);
+        // Any other agent still ringing lost the race.
+        for mut other in std::mem::take(&mut self.acd.legs) {
+            other.cancel_ringing(None);
+            self.forget_leg(&other);
+        }
+        let waited = self
+            .acd
+            .wait
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |w| now - w.first);
+        let late = now > leg.ring_deadline;
+        info!(agent = %agent, waited_ms = ms(waited), late, "agent answered");
+        self.ctx.bus.publish(Event::CallConnected {
+            call_id: self.call_id.clone(),
+            agent: agent.0.clone(),
+            queue: leg.queue.clone(),
+            waited_ms: ms(waited),
+            ring_ms: ms(now - leg.offered_at),
+            late,
+        });
+        let announce = self
+            .ctx
+            .settings
+            .queues
+            .get(&leg.queue)
+            .is_none_or(|q| q.announce_agent);
+        self.acd.connected = Some(Connected {
+            leg,
+            answered_at: now,
+            formats: None,
+            buf: vec![0; 2048],
+            holds: 0,
+            hold_total: std::time::Duration::ZERO,
+        });
+        let digits: Vec<String> = agent
+            .0
+            .chars()
+            .filter(char::is_ascii_digit)
+            .map(|d| format!("digit_{d}"))
+            .collect();
+        if announce && !digits.is_empty() {
+            let mut prompts = vec!["agent_number".to_string()];
+            prompts.extend(digits);
+            prompts.push("will_serve_you".to_string());
+            self.phase = Phase::Announcing;
+            self.play(&prompts, false);
+        } else {
+            self.bridge();
+        }
+    }
+
+    /// Once no phone of leg `i` rings any more, the offer failed: the router
+    /// hears how, and the leg is dropped.
+    fn settle_leg(&mut self, i: usize, now: Instant) {
+        if self.acd.legs[i].ringing() {
+            return;
+        }
+        let leg = self.acd.legs.swap_remove(i);
+        let outcome = leg.failure();
+        self.offer_failed(&leg.agent, &leg.queue, outcome, leg.offered_at, now);
+        self.forget_leg(&leg);
+    }
+
+    /// Connects caller and agent: the caller's music stops, audio is relayed.
+    pub(super) fn bridge(&mut self) {
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
+        self.playing = None;
+        self.media.stream.stop();
+        self.phase = Phase::Bridged;
+        let caller = self.media.negotiated().map(LegFormat::from);
+        let agent = connected.leg.media.negotiated().map(LegFormat::from);
+        if let (Some(c), Some(a)) = (caller, agent) {
+            connected.formats = Some((c, a));
+            self.ctx.bus.publish(Event::CallBridged {
+                call_id: self.call_id.clone(),
+                agent: connected.leg.agent.0.clone(),
+                caller_codec: c.codec.name().to_string(),
+                agent_codec: a.codec.name().to_string(),
+            });
+        }
+        info!("caller and agent bridged");
+        self.hold_changed();
+    }
+
+    /// After a prompt over the bridge or the queue (hold alert, queue
+    /// announcements), the music comes back when the caller still waits.
+    pub(super) fn after_prompt(&mut self) {
+        let alerting = self.acd.hold.as_ref().is_some_and(|h| h.alerting);
+        if matches!(self.phase, Phase::Queued) || alerting {
+            if let Some(hold) = self.acd.hold.as_mut() {
+                hold.alerting = false;
+            }
+            let queue = self.acd.wait.as_ref().map(|w| w.queue.clone());
+            let moh = self
+                .ctx
+                .media
+                .music_on_hold(queue.and_then(|q| self.ctx.settings.queues.get(&q)));
+            self.media.stream.play(moh, true);
+        }
+    }
+
+    fn queue_moh(&self) -> Vec<Arc<crate::media::prompt::Prompt>> {
+        let queue = self.acd.wait.as_ref().map(|w| w.queue.as_str());
+        self.ctx
+            .media
+            .music_on_hold(queue.and_then(|q| self.ctx.settings.queues.get(q)))
+    }
+
+    /// Starts or ends a hold after either side's new offer.
+    pub(super) fn hold_changed(&mut self) {
+        if !matches!(self.phase, Phase::Bridged) {
+            return;
+        }
+        let moh = self.queue_moh();
+        let caller_holds = self.media.on_hold();
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
+        let agent_holds = connected.leg.media.on_hold();
+        let now = Instant::now();
+        let agent = connected.leg.agent.clone();
+        match (self.acd.hold.is_some(), agent_holds || caller_holds) {
+            (false, true) => {
+                let by = if agent_holds { "agent" } else { "caller" };
+                info!(by, "call on hold");
+                connected.holds += 1;
+                // The held side hears music, never silence.
+                if agent_holds {
+                    self.media.stream.play(moh, true);
+                } else {
+                    connected.leg.media.stream.play(moh, true);
+                }
+                self.acd.hold = Some(Hold {
+                    clock: HoldClock::new(
+                        now,
+                        self.acd.policy.hold_limit,
+                        self.acd.policy.hold_warning_before,
+                    ),
+                    by,
+                    alerting: false,
+                });
+                self.ctx.bus.publish(Event::HoldStarted {
+                    call_id: self.call_id.clone(),
+                    agent: agent.0.clone(),
+                    by,
+                });
+                self.tell_router(Command::HoldStarted(self.call(), agent));
+            }
+            (true, false) => {
+                let held = self
+                    .acd
+                    .hold
+                    .take()
+                    .map_or(std::time::Duration::ZERO, |h| h.clock.held(now));
+                connected.hold_total += held;
+                connected.leg.media.stream.stop();
+                self.playing = None;
+                self.media.stream.stop();
+                info!(held_ms = ms(held), "call off hold");
+                self.ctx.bus.publish(Event::HoldEnded {
+                    call_id: self.call_id.clone(),
+                    agent: agent.0.clone(),
+                    held_ms: ms(held),
+                });
+                self.tell_router(Command::HoldEnded(self.call(), agent));
+            }
+            _ => {}
+        }
+    }
+
+    /// Passes a caller's INFO digit on to the agent's phone.
+    pub(super) fn forward_info(&self, req: &Request) {
+        let Some(dialog) = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .cloned()
+        else {
+            return;
+        };
+        let headers = vec![Header::ContentType(super::content_type(req).into())];
+        let body = req.body.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dialog.info(Some(headers), Some(body)).await {
+                debug!(error = %e, "INFO to the agent failed");
+            }
+        });
+    }
+
+    pub(super) fn relay_from_caller(&mut self, packet: &[u8]) {
+        if !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
+            return;
+        }
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
+        let (Some((from, to)), Some(dst)) = (connected.formats, connected.leg.media.remote())
+        else {
+            return;
+        };
+        if let Some(out) = relay(packet, &from, &to, &mut connected.buf) {
+            let _ = connected
+                .leg
+                .media
+                .rtp
+                .try_send_to(&connected.buf[..out.len()], dst);
+        }
+    }
+
+    pub(super) fn relay_from_agent(&mut self, source: std::net::SocketAddr, packet: &[u8]) {
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
+        let (accepted, _) = connected.leg.media.on_rtp(source, packet);
+        if !accepted || !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
+            return;
+        }
+        let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
+            return;
+        };
+        if let Some(out) = relay(packet, &agent, &caller, &mut connected.buf) {
+            let _ = self.media.rtp.try_send_to(&connected.buf[..out.len()], dst);
+        }
+    }
+
+    /// A state change or request in an agent's dialog.
+    pub(super) async fn on_agent_dialog(&mut self, state: DialogState) {
+        let call_id = super::dialog_of(&state).call_id.clone();
+        let ours = self
+            .acd
+            .connected
+            .as_ref()
+            .is_some_and(|c| c.leg.owns(&call_id));
+        match state {
+            DialogState::Terminated(_, reason) if ours => {
+                let answered = self
+                    .acd
+                    .connected
+                    .as_ref()
+                    .and_then(|c| c.leg.answered())
+                    .is_some_and(|d| d.id().call_id == call_id);
+                if answered {
+                    info!(?reason, "the agent ended the call");
+                    let by = match reason {
+                        TerminatedReason::UasBye => ReleasedBy::Agent,
+                        _ => ReleasedBy::System,
+                    };
+                    spawn_bye(self.caller_dialog.clone());
+                    self.acd.released = Some(by);
+                }
+            }
+            DialogState::Updated(_, req, handle) if ours => {
+                let Some(connected) = self.acd.connected.as_mut() else {
+                    return;
+                };
+                let media = &mut connected.leg.media;
+                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+                    (req.method == rsipstack::sip::Method::Invite).then(|| media.offer())
+                } else {
+                    match sdp::parse(&req.body).and_then(|o| media.answer(&o)) {
+                        Ok(answer) => Some(answer),
+                        Err(e) => {
+                            let _ = handle
+                                .respond(
+                                    StatusCode::NotAcceptableHere,
+                                    Some(vec![sdp_warning(&e)]),
+                                    None,
+                                )
+                                .await;
+                            return;
+                        }
+                    }
+                };
+                let headers = answer.as_ref().map(|_| vec![sdp_header()]);
+                let _ = handle
+                    .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
+                    .await;
+                if let (Some(c), Some(a)) = (
+                    self.media.negotiated().map(LegFormat::from),
+                    connected.leg.media.negotiated().map(LegFormat::from),
+                ) {
+                    connected.formats = Some((c, a));
+                }
+                self.hold_changed();
+            }
+            DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Refer(_, _, handle)
+            | DialogState::Publish(_, _, handle)
+            | DialogState::Updated(_, _, handle) => {
+                let _ = handle.reply(StatusCode::MethodNotAllowed).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Ring limits and the hold clock.
+    pub(super) async fn on_acd_timers(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut i = 0;
+        while i < self.acd.legs.len() {
+            if self.acd.legs[i].ring_deadline <= now {
+                expired.push(self.acd.legs.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for mut leg in expired {
+            info!(agent = %leg.agent, "ring limit reached: CANCEL");
+            leg.cancel_ringing(None);
+            self.offer_failed(
+                &leg.agent,
+                &leg.queue,
+                Outcome::NoAnswer,
+                leg.offered_at,
+                now,
+            );
+            self.forget_leg(&leg);
+        }
+        while let Some(step) = self.acd.hold.as_mut().and_then(|h| h.clock.step(now)) {
+            self.on_hold_step(step).await;
+        }
+    }
+
+    async fn on_hold_step(&mut self, step: HoldStep) {
+        let Some(connected) = self.acd.connected.as_ref() else {
+            return;
+        };
+        let agent = connected.leg.agent.0.clone();
+        match step {
+            HoldStep::Warning { held } => {
+                info!(held_ms = ms(held), "hold limit comes soon");
+                self.ctx.bus.publish(Event::HoldWarning {
+                    call_id: self.call_id.clone(),
+                    agent,
+                    held_ms: ms(held),
+                });
+            }
+            HoldStep::Limit { held, count } => {
+                let action = self.acd.policy.hold_action;
+                warn!(held_ms = ms(held), count, ?action, "hold limit reached");
+                self.ctx.bus.publish(Event::HoldLimitReached {
+                    call_id: self.call_id.clone(),
+                    agent,
+                    held_ms: ms(held),
+                    action: action.as_str(),
+                    count,
+                });
+                match action {
+                    HoldAction::Alert => self.hold_alert(held),
+                    HoldAction::Resume => self.hold_resume().await,
+                    HoldAction::Requeue => self.hold_requeue(),
+                }
+            }
+        }
+    }
+
+    /// The caller hears "thank you for waiting", the agent's phone a MESSAGE.
+    fn hold_alert(&mut self, held: std::time::Duration) {
+        let by_agent = self.acd.hold.as_ref().is_some_and(|h| h.by == "agent");
+        if by_agent {
+            self.play(&["thank_you_for_waiting".to_string()], false);
+            self.playing = None;
+            if let Some(hold) = self.acd.hold.as_mut() {
+                hold.alerting = true;
+            }
+        }
+        if let Some(dialog) = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .cloned()
+        {
+            let text = format!(
+                "hotline: the caller has been on hold for {} s (limit {} s)",
+                held.as_secs(),
+                self.acd.policy.hold_limit.as_secs()
+            );
+            tokio::spawn(async move {
+                let headers = vec![Header::ContentType("text/plain".into())];
+                if let Err(e) = dialog.message(Some(headers), Some(text.into_bytes())).await {
+                    debug!(error = %e, "MESSAGE to the agent failed");
+                }
+            });
+        }
+    }
+
+    /// Takes the call off hold: a sendrecv re-INVITE to the side(s) holding.
+    async fn hold_resume(&mut self) {
+        let caller_holds = self.media.on_hold();
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
+        if connected.leg.media.on_hold()
+            && let Some(dialog) = connected.leg.answered().cloned()
+        {
+            let offer = connected.leg.media.offer();
+            match dialog
+                .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
+                .await
+            {
+                Ok(Some(resp)) if agent_leg::is_success(&resp) => {
+                    if let Err(e) =
+                        sdp::parse(&resp.body).and_then(|a| connected.leg.media.accept_answer(&a))
+                    {
+                        warn!(error = %e, "the agent's answer to resume is unusable");
+                    }
+                }
+                other => warn!(?other, "the agent's phone refused to resume"),
+            }
+        }
+        if caller_holds {
+            let offer = self.media.offer();
+            match self
+                .caller_dialog
+                .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
+                .await
+            {
+                Ok(Some(resp)) if agent_leg::is_success(&resp) => {
+                    if let Err(e) =
+                        sdp::parse(&resp.body).and_then(|a| self.media.accept_answer(&a))
+                    {
+                        warn!(error = %e, "the caller's answer to resume is unusable");
+                    }
+                }
+                other => warn!(?other, "the caller's phone refused to resume"),
+            }
+        }
+        self.hold_changed();
+        if let Some(hold) = self.acd.hold.as_mut() {
+            // The phones would not come off hold: alert from now on.
+            hold.clock = HoldClock::new(
+                Instant::now(),
+                self.acd.policy.hold_limit,
+                self.acd.policy.hold_warning_before,
+            );
+        }
+    }
+
+    /// The caller goes back to the head of its queue; the agent is released.
+    fn hold_requeue(&mut self) {
+        let Some(connected) = self.acd.connected.take() else {
+            return;
+        };
+        self.acd.hold = None;
+        if let Some(dialog) = connected.leg.answered().cloned() {
+            spawn_bye(dialog);
+        }
+        self.release_event(&connected, ReleasedBy::System);
+        self.forget_leg(&connected.leg);
+        let agent = connected.leg.agent.clone();
+        let queue = connected.leg.queue.clone();
+        self.tell_router(Command::Requeue(self.call(), agent));
+        self.phase = Phase::Queued;
+        self.playing = None;
+        let moh = self.queue_moh();
+        self.media.stream.play(moh, true);
+        let waited = self
+            .acd
+            .wait
+            .as_ref()
+            .map_or(0, |w| ms(Instant::now() - w.first));
+        self.ctx.bus.publish(Event::CallQueued {
+            call_id: self.call_id.clone(),
+            queue,
+            waited_ms: waited,
+        });
+    }
+
+    fn release_event(&self, connected: &Connected, by: ReleasedBy) {
+        let now = Instant::now();
+        let hold_now = self
+            .acd
+            .hold
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |h| h.clock.held(now));
+        self.ctx.bus.publish(Event::CallReleased {
+            call_id: self.call_id.clone(),
+            agent: connected.leg.agent.0.clone(),
+            queue: connected.leg.queue.clone(),
+            released_by: by,
+            talk_ms: ms(now - connected.answered_at),
+            holds: connected.holds,
+            hold_ms: ms(connected.hold_total + hold_now),
+        });
+    }
+
+    /// The call is over: every agent leg ends, the router learns it.
+    pub(super) fn leave(&mut self, released_by: ReleasedBy) {
+        let now = Instant::now();
+        for mut leg in std::mem::take(&mut self.acd.legs) {
+            leg.cancel_ringing(None);
+            self.forget_leg(&leg);
+        }
+        if let Some(connected) = self.acd.connected.take() {
+            if released_by != ReleasedBy::Agent
+                && let Some(dialog) = connected.leg.answered().cloned()
+            {
+                spawn_bye(dialog);
+            }
+            self.release_event(&connected, released_by);
+            self.forget_leg(&connected.leg);
+            self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
+        } else if self.acd.in_router {
+            if let Some(wait) = &self.acd.wait {
+                self.ctx.bus.publish(Event::CallAbandoned {
+                    call_id: self.call_id.clone(),
+                    queue: wait.queue.clone(),
+                    waited_ms: ms(now - wait.first),
+                });
+            }
+            self.tell_router(Command::Dequeue(self.call()));
+        }
+        self.acd.in_router = false;
+    }
+}

@@ -1,0 +1,243 @@
+//! The agent side of a queued call: the INVITEs that ring an agent's phones,
+//! the ring limit, and what each phone's final answer means for the router.
+//!
+//! One [`AgentLeg`] rings every registered contact of one agent (forks); the
+//! first 2xx wins and the other forks are cancelled. The call actor drives it:
+//! this module builds requests and classifies outcomes, it owns no task.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::DialogStateSender;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Response, StatusCode};
+use rsipstack::transport::SipAddr;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::media_session::MediaSession;
+use crate::acd::{AgentId, Outcome};
+use crate::sip::EdgeContext;
+use crate::sip::registrar::Binding;
+
+/// The final answer of one fork's INVITE, sent to the call actor by the task
+/// that waits for it.
+#[derive(Debug)]
+pub struct ForkFinal {
+    /// The Call-ID of the fork's INVITE.
+    pub fork: String,
+    /// The final response, or `None` when the transaction failed (timeout,
+    /// transport error) or ended without one.
+    pub response: Option<Response>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForkStatus {
+    Ringing,
+    /// We sent CANCEL (ring limit, another fork or agent won, caller left).
+    Cancelled,
+    Answered,
+    /// A final non-2xx answer (or none), with its status code when there was one.
+    Failed(Option<u16>),
+}
+
+pub struct Fork {
+    pub call_id: String,
+    pub dialog: InviteDialog,
+    pub status: ForkStatus,
+}
+
+/// One agent being rung for a call, then talking on it.
+pub struct AgentLeg {
+    pub agent: AgentId,
+    pub queue: String,
+    pub media: MediaSession,
+    pub forks: Vec<Fork>,
+    pub offered_at: Instant,
+    /// When the ring limit (answer_within_rings × ring_cycle) runs out.
+    pub ring_deadline: Instant,
+}
+
+impl AgentLeg {
+    pub fn fork_mut(&mut self, call_id: &str) -> Option<&mut Fork> {
+        self.forks.iter_mut().find(|f| f.call_id == call_id)
+    }
+
+    pub fn owns(&self, call_id: &str) -> bool {
+        self.forks.iter().any(|f| f.call_id == call_id)
+    }
+
+    /// Whether some fork still rings.
+    pub fn ringing(&self) -> bool {
+        self.forks.iter().any(|f| f.status == ForkStatus::Ringing)
+    }
+
+    /// The answered fork's dialog.
+    pub fn answered(&self) -> Option<&InviteDialog> {
+        self.forks
+            .iter()
+            .find(|f| f.status == ForkStatus::Answered)
+            .map(|f| &f.dialog)
+    }
+
+    /// Cancels every fork still ringing except `keep`. The CANCELs leave in
+    /// the background: a 2xx that crosses one is ACKed and ended with BYE by
+    /// the dialog layer.
+    pub fn cancel_ringing(&mut self, keep: Option<&str>) {
+        for fork in &mut self.forks {
+            if fork.status != ForkStatus::Ringing || Some(fork.call_id.as_str()) == keep {
+                continue;
+            }
+            fork.status = ForkStatus::Cancelled;
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dialog.cancel().await {
+                    debug!(error = %e, "CANCEL to an agent phone failed");
+                }
+            });
+        }
+    }
+
+    /// How the offer failed, once no fork rings any more: any busy phone makes
+    /// the agent busy, then any decline, else the agent could not be reached.
+    pub fn failure(&self) -> Outcome {
+        let codes = || {
+            self.forks.iter().filter_map(|f| match f.status {
+                ForkStatus::Failed(code) => code,
+                _ => None,
+            })
+        };
+        if codes().any(|c| c == 486 || c == 600) {
+            Outcome::Busy
+        } else if codes().any(|c| c == 603) {
+            Outcome::Declined
+        } else {
+            Outcome::Unreachable
+        }
+    }
+
+    /// The dialog ids to drop from the dialog layer once the leg is over.
+    pub fn dialog_ids(&self) -> Vec<DialogId> {
+        self.forks.iter().map(|f| f.dialog.id()).collect()
+    }
+}
+
+/// Sends one phone of an agent an INVITE for the caller: the caller's number
+/// in From (the queue name as its display name, so any phone shows both) and
+/// the queue name in the configured header. The final answer is reported on
+/// `finals`; dialog states go to `states`.
+#[allow(clippy::too_many_arguments)]
+pub fn ring(
+    ctx: &Arc<EdgeContext>,
+    binding: &Binding,
+    caller: &str,
+    queue: &str,
+    queue_header: &str,
+    offer: String,
+    states: DialogStateSender,
+    finals: mpsc::UnboundedSender<ForkFinal>,
+) -> Result<Fork, String> {
+    let tcp = binding.transport.eq_ignore_ascii_case("tcp");
+    let local = if tcp { ctx.tcp_addr } else { ctx.udp_addr }
+        .ok_or_else(|| format!("no {} listener to reach {}", binding.transport, binding.uri))?;
+    let local = ctx.settings.sip.external.unwrap_or(local);
+    let host = match local.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let transport = if tcp { ";transport=tcp" } else { "" };
+    let parse = |text: &str| {
+        rsipstack::sip::uri::parse_uri(text).map_err(|e| format!("bad URI {text}: {e}"))
+    };
+    let user = caller_user(caller);
+    let call_id = format!("{:032x}@hotline", rand::random::<u128>());
+    let option = InviteOption {
+        caller_display_name: Some(queue.to_string()),
+        caller: parse(&format!("sip:{user}@{host}:{}", local.port()))?,
+        callee: parse(&binding.uri)?,
+        destination: Some(SipAddr {
+            r#type: Some(if tcp {
+                rsipstack::sip::Transport::Tcp
+            } else {
+                rsipstack::sip::Transport::Udp
+            }),
+            addr: binding.source.into(),
+        }),
+        content_type: Some("application/sdp".into()),
+        offer: Some(offer.into_bytes()),
+        contact: parse(&format!("sip:hotline@{host}:{}{transport}", local.port()))?,
+        headers: Some(vec![Header::Other(
+            queue_header.to_string(),
+            queue.to_string(),
+        )]),
+        call_id: Some(call_id.clone()),
+        ..Default::default()
+    };
+    let (dialog, handle) = ctx
+        .dialogs
+        .do_invite_async(option, states)
+        .map_err(|e| format!("cannot send INVITE to {}: {e}", binding.uri))?;
+    let fork = call_id.clone();
+    tokio::spawn(async move {
+        let response = match handle.await {
+            Ok(Ok((_, response))) => response,
+            Ok(Err(e)) => {
+                debug!(error = %e, "agent INVITE failed");
+                None
+            }
+            Err(_) => None,
+        };
+        let _ = finals.send(ForkFinal { fork, response });
+    });
+    Ok(Fork {
+        call_id,
+        dialog,
+        status: ForkStatus::Ringing,
+    })
+}
+
+/// The caller's number as a SIP URI user part: characters outside the
+/// unreserved set and the telephone-subscriber extras are dropped.
+pub fn caller_user(caller: &str) -> String {
+    let user: String = caller
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+-_.!~*'()&=$,;?/#".contains(*c))
+        .filter(|c| *c != '#' && *c != ';' && *c != '?')
+        .collect();
+    if user.is_empty() {
+        "anonymous".into()
+    } else {
+        user
+    }
+}
+
+/// Whether a final answer is a success.
+pub fn is_success(response: &Response) -> bool {
+    response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
+}
+
+/// The status code of a final answer.
+pub fn code(response: &Response) -> u16 {
+    u16::from(response.status_code.clone())
+}
+
+/// The response a fork's cancel produces (never reported as the agent's fault).
+pub fn is_request_terminated(response: &Response) -> bool {
+    response.status_code == StatusCode::RequestTerminated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_numbers_become_safe_user_parts() {
+        assert_eq!(caller_user("+86 10 5555-1234"), "+86105555-1234");
+        assert_eq!(caller_user("sip:evil@x>"), "sipevilx");
+        assert_eq!(caller_user(""), "anonymous");
+        assert_eq!(caller_user("#;?"), "anonymous");
+    }
+}

@@ -1,0 +1,308 @@
+//! The ACD end to end with real peers: SIPp agents registered with digest
+//! (tests/sipp/agent_*.xml on the port they registered from), SIPp callers
+//! through the trunk, and a raw caller in this test where the RTP itself must
+//! be checked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hotline::media::g711::Codec;
+
+/// Agents 1001 and 1002 serve `support`; number 402 queues there without a
+/// greeting. Wrap-up is short so an agent can take the next call in a test.
+fn acd_config(extra: &str) -> TestConfig {
+    let mut config = TestConfig::new()
+        .agent_queues("1001", &["support"])
+        .agent_queues("1002", &["support"]);
+    config.numbers.push(Number {
+        number: "402".into(),
+        ivr: None,
+        queue: Some("support".into()),
+        greeting: None,
+        answer_after: None,
+    });
+    config.extra(extra)
+}
+
+/// Registers `agent` (password demoNNNN) from `port` and waits until the
+/// router has it ready.
+fn register_agent(server: &Server, agent: &str, port: u16) {
+    Sipp::new("register_auth")
+        .service(agent)
+        .auth(agent, &format!("demo{agent}"))
+        .port(port)
+        .run_ok(server);
+    server.wait_event(
+        &[
+            "\"type\":\"agent_state_changed\"",
+            &format!("\"agent\":\"{agent}\""),
+            "\"state\":\"ready\"",
+        ],
+        Duration::from_secs(3),
+    );
+}
+
+/// An agent phone on `port` that answers after `answer_ms` with `codec`
+/// (payload type, name) and echoes the RTP it receives.
+fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
+    let media_port = free_port().to_string();
+    Sipp::new("agent_answer").port(port).args(&[
+        "-d",
+        &answer_ms.to_string(),
+        "-key",
+        "pt",
+        &codec.0.to_string(),
+        "-key",
+        "codec",
+        codec.1,
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port,
+        "-rtp_echo",
+        "-timeout",
+        "40s",
+    ])
+}
+
+/// Asserts the INVITE an agent's phone received shows the caller's number in
+/// From and the queue in X-Hotline-Queue.
+fn assert_offer_shows_caller_and_queue(run: &SippRun, caller: &str, queue: &str) {
+    let invite = run
+        .received()
+        .into_iter()
+        .find(|m| m.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("no INVITE reached the agent\n{}", run.report()));
+    let from = invite.header("From").unwrap_or_default();
+    assert!(from.contains(&format!("sip:{caller}@")), "From: {from}");
+    assert_eq!(
+        invite.header("X-Hotline-Queue"),
+        Some(queue),
+        "{}",
+        invite.raw
+    );
+}
+
+/// The time (seconds in the trace) SIPp received the first `method` request.
+fn received_at(run: &SippRun, method: &str) -> f64 {
+    run.timeline()
+        .into_iter()
+        .find(|e| e.received && e.msg.method() == Some(method))
+        .unwrap_or_else(|| panic!("SIPp received no {method}\n{}", run.report()))
+        .at
+}
+
+/// 20 ms of a 440 Hz tone in PCMU, frame `n` of a continuous signal.
+fn tone_frame(n: usize) -> [u8; 160] {
+    let mut pcm = [0i16; 160];
+    for (i, s) in pcm.iter_mut().enumerate() {
+        let t = (n * 160 + i) as f64 / 8000.0;
+        *s = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+    }
+    let mut out = [0u8; 160];
+    Codec::Pcmu.encode(&pcm, &mut out);
+    out
+}
+
+#[test]
+fn an_agent_answers_and_audio_flows_both_ways_transcoded_until_the_caller_hangs_up() {
+    let server = Server::start(acd_config(""));
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        // The agent's phone speaks PCMA, the caller PCMU: hotline transcodes.
+        let agent = s.spawn(|| answering_agent(agent_port, 1000, (8, "PCMA")).run(&server));
+        let mut caller = Caller::new(&server);
+        let offer = sdp_offer(
+            caller.rtp_addr(),
+            "0 101",
+            "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let ok = caller.invite("402", &offer);
+        assert_status(&Some(ok), 200, "INVITE to 402");
+        caller.ack("");
+        server.wait_event(
+            &[
+                "\"type\":\"call_offered\"",
+                "\"agent\":\"1001\"",
+                "\"contacts\":1",
+            ],
+            Duration::from_secs(3),
+        );
+        let connected = server.wait_event(
+            &["\"type\":\"call_connected\"", "\"agent\":\"1001\""],
+            Duration::from_secs(5),
+        );
+        assert!(connected.contains("\"late\":false"), "{connected}");
+        // The agent's number is announced before the bridge.
+        server.assert_event(&[
+            "\"type\":\"prompt_started\"",
+            "\"prompts\":[\"agent_number\",\"digit_1\",\"digit_0\",\"digit_0\",\"digit_1\",\"will_serve_you\"]",
+        ]);
+        server.wait_event(
+            &[
+                "\"type\":\"call_bridged\"",
+                "\"caller_codec\":\"PCMU\"",
+                "\"agent_codec\":\"PCMA\"",
+            ],
+            Duration::from_secs(8),
+        );
+        // Whatever was queued before the bridge (music, the announcement) is old.
+        caller.rtp.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        while caller.rtp.recv_from(&mut buf).is_ok() {}
+        caller.rtp.set_nonblocking(false).unwrap();
+
+        let target = caller.server_rtp.expect("hotline's RTP address");
+        let mut sent = Vec::new();
+        for n in 0..25 {
+            let frame = tone_frame(n);
+            let mut p = vec![0x80, if n == 0 { 0x80 } else { 0 }];
+            p.extend_from_slice(&(1000 + n as u16).to_be_bytes());
+            p.extend_from_slice(&(n as u32 * 160).to_be_bytes());
+            p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+            p.extend_from_slice(&frame);
+            caller.rtp.send_to(&p, target).unwrap();
+            sent.push(frame);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The agent echoes every packet: back through hotline, A-law to µ-law.
+        let echoed = caller.receive(20);
+        for (_, pt, seq, _, payload) in &echoed {
+            assert_eq!(*pt, 0, "the caller receives PCMU");
+            let n = usize::from(seq.wrapping_sub(1000));
+            assert!(n < sent.len(), "unexpected sequence number {seq}");
+            let mut a = [0i16; 160];
+            let mut b = [0i16; 160];
+            Codec::Pcmu.decode(&sent[n], &mut a);
+            Codec::Pcmu.decode(payload, &mut b);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs())
+                .max()
+                .unwrap();
+            assert!(worst < 600, "echo of frame {n} differs by {worst}");
+        }
+        caller.bye();
+        let agent = agent.join().unwrap();
+        agent.assert_ok(&server);
+        assert_offer_shows_caller_and_queue(&agent, "402", "support");
+    });
+    server.wait_event(
+        &[
+            "\"type\":\"call_released\"",
+            "\"agent\":\"1001\"",
+            "\"released_by\":\"caller\"",
+        ],
+        Duration::from_secs(3),
+    );
+    server.assert_event(&[
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"wrap-up\"",
+    ]);
+}
+
+#[test]
+fn an_unanswered_offer_is_cancelled_at_six_seconds_and_the_next_agent_gets_the_call() {
+    let server = Server::start(acd_config(""));
+    let (port1, port2) = (free_port(), free_port());
+    // 1001 registers first, so it has been idle longest and is offered first.
+    register_agent(&server, "1001", port1);
+    std::thread::sleep(Duration::from_millis(50));
+    register_agent(&server, "1002", port2);
+    std::thread::scope(|s| {
+        let silent = s.spawn(|| {
+            Sipp::new("agent_no_answer")
+                .port(port1)
+                .args(&["-timeout", "30s"])
+                .run(&server)
+        });
+        let answering = s.spawn(|| answering_agent(port2, 500, (0, "PCMU")).run(&server));
+        let caller = Sipp::new("caller_waits").service("402").args(&[
+            "-d",
+            "10000",
+            "-key",
+            "caller",
+            "402",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_port().to_string(),
+            "-timeout",
+            "30s",
+        ]);
+        caller.run_ok(&server);
+        let silent = silent.join().unwrap();
+        silent.assert_ok(&server);
+        let rang = received_at(&silent, "CANCEL") - received_at(&silent, "INVITE");
+        assert!(
+            (5.9..=6.1).contains(&rang),
+            "CANCEL came {rang:.3} s after the INVITE, not 6 s"
+        );
+        answering.join().unwrap().assert_ok(&server);
+    });
+    server.assert_event(&[
+        "\"type\":\"offer_failed\"",
+        "\"agent\":\"1001\"",
+        "\"outcome\":\"no_answer\"",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"not-ready\"",
+        "\"reason\":\"no-answer\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
+}
+
+#[test]
+fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
+    let server = Server::start(acd_config(""));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| Sipp::new("agent_no_answer").port(port).run(&server));
+        Sipp::new("caller_waits")
+            .service("402")
+            .args(&[
+                "-d",
+                "2000",
+                "-key",
+                "caller",
+                "402",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .run_ok(&server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(&server);
+        let rang = received_at(&agent, "CANCEL") - received_at(&agent, "INVITE");
+        assert!(rang < 3.0, "CANCEL only {rang:.3} s after the INVITE");
+    });
+    server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
+    // Ready at registration, offered, and ready again: the router released it.
+    let ready = [
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"ready\"",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while server.events(&ready).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent 1001 was not made ready again:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.events(&["\"type\":\"offer_failed\""]).is_empty(),
+        "an abandoned call is not the agent's missed offer"
+    );
+}
