@@ -306,3 +306,286 @@ fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
         "an abandoned call is not the agent's missed offer"
     );
 }
+
+#[test]
+fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_resumed() {
+    let server = Server::start(acd_config(""));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::new("agent_hold")
+                .port(port)
+                .args(&[
+                    "-d",
+                    "5000",
+                    "-recv_timeout",
+                    "40s",
+                    "-timeout",
+                    "60s",
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    &free_port().to_string(),
+                ])
+                .run(&server)
+        });
+        Sipp::new("caller_waits")
+            .service("402")
+            .args(&[
+                "-d",
+                "42000",
+                "-key",
+                "caller",
+                "402",
+                "-timeout",
+                "60s",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .run_ok(&server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(&server);
+        let message = agent
+            .received()
+            .into_iter()
+            .find(|m| m.method() == Some("MESSAGE"))
+            .expect("the agent's phone got the hold-limit MESSAGE");
+        assert!(message.body.contains("on hold"), "{}", message.raw);
+    });
+    server.assert_event(&["\"type\":\"hold_started\"", "\"by\":\"agent\""]);
+    let warning = server.wait_event(&["\"type\":\"hold_warning\""], Duration::from_secs(1));
+    let limit = server.wait_event(
+        &[
+            "\"type\":\"hold_limit_reached\"",
+            "\"action\":\"alert\"",
+            "\"count\":1",
+        ],
+        Duration::from_secs(1),
+    );
+    let held = |line: &str| -> u64 {
+        let at = line.find("\"held_ms\":").unwrap() + 10;
+        line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    assert!((24_900..=25_300).contains(&held(&warning)), "{warning}");
+    assert!((29_900..=30_300).contains(&held(&limit)), "{limit}");
+    // The caller hears "thank you for waiting" over the hold music.
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"thank_you_for_waiting\"]",
+    ]);
+    let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(1));
+    assert!(held(&ended) >= 34_000, "{ended}");
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"released_by\":\"caller\"",
+        "\"holds\":1",
+    ]);
+}
+
+/// A SIPp caller to `number` that hangs up `stay_ms` after hotline answers.
+fn caller(number: &str, stay_ms: u32) -> Sipp {
+    Sipp::new("caller_waits").service(number).args(&[
+        "-d",
+        &stay_ms.to_string(),
+        "-key",
+        "caller",
+        number,
+        "-timeout",
+        "40s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
+
+/// The call ids of `kind` events, in log order.
+fn call_ids(server: &Server, kind: &str) -> Vec<String> {
+    server
+        .events(&[&format!("\"type\":\"{kind}\"")])
+        .iter()
+        .filter_map(|l| {
+            let at = l.find("\"call_id\":\"")? + 11;
+            Some(l[at..].split('"').next()?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn five_callers_two_agents_are_served_in_arrival_order_and_a_priority_caller_jumps_the_line() {
+    let mut config = acd_config(
+        "[acd]\nwrap_up = \"0s\"\n\n\
+         [queues.support]\nannounce_agent = false\n\n\
+         [ivr.vip]\nstart = \"mark\"\n\
+         [ivr.vip.nodes.mark]\ntype = \"set\"\npriority = 5\nnext = \"queue\"\n\
+         [ivr.vip.nodes.queue]\ntype = \"queue\"\nqueue = \"support\"\n",
+    );
+    config.numbers.push(Number {
+        number: "403".into(),
+        ivr: Some("vip".into()),
+        queue: None,
+        greeting: None,
+        answer_after: None,
+    });
+    let server = Server::start(config);
+    let (port1, port2) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    register_agent(&server, "1002", port2);
+    std::thread::scope(|s| {
+        for port in [port1, port2] {
+            // Each phone takes calls until the test's callers are done; the
+            // one that gets only two waits for a third in vain, so its own
+            // exit status is not the test's.
+            let server = &server;
+            s.spawn(move || {
+                answering_agent(port, 200, (0, "PCMU"))
+                    .calls(3)
+                    .args(&["-timeout", "22s"])
+                    .run(server)
+            });
+        }
+        // Arrival: A, B, C, D at 402, then V at 403 (priority 5).
+        let plan = [
+            ("402", 4000),
+            ("402", 4000),
+            ("402", 12000),
+            ("402", 16000),
+            ("403", 6000),
+        ];
+        let mut callers = Vec::new();
+        for (number, stay) in plan {
+            let server = &server;
+            callers.push(s.spawn(move || caller(number, stay).run(server)));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        for c in callers {
+            c.join().unwrap().assert_ok(&server);
+        }
+    });
+    let arrived = call_ids(&server, "call_queued");
+    let connected = call_ids(&server, "call_connected");
+    assert_eq!(arrived.len(), 5, "{arrived:?}");
+    let (a, b, c, d, v) = (
+        &arrived[0],
+        &arrived[1],
+        &arrived[2],
+        &arrived[3],
+        &arrived[4],
+    );
+    assert_eq!(
+        connected,
+        vec![a.clone(), b.clone(), v.clone(), c.clone(), d.clone()],
+        "first in, first out, the priority caller first of those waiting\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_the_other() {
+    let server = Server::start(acd_config(
+        "[queues.support]\nstrategy = \"ring-all\"\nannounce_agent = false\n",
+    ));
+    let (port1, port2) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    register_agent(&server, "1002", port2);
+    let runs = std::thread::scope(|s| {
+        // Both phones answer 1 s after their INVITE: within milliseconds.
+        let agents: Vec<_> = [port1, port2]
+            .into_iter()
+            .map(|port| {
+                let server = &server;
+                s.spawn(move || answering_agent(port, 1000, (0, "PCMU")).run(server))
+            })
+            .collect();
+        caller("402", 4000).run_ok(&server);
+        agents
+            .into_iter()
+            .map(|a| a.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let connected = server.events(&["\"type\":\"call_connected\""]);
+    assert_eq!(connected.len(), 1, "{connected:?}");
+    let winner = if connected[0].contains("\"agent\":\"1001\"") {
+        "1001"
+    } else {
+        "1002"
+    };
+    let loser = if winner == "1001" { "1002" } else { "1001" };
+    // Both phones answered; both got ACK and then BYE (the loser at once).
+    for run in &runs {
+        run.assert_ok(&server);
+        assert!(
+            run.sent()
+                .iter()
+                .any(|m| m.status() == Some(200) && m.cseq_method().as_deref() == Some("INVITE")),
+            "both phones answered\n{}",
+            run.report()
+        );
+    }
+    let ready = server.events(&[
+        "\"type\":\"agent_state_changed\"",
+        &format!("\"agent\":\"{loser}\""),
+        "\"state\":\"ready\"",
+    ]);
+    assert!(
+        ready.len() >= 2,
+        "the losing agent is ready again: {ready:?}"
+    );
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        &format!("\"agent\":\"{winner}\""),
+        "\"released_by\":\"caller\"",
+    ]);
+}
+
+#[test]
+fn a_busy_phone_and_a_declining_phone_are_distinct_outcomes_with_their_cool_downs() {
+    let mut config = acd_config(
+        "[acd]\ncooldown_busy = \"20s\"\ncooldown_declined = \"40s\"\n\n\
+         [queues.support]\nannounce_agent = false\n",
+    );
+    config = config.agent_queues("1003", &["support"]);
+    let server = Server::start(config);
+    let ports = [free_port(), free_port(), free_port()];
+    for (agent, port) in ["1001", "1002", "1003"].into_iter().zip(ports) {
+        register_agent(&server, agent, port);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::scope(|s| {
+        let server = &server;
+        let busy = s.spawn(move || Sipp::new("agent_busy").port(ports[0]).run(server));
+        let declining = s.spawn(move || Sipp::new("agent_decline").port(ports[1]).run(server));
+        let answering = s.spawn(move || answering_agent(ports[2], 200, (0, "PCMU")).run(server));
+        caller("402", 3000).run_ok(server);
+        busy.join().unwrap().assert_ok(server);
+        declining.join().unwrap().assert_ok(server);
+        answering.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"offer_failed\"",
+        "\"agent\":\"1001\"",
+        "\"outcome\":\"busy\"",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"offer_failed\"",
+        "\"agent\":\"1002\"",
+        "\"outcome\":\"declined\"",
+    ]);
+    for agent in ["1001", "1002"] {
+        server.assert_event(&[
+            "\"type\":\"agent_state_changed\"",
+            &format!("\"agent\":\"{agent}\""),
+            "\"state\":\"not-ready\"",
+            "\"reason\":\"cooldown\"",
+        ]);
+    }
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1003\""]);
+}

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 pub use model::{
     AgentConfig, AgentId, AgentSnapshot, AgentState, CallId, Caller, Decision, Escalation, Outcome,
-    QueueConfig, QueueId, QueueSnapshot, RouterError, RouterOptions, Skill, Snapshot, Strategy,
+    QueueConfig, QueueId, QueuePosition, QueueSnapshot, RouterError, RouterOptions, Skill,
+    Snapshot, Strategy,
 };
 pub use router::Router;
 
@@ -176,6 +177,11 @@ impl RouterHandle {
             .send(Request::Command(cmd, Some(reply)))
             .map_err(|_| RouterStopped)?;
         rx.await.map_err(|_| RouterStopped)
+    }
+
+    /// STUB
+    pub async fn position(&self, _call: CallId) -> Result<Option<QueuePosition>, RouterStopped> {
+        Ok(None)
     }
 
     /// The router's current snapshot.

@@ -242,6 +242,10 @@ impl Default for RouterOptions {
 /// Errors for requests the router cannot apply; the state is unchanged when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
+    #[error("queue {queue} is full")]
+    QueueFull { queue: QueueId, max_len: usize },
+    #[error("no agent of {queue} is logged in")]
+    NoAgents { queue: QueueId },
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
     #[error("unknown queue {0}")]
@@ -285,4 +289,13 @@ pub struct AgentSnapshot {
 pub struct Snapshot {
     pub queues: Vec<QueueSnapshot>,
     pub agents: Vec<AgentSnapshot>,
+}
+
+/// STUB
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub queue: QueueId,
+    pub position: usize,
+    pub waiting: usize,
+    pub estimated_wait: Option<Duration>,
 }

@@ -18,8 +18,8 @@ use super::media_session::MediaSession;
 use super::policy::{CallPolicy, HoldClock, HoldStep};
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase, sdp_header, sdp_warning};
-use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId};
-use crate::config::HoldAction;
+use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId, QueuePosition, RouterError};
+use crate::config::{HoldAction, Overflow};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::EdgeContext;
@@ -74,6 +74,13 @@ pub struct AcdState {
     hold: Option<Hold>,
     /// Set when the agent ended the call: the actor's loop returns it.
     pub released: Option<ReleasedBy>,
+    /// Forks of legs given up (ring limit, withdrawn, lost the race), by
+    /// Call-ID: a 2xx that beat our CANCEL is ended with BYE.
+    given_up: std::collections::HashMap<String, InviteDialog>,
+    /// The queue's `max_wait`, counted from joining this queue.
+    max_wait_at: Option<Instant>,
+    /// The next announcement of position and estimated wait.
+    announce_at: Option<Instant>,
 }
 
 impl AcdState {
@@ -101,6 +108,9 @@ impl AcdState {
             connected: None,
             hold: None,
             released: None,
+            given_up: std::collections::HashMap::new(),
+            max_wait_at: None,
+            announce_at: None,
         }
     }
 
@@ -112,7 +122,10 @@ impl AcdState {
     pub fn next_deadline(&self) -> Option<Instant> {
         let ring = self.legs.iter().map(|l| l.ring_deadline).min();
         let hold = self.hold.as_ref().map(|h| h.clock.deadline());
-        [ring, hold].into_iter().flatten().min()
+        [ring, hold, self.max_wait_at, self.announce_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -164,6 +177,11 @@ impl Actor {
             queue: queue.to_string(),
             first,
         });
+        let config = self.ctx.settings.queues.get(queue);
+        self.acd.max_wait_at = config.and_then(|q| q.max_wait).map(|d| now + d);
+        self.acd.announce_at = config
+            .and_then(|q| q.announce_position_every)
+            .map(|d| now + d);
         self.ctx.bus.publish(Event::CallQueued {
             call_id: self.call_id.clone(),
             queue: queue.to_string(),
@@ -202,11 +220,16 @@ impl Actor {
                 }
             }
             CallCommand::Refused(error) => {
-                warn!(error = %error, "the router refused the caller; ending the call");
+                info!(error = %error, "the router refused the caller");
                 self.acd.in_router = false;
-                self.play(&["busy".to_string()], false);
-                self.phase = Phase::Ended;
+                let reason = match error {
+                    RouterError::QueueFull { .. } => "max_len",
+                    RouterError::NoAgents { .. } => "no_agents",
+                    _ => "refused",
+                };
+                self.overflow(reason).await;
             }
+            CallCommand::Position(position) => self.announce_position(position),
         }
     }
 
@@ -305,7 +328,14 @@ impl Actor {
     }
 
     /// Drops a leg's dialogs from the dialog layer once its INVITEs are over.
-    fn forget_leg(&self, leg: &AgentLeg) {
+    fn forget_leg(&mut self, leg: &AgentLeg) {
+        for fork in &leg.forks {
+            if fork.status == ForkStatus::Cancelled {
+                self.acd
+                    .given_up
+                    .insert(fork.call_id.clone(), fork.dialog.clone());
+            }
+        }
         let dialogs = self.ctx.dialogs.clone();
         let ids = leg.dialog_ids();
         tokio::spawn(async move {
@@ -320,8 +350,16 @@ impl Actor {
     pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
         let now = Instant::now();
         let Some(i) = self.acd.legs.iter().position(|l| l.owns(&fin.fork)) else {
-            // A leg given up (ring limit, withdrawn): its 2xx, if any, is
-            // ended by the dialog layer because we cancelled it.
+            // A leg given up. A 2xx that crossed our CANCEL is ended by the
+            // dialog layer; one that came before the CANCEL left a confirmed
+            // dialog that is ours to end.
+            if let Some(dialog) = self.acd.given_up.remove(&fin.fork)
+                && fin.response.as_ref().is_some_and(agent_leg::is_success)
+                && matches!(dialog.state(), DialogState::Confirmed(..))
+            {
+                info!("a phone answered an offer already given up: BYE");
+                spawn_bye(dialog);
+            }
             return;
         };
         let leg = &mut self.acd.legs[i];
@@ -377,6 +415,8 @@ impl Actor {
         if let Some(fork) = leg.fork_mut(&fin.fork) {
             fork.status = ForkStatus::Answered;
         }
+        self.acd.max_wait_at = None;
+        self.acd.announce_at = None;
         leg.cancel_ringing(Some(&fin.fork));
         let leg = self.acd.legs.swap_remove(i);
         // Any other agent still ringing lost the race.
@@ -487,6 +527,59 @@ impl Actor {
         self.ctx
             .media
             .music_on_hold(queue.and_then(|q| self.ctx.settings.queues.get(q)))
+    }
+
+    /// Asks the router where the caller stands; the answer comes back as
+    /// [`CallCommand::Position`].
+    fn ask_position(&self) {
+        let router = self.ctx.router.clone();
+        let mailbox = self.acd.mailbox.clone();
+        let call = self.call();
+        tokio::spawn(async move {
+            if let Ok(position) = router.position(call).await {
+                let _ = mailbox.send(CallCommand::Position(position));
+            }
+        });
+    }
+
+    /// "Your position in the queue is N. The estimated waiting time is M
+    /// minutes." over the music, which resumes after it.
+    fn announce_position(&mut self, position: Option<QueuePosition>) {
+        let every = self
+            .acd
+            .wait
+            .as_ref()
+            .and_then(|w| self.ctx.settings.queues.get(&w.queue))
+            .and_then(|q| q.announce_position_every);
+        if !matches!(self.phase, Phase::Queued) {
+            return;
+        }
+        self.acd.announce_at = every.map(|d| Instant::now() + d);
+        // Not while an agent's phone rings: the caller may be connected any moment.
+        let Some(position) = position.filter(|_| self.acd.legs.is_empty()) else {
+            return;
+        };
+        let digits = |n: u64| {
+            n.to_string()
+                .chars()
+                .map(|d| format!("digit_{d}"))
+                .collect::<Vec<_>>()
+        };
+        let mut prompts = vec!["position".to_string()];
+        prompts.extend(digits(position.position as u64));
+        if let Some(wait) = position.estimated_wait {
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            prompts.push("estimated_wait".to_string());
+            prompts.extend(digits(minutes));
+            prompts.push("minutes".to_string());
+        }
+        self.ctx.bus.publish(Event::PositionAnnounced {
+            call_id: self.call_id.clone(),
+            queue: position.queue.0.clone(),
+            position: position.position,
+            estimated_wait_secs: position.estimated_wait.map(|d| d.as_secs()),
+        });
+        self.play(&prompts, false);
     }
 
     /// Starts or ends a hold after either side's new offer.
@@ -704,6 +797,14 @@ impl Actor {
             );
             self.forget_leg(&leg);
         }
+        if self.acd.max_wait_at.is_some_and(|t| t <= now) {
+            self.acd.max_wait_at = None;
+            self.overflow("max_wait").await;
+        }
+        if self.acd.announce_at.is_some_and(|t| t <= now) {
+            self.acd.announce_at = None;
+            self.ask_position();
+        }
         while let Some(step) = self.acd.hold.as_mut().and_then(|h| h.clock.step(now)) {
             self.on_hold_step(step).await;
         }
@@ -742,12 +843,72 @@ impl Actor {
         }
     }
 
+    /// The caller leaves its queue for the queue's overflow target (max_wait,
+    /// max_len or no agents logged in).
+    pub(super) async fn overflow(&mut self, reason: &'static str) {
+        let Some(wait) = self.acd.wait.as_ref() else {
+            return;
+        };
+        let queue = wait.queue.clone();
+        let waited = Instant::now() - wait.first;
+        if self.acd.in_router {
+            // The router settles a pending offer; an answer that won the race stays.
+            if !matches!(
+                self.ctx.router.request(Command::Dequeue(self.call())).await,
+                Ok(Ok(()))
+            ) || self.acd.connected.is_some()
+            {
+                return;
+            }
+            self.acd.in_router = false;
+        }
+        for mut leg in std::mem::take(&mut self.acd.legs) {
+            leg.cancel_ringing(None);
+            self.forget_leg(&leg);
+        }
+        self.acd.max_wait_at = None;
+        self.acd.announce_at = None;
+        let config = self.ctx.settings.queues.get(&queue);
+        let target = config.map(|q| q.overflow.clone()).unwrap_or_default();
+        let prompt = config.and_then(|q| q.overflow_prompt.clone());
+        info!(%queue, reason, %target, "caller overflows");
+        self.ctx.bus.publish(Event::CallOverflowed {
+            call_id: self.call_id.clone(),
+            queue,
+            reason,
+            target: target.to_string(),
+            waited_ms: ms(waited),
+        });
+        match target {
+            Overflow::Hangup => {
+                self.playing = None;
+                self.media.stream.stop();
+                if let Some(prompt) = prompt {
+                    self.play(&[prompt], false);
+                }
+                self.phase = Phase::Ended;
+            }
+            Overflow::Queue(next) => match prompt {
+                Some(prompt) if reason != "max_wait" => {
+                    self.phase = Phase::Greeting(next);
+                    self.play(&[prompt], false);
+                }
+                _ => self.enter_queue(&next),
+            },
+            Overflow::Ivr { flow, node } => {
+                let mut vars = std::collections::BTreeMap::new();
+                vars.insert("caller".to_string(), self.acd.caller.clone());
+                vars.insert("number".to_string(), self.acd.number.clone());
+                self.start_flow(&flow, node.as_deref(), vars);
+            }
+        }
+    }
+
     /// The caller hears "thank you for waiting", the agent's phone a MESSAGE.
     fn hold_alert(&mut self, held: std::time::Duration) {
         let by_agent = self.acd.hold.as_ref().is_some_and(|h| h.by == "agent");
         if by_agent {
             self.play(&["thank_you_for_waiting".to_string()], false);
-            self.playing = None;
             if let Some(hold) = self.acd.hold.as_mut() {
                 hold.alerting = true;
             }

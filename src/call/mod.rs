@@ -50,6 +50,8 @@ pub enum CallCommand {
     Cancel { agent: crate::acd::AgentId },
     /// The router refused to queue the call.
     Refused(crate::acd::RouterError),
+    /// Where the caller stands in its queue (None: no longer waiting).
+    Position(Option<crate::acd::QueuePosition>),
 }
 
 /// The live calls, by Call-ID, so shutdown can end them and router decisions
@@ -359,19 +361,7 @@ struct Actor {
 impl Actor {
     fn begin(&mut self, target: &NumberTarget, vars: BTreeMap<String, String>) {
         match target {
-            NumberTarget::Ivr(flow_name) => {
-                let Some(flow) = self.ctx.settings.ivr.get(flow_name).cloned() else {
-                    warn!(flow = %flow_name, "flow vanished; queueing the caller");
-                    self.enter_queue("support");
-                    return;
-                };
-                if let Some(language) = &flow.language {
-                    self.language = language.clone();
-                }
-                let (run, actions) = IvrRun::start(flow, vars, time::OffsetDateTime::now_utc);
-                self.phase = Phase::Ivr(Box::new(run), flow_name.clone());
-                self.carry_out(actions);
-            }
+            NumberTarget::Ivr(flow_name) => self.start_flow(flow_name, None, vars),
             NumberTarget::Queue { queue, greeting } => match greeting {
                 Some(greeting) => {
                     self.phase = Phase::Greeting(queue.clone());
@@ -380,6 +370,27 @@ impl Actor {
                 None => self.enter_queue(queue),
             },
         }
+    }
+
+    /// Runs IVR flow `flow_name` from its start, or from `node`.
+    fn start_flow(&mut self, flow_name: &str, node: Option<&str>, vars: BTreeMap<String, String>) {
+        let Some(mut flow) = self.ctx.settings.ivr.get(flow_name).cloned() else {
+            // Configuration checks make this unreachable; never leave a caller in silence.
+            warn!(flow = %flow_name, "no such flow; ending the call");
+            self.phase = Phase::Ended;
+            return;
+        };
+        if let Some(node) = node {
+            let mut from_node = (*flow).clone();
+            from_node.start = node.to_string();
+            flow = Arc::new(from_node);
+        }
+        if let Some(language) = &flow.language {
+            self.language = language.clone();
+        }
+        let (run, actions) = IvrRun::start(flow, vars, time::OffsetDateTime::now_utc);
+        self.phase = Phase::Ivr(Box::new(run), flow_name.to_string());
+        self.carry_out(actions);
     }
 
     fn play(&mut self, names: &[String], looping: bool) {

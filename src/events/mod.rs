@@ -253,6 +253,13 @@ pub enum Event {
         staffed: u32,
         min: u32,
     },
+    /// The caller heard its position and estimated wait.
+    PositionAnnounced {
+        call_id: String,
+        queue: String,
+        position: usize,
+        estimated_wait_secs: Option<u64>,
+    },
     /// The caller asked to be called back (C3).
     CallbackRequested {
         call_id: String,
