@@ -589,3 +589,99 @@ fn a_busy_phone_and_a_declining_phone_are_distinct_outcomes_with_their_cool_down
     }
     server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1003\""]);
 }
+
+/// A SIPp caller to `number` that stays until hotline hangs up.
+fn caller_until_hung_up(number: &str) -> Sipp {
+    Sipp::new("caller_hung_up").service(number).args(&[
+        "-key",
+        "caller",
+        number,
+        "-timeout",
+        "30s",
+        "-recv_timeout",
+        "20s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
+
+#[test]
+fn after_max_wait_the_caller_overflows_to_another_queue_keeping_its_waited_time() {
+    let config = acd_config(
+        "[queues.support]\nmax_wait = \"3s\"\noverflow = \"queue:sales\"\nannounce_agent = false\n\n\
+         [queues.sales]\nannounce_agent = false\n",
+    )
+    .agent_queues("1003", &["sales"]);
+    let server = Server::start(config);
+    let port = free_port();
+    // Only the sales agent is on duty: support callers wait, then overflow.
+    register_agent(&server, "1003", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_agent(port, 200, (0, "PCMU")).run(server));
+        caller("402", 6000).run_ok(server);
+        agent.join().unwrap().assert_ok(server);
+    });
+    let overflow = server.wait_event(
+        &[
+            "\"type\":\"call_overflowed\"",
+            "\"queue\":\"support\"",
+            "\"reason\":\"max_wait\"",
+            "\"target\":\"queue:sales\"",
+        ],
+        Duration::from_secs(1),
+    );
+    assert!(overflow.contains("\"waited_ms\":30"), "{overflow}");
+    let requeued = server.wait_event(
+        &["\"type\":\"call_queued\"", "\"queue\":\"sales\""],
+        Duration::from_secs(1),
+    );
+    assert!(!requeued.contains("\"waited_ms\":0"), "{requeued}");
+    server.assert_event(&[
+        "\"type\":\"call_connected\"",
+        "\"agent\":\"1003\"",
+        "\"queue\":\"sales\"",
+    ]);
+}
+
+#[test]
+fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once() {
+    let config = acd_config(
+        "[queues.support]\nmax_len = 1\noverflow = \"hangup\"\noverflow_prompt = \"busy\"\n\n\
+         [queues.sales]\nwhen_no_agents = \"overflow\"\noverflow = \"hangup\"\n",
+    );
+    let mut config = config;
+    config.numbers.push(Number {
+        number: "404".into(),
+        ivr: None,
+        queue: Some("sales".into()),
+        greeting: None,
+        answer_after: None,
+    });
+    let server = Server::start(config);
+    std::thread::scope(|s| {
+        let server = &server;
+        // No agent is logged in: the first support caller waits (support joins
+        // when empty), the second finds the queue full.
+        let first = s.spawn(move || caller("402", 4000).run(server));
+        std::thread::sleep(Duration::from_millis(500));
+        caller_until_hung_up("402").run_ok(server);
+        caller_until_hung_up("404").run_ok(server);
+        first.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"call_overflowed\"",
+        "\"queue\":\"support\"",
+        "\"reason\":\"max_len\"",
+        "\"target\":\"hangup\"",
+    ]);
+    server.assert_event(&["\"type\":\"prompt_started\"", "\"prompts\":[\"busy\"]"]);
+    server.assert_event(&[
+        "\"type\":\"call_overflowed\"",
+        "\"queue\":\"sales\"",
+        "\"reason\":\"no_agents\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
+}

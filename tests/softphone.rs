@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, TestConfig, free_port};
+use common::{Server, Sipp, TestConfig, free_port};
 
 /// Where Debian's baresip keeps its modules.
 fn baresip_modules() -> PathBuf {
@@ -91,6 +91,19 @@ impl Baresip {
         seconds: u32,
         dial: Option<&str>,
     ) -> Baresip {
+        Self::start_with(dir, server, agent, password, seconds, dial, "")
+    }
+
+    /// Like [`Baresip::start`], with extra account parameters (`;answermode=auto`).
+    fn start_with(
+        dir: &Path,
+        server: &Server,
+        agent: &str,
+        password: &str,
+        seconds: u32,
+        dial: Option<&str>,
+        account_params: &str,
+    ) -> Baresip {
         let modules = baresip_modules();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
@@ -105,7 +118,7 @@ impl Baresip {
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{agent}@127.0.0.1:{}>;auth_pass={password};regint=60\n",
+                "<sip:{agent}@127.0.0.1:{}>;auth_pass={password};regint=60{account_params}\n",
                 server.sip_port
             ),
         )
@@ -250,5 +263,58 @@ fn baresip_call_to_a_hotline_number_is_answered_and_ended_by_the_caller() {
     assert!(
         server_log.contains("UacBye"),
         "caller hung up:\n{server_log}"
+    );
+}
+
+#[test]
+fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
+    let server = Server::start(
+        TestConfig::new()
+            .http(true)
+            .agent_queues("1001", &["support"])
+            .extra("[queues.support]\nannounce_agent = false\n"),
+    );
+    let phone = Baresip::start_with(
+        &server.dir.path().join("baresip"),
+        &server,
+        "1001",
+        "demo1001",
+        14,
+        None,
+        ";answermode=auto",
+    );
+    wait_for_gauge(
+        &server,
+        "hotline_agents{state=\"ready\"}",
+        1.0,
+        Duration::from_secs(6),
+    );
+    // 401 plays the greeting, queues the caller, and the phone answers by itself.
+    Sipp::new("caller_waits")
+        .service("401")
+        .args(&[
+            "-d",
+            "7000",
+            "-key",
+            "caller",
+            "5551234",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .run_ok(&server);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""]);
+    server.assert_event(&["\"type\":\"call_bridged\"", "\"agent_codec\":\"PCMU\""]);
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1001\"",
+        "\"released_by\":\"caller\"",
+    ]);
+    let log = phone.wait(Duration::from_secs(20));
+    assert!(log.contains("Call established"), "{log}");
+    assert!(
+        log.contains("5551234"),
+        "the phone shows the caller's number:\n{log}"
     );
 }
