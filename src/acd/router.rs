@@ -29,7 +29,9 @@
 //!   priority × skill requirement) whose head the agent cannot serve — independent of how
 //!   many callers wait in them.
 //! * Caller arrives → O(log m + s') where s' counts free but ineligible agents skipped
-//!   (ring-all: O(free agents)).
+//!   (ring-all: O(free agents)); a caller offered at once never enters the waiting sets.
+//!   Callers with equal requirements share one interned requirement set (no list is
+//!   built per caller), and each bucket knows its set, so judging a head needs no lookup.
 //! * `tick` → O(log t) per expired wrap-up / cool-down / escalation timer; nothing is
 //!   scanned when nothing expires. `snapshot` is O(n + m · k).
 
@@ -46,36 +48,64 @@ type AgentIdx = u32;
 type QueueIdx = u32;
 type Seq = u64;
 type SkillIdx = u32;
+/// An interned, sorted set of (skill, minimum proficiency) requirements.
+type ReqsIdx = u32;
+type Reqs = [(SkillIdx, u8)];
 /// (caller priority, higher first; enqueued_at; arrival sequence).
 type WaitKey = (Reverse<u32>, Instant, Seq);
 /// (strategy key, agent index = agent order).
 type FreeKey = (u128, AgentIdx);
-/// (caller priority, sorted requirements): callers that are eligible for the same agents.
-type BucketKey = (u32, Vec<(SkillIdx, u8)>);
+/// (caller priority, requirements): callers that are eligible for the same agents.
+type BucketKey = (u32, ReqsIdx);
 /// (caller priority desc, queue priority desc, enqueued_at, agent's queue preference, seq).
 type Rank = (Reverse<u32>, Reverse<u32>, Instant, usize, Seq);
 
-/// Hasher for keys the router makes itself (sequence numbers, interned skill indices —
-/// never chosen by a caller, so no SipHash needed): a multiply by the golden ratio.
+/// Hasher for keys no caller can choose: numbers the router makes itself (sequence
+/// numbers, interned indices) and names from the configuration (queues, agents, skills;
+/// a lookup with an unknown name costs one probe, only inserts could be steered into
+/// collisions). A multiply by the golden ratio per 8 bytes, folded so the low bits that
+/// pick the slot depend on every input bit. Call ids come from the network and keep the
+/// std hasher (SipHash with random keys), so colliding Call-IDs cannot slow the router.
 #[derive(Debug, Default, Clone, Copy)]
-struct SeqHasher(u64);
+struct IdHasher(u64);
 
-impl std::hash::Hasher for SeqHasher {
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(word));
         }
     }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
     fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(GOLDEN);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
-type FastState = std::hash::BuildHasherDefault<SeqHasher>;
-type SeqMap<V> = HashMap<Seq, V, FastState>;
+type FastState = std::hash::BuildHasherDefault<IdHasher>;
+type FastMap<K, V> = HashMap<K, V, FastState>;
+type SeqMap<V> = FastMap<Seq, V>;
 
 const NO_ANSWER: &str = "no-answer";
 const COOLDOWN: &str = "cooldown";
@@ -90,13 +120,19 @@ struct EscStep {
 #[derive(Debug)]
 struct QueueEntry {
     cfg: QueueConfig,
+    /// The queue's own requirements, sorted by skill.
     reqs: Vec<(SkillIdx, u8)>,
+    /// The same, interned: the requirements of a caller that brings no skills of its own.
+    base_reqs: ReqsIdx,
     esc: Vec<EscStep>,
     /// Every waiting caller, in service order.
     waiting: BTreeSet<WaitKey>,
     /// Callers grouped by (priority, requirements); each bucket ordered by enqueued_at.
     buckets: Vec<BTreeSet<(Instant, Seq)>>,
-    bucket_ids: HashMap<BucketKey, u32, FastState>,
+    /// The requirements of each bucket's callers, so its head can be judged without
+    /// looking the caller up.
+    bucket_reqs: Vec<ReqsIdx>,
+    bucket_ids: FastMap<BucketKey, u32>,
     /// The head of every non-empty bucket, in service order, with its bucket.
     heads: BTreeSet<(WaitKey, u32)>,
     free: BTreeSet<FreeKey>,
@@ -105,6 +141,18 @@ struct QueueEntry {
 }
 
 impl QueueEntry {
+    /// The bucket of callers with this priority and these requirements (made if new).
+    fn bucket(&mut self, priority: u32, reqs: ReqsIdx) -> u32 {
+        if let Some(&b) = self.bucket_ids.get(&(priority, reqs)) {
+            return b;
+        }
+        let b = self.buckets.len() as u32;
+        self.buckets.push(BTreeSet::new());
+        self.bucket_reqs.push(reqs);
+        self.bucket_ids.insert((priority, reqs), b);
+        b
+    }
+
     /// Puts a caller in the waiting set and its bucket, keeping the bucket heads current.
     fn insert(&mut self, call: &CallEntry, seq: Seq) {
         let bucket = &mut self.buckets[call.bucket as usize];
@@ -152,7 +200,7 @@ struct CallEntry {
     queue: QueueIdx,
     priority: u32,
     enqueued_at: Instant,
-    reqs: Vec<(SkillIdx, u8)>,
+    reqs: ReqsIdx,
     bucket: u32,
     status: CallStatus,
 }
@@ -186,12 +234,19 @@ impl AgentEntry {
     }
 }
 
-/// Whether `agent` may take `call` from `queue` at `now` (queue membership not checked).
-fn eligible(agent: &AgentEntry, queue: &QueueEntry, call: &CallEntry, now: Instant) -> bool {
+/// Whether `agent` may take a caller of `queue` needing `reqs`, queued since
+/// `enqueued_at`, at `now` (queue membership not checked).
+fn eligible(
+    agent: &AgentEntry,
+    queue: &QueueEntry,
+    reqs: &Reqs,
+    enqueued_at: Instant,
+    now: Instant,
+) -> bool {
     if queue.esc.is_empty() {
-        return call.reqs.iter().all(|&(s, m)| agent.prof(s) >= m.max(1));
+        return reqs.iter().all(|&(s, m)| agent.prof(s) >= m.max(1));
     }
-    let waited = now.saturating_duration_since(call.enqueued_at);
+    let waited = now.saturating_duration_since(enqueued_at);
     let mut cap = u8::MAX;
     let mut elapsed = 0;
     for step in &queue.esc {
@@ -203,8 +258,7 @@ fn eligible(agent: &AgentEntry, queue: &QueueEntry, call: &CallEntry, now: Insta
             cap = cap.min(m);
         }
     }
-    if call
-        .reqs
+    if reqs
         .iter()
         .all(|&(s, m)| agent.prof(s) >= m.min(cap).max(1))
     {
@@ -221,11 +275,16 @@ pub struct Router {
     opts: RouterOptions,
     epoch: Instant,
     rng: u64,
-    skills: HashMap<String, SkillIdx>,
+    skills: FastMap<String, SkillIdx>,
+    /// Every distinct requirement set, interned so callers and buckets share it.
+    reqs: Vec<Box<Reqs>>,
+    reqs_index: FastMap<Box<Reqs>, ReqsIdx>,
+    /// Scratch space for a caller's requirements, kept to spare an allocation per caller.
+    reqs_buf: Vec<(SkillIdx, u8)>,
     queues: Vec<QueueEntry>,
-    queue_index: HashMap<QueueId, QueueIdx>,
+    queue_index: FastMap<QueueId, QueueIdx>,
     agents: Vec<AgentEntry>,
-    agent_index: HashMap<AgentId, AgentIdx>,
+    agent_index: FastMap<AgentId, AgentIdx>,
     calls: SeqMap<CallEntry>,
     call_index: HashMap<CallId, Seq>,
     next_seq: Seq,
@@ -246,11 +305,14 @@ impl Router {
             opts,
             epoch: now,
             rng,
-            skills: HashMap::new(),
+            skills: FastMap::default(),
+            reqs: Vec::new(),
+            reqs_index: FastMap::default(),
+            reqs_buf: Vec::new(),
             queues: Vec::new(),
-            queue_index: HashMap::new(),
+            queue_index: FastMap::default(),
             agents: Vec::new(),
-            agent_index: HashMap::new(),
+            agent_index: FastMap::default(),
             calls: SeqMap::default(),
             call_index: HashMap::new(),
             next_seq: 0,
@@ -273,16 +335,49 @@ impl Router {
         i
     }
 
+    /// The index of the requirement set `reqs` (sorted by skill), interned if new.
+    fn intern_reqs(&mut self, reqs: &Reqs) -> ReqsIdx {
+        if let Some(&i) = self.reqs_index.get(reqs) {
+            return i;
+        }
+        let i = self.reqs.len() as ReqsIdx;
+        self.reqs.push(reqs.into());
+        self.reqs_index.insert(reqs.into(), i);
+        i
+    }
+
+    /// A caller's requirements: the queue's plus the caller's skills (minimum 1).
+    fn caller_reqs(&mut self, qi: QueueIdx, skills: &[String]) -> ReqsIdx {
+        if skills.is_empty() {
+            return self.queues[qi as usize].base_reqs;
+        }
+        let mut reqs = std::mem::take(&mut self.reqs_buf);
+        reqs.clear();
+        reqs.extend_from_slice(&self.queues[qi as usize].reqs);
+        for name in skills {
+            let s = self.intern(name);
+            if !reqs.iter().any(|&(r, _)| r == s) {
+                reqs.push((s, 1));
+            }
+        }
+        reqs.sort_unstable();
+        let i = self.intern_reqs(&reqs);
+        self.reqs_buf = reqs;
+        i
+    }
+
     /// Adds a queue. Escalation steps are applied in order of `after`.
     pub fn add_queue(&mut self, cfg: QueueConfig) -> Result<(), RouterError> {
         if self.queue_index.contains_key(&cfg.id) {
             return Err(RouterError::DuplicateQueue(cfg.id));
         }
-        let reqs = cfg
+        let mut reqs: Vec<(SkillIdx, u8)> = cfg
             .required_skills
             .iter()
             .map(|(name, min)| (self.intern(name), *min))
             .collect();
+        reqs.sort_unstable();
+        let base_reqs = self.intern_reqs(&reqs);
         let mut esc: Vec<EscStep> = cfg
             .escalation
             .iter()
@@ -298,10 +393,12 @@ impl Router {
         self.queues.push(QueueEntry {
             cfg,
             reqs,
+            base_reqs,
             esc,
             waiting: BTreeSet::new(),
             buckets: Vec::new(),
-            bucket_ids: HashMap::default(),
+            bucket_reqs: Vec::new(),
+            bucket_ids: FastMap::default(),
             heads: BTreeSet::new(),
             free: BTreeSet::new(),
             rr_last: None,
@@ -514,38 +611,22 @@ impl Router {
         if self.call_index.contains_key(&caller.call) {
             return Err(RouterError::DuplicateCall(caller.call));
         }
-        let mut reqs = self.queues[qi as usize].reqs.clone();
-        for name in &caller.skills {
-            let s = self.intern(name);
-            if !reqs.iter().any(|&(r, _)| r == s) {
-                reqs.push((s, 1));
-            }
-        }
-        reqs.sort_unstable();
+        let reqs = self.caller_reqs(qi, &caller.skills);
+        // Looking for an agent before queueing spares a caller who is offered at once the
+        // trip into and out of the waiting sets.
+        let agents = self.find_agents(qi, &self.reqs[reqs as usize], caller.enqueued_at, now);
         let seq = self.next_seq;
         self.next_seq += 1;
         let queue = &mut self.queues[qi as usize];
-        let key = (caller.priority, reqs);
-        let bucket = match queue.bucket_ids.get(&key) {
-            Some(&b) => b,
-            None => {
-                let b = queue.buckets.len() as u32;
-                queue.buckets.push(BTreeSet::new());
-                queue.bucket_ids.insert(key.clone(), b);
-                b
-            }
-        };
-        let reqs = key.1;
         let entry = CallEntry {
             id: caller.call.clone(),
             queue: qi,
             priority: caller.priority,
             enqueued_at: caller.enqueued_at,
             reqs,
-            bucket,
+            bucket: queue.bucket(caller.priority, reqs),
             status: CallStatus::Waiting,
         };
-        queue.insert(&entry, seq);
         for step in &queue.esc {
             if let Some(at) = caller.enqueued_at.checked_add(step.after)
                 && at > now
@@ -553,10 +634,16 @@ impl Router {
                 self.esc_timers.insert((at, seq));
             }
         }
+        if agents.is_empty() {
+            queue.insert(&entry, seq);
+        }
         self.calls.insert(seq, entry);
         self.call_index.insert(caller.call, seq);
         let mut out = Vec::new();
-        self.match_caller(seq, now, &mut out);
+        if !agents.is_empty() {
+            self.picked(qi, &agents);
+            self.reserve(seq, agents, false, now, &mut out);
+        }
         Ok(out)
     }
 
@@ -891,7 +978,7 @@ impl Router {
     fn become_ready(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
         self.set_state(a, AgentState::Ready, now, out);
         match self.find_caller(a, now) {
-            Some(seq) => self.reserve(seq, vec![a], now, out),
+            Some(seq) => self.reserve(seq, vec![a], true, now, out),
             None => self.insert_free(a),
         }
     }
@@ -908,12 +995,15 @@ impl Router {
     }
 
     fn insert_free(&mut self, a: AgentIdx) {
-        debug_assert!(self.agents[a as usize].free_keys.is_empty());
-        let keys: Vec<(QueueIdx, FreeKey)> = self.agents[a as usize]
-            .queues
-            .iter()
-            .map(|&qi| (qi, self.free_key(a, qi)))
-            .collect();
+        // The agent's key list keeps its capacity between turns: no allocation here.
+        let mut keys = std::mem::take(&mut self.agents[a as usize].free_keys);
+        debug_assert!(keys.is_empty());
+        keys.extend(
+            self.agents[a as usize]
+                .queues
+                .iter()
+                .map(|&qi| (qi, self.free_key(a, qi))),
+        );
         for &(qi, key) in &keys {
             self.queues[qi as usize].free.insert(key);
         }
@@ -921,7 +1011,7 @@ impl Router {
     }
 
     fn remove_free(&mut self, a: AgentIdx) {
-        for (qi, key) in std::mem::take(&mut self.agents[a as usize].free_keys) {
+        for (qi, key) in self.agents[a as usize].free_keys.drain(..) {
             self.queues[qi as usize].free.remove(&key);
         }
     }
@@ -936,15 +1026,13 @@ impl Router {
             // Only bucket heads are looked at: a bucket's callers share priority and
             // requirements, and its head has waited longest (escalation only widens), so
             // when the head does not fit the agent, no one in its bucket does.
-            for &((prio, at, seq), _) in &queue.heads {
+            for &((prio, at, seq), bucket) in &queue.heads {
                 let candidate = (prio, qprio, at, pref, seq);
                 if best.is_some_and(|b| candidate >= b) {
                     break; // everything later in this queue ranks lower still
                 }
-                let Some(call) = self.calls.get(&seq) else {
-                    continue;
-                };
-                if eligible(agent, queue, call, now) {
+                let reqs = &self.reqs[queue.bucket_reqs[bucket as usize] as usize];
+                if eligible(agent, queue, reqs, at, now) {
                     best = Some(candidate);
                     break;
                 }
@@ -953,62 +1041,75 @@ impl Router {
         best.map(|b| b.4)
     }
 
-    fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-
-    /// The free eligible agent(s) the queue's strategy picks for `seq`.
-    fn find_agents(&mut self, seq: Seq, now: Instant) -> Vec<AgentIdx> {
-        let Some(qi) = self.calls.get(&seq).map(|c| c.queue as usize) else {
+    /// The free eligible agent(s) the strategy of queue `qi` picks for a caller needing
+    /// `reqs`, queued since `enqueued_at`. Changes nothing: [`Router::picked`] records the
+    /// pick once it is made.
+    fn find_agents(
+        &self,
+        qi: QueueIdx,
+        reqs: &Reqs,
+        enqueued_at: Instant,
+        now: Instant,
+    ) -> Vec<AgentIdx> {
+        let queue = &self.queues[qi as usize];
+        if queue.free.is_empty() {
             return Vec::new();
-        };
-        let strategy = self.queues[qi].cfg.strategy;
-        let start = match strategy {
-            Strategy::RoundRobin => self.queues[qi].rr_last.map_or(0, |l| l + 1),
-            Strategy::Random if !self.queues[qi].free.is_empty() => {
-                (self.next_random() % self.agents.len().max(1) as u64) as AgentIdx
-            }
+        }
+        let ok =
+            |&&(_, a): &&FreeKey| eligible(&self.agents[a as usize], queue, reqs, enqueued_at, now);
+        let start = match queue.cfg.strategy {
+            Strategy::RingAll => return queue.free.iter().filter(ok).map(|k| k.1).collect(),
+            Strategy::RoundRobin => queue.rr_last.map_or(0, |l| l + 1),
+            Strategy::Random => (xorshift(self.rng) % self.agents.len().max(1) as u64) as AgentIdx,
             _ => 0,
         };
-        let queue = &self.queues[qi];
-        let Some(call) = self.calls.get(&seq) else {
-            return Vec::new();
-        };
-        let ok = |&&(_, a): &&FreeKey| eligible(&self.agents[a as usize], queue, call, now);
-        let chosen = match strategy {
-            Strategy::RingAll => return queue.free.iter().filter(ok).map(|k| k.1).collect(),
-            Strategy::RoundRobin | Strategy::Random => queue
+        let chosen = if start == 0 {
+            queue.free.iter().find(ok)
+        } else {
+            queue
                 .free
                 .range((0, start)..)
                 .chain(queue.free.range(..(0, start)))
-                .find(ok),
-            _ => queue.free.iter().find(ok),
-        }
-        .map(|k| k.1);
-        if let Some(a) = chosen {
-            if strategy == Strategy::RoundRobin {
-                self.queues[qi].rr_last = Some(a);
-            }
-            vec![a]
-        } else {
-            Vec::new()
+                .find(ok)
+        };
+        chosen.map(|k| vec![k.1]).unwrap_or_default()
+    }
+
+    /// Records that `agents` were picked for a caller of queue `qi` (round-robin moves on,
+    /// the random generator advances).
+    fn picked(&mut self, qi: QueueIdx, agents: &[AgentIdx]) {
+        let queue = &mut self.queues[qi as usize];
+        match (queue.cfg.strategy, agents) {
+            (Strategy::RoundRobin, &[a]) => queue.rr_last = Some(a),
+            (Strategy::Random, _) => self.rng = xorshift(self.rng),
+            _ => {}
         }
     }
 
+    /// Offers the waiting caller `seq` to the agent(s) its queue's strategy picks, if any.
     fn match_caller(&mut self, seq: Seq, now: Instant, out: &mut Vec<Decision>) {
-        let agents = self.find_agents(seq, now);
+        let Some(call) = self.calls.get(&seq) else {
+            return;
+        };
+        let qi = call.queue;
+        let reqs = &self.reqs[call.reqs as usize];
+        let agents = self.find_agents(qi, reqs, call.enqueued_at, now);
         if !agents.is_empty() {
-            self.reserve(seq, agents, now, out);
+            self.picked(qi, &agents);
+            self.reserve(seq, agents, true, now, out);
         }
     }
 
-    /// The one step that takes a caller off its queue and reserves the agent(s) for it.
-    fn reserve(&mut self, seq: Seq, agents: Vec<AgentIdx>, now: Instant, out: &mut Vec<Decision>) {
+    /// The one step that takes a caller off its queue (when `queued`) and reserves the
+    /// agent(s) for it.
+    fn reserve(
+        &mut self,
+        seq: Seq,
+        agents: Vec<AgentIdx>,
+        queued: bool,
+        now: Instant,
+        out: &mut Vec<Decision>,
+    ) {
         debug_assert!(!agents.is_empty());
         let Some(call) = self.calls.get(&seq) else {
             return;
@@ -1018,7 +1119,9 @@ impl Router {
             agents.len() == 1 || self.queues[call.queue as usize].cfg.strategy == Strategy::RingAll
         );
         let (call_id, qi) = (call.id.clone(), call.queue);
-        self.remove_waiting(seq);
+        if queued {
+            self.remove_waiting(seq);
+        }
         for &a in &agents {
             debug_assert_eq!(
                 self.agents[a as usize].state,
@@ -1037,25 +1140,25 @@ impl Router {
             self.set_state(a, state, now, out);
         }
         let queue = self.queues[qi as usize].cfg.id.clone();
-        let ids: Vec<AgentId> = agents
-            .iter()
-            .map(|&a| self.agents[a as usize].id.clone())
-            .collect();
+        let decision = match agents[..] {
+            [a] => Decision::Offer {
+                call: call_id,
+                agent: self.agents[a as usize].id.clone(),
+                queue,
+            },
+            _ => Decision::OfferMany {
+                call: call_id,
+                agents: agents
+                    .iter()
+                    .map(|&a| self.agents[a as usize].id.clone())
+                    .collect(),
+                queue,
+            },
+        };
         if let Some(c) = self.calls.get_mut(&seq) {
             c.status = CallStatus::Offered(agents);
         }
-        out.push(match <[AgentId; 1]>::try_from(ids) {
-            Ok([agent]) => Decision::Offer {
-                call: call_id,
-                agent,
-                queue,
-            },
-            Err(agents) => Decision::OfferMany {
-                call: call_id,
-                agents,
-                queue,
-            },
-        });
+        out.push(decision);
     }
 
     /// Checks the router's internal invariants; returns the first violation found.
@@ -1064,6 +1167,12 @@ impl Router {
         for (&seq, c) in &self.calls {
             if self.call_index.get(&c.id) != Some(&seq) {
                 return Err(format!("call {} not indexed", c.id));
+            }
+            let queue = &self.queues[c.queue as usize];
+            if queue.bucket_ids.get(&(c.priority, c.reqs)) != Some(&c.bucket)
+                || queue.bucket_reqs.get(c.bucket as usize) != Some(&c.reqs)
+            {
+                return Err(format!("call {} in the wrong bucket", c.id));
             }
             let in_queues = self
                 .queues
@@ -1114,6 +1223,9 @@ impl Router {
             }
         }
         for q in &self.queues {
+            if q.bucket_reqs.len() != q.buckets.len() {
+                return Err(format!("queue {} buckets without requirements", q.cfg.id));
+            }
             let in_buckets: usize = q.buckets.iter().map(BTreeSet::len).sum();
             let non_empty = q.buckets.iter().filter(|b| !b.is_empty()).count();
             let heads_ok = q
@@ -1165,6 +1277,14 @@ impl Router {
         }
         Ok(())
     }
+}
+
+/// One step of the xorshift generator behind `Strategy::Random`.
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
 }
 
 #[cfg(test)]

@@ -541,8 +541,9 @@ fn no_missed_match(r: &Router, now: Instant) -> Result<(), String> {
     for q in &r.queues {
         for &(_, _, seq) in &q.waiting {
             let c = &r.calls[&seq];
+            let reqs = &r.reqs[c.reqs as usize];
             for &(_, a) in &q.free {
-                if eligible(&r.agents[a as usize], q, c, now) {
+                if eligible(&r.agents[a as usize], q, reqs, c.enqueued_at, now) {
                     return Err(format!(
                         "{} waits while {} is free",
                         c.id, r.agents[a as usize].id
