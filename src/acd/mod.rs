@@ -57,6 +57,7 @@ pub enum Command {
     AgentReady(AgentId),
     AgentNotReady(AgentId, String),
     AgentLogout(AgentId),
+    AgentRequestLogout(AgentId),
     Enqueue(Caller),
     Dequeue(CallId),
     OfferAnswered(CallId, AgentId),
@@ -101,6 +102,7 @@ fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError
         Command::AgentReady(a) => router.agent_ready(&a, now),
         Command::AgentNotReady(a, reason) => router.agent_not_ready(&a, &reason, now),
         Command::AgentLogout(a) => router.agent_logout(&a, now),
+        Command::AgentRequestLogout(a) => router.agent_request_logout(&a, now),
         Command::Enqueue(caller) => router.enqueue(caller, now),
         Command::Dequeue(call) => router.dequeue(&call, now),
         Command::OfferAnswered(c, a) => router.offer_answered(&c, &a, now),
@@ -239,5 +241,61 @@ mod tests {
         drop(handle);
         let router = task.await.unwrap();
         router.check_invariants().unwrap();
+    }
+
+    #[tokio::test]
+    async fn actor_refuses_a_logout_below_minimum_staffing() {
+        let (dtx, mut drx) = mpsc::unbounded_channel();
+        let mut router = Router::new(RouterOptions::default(), std::time::Instant::now());
+        router
+            .add_queue(QueueConfig {
+                min_staffed: 1,
+                ..QueueConfig::new("q")
+            })
+            .unwrap();
+        router
+            .add_agent(AgentConfig {
+                id: AgentId::from("a"),
+                queues: vec![QueueId::from("q")],
+                skills: vec![],
+            })
+            .unwrap();
+        let (handle, _task) = RouterHandle::start(router, dtx);
+        let a = || AgentId::from("a");
+        handle
+            .request(Command::AgentLogin(a()))
+            .await
+            .unwrap()
+            .unwrap();
+        let refused = handle
+            .request(Command::AgentRequestLogout(a()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Err(RouterError::MinStaffed {
+                staffed: 1,
+                min: 1,
+                ..
+            })
+        ));
+        handle
+            .request(Command::AgentLogout(a()))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut alerted = false;
+        while let Ok(d) = drx.try_recv() {
+            alerted |= matches!(
+                d,
+                Decision::StaffingBelowMinimum {
+                    staffed: 0,
+                    min: 1,
+                    ..
+                }
+            );
+        }
+        assert!(alerted);
+        assert_eq!(handle.snapshot().await.unwrap().queues[0].staffed, 0);
     }
 }

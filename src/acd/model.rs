@@ -132,10 +132,22 @@ pub struct QueueConfig {
     /// Skills every caller of this queue needs, with the minimum proficiency.
     pub required_skills: Vec<(String, u8)>,
     pub escalation: Vec<Escalation>,
+    /// At most this many callers wait in the queue: an arriving caller that would have to
+    /// wait is refused ([`RouterError::QueueFull`]) once `max_len` callers already wait. A
+    /// caller offered at once never counts, nor is one returning to the queue refused.
+    pub max_len: Option<usize>,
+    /// Whether callers may queue while no agent serving the queue is logged in (in any
+    /// state but logged-out); when false they are refused ([`RouterError::NoAgents`]).
+    pub join_empty: bool,
+    /// Handover minimum (C2): agents serving the queue that are logged in without a
+    /// pending logout. A voluntary logout that would leave fewer is refused; a forced one
+    /// is reported ([`Decision::StaffingBelowMinimum`]). 0 turns the rule off.
+    pub min_staffed: u32,
 }
 
 impl QueueConfig {
-    /// A queue with the default strategy, no skill requirement and no escalation.
+    /// A queue with the default strategy, no skill requirement, no escalation, no length
+    /// limit, open while empty of agents, and no staffing minimum.
     pub fn new(id: &str) -> Self {
         Self {
             id: QueueId::from(id),
@@ -143,6 +155,9 @@ impl QueueConfig {
             strategy: Strategy::default(),
             required_skills: Vec::new(),
             escalation: Vec::new(),
+            max_len: None,
+            join_empty: true,
+            min_staffed: 0,
         }
     }
 }
@@ -198,6 +213,12 @@ pub enum Decision {
     Cancel { call: CallId, agent: AgentId },
     /// `agent` entered `state`.
     AgentState { agent: AgentId, state: AgentState },
+    /// Rulebook C2: a forced logout left `queue` with `staffed` agents, below its `min`.
+    StaffingBelowMinimum {
+        queue: QueueId,
+        staffed: u32,
+        min: u32,
+    },
 }
 
 /// Router policies.
@@ -249,6 +270,16 @@ pub enum RouterError {
         action: &'static str,
         state: &'static str,
     },
+    #[error("queue {queue} is full: {max_len} callers already wait")]
+    QueueFull { queue: QueueId, max_len: usize },
+    #[error("queue {queue} has no agent logged in")]
+    NoAgents { queue: QueueId },
+    #[error("logout refused: queue {queue} has {staffed} staffed agents and needs at least {min}")]
+    MinStaffed {
+        queue: QueueId,
+        staffed: u32,
+        min: u32,
+    },
 }
 
 /// One queue in a [`Snapshot`].
@@ -257,6 +288,8 @@ pub struct QueueSnapshot {
     pub id: QueueId,
     pub waiting: usize,
     pub longest_wait: Duration,
+    /// Agents serving this queue that are logged in without a pending logout.
+    pub staffed: u32,
     /// Agents serving this queue, counted by state name.
     pub agents_by_state: BTreeMap<&'static str, usize>,
 }

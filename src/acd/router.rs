@@ -19,6 +19,19 @@
 //! step lowers every minimum to its `min_proficiency` and makes agents holding any of its
 //! `extra_skills` eligible.
 //!
+//! # Admission and staffing
+//! * A queue with `join_empty = false` refuses callers while none of its agents is logged
+//!   in (any state but logged-out, a pending logout included).
+//! * A queue with `max_len` refuses a caller that would have to wait once `max_len`
+//!   callers wait; a caller offered at once is always taken, and callers coming back
+//!   (a failed offer) are never refused, so the queue may briefly hold more.
+//! * Handover (C2): an agent is *staffed* for the queues it serves while it is logged in
+//!   without a pending logout. [`Router::agent_request_logout`] (the agent's own choice)
+//!   is refused when it would leave a queue below its `min_staffed`;
+//!   [`Router::agent_logout`] (the phone is gone) always applies, and reports every queue
+//!   it leaves below its minimum when it is asked for — the agent stops counting then,
+//!   even if the logout waits for a call — once, never on a tick.
+//!
 //! # Complexity (n waiting callers, m agents, k queues an agent serves)
 //! * Each queue keeps its waiting callers in a `BTreeSet` ordered by (priority desc,
 //!   `enqueued_at`, arrival sequence), grouped into buckets of equal (priority,
@@ -138,6 +151,10 @@ struct QueueEntry {
     free: BTreeSet<FreeKey>,
     rr_last: Option<AgentIdx>,
     agents: Vec<AgentIdx>,
+    /// Agents serving the queue that are not logged out (`join_empty`).
+    logged_in: u32,
+    /// Of those, the ones without a pending logout (`min_staffed`).
+    staffed: u32,
 }
 
 impl QueueEntry {
@@ -231,6 +248,31 @@ struct AgentEntry {
 impl AgentEntry {
     fn prof(&self, skill: SkillIdx) -> u8 {
         self.prof.get(skill as usize).copied().unwrap_or(0)
+    }
+
+    /// What the agent adds to the counts of the queues it serves.
+    fn presence(&self) -> Presence {
+        let logged_in = self.state != AgentState::LoggedOut;
+        Presence {
+            logged_in,
+            staffed: logged_in && !self.logout_pending,
+        }
+    }
+}
+
+/// Whether an agent counts as logged in and as staffed for the queues it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Presence {
+    logged_in: bool,
+    staffed: bool,
+}
+
+/// Moves a per-queue count by an agent's change of presence.
+fn recount(count: &mut u32, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *count += 1,
+        (true, false) => *count = count.saturating_sub(1),
+        _ => {}
     }
 }
 
@@ -403,6 +445,8 @@ impl Router {
             free: BTreeSet::new(),
             rr_last: None,
             agents: Vec::new(),
+            logged_in: 0,
+            staffed: 0,
         });
         Ok(())
     }
@@ -521,11 +565,11 @@ impl Router {
     ) -> Result<Vec<Decision>, RouterError> {
         let a = self.agent_idx(agent)?;
         let mut out = Vec::new();
-        let entry = &mut self.agents[a as usize];
-        if entry.logout_pending {
-            entry.logout_pending = false;
+        if self.agents[a as usize].logout_pending {
+            self.set_logout_pending(a, false);
             return Ok(out);
         }
+        let entry = &mut self.agents[a as usize];
         match entry.state {
             AgentState::LoggedOut => {
                 entry.no_answer_streak = 0;
@@ -575,7 +619,10 @@ impl Router {
         Ok(out)
     }
 
-    /// Logs the agent out; during an offer or a call the logout takes effect after it.
+    /// Logs the agent out (its phone is gone: always applies); during an offer or a call
+    /// the logout takes effect after it. The agent stops counting as staffed at once, so
+    /// every queue it leaves below `min_staffed` is reported here, once
+    /// ([`Decision::StaffingBelowMinimum`]), and not again when the logout takes effect.
     pub fn agent_logout(
         &mut self,
         agent: &AgentId,
@@ -583,26 +630,79 @@ impl Router {
     ) -> Result<Vec<Decision>, RouterError> {
         let a = self.agent_idx(agent)?;
         let mut out = Vec::new();
+        self.logout(a, now, &mut out);
+        Ok(out)
+    }
+
+    /// The agent asks to log out (a voluntary logout): refused with
+    /// [`RouterError::MinStaffed`], changing nothing, when it would leave one of its queues
+    /// below `min_staffed` (the first such queue in its order of preference, with its
+    /// current staffed count); otherwise as [`Router::agent_logout`].
+    pub fn agent_request_logout(
+        &mut self,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let a = self.agent_idx(agent)?;
+        let entry = &self.agents[a as usize];
+        // An agent that does not count as staffed changes no count by leaving.
+        if entry.presence().staffed {
+            for &qi in &entry.queues {
+                let q = &self.queues[qi as usize];
+                let min = q.cfg.min_staffed;
+                if min > 0 && q.staffed <= min {
+                    return Err(RouterError::MinStaffed {
+                        queue: q.cfg.id.clone(),
+                        staffed: q.staffed,
+                        min,
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        self.logout(a, now, &mut out);
+        Ok(out)
+    }
+
+    fn logout(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
+        let was_staffed = self.agents[a as usize].presence().staffed;
         match self.agents[a as usize].state {
             AgentState::LoggedOut => {}
             AgentState::Offered { .. } | AgentState::Talking { .. } | AgentState::OnHold { .. } => {
-                self.agents[a as usize].logout_pending = true;
+                self.set_logout_pending(a, true);
             }
             AgentState::Ready => {
                 self.remove_free(a);
-                self.set_state(a, AgentState::LoggedOut, now, &mut out);
+                self.set_state(a, AgentState::LoggedOut, now, out);
             }
             AgentState::NotReady { .. } | AgentState::WrapUp { .. } => {
                 self.clear_timer(a);
-                self.set_state(a, AgentState::LoggedOut, now, &mut out);
+                self.set_state(a, AgentState::LoggedOut, now, out);
             }
         }
-        Ok(out)
+        if !was_staffed {
+            return;
+        }
+        for &qi in &self.agents[a as usize].queues {
+            let q = &self.queues[qi as usize];
+            let min = q.cfg.min_staffed;
+            if q.staffed < min {
+                out.push(Decision::StaffingBelowMinimum {
+                    queue: q.cfg.id.clone(),
+                    staffed: q.staffed,
+                    min,
+                });
+            }
+        }
     }
 
     // ----- caller requests ------------------------------------------------------------
 
-    /// Queues a caller; it is offered at once if a free eligible agent exists.
+    /// Queues a caller; it is offered at once if a free eligible agent exists. Refused with
+    /// [`RouterError::NoAgents`] when the queue does not take callers while no agent
+    /// serving it is logged in, and with [`RouterError::QueueFull`] when the caller would
+    /// have to wait and `max_len` callers already wait (a caller offered at once is taken
+    /// whatever the length).
     pub fn enqueue(&mut self, caller: Caller, now: Instant) -> Result<Vec<Decision>, RouterError> {
         let qi = *self
             .queue_index
@@ -611,10 +711,26 @@ impl Router {
         if self.call_index.contains_key(&caller.call) {
             return Err(RouterError::DuplicateCall(caller.call));
         }
+        let queue = &self.queues[qi as usize];
+        if !queue.cfg.join_empty && queue.logged_in == 0 {
+            return Err(RouterError::NoAgents {
+                queue: caller.queue,
+            });
+        }
         let reqs = self.caller_reqs(qi, &caller.skills);
         // Looking for an agent before queueing spares a caller who is offered at once the
-        // trip into and out of the waiting sets.
+        // trip into and out of the waiting sets, and tells whether it would wait at all.
         let agents = self.find_agents(qi, &self.reqs[reqs as usize], caller.enqueued_at, now);
+        let queue = &self.queues[qi as usize];
+        if let Some(max_len) = queue.cfg.max_len
+            && agents.is_empty()
+            && queue.waiting.len() >= max_len
+        {
+            return Err(RouterError::QueueFull {
+                queue: caller.queue,
+                max_len,
+            });
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let queue = &mut self.queues[qi as usize];
@@ -741,12 +857,11 @@ impl Router {
             // The failed agent is not free yet, so it cannot be chosen again here.
             self.match_caller(seq, now, &mut out);
         }
-        let entry = &mut self.agents[a as usize];
-        if entry.logout_pending {
-            entry.logout_pending = false;
-            self.set_state(a, AgentState::LoggedOut, now, &mut out);
+        if self.agents[a as usize].logout_pending {
+            self.finish_logout(a, now, &mut out);
             return Ok(out);
         }
+        let entry = &mut self.agents[a as usize];
         let cooldown = match outcome {
             Outcome::NoAnswer => {
                 entry.no_answer_streak += 1;
@@ -792,8 +907,7 @@ impl Router {
             entry.talk_time += now.saturating_duration_since(start);
         }
         if entry.logout_pending {
-            entry.logout_pending = false;
-            self.set_state(a, AgentState::LoggedOut, now, &mut out);
+            self.finish_logout(a, now, &mut out);
         } else if self.opts.wrap_up.is_zero() {
             self.become_ready(a, now, &mut out);
         } else {
@@ -911,6 +1025,7 @@ impl Router {
                     id: q.cfg.id.clone(),
                     waiting: q.waiting.len(),
                     longest_wait,
+                    staffed: q.staffed,
                     agents_by_state,
                 }
             })
@@ -931,12 +1046,44 @@ impl Router {
 
     fn set_state(&mut self, a: AgentIdx, state: AgentState, now: Instant, out: &mut Vec<Decision>) {
         let entry = &mut self.agents[a as usize];
+        let before = entry.presence();
         entry.state = state.clone();
         entry.since = now;
         out.push(Decision::AgentState {
             agent: entry.id.clone(),
             state,
         });
+        self.recount_presence(a, before);
+    }
+
+    fn set_logout_pending(&mut self, a: AgentIdx, pending: bool) {
+        let entry = &mut self.agents[a as usize];
+        let before = entry.presence();
+        entry.logout_pending = pending;
+        self.recount_presence(a, before);
+    }
+
+    /// Brings the counts of the agent's queues in line with its presence, which was
+    /// `before` the change just made.
+    fn recount_presence(&mut self, a: AgentIdx, before: Presence) {
+        let entry = &self.agents[a as usize];
+        let after = entry.presence();
+        if after == before {
+            return;
+        }
+        for &qi in &entry.queues {
+            let q = &mut self.queues[qi as usize];
+            recount(&mut q.logged_in, before.logged_in, after.logged_in);
+            recount(&mut q.staffed, before.staffed, after.staffed);
+        }
+    }
+
+    /// A pending logout takes effect (the offer or call it waited for is over).
+    fn finish_logout(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
+        // Logged out while still pending: the agent stopped counting as staffed when the
+        // logout was asked for, and only stops counting as logged in now.
+        self.set_state(a, AgentState::LoggedOut, now, out);
+        self.agents[a as usize].logout_pending = false;
     }
 
     fn set_timer(&mut self, a: AgentIdx, until: Instant) {
@@ -966,8 +1113,7 @@ impl Router {
     /// An agent whose offer was cancelled: logged out if pending, else ready.
     fn release(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
         if self.agents[a as usize].logout_pending {
-            self.agents[a as usize].logout_pending = false;
-            self.set_state(a, AgentState::LoggedOut, now, out);
+            self.finish_logout(a, now, out);
         } else {
             self.become_ready(a, now, out);
         }
@@ -1223,6 +1369,18 @@ impl Router {
             }
         }
         for q in &self.queues {
+            let (mut logged_in, mut staffed) = (0, 0);
+            for &a in &q.agents {
+                let p = self.agents[a as usize].presence();
+                logged_in += u32::from(p.logged_in);
+                staffed += u32::from(p.staffed);
+            }
+            if (logged_in, staffed) != (q.logged_in, q.staffed) {
+                return Err(format!(
+                    "queue {} counts {}/{} logged in/staffed, agents say {logged_in}/{staffed}",
+                    q.cfg.id, q.logged_in, q.staffed
+                ));
+            }
             if q.bucket_reqs.len() != q.buckets.len() {
                 return Err(format!("queue {} buckets without requirements", q.cfg.id));
             }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use proptest::prelude::{Just, prop_assert, prop_oneof, proptest};
+use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof, proptest};
 use proptest::strategy::Strategy as PropStrategy;
 
 use super::*;
@@ -500,6 +500,7 @@ enum Op {
     Ready(usize),
     NotReady(usize),
     Logout(usize),
+    RequestLogout(usize),
     Enqueue(usize, usize, u32),
     Dequeue(usize),
     Answer(usize),
@@ -525,6 +526,7 @@ fn op() -> impl PropStrategy<Value = Op> {
         a.clone().prop_map(Op::Ready),
         a.clone().prop_map(Op::NotReady),
         a.clone().prop_map(Op::Logout),
+        a.clone().prop_map(Op::RequestLogout),
         (0..CALLS, 0..QUEUES.len(), 0u32..3).prop_map(|(c, q, p)| Op::Enqueue(c, q, p)),
         (0..CALLS).prop_map(Op::Dequeue),
         a.clone().prop_map(Op::Answer),
@@ -571,8 +573,14 @@ proptest! {
         let mut r = Router::new(opts, t0);
         for (name, strategy) in QUEUES {
             let mut q = queue(name, strategy);
+            if name == "rr" {
+                q.max_len = Some(2);
+                q.min_staffed = 2;
+            }
             if name == "skill" {
                 q.required_skills = vec![("x".into(), 5)];
+                q.join_empty = false;
+                q.min_staffed = 1;
             }
             r.add_queue(q).unwrap();
         }
@@ -585,11 +593,13 @@ proptest! {
             now += Duration::from_secs(dt);
             let name = |i: usize| aid(&format!("a{i}"));
             let current = |r: &Router, i: usize| state(r, &format!("a{i}")).call().cloned();
+            let before = r.snapshot(now);
             let result = match op {
                 Op::Login(i) => r.agent_login(&name(i), now),
                 Op::Ready(i) => r.agent_ready(&name(i), now),
                 Op::NotReady(i) => r.agent_not_ready(&name(i), "break", now),
                 Op::Logout(i) => r.agent_logout(&name(i), now),
+                Op::RequestLogout(i) => r.agent_request_logout(&name(i), now),
                 Op::Enqueue(c, q, p) => {
                     let at = now - Duration::from_secs(u64::from(p));
                     r.enqueue(caller(&format!("c{c}"), QUEUES[q].0, p, at), now)
@@ -620,11 +630,41 @@ proptest! {
                 },
                 Op::Tick => Ok(r.tick(now)),
             };
+            let after = r.snapshot(now);
+            let queue_after = |id: &QueueId| after.queues.iter().find(|q| q.id == *id);
             // Every decision is consistent with the state it leaves behind.
-            if let Ok(ds) = &result {
-                for d in ds {
-                    if let Decision::OfferMany { agents, .. } = d {
-                        prop_assert!(agents.len() > 1);
+            match &result {
+                Ok(ds) => {
+                    for d in ds {
+                        match d {
+                            Decision::OfferMany { agents, .. } => prop_assert!(agents.len() > 1),
+                            Decision::StaffingBelowMinimum { queue, staffed, min } => {
+                                prop_assert!(matches!(op, Op::Logout(_)), "{:?} alerted", op);
+                                prop_assert!(staffed < min);
+                                prop_assert_eq!(queue_after(queue).map(|q| q.staffed), Some(*staffed));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                // A refusal changes nothing, and its reason holds.
+                Err(e) => {
+                    prop_assert_eq!(&before, &after, "{:?} refused with {} but changed state", op, e);
+                    match e {
+                        RouterError::QueueFull { queue, max_len } => {
+                            prop_assert!(r.waiting(queue).len() >= *max_len);
+                        }
+                        RouterError::NoAgents { queue } => {
+                            let logged_in = queue_after(queue).map(|q| {
+                                q.agents_by_state.iter().filter(|(s, _)| **s != "logged-out").count()
+                            });
+                            prop_assert_eq!(logged_in, Some(0));
+                        }
+                        RouterError::MinStaffed { queue, staffed, min } => {
+                            prop_assert!(staffed <= min);
+                            prop_assert_eq!(queue_after(queue).map(|q| q.staffed), Some(*staffed));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -653,5 +693,250 @@ fn agent_skips_callers_it_cannot_serve() {
     assert_eq!(offers(&d), [("plain".to_owned(), "x".to_owned())]);
     let d = r.agent_login(&aid("fr"), secs(t0, 7)).unwrap();
     assert_eq!(offers(&d), [("f0".to_owned(), "fr".to_owned())]);
+    r.check_invariants().unwrap();
+}
+
+// ----- queue limits and staffing ------------------------------------------------------
+
+fn limited(max_len: Option<usize>, join_empty: bool, min_staffed: u32) -> QueueConfig {
+    QueueConfig {
+        max_len,
+        join_empty,
+        min_staffed,
+        ..QueueConfig::new("q")
+    }
+}
+
+#[test]
+fn full_queue_refuses_only_callers_that_would_wait() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(Some(2), true, 0)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    r.add_agent(agent("b", &["q"], &[])).unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    // c1 is offered at once and does not count; c2 and c3 wait and fill the queue.
+    let d = r.enqueue(caller("c1", "q", 0, t0), t0).unwrap();
+    assert_eq!(offers(&d), [("c1".to_owned(), "a".to_owned())]);
+    for c in ["c2", "c3"] {
+        assert!(r.enqueue(caller(c, "q", 0, t0), t0).unwrap().is_empty());
+    }
+    let refused = r.enqueue(caller("c4", "q", 5, t0), t0);
+    assert_eq!(
+        refused,
+        Err(RouterError::QueueFull {
+            queue: QueueId::from("q"),
+            max_len: 2
+        })
+    );
+    // Nothing changed: c4 is unknown, the queue is as it was.
+    assert_eq!(r.waiting(&QueueId::from("q")), [cid("c2"), cid("c3")]);
+    assert!(matches!(
+        r.dequeue(&cid("c4"), t0),
+        Err(RouterError::UnknownCall(_))
+    ));
+    r.check_invariants().unwrap();
+    // A failed offer brings c1 back even though the queue is full.
+    r.offer_failed(&cid("c1"), &aid("a"), Outcome::NoAnswer, secs(t0, 1))
+        .unwrap();
+    assert_eq!(r.waiting(&QueueId::from("q")).len(), 3);
+    // b takes c1; one place is still missing for c4 (2 wait).
+    let d = r.agent_login(&aid("b"), secs(t0, 2)).unwrap();
+    assert_eq!(offers(&d), [("c1".to_owned(), "b".to_owned())]);
+    assert!(r.enqueue(caller("c4", "q", 0, t0), secs(t0, 2)).is_err());
+    r.dequeue(&cid("c3"), secs(t0, 3)).unwrap();
+    assert!(r.enqueue(caller("c4", "q", 0, t0), secs(t0, 3)).is_ok());
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn full_queue_still_takes_a_caller_a_free_agent_can_serve() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(Some(1), true, 0)).unwrap();
+    r.add_agent(agent("x", &["q"], &[])).unwrap();
+    r.agent_login(&aid("x"), t0).unwrap();
+    let mut french = caller("f1", "q", 0, t0);
+    french.skills = vec!["french".into()];
+    assert!(r.enqueue(french.clone(), t0).unwrap().is_empty());
+    // The queue is full, but x is free for a caller without the skill.
+    let d = r.enqueue(caller("plain", "q", 0, t0), t0).unwrap();
+    assert_eq!(offers(&d), [("plain".to_owned(), "x".to_owned())]);
+    french.call = cid("f2");
+    assert!(matches!(
+        r.enqueue(french, t0),
+        Err(RouterError::QueueFull { max_len: 1, .. })
+    ));
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn queue_closed_while_no_agent_is_logged_in() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(None, false, 0)).unwrap();
+    r.add_queue(QueueConfig::new("open")).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    let no_agents = Err(RouterError::NoAgents {
+        queue: QueueId::from("q"),
+    });
+    assert_eq!(r.enqueue(caller("c1", "q", 0, t0), t0), no_agents);
+    // The default queue takes callers with nobody logged in.
+    assert!(r.enqueue(caller("c1", "open", 0, t0), t0).is_ok());
+    // A logged-in agent on a break keeps the queue open; its callers wait.
+    r.agent_login(&aid("a"), t0).unwrap();
+    r.agent_not_ready(&aid("a"), "lunch", t0).unwrap();
+    assert_eq!(r.enqueue(caller("c2", "q", 0, t0), t0), Ok(Vec::new()));
+    // An agent whose logout waits for its call still counts as logged in.
+    let d = r.agent_ready(&aid("a"), secs(t0, 1)).unwrap();
+    assert_eq!(offers(&d), [("c2".to_owned(), "a".to_owned())]);
+    r.agent_logout(&aid("a"), secs(t0, 2)).unwrap();
+    assert!(r.enqueue(caller("c3", "q", 0, t0), secs(t0, 2)).is_ok());
+    r.dequeue(&cid("c2"), secs(t0, 3)).unwrap();
+    assert_eq!(state(&r, "a"), AgentState::LoggedOut);
+    assert_eq!(r.enqueue(caller("c4", "q", 0, t0), secs(t0, 3)), no_agents);
+    // Callers already waiting stay.
+    assert_eq!(r.waiting(&QueueId::from("q")), [cid("c3")]);
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn voluntary_logout_refused_below_minimum_staffing() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(None, true, 2)).unwrap();
+    for name in ["a", "b", "c"] {
+        r.add_agent(agent(name, &["q"], &[])).unwrap();
+        r.agent_login(&aid(name), t0).unwrap();
+    }
+    assert_eq!(r.snapshot(t0).queues[0].staffed, 3);
+    let d = r.agent_request_logout(&aid("a"), secs(t0, 1)).unwrap();
+    assert_eq!(
+        d,
+        [Decision::AgentState {
+            agent: aid("a"),
+            state: AgentState::LoggedOut
+        }]
+    );
+    let refused = r.agent_request_logout(&aid("b"), secs(t0, 2)).unwrap_err();
+    assert_eq!(
+        refused,
+        RouterError::MinStaffed {
+            queue: QueueId::from("q"),
+            staffed: 2,
+            min: 2
+        }
+    );
+    assert_eq!(
+        refused.to_string(),
+        "logout refused: queue q has 2 staffed agents and needs at least 2"
+    );
+    // Nothing changed.
+    assert_eq!(state(&r, "b"), AgentState::Ready);
+    assert_eq!(r.snapshot(t0).queues[0].staffed, 2);
+    // A logged-out agent may always ask.
+    assert_eq!(
+        r.agent_request_logout(&aid("a"), secs(t0, 3)),
+        Ok(Vec::new())
+    );
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn refusal_names_the_first_queue_that_would_drop_below_its_minimum() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(QueueConfig {
+        min_staffed: 0,
+        ..QueueConfig::new("sales")
+    })
+    .unwrap();
+    r.add_queue(QueueConfig {
+        min_staffed: 1,
+        ..QueueConfig::new("support")
+    })
+    .unwrap();
+    r.add_queue(QueueConfig {
+        min_staffed: 1,
+        ..QueueConfig::new("vip")
+    })
+    .unwrap();
+    r.add_agent(agent("a", &["sales", "support", "vip"], &[]))
+        .unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    assert_eq!(
+        r.agent_request_logout(&aid("a"), t0),
+        Err(RouterError::MinStaffed {
+            queue: QueueId::from("support"),
+            staffed: 1,
+            min: 1
+        })
+    );
+}
+
+#[test]
+fn forced_logout_reports_staffing_below_minimum_once() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(None, true, 2)).unwrap();
+    r.add_queue(QueueConfig::new("other")).unwrap();
+    r.add_agent(agent("a", &["q", "other"], &[])).unwrap();
+    r.add_agent(agent("b", &["q"], &[])).unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    r.agent_login(&aid("b"), t0).unwrap();
+    // The phone is gone: the logout applies, and the drop is reported for q only.
+    let d = r.agent_logout(&aid("a"), secs(t0, 1)).unwrap();
+    assert_eq!(
+        d,
+        [
+            Decision::AgentState {
+                agent: aid("a"),
+                state: AgentState::LoggedOut
+            },
+            Decision::StaffingBelowMinimum {
+                queue: QueueId::from("q"),
+                staffed: 1,
+                min: 2
+            }
+        ]
+    );
+    // During a call: reported when the logout is asked for, not when it takes effect.
+    r.enqueue(caller("c", "q", 0, t0), secs(t0, 2)).unwrap();
+    r.offer_answered(&cid("c"), &aid("b"), secs(t0, 3)).unwrap();
+    let d = r.agent_logout(&aid("b"), secs(t0, 4)).unwrap();
+    assert_eq!(
+        d,
+        [Decision::StaffingBelowMinimum {
+            queue: QueueId::from("q"),
+            staffed: 0,
+            min: 2
+        }]
+    );
+    assert!(r.agent_logout(&aid("b"), secs(t0, 5)).unwrap().is_empty());
+    assert!(r.tick(secs(t0, 3600)).is_empty());
+    let d = r.call_ended(&cid("c"), &aid("b"), secs(t0, 6)).unwrap();
+    assert_eq!(
+        d,
+        [Decision::AgentState {
+            agent: aid("b"),
+            state: AgentState::LoggedOut
+        }]
+    );
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn login_cancelling_a_pending_logout_counts_the_agent_again() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(limited(None, true, 1)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    r.enqueue(caller("c", "q", 0, t0), t0).unwrap();
+    r.agent_logout(&aid("a"), t0).unwrap();
+    assert_eq!(r.snapshot(t0).queues[0].staffed, 0);
+    r.agent_login(&aid("a"), t0).unwrap();
+    assert!(!r.logout_pending(&aid("a")));
+    assert_eq!(r.snapshot(t0).queues[0].staffed, 1);
     r.check_invariants().unwrap();
 }
