@@ -213,6 +213,14 @@ pub enum Decision {
     Cancel { call: CallId, agent: AgentId },
     /// `agent` entered `state`.
     AgentState { agent: AgentId, state: AgentState },
+    /// Rulebook L7: `agent` has been not-ready for `reason` for `not_ready_for`, which is
+    /// `count` times the break limit or more (reported once per multiple reached).
+    BreakOverLimit {
+        agent: AgentId,
+        reason: String,
+        not_ready_for: Duration,
+        count: u32,
+    },
     /// Rulebook C2: a forced logout left `queue` with `staffed` agents, below its `min`.
     StaffingBelowMinimum {
         queue: QueueId,
@@ -234,6 +242,10 @@ pub struct RouterOptions {
     pub cooldown_unreachable: Duration,
     /// Seed of the xorshift generator used by `Strategy::Random` (0 is replaced).
     pub seed: u64,
+    /// Rulebook L7: an agent not-ready for any reason but the router's own `cooldown` is
+    /// reported once this long has passed, and again at every further multiple. Zero
+    /// turns the rule off.
+    pub break_limit: Duration,
 }
 
 impl Default for RouterOptions {
@@ -245,6 +257,7 @@ impl Default for RouterOptions {
             cooldown_declined: Duration::from_secs(10),
             cooldown_unreachable: Duration::from_secs(30),
             seed: 0x9E37_79B9_7F4A_7C15,
+            break_limit: Duration::from_secs(5 * 60),
         }
     }
 }

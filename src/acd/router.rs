@@ -32,6 +32,13 @@
 //!   it leaves below its minimum when it is asked for — the agent stops counting then,
 //!   even if the logout waits for a call — once, never on a tick.
 //!
+//! # Breaks (L7)
+//! An agent not-ready for any reason but the router's own `cooldown` (a reason the agent
+//! gave, or `no-answer`, which the agent must end itself) is reported with
+//! [`Decision::BreakOverLimit`] by the first [`Router::tick`] at or after since + limit,
+//! since + 2·limit, and so on; a late tick reports once, counting the multiples passed.
+//! Any state change ends the break and its timer.
+//!
 //! # Complexity (n waiting callers, m agents, k queues an agent serves)
 //! * Each queue keeps its waiting callers in a `BTreeSet` ordered by (priority desc,
 //!   `enqueued_at`, arrival sequence), grouped into buckets of equal (priority,
@@ -45,8 +52,8 @@
 //!   (ring-all: O(free agents)); a caller offered at once never enters the waiting sets.
 //!   Callers with equal requirements share one interned requirement set (no list is
 //!   built per caller), and each bucket knows its set, so judging a head needs no lookup.
-//! * `tick` → O(log t) per expired wrap-up / cool-down / escalation timer; nothing is
-//!   scanned when nothing expires. `snapshot` is O(n + m · k).
+//! * `tick` → O(log t) per expired wrap-up / cool-down / break / escalation timer;
+//!   nothing is scanned when nothing expires. `snapshot` is O(n + m · k).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -241,6 +248,8 @@ struct AgentEntry {
     talk_time: Duration,
     talk_started: Option<Instant>,
     timer: Option<Instant>,
+    /// When the current break passes its next multiple of the break limit (L7).
+    break_at: Option<Instant>,
     free_keys: Vec<(QueueIdx, FreeKey)>,
     call: Option<Seq>,
 }
@@ -331,6 +340,7 @@ pub struct Router {
     call_index: HashMap<CallId, Seq>,
     next_seq: Seq,
     agent_timers: BTreeSet<(Instant, AgentIdx)>,
+    break_timers: BTreeSet<(Instant, AgentIdx)>,
     esc_timers: BTreeSet<(Instant, Seq)>,
 }
 
@@ -359,6 +369,7 @@ impl Router {
             call_index: HashMap::new(),
             next_seq: 0,
             agent_timers: BTreeSet::new(),
+            break_timers: BTreeSet::new(),
             esc_timers: BTreeSet::new(),
         }
     }
@@ -491,6 +502,7 @@ impl Router {
             talk_time: Duration::ZERO,
             talk_started: None,
             timer: None,
+            break_at: None,
             free_keys: Vec::new(),
             call: None,
         });
@@ -962,7 +974,8 @@ impl Router {
         Ok(out)
     }
 
-    /// Ends expired wrap-ups and cool-downs, applies elapsed escalation steps, and matches.
+    /// Ends expired wrap-ups and cool-downs, reports breaks over the limit, applies elapsed
+    /// escalation steps, and matches.
     pub fn tick(&mut self, now: Instant) -> Vec<Decision> {
         let mut out = Vec::new();
         while let Some(&(at, a)) = self.agent_timers.first() {
@@ -981,6 +994,13 @@ impl Router {
                 }
             }
         }
+        while let Some(&(at, a)) = self.break_timers.first() {
+            if at > now {
+                break;
+            }
+            self.break_timers.pop_first();
+            self.break_over_limit(a, at, now, &mut out);
+        }
         while let Some(&(at, seq)) = self.esc_timers.first() {
             if at > now {
                 break;
@@ -995,12 +1015,11 @@ impl Router {
 
     /// The earliest instant at which [`Router::tick`] has work, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let a = self.agent_timers.first().map(|t| t.0);
-        let e = self.esc_timers.first().map(|t| t.0);
-        match (a, e) {
-            (Some(a), Some(e)) => Some(a.min(e)),
-            (a, e) => a.or(e),
-        }
+        [&self.agent_timers, &self.break_timers]
+            .into_iter()
+            .filter_map(|timers| timers.first().map(|t| t.0))
+            .chain(self.esc_timers.first().map(|t| t.0))
+            .min()
     }
 
     /// A plain owned picture of queues and agents.
@@ -1047,6 +1066,17 @@ impl Router {
     fn set_state(&mut self, a: AgentIdx, state: AgentState, now: Instant, out: &mut Vec<Decision>) {
         let entry = &mut self.agents[a as usize];
         let before = entry.presence();
+        // Any state change ends the break being timed; a new break starts its own.
+        if let Some(at) = entry.break_at.take() {
+            self.break_timers.remove(&(at, a));
+        }
+        if matches!(&state, AgentState::NotReady { reason } if reason != COOLDOWN)
+            && !self.opts.break_limit.is_zero()
+            && let Some(at) = now.checked_add(self.opts.break_limit)
+        {
+            entry.break_at = Some(at);
+            self.break_timers.insert((at, a));
+        }
         entry.state = state.clone();
         entry.since = now;
         out.push(Decision::AgentState {
@@ -1084,6 +1114,41 @@ impl Router {
         // logout was asked for, and only stops counting as logged in now.
         self.set_state(a, AgentState::LoggedOut, now, out);
         self.agents[a as usize].logout_pending = false;
+    }
+
+    /// Agent `a`'s break timer, due at `at`, has expired: reports the break and arms the
+    /// timer for the next multiple of the limit. A late tick reports the multiples passed
+    /// since in one decision, not in a burst.
+    fn break_over_limit(
+        &mut self,
+        a: AgentIdx,
+        at: Instant,
+        now: Instant,
+        out: &mut Vec<Decision>,
+    ) {
+        let limit = self.opts.break_limit;
+        let entry = &mut self.agents[a as usize];
+        debug_assert_eq!(entry.break_at, Some(at), "break timer out of step");
+        entry.break_at = None;
+        let AgentState::NotReady { reason } = &entry.state else {
+            return;
+        };
+        let not_ready_for = now.saturating_duration_since(entry.since);
+        let count = not_ready_for.as_nanos() / limit.as_nanos().max(1);
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        out.push(Decision::BreakOverLimit {
+            agent: entry.id.clone(),
+            reason: reason.clone(),
+            not_ready_for,
+            count,
+        });
+        if let Some(next) = limit
+            .checked_mul(count.saturating_add(1))
+            .and_then(|d| entry.since.checked_add(d))
+        {
+            entry.break_at = Some(next);
+            self.break_timers.insert((next, a));
+        }
     }
 
     fn set_timer(&mut self, a: AgentIdx, until: Instant) {
@@ -1426,6 +1491,38 @@ impl Router {
                         agent.id, agent.state
                     ));
                 }
+            }
+        }
+        for (timers, name) in [(&self.agent_timers, "timer"), (&self.break_timers, "break")] {
+            for &(at, a) in timers {
+                let agent = &self.agents[a as usize];
+                let armed = if name == "timer" {
+                    agent.timer
+                } else {
+                    agent.break_at
+                };
+                if armed != Some(at) {
+                    return Err(format!("{name} of {} out of step", agent.id));
+                }
+            }
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            let a = i as AgentIdx;
+            let on_break =
+                matches!(&agent.state, AgentState::NotReady { reason } if reason != COOLDOWN);
+            let timed = on_break && !self.opts.break_limit.is_zero();
+            let break_ok = match agent.break_at {
+                None => !timed,
+                Some(at) => timed && at > agent.since && self.break_timers.contains(&(at, a)),
+            };
+            let timer_ok = agent
+                .timer
+                .is_none_or(|at| self.agent_timers.contains(&(at, a)));
+            if !break_ok || !timer_ok {
+                return Err(format!(
+                    "timers of {} disagree with {:?}",
+                    agent.id, agent.state
+                ));
             }
         }
         let free: usize = self.queues.iter().map(|q| q.free.len()).sum();

@@ -568,8 +568,10 @@ proptest! {
             max_no_answer,
             wrap_up: Duration::from_secs(15),
             cooldown_busy: Duration::ZERO,
+            break_limit: Duration::from_secs(40),
             ..RouterOptions::default()
         };
+        let limit = opts.break_limit;
         let mut r = Router::new(opts, t0);
         for (name, strategy) in QUEUES {
             let mut q = queue(name, strategy);
@@ -638,6 +640,15 @@ proptest! {
                     for d in ds {
                         match d {
                             Decision::OfferMany { agents, .. } => prop_assert!(agents.len() > 1),
+                            Decision::BreakOverLimit { agent, reason, not_ready_for, count } => {
+                                prop_assert!(matches!(op, Op::Tick));
+                                prop_assert!(reason != "cooldown");
+                                let on_break = r.agent_state(agent).map(|(s, since)| (s.clone(), now - since));
+                                let not_ready = AgentState::NotReady { reason: reason.clone() };
+                                prop_assert_eq!(on_break, Some((not_ready, *not_ready_for)));
+                                prop_assert!(*count >= 1 && limit * *count <= *not_ready_for);
+                                prop_assert!(*not_ready_for < limit * (*count + 1));
+                            }
                             Decision::StaffingBelowMinimum { queue, staffed, min } => {
                                 prop_assert!(matches!(op, Op::Logout(_)), "{:?} alerted", op);
                                 prop_assert!(staffed < min);
@@ -938,5 +949,131 @@ fn login_cancelling_a_pending_logout_counts_the_agent_again() {
     r.agent_login(&aid("a"), t0).unwrap();
     assert!(!r.logout_pending(&aid("a")));
     assert_eq!(r.snapshot(t0).queues[0].staffed, 1);
+    r.check_invariants().unwrap();
+}
+
+// ----- break limit ----------------------------------------------------------------------
+
+fn breaks(ds: &[Decision]) -> Vec<(String, String, Duration, u32)> {
+    ds.iter()
+        .filter_map(|d| match d {
+            Decision::BreakOverLimit {
+                agent,
+                reason,
+                not_ready_for,
+                count,
+            } => Some((agent.0.clone(), reason.clone(), *not_ready_for, *count)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn one_agent(opts: RouterOptions, t0: Instant) -> Router {
+    let mut r = Router::new(opts, t0);
+    r.add_queue(queue("q", Strategy::LongestIdle)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    r
+}
+
+#[test]
+fn break_over_limit_at_each_multiple_of_the_limit() {
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(300);
+    let mut r = one_agent(RouterOptions::default(), t0);
+    assert_eq!(r.options().break_limit, limit);
+    let since = secs(t0, 10);
+    r.agent_not_ready(&aid("a"), "lunch", since).unwrap();
+    assert_eq!(r.next_deadline(), Some(since + limit));
+    assert!(r.tick(since + limit - Duration::from_nanos(1)).is_empty());
+    let d = r.tick(since + limit);
+    assert_eq!(breaks(&d), [("a".into(), "lunch".into(), limit, 1)]);
+    assert_eq!(d.len(), 1);
+    // Once per multiple: nothing more until twice the limit.
+    assert!(r.tick(since + limit + Duration::from_secs(1)).is_empty());
+    assert_eq!(r.next_deadline(), Some(since + 2 * limit));
+    let d = r.tick(since + 2 * limit);
+    assert_eq!(breaks(&d), [("a".into(), "lunch".into(), 2 * limit, 2)]);
+    // A late tick reports the multiples passed once, with the time actually spent.
+    let d = r.tick(since + 4 * limit + Duration::from_secs(7));
+    let late = 4 * limit + Duration::from_secs(7);
+    assert_eq!(breaks(&d), [("a".into(), "lunch".into(), late, 4)]);
+    assert_eq!(r.next_deadline(), Some(since + 5 * limit));
+    // Ending the break cancels the timer.
+    r.agent_ready(&aid("a"), since + 4 * limit + Duration::from_secs(8))
+        .unwrap();
+    assert_eq!(r.next_deadline(), None);
+    assert!(r.tick(since + 10 * limit).is_empty());
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn a_new_reason_starts_a_new_break() {
+    let t0 = Instant::now();
+    let mut r = one_agent(RouterOptions::default(), t0);
+    r.agent_not_ready(&aid("a"), "lunch", t0).unwrap();
+    r.agent_not_ready(&aid("a"), "training", secs(t0, 200))
+        .unwrap();
+    assert!(r.tick(secs(t0, 300)).is_empty());
+    let d = r.tick(secs(t0, 500));
+    assert_eq!(
+        breaks(&d),
+        [("a".into(), "training".into(), Duration::from_secs(300), 1)]
+    );
+    // Logging out ends it too.
+    r.agent_logout(&aid("a"), secs(t0, 501)).unwrap();
+    assert!(r.tick(secs(t0, 3600)).is_empty());
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn no_break_alert_for_cooldown_but_for_no_answer() {
+    let t0 = Instant::now();
+    let opts = RouterOptions {
+        break_limit: Duration::from_secs(60),
+        cooldown_busy: Duration::from_secs(600),
+        max_no_answer: 1,
+        ..RouterOptions::default()
+    };
+    let mut r = one_agent(opts, t0);
+    r.enqueue(caller("c", "q", 0, t0), t0).unwrap();
+    r.offer_failed(&cid("c"), &aid("a"), Outcome::Busy, t0)
+        .unwrap();
+    assert_eq!(
+        state(&r, "a"),
+        AgentState::NotReady {
+            reason: "cooldown".into()
+        }
+    );
+    // The cool-down outlasts the limit many times over: never reported.
+    assert_eq!(r.next_deadline(), Some(secs(t0, 600)));
+    for s in (60..600).step_by(30) {
+        assert!(breaks(&r.tick(secs(t0, s))).is_empty());
+    }
+    let d = r.tick(secs(t0, 600));
+    assert_eq!(offers(&d), [("c".to_owned(), "a".to_owned())]);
+    // Not-ready after a missed offer is the router's doing too, but it is a break the
+    // agent has to end: it is reported.
+    r.offer_failed(&cid("c"), &aid("a"), Outcome::NoAnswer, secs(t0, 610))
+        .unwrap();
+    let d = r.tick(secs(t0, 670));
+    assert_eq!(
+        breaks(&d),
+        [("a".into(), "no-answer".into(), Duration::from_secs(60), 1)]
+    );
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn zero_break_limit_turns_the_rule_off() {
+    let t0 = Instant::now();
+    let opts = RouterOptions {
+        break_limit: Duration::ZERO,
+        ..RouterOptions::default()
+    };
+    let mut r = one_agent(opts, t0);
+    r.agent_not_ready(&aid("a"), "lunch", t0).unwrap();
+    assert_eq!(r.next_deadline(), None);
+    assert!(r.tick(secs(t0, 86_400)).is_empty());
     r.check_invariants().unwrap();
 }
