@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 pub use model::{
     AgentConfig, AgentId, AgentSnapshot, AgentState, CallId, Caller, Decision, Escalation, Outcome,
-    QueueConfig, QueueId, QueueSnapshot, RouterError, RouterOptions, Skill, Snapshot, Strategy,
+    QueueConfig, QueueId, QueuePosition, QueueSnapshot, RouterError, RouterOptions, Skill,
+    Snapshot, Strategy,
 };
 pub use router::Router;
 
@@ -75,6 +76,7 @@ pub struct RouterStopped;
 enum Request {
     Command(Command, Option<oneshot::Sender<Result<(), RouterError>>>),
     Snapshot(oneshot::Sender<Snapshot>),
+    Position(CallId, oneshot::Sender<Option<QueuePosition>>),
 }
 
 /// A cheap, cloneable handle to the router actor. The actor stops when every handle is
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Command(c, _) => write!(f, "Command({c:?})"),
             Request::Snapshot(_) => f.write_str("Snapshot"),
+            Request::Position(call, _) => write!(f, "Position({call})"),
         }
     }
 }
@@ -133,6 +136,11 @@ impl RouterHandle {
                             let _ = reply.send(router.snapshot(now));
                             continue;
                         }
+                        Some(Request::Position(call, reply)) => {
+                            let now = tokio::time::Instant::now().into_std();
+                            let _ = reply.send(router.position(&call, now));
+                            continue;
+                        }
                         Some(Request::Command(cmd, reply)) => {
                             let result = apply(&mut router, cmd);
                             let (out, result) = match result {
@@ -174,6 +182,15 @@ impl RouterHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Command(cmd, Some(reply)))
+            .map_err(|_| RouterStopped)?;
+        rx.await.map_err(|_| RouterStopped)
+    }
+
+    /// Where a waiting caller stands in its queue (`None` when it is not waiting).
+    pub async fn position(&self, call: CallId) -> Result<Option<QueuePosition>, RouterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Position(call, reply))
             .map_err(|_| RouterStopped)?;
         rx.await.map_err(|_| RouterStopped)
     }
@@ -222,7 +239,7 @@ mod tests {
             skills: vec![],
         };
         handle
-            .request(Command::Enqueue(caller))
+            .request(Command::Enqueue(caller.clone()))
             .await
             .unwrap()
             .unwrap();
@@ -238,6 +255,22 @@ mod tests {
         assert!(matches!(refused, Err(RouterError::UnknownAgent(_))));
         let snap = handle.snapshot().await.unwrap();
         assert_eq!(snap.agents[0].state, "offered");
+        // The offered caller is not waiting; a second one is, first in line.
+        let waiting = Caller {
+            call: CallId::from("c2"),
+            ..caller
+        };
+        handle
+            .request(Command::Enqueue(waiting))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handle.position(CallId::from("c")).await, Ok(None));
+        let pos = handle.position(CallId::from("c2")).await.unwrap().unwrap();
+        assert_eq!(
+            (pos.position, pos.waiting, pos.estimated_wait),
+            (1, 1, None)
+        );
         drop(handle);
         let router = task.await.unwrap();
         router.check_invariants().unwrap();

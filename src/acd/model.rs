@@ -295,12 +295,27 @@ pub enum RouterError {
     },
 }
 
+/// Where a waiting caller stands, for "you are number 3 in the queue" announcements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub queue: QueueId,
+    /// 1-based, among the callers waiting in the queue, in the queue's service order.
+    pub position: usize,
+    /// Callers waiting in the queue, this one included.
+    pub waiting: usize,
+    /// The queue's average wait less the time this caller has already waited (zero when
+    /// it has waited longer); `None` until a caller of the queue has been answered.
+    pub estimated_wait: Option<Duration>,
+}
+
 /// One queue in a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSnapshot {
     pub id: QueueId,
     pub waiting: usize,
     pub longest_wait: Duration,
+    /// Moving average of the queue's recent waits until answer; `None` before the first.
+    pub estimated_wait: Option<Duration>,
     /// Agents serving this queue that are logged in without a pending logout.
     pub staffed: u32,
     /// Agents serving this queue, counted by state name.

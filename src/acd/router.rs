@@ -39,6 +39,13 @@
 //! since + 2·limit, and so on; a late tick reports once, counting the multiples passed.
 //! Any state change ends the break and its timer.
 //!
+//! # Position and estimated wait
+//! [`Router::position`] gives a waiting caller's place among its queue's waiting callers,
+//! in the queue's service order (priority, then `enqueued_at`). Each queue keeps an
+//! exponential moving average of its waits from `enqueued_at` to answer (a quarter
+//! weight per answer); a caller's estimate is that average less what it has waited,
+//! floored at zero, and there is none before the queue's first answer.
+//!
 //! # Complexity (n waiting callers, m agents, k queues an agent serves)
 //! * Each queue keeps its waiting callers in a `BTreeSet` ordered by (priority desc,
 //!   `enqueued_at`, arrival sequence), grouped into buckets of equal (priority,
@@ -53,7 +60,8 @@
 //!   Callers with equal requirements share one interned requirement set (no list is
 //!   built per caller), and each bucket knows its set, so judging a head needs no lookup.
 //! * `tick` → O(log t) per expired wrap-up / cool-down / break / escalation timer;
-//!   nothing is scanned when nothing expires. `snapshot` is O(n + m · k).
+//!   nothing is scanned when nothing expires. `snapshot` is O(n + m · k); `position` is
+//!   O(n) in the length of the caller's queue.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -61,7 +69,8 @@ use std::time::{Duration, Instant};
 
 use super::model::{
     AgentConfig, AgentId, AgentSnapshot, AgentState, CallId, Caller, Decision, Outcome,
-    QueueConfig, QueueId, QueueSnapshot, RouterError, RouterOptions, Snapshot, Strategy,
+    QueueConfig, QueueId, QueuePosition, QueueSnapshot, RouterError, RouterOptions, Snapshot,
+    Strategy,
 };
 
 type AgentIdx = u32;
@@ -162,9 +171,21 @@ struct QueueEntry {
     logged_in: u32,
     /// Of those, the ones without a pending logout (`min_staffed`).
     staffed: u32,
+    /// Exponential moving average of the waits from `enqueued_at` to answer.
+    avg_wait: Option<Duration>,
 }
 
 impl QueueEntry {
+    /// Takes one wait into the moving average: new = (3·old + wait) / 4, so a sample
+    /// weighs a quarter and its weight halves about every 2.4 answers; the first is taken
+    /// as it is.
+    fn sample_wait(&mut self, wait: Duration) {
+        self.avg_wait = Some(match self.avg_wait {
+            None => wait,
+            Some(old) => old.saturating_mul(3).saturating_add(wait) / 4,
+        });
+    }
+
     /// The bucket of callers with this priority and these requirements (made if new).
     fn bucket(&mut self, priority: u32, reqs: ReqsIdx) -> u32 {
         if let Some(&b) = self.bucket_ids.get(&(priority, reqs)) {
@@ -458,6 +479,7 @@ impl Router {
             agents: Vec::new(),
             logged_in: 0,
             staffed: 0,
+            avg_wait: None,
         });
         Ok(())
     }
@@ -532,6 +554,27 @@ impl Router {
             .iter()
             .filter_map(|k| self.calls.get(&k.2).map(|c| c.id.clone()))
             .collect()
+    }
+
+    /// Where the waiting caller `call` stands in its queue; `None` when it is not waiting
+    /// (unknown, ringing or connected). O(n) in the queue's length: the callers ahead are
+    /// counted, as the ordered set keeps no ranks. Every waiting caller asking every 30 s
+    /// thus costs n²/60 steps a second on average — for 2,000 callers in one queue about
+    /// 67,000 steps of a few nanoseconds, well under 1 % of a core.
+    pub fn position(&self, call: &CallId, now: Instant) -> Option<QueuePosition> {
+        let seq = *self.call_index.get(call)?;
+        let c = self.calls.get(&seq)?;
+        if c.status != CallStatus::Waiting {
+            return None;
+        }
+        let q = &self.queues[c.queue as usize];
+        let waited = now.saturating_duration_since(c.enqueued_at);
+        Some(QueuePosition {
+            queue: q.cfg.id.clone(),
+            position: q.waiting.range(..c.key(seq)).count() + 1,
+            waiting: q.waiting.len(),
+            estimated_wait: q.avg_wait.map(|avg| avg.saturating_sub(waited)),
+        })
     }
 
     /// Resets the answered-call counts and talk times (FewestCalls, LeastTalkTime), e.g.
@@ -820,6 +863,8 @@ impl Router {
         let mut out = Vec::new();
         if let Some(c) = self.calls.get_mut(&seq) {
             c.status = CallStatus::Connected(a);
+            let waited = now.saturating_duration_since(c.enqueued_at);
+            self.queues[c.queue as usize].sample_wait(waited);
         }
         let entry = &mut self.agents[a as usize];
         entry.answered += 1;
@@ -1044,6 +1089,7 @@ impl Router {
                     id: q.cfg.id.clone(),
                     waiting: q.waiting.len(),
                     longest_wait,
+                    estimated_wait: q.avg_wait,
                     staffed: q.staffed,
                     agents_by_state,
                 }

@@ -685,6 +685,16 @@ proptest! {
             if let Err(e) = no_missed_match(&r, now) {
                 prop_assert!(false, "after {:?}: {}", op, e);
             }
+            // Positions count the waiting callers in service order.
+            for q in &after.queues {
+                let waiting = r.waiting(&q.id);
+                for (i, call) in waiting.iter().enumerate() {
+                    let p = r.position(call, now);
+                    prop_assert_eq!(p.as_ref().map(|p| (p.position, p.waiting)), Some((i + 1, waiting.len())));
+                    let at_most_average = p.and_then(|p| p.estimated_wait) <= q.estimated_wait;
+                    prop_assert!(at_most_average);
+                }
+            }
         }
     }
 }
@@ -1075,5 +1085,63 @@ fn zero_break_limit_turns_the_rule_off() {
     r.agent_not_ready(&aid("a"), "lunch", t0).unwrap();
     assert_eq!(r.next_deadline(), None);
     assert!(r.tick(secs(t0, 86_400)).is_empty());
+    r.check_invariants().unwrap();
+}
+
+// ----- position and estimated wait ------------------------------------------------------
+
+#[test]
+fn position_in_service_order_with_estimated_wait() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(queue("q", Strategy::LongestIdle)).unwrap();
+    r.add_queue(queue("other", Strategy::LongestIdle)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    for (call, prio, at) in [("c1", 0, 0), ("c2", 0, 1), ("vip", 5, 2), ("c3", 0, 3)] {
+        r.enqueue(caller(call, "q", prio, secs(t0, at)), secs(t0, at))
+            .unwrap();
+    }
+    r.enqueue(caller("elsewhere", "other", 0, t0), t0).unwrap();
+    let pos = |r: &Router, call: &str, at: u64| {
+        r.position(&cid(call), secs(t0, at))
+            .map(|p| (p.position, p.waiting, p.estimated_wait))
+    };
+    // No answer yet: no estimate.
+    assert_eq!(pos(&r, "vip", 4), Some((1, 4, None)));
+    assert_eq!(pos(&r, "c1", 4), Some((2, 4, None)));
+    assert_eq!(pos(&r, "c2", 4), Some((3, 4, None)));
+    assert_eq!(pos(&r, "c3", 4), Some((4, 4, None)));
+    assert_eq!(pos(&r, "elsewhere", 4), Some((1, 1, None)));
+    assert_eq!(
+        r.position(&cid("c3"), t0).map(|p| p.queue),
+        Some(QueueId::from("q"))
+    );
+    assert_eq!(pos(&r, "nobody", 4), None);
+    // vip rings, then is answered after waiting 10 s: the first sample is the average.
+    r.agent_login(&aid("a"), secs(t0, 10)).unwrap();
+    assert_eq!(pos(&r, "vip", 10), None);
+    assert_eq!(pos(&r, "c1", 10), Some((1, 3, None)));
+    r.offer_answered(&cid("vip"), &aid("a"), secs(t0, 12))
+        .unwrap();
+    assert_eq!(pos(&r, "vip", 12), None);
+    let s = Duration::from_secs;
+    // c3 has waited 9 s of the 10 s average, c1 12 s: floored at zero.
+    assert_eq!(pos(&r, "c3", 12), Some((3, 3, Some(s(1)))));
+    assert_eq!(pos(&r, "c1", 12), Some((1, 3, Some(s(0)))));
+    // c1 is answered after 40 s: (3·10 + 40) / 4 = 17.5 s.
+    r.call_ended(&cid("vip"), &aid("a"), secs(t0, 20)).unwrap();
+    r.offer_answered(&cid("c1"), &aid("a"), secs(t0, 40))
+        .unwrap();
+    assert_eq!(
+        r.snapshot(secs(t0, 40)).queues[0].estimated_wait,
+        Some(Duration::from_millis(17_500))
+    );
+    r.enqueue(caller("c4", "q", 0, secs(t0, 41)), secs(t0, 41))
+        .unwrap();
+    assert_eq!(
+        pos(&r, "c4", 45),
+        Some((3, 3, Some(Duration::from_millis(13_500))))
+    );
+    assert_eq!(r.snapshot(secs(t0, 45)).queues[1].estimated_wait, None);
     r.check_invariants().unwrap();
 }
