@@ -64,6 +64,7 @@ pub enum Command {
     OfferAnswered(CallId, AgentId),
     OfferFailed(CallId, AgentId, Outcome),
     CallEnded(CallId, AgentId),
+    Requeue(CallId, AgentId),
     HoldStarted(CallId, AgentId),
     HoldEnded(CallId, AgentId),
 }
@@ -111,6 +112,7 @@ fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError
         Command::OfferAnswered(c, a) => router.offer_answered(&c, &a, now),
         Command::OfferFailed(c, a, outcome) => router.offer_failed(&c, &a, outcome, now),
         Command::CallEnded(c, a) => router.call_ended(&c, &a, now),
+        Command::Requeue(c, a) => router.requeue(&c, &a, now),
         Command::HoldStarted(c, a) => router.hold_started(&c, &a, now),
         Command::HoldEnded(c, a) => router.hold_ended(&c, &a, now),
     }

@@ -19,12 +19,16 @@
 //! step lowers every minimum to its `min_proficiency` and makes agents holding any of its
 //! `extra_skills` eligible.
 //!
+//! A caller whose offer fails, or whose agent gives it back ([`Router::requeue`], the hold
+//! limit's action), returns to its original place (same key): ahead of everyone who
+//! queued later.
+//!
 //! # Admission and staffing
 //! * A queue with `join_empty = false` refuses callers while none of its agents is logged
 //!   in (any state but logged-out, a pending logout included).
 //! * A queue with `max_len` refuses a caller that would have to wait once `max_len`
 //!   callers wait; a caller offered at once is always taken, and callers coming back
-//!   (a failed offer) are never refused, so the queue may briefly hold more.
+//!   (a failed offer, a requeue) are never refused, so the queue may briefly hold more.
 //! * Handover (C2): an agent is *staffed* for the queues it serves while it is logged in
 //!   without a pending logout. [`Router::agent_request_logout`] (the agent's own choice)
 //!   is refused when it would leave a queue below its `min_staffed`;
@@ -248,6 +252,8 @@ struct CallEntry {
     reqs: ReqsIdx,
     bucket: u32,
     status: CallStatus,
+    /// An agent has answered it once (it has been requeued since if it waits again).
+    answered_before: bool,
 }
 
 impl CallEntry {
@@ -797,6 +803,7 @@ impl Router {
             reqs,
             bucket: queue.bucket(caller.priority, reqs),
             status: CallStatus::Waiting,
+            answered_before: false,
         };
         for step in &queue.esc {
             if let Some(at) = caller.enqueued_at.checked_add(step.after)
@@ -863,8 +870,13 @@ impl Router {
         let mut out = Vec::new();
         if let Some(c) = self.calls.get_mut(&seq) {
             c.status = CallStatus::Connected(a);
-            let waited = now.saturating_duration_since(c.enqueued_at);
-            self.queues[c.queue as usize].sample_wait(waited);
+            // A requeued caller's time since enqueued_at includes its first conversation:
+            // not a wait, so only a first answer is sampled.
+            if !c.answered_before {
+                c.answered_before = true;
+                let waited = now.saturating_duration_since(c.enqueued_at);
+                self.queues[c.queue as usize].sample_wait(waited);
+            }
         }
         let entry = &mut self.agents[a as usize];
         entry.answered += 1;
@@ -958,21 +970,55 @@ impl Router {
         }
         self.forget_call(seq);
         let mut out = Vec::new();
+        self.end_call(a, now, &mut out);
+        Ok(out)
+    }
+
+    /// The hold limit's `requeue` action: `agent` gives the connected `call` back. The
+    /// agent ends the call as with [`Router::call_ended`] (talk time counted, wrap-up, or
+    /// logged out when a logout was pending); the caller goes back to its queue at its
+    /// original place — ahead of everyone who queued later — and is offered at once when
+    /// a free agent can take it. A queue's `max_len` does not apply to it.
+    pub fn requeue(
+        &mut self,
+        call: &CallId,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let seq = self.call_seq(call)?;
+        let a = self.agent_idx(agent)?;
+        if self.calls.get(&seq).map(|c| &c.status) != Some(&CallStatus::Connected(a)) {
+            return Err(self.invalid(a, "requeue a call it is not on"));
+        }
+        let mut out = Vec::new();
+        self.agents[a as usize].call = None;
+        if let Some(c) = self.calls.get_mut(&seq) {
+            c.status = CallStatus::Waiting;
+            self.queues[c.queue as usize].insert(c, seq);
+        }
+        // The agent is still on the call, so it cannot be chosen for the caller again here.
+        self.match_caller(seq, now, &mut out);
+        self.end_call(a, now, &mut out);
+        Ok(out)
+    }
+
+    /// Agent `a` is off its call: talk time counted, then logged out if a logout was
+    /// pending, else wrap-up (or ready at once when there is no wrap-up).
+    fn end_call(&mut self, a: AgentIdx, now: Instant, out: &mut Vec<Decision>) {
         let entry = &mut self.agents[a as usize];
         entry.call = None;
         if let Some(start) = entry.talk_started.take() {
             entry.talk_time += now.saturating_duration_since(start);
         }
         if entry.logout_pending {
-            self.finish_logout(a, now, &mut out);
+            self.finish_logout(a, now, out);
         } else if self.opts.wrap_up.is_zero() {
-            self.become_ready(a, now, &mut out);
+            self.become_ready(a, now, out);
         } else {
             let until = now + self.opts.wrap_up;
-            self.set_state(a, AgentState::WrapUp { until }, now, &mut out);
+            self.set_state(a, AgentState::WrapUp { until }, now, out);
             self.set_timer(a, until);
         }
-        Ok(out)
     }
 
     /// The agent put `call` on hold.
@@ -1467,6 +1513,9 @@ impl Router {
                     }
                 }
                 CallStatus::Connected(a) => {
+                    if !c.answered_before {
+                        return Err(format!("connected call {} never answered", c.id));
+                    }
                     let agent = &self.agents[*a as usize];
                     let talking = matches!(&agent.state,
                         AgentState::Talking { call } | AgentState::OnHold { call } if *call == c.id);

@@ -506,6 +506,7 @@ enum Op {
     Answer(usize),
     Fail(usize, u8),
     End(usize),
+    Requeue(usize),
     Hold(usize),
     Unhold(usize),
     Tick,
@@ -532,6 +533,7 @@ fn op() -> impl PropStrategy<Value = Op> {
         a.clone().prop_map(Op::Answer),
         (a.clone(), 0u8..4).prop_map(|(a, o)| Op::Fail(a, o)),
         a.clone().prop_map(Op::End),
+        a.clone().prop_map(Op::Requeue),
         a.clone().prop_map(Op::Hold),
         a.clone().prop_map(Op::Unhold),
         Just(Op::Tick),
@@ -620,6 +622,10 @@ proptest! {
                 },
                 Op::End(i) => match current(&r, i) {
                     Some(c) => r.call_ended(&c, &name(i), now),
+                    None => Ok(Vec::new()),
+                },
+                Op::Requeue(i) => match current(&r, i) {
+                    Some(c) => r.requeue(&c, &name(i), now),
                     None => Ok(Vec::new()),
                 },
                 Op::Hold(i) => match current(&r, i) {
@@ -1143,5 +1149,99 @@ fn position_in_service_order_with_estimated_wait() {
         Some((3, 3, Some(Duration::from_millis(13_500))))
     );
     assert_eq!(r.snapshot(secs(t0, 45)).queues[1].estimated_wait, None);
+    r.check_invariants().unwrap();
+}
+
+// ----- requeue --------------------------------------------------------------------------
+
+#[test]
+fn requeued_caller_returns_to_the_head_of_its_queue() {
+    let t0 = Instant::now();
+    let mut r = Router::new(RouterOptions::default(), t0);
+    r.add_queue(queue("q", Strategy::LongestIdle)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    r.add_agent(agent("b", &["q"], &[])).unwrap();
+    r.agent_login(&aid("a"), t0).unwrap();
+    r.enqueue(caller("c1", "q", 0, t0), t0).unwrap();
+    r.offer_answered(&cid("c1"), &aid("a"), secs(t0, 3))
+        .unwrap();
+    r.enqueue(caller("c2", "q", 0, secs(t0, 5)), secs(t0, 5))
+        .unwrap();
+    r.enqueue(caller("c3", "q", 0, secs(t0, 6)), secs(t0, 6))
+        .unwrap();
+    r.hold_started(&cid("c1"), &aid("a"), secs(t0, 10)).unwrap();
+    // The hold limit gives c1 back: a wraps up, c1 is first in line again.
+    let d = r.requeue(&cid("c1"), &aid("a"), secs(t0, 40)).unwrap();
+    assert_eq!(
+        d,
+        [Decision::AgentState {
+            agent: aid("a"),
+            state: AgentState::WrapUp {
+                until: secs(t0, 100)
+            }
+        }]
+    );
+    assert_eq!(
+        r.waiting(&QueueId::from("q")),
+        [cid("c1"), cid("c2"), cid("c3")]
+    );
+    assert_eq!(
+        r.position(&cid("c1"), secs(t0, 40)).map(|p| p.position),
+        Some(1)
+    );
+    assert_eq!(r.agents[0].talk_time, Duration::from_secs(37));
+    assert_eq!(r.agents[0].answered, 1);
+    r.check_invariants().unwrap();
+    // The next free agent takes c1 before the callers who queued later.
+    let d = r.agent_login(&aid("b"), secs(t0, 41)).unwrap();
+    assert_eq!(offers(&d), [("c1".to_owned(), "b".to_owned())]);
+    // Its second answer is not a wait: the average keeps the first (3 s).
+    r.offer_answered(&cid("c1"), &aid("b"), secs(t0, 50))
+        .unwrap();
+    assert_eq!(
+        r.snapshot(secs(t0, 50)).queues[0].estimated_wait,
+        Some(Duration::from_secs(3))
+    );
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn requeued_caller_goes_to_a_free_agent_at_once() {
+    let (mut r, t0) = two_queue_router();
+    r.agent_login(&aid("x"), t0).unwrap();
+    r.enqueue(caller("c1", "qa", 0, t0), t0).unwrap();
+    r.offer_answered(&cid("c1"), &aid("x"), t0).unwrap();
+    r.agent_login(&aid("y"), secs(t0, 1)).unwrap();
+    // No wrap-up in this router: x is ready again, but y gets c1 (x was still on it).
+    let d = r.requeue(&cid("c1"), &aid("x"), secs(t0, 2)).unwrap();
+    assert_eq!(offers(&d), [("c1".to_owned(), "y".to_owned())]);
+    assert_eq!(state(&r, "x"), AgentState::Ready);
+    assert!(r.waiting(&QueueId::from("qa")).is_empty());
+    r.check_invariants().unwrap();
+}
+
+#[test]
+fn requeue_applies_a_pending_logout_and_refuses_calls_not_connected() {
+    let (mut r, t0) = two_queue_router();
+    r.agent_login(&aid("x"), t0).unwrap();
+    r.enqueue(caller("c1", "qa", 0, t0), t0).unwrap();
+    // Ringing, not connected: refused, nothing changes.
+    assert!(matches!(
+        r.requeue(&cid("c1"), &aid("x"), t0),
+        Err(RouterError::InvalidState { .. })
+    ));
+    assert_eq!(state(&r, "x"), AgentState::Offered { call: cid("c1") });
+    r.offer_answered(&cid("c1"), &aid("x"), t0).unwrap();
+    assert!(r.requeue(&cid("c1"), &aid("y"), t0).is_err());
+    r.agent_logout(&aid("x"), secs(t0, 1)).unwrap();
+    let d = r.requeue(&cid("c1"), &aid("x"), secs(t0, 2)).unwrap();
+    assert_eq!(
+        d,
+        [Decision::AgentState {
+            agent: aid("x"),
+            state: AgentState::LoggedOut
+        }]
+    );
+    assert_eq!(r.waiting(&QueueId::from("qa")), [cid("c1")]);
     r.check_invariants().unwrap();
 }
