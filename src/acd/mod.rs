@@ -19,14 +19,54 @@ pub use model::{
 };
 pub use router::Router;
 
-/// A router holding the queues and agents of the configuration.
+/// A router holding the queues, agents and policies of the configuration.
 pub fn router_from_settings(
     settings: &crate::config::Settings,
     now: std::time::Instant,
 ) -> Result<Router, RouterError> {
-    let mut router = Router::new(RouterOptions::default(), now);
-    for name in settings.queues.keys() {
-        router.add_queue(QueueConfig::new(name))?;
+    use crate::config::{QueueStrategy, WhenNoAgents};
+    let acd = &settings.acd;
+    let options = RouterOptions {
+        max_no_answer: acd.max_no_answer,
+        wrap_up: acd.wrap_up,
+        cooldown_busy: acd.cooldown_busy,
+        cooldown_declined: acd.cooldown_declined,
+        cooldown_unreachable: acd.cooldown_unreachable,
+        break_limit: acd.break_limit,
+        seed: rand::random(),
+    };
+    let mut router = Router::new(options, now);
+    for (name, queue) in &settings.queues {
+        router.add_queue(QueueConfig {
+            id: QueueId::from(name.as_str()),
+            priority: queue.priority,
+            strategy: match queue.strategy {
+                QueueStrategy::LongestIdle => Strategy::LongestIdle,
+                QueueStrategy::RoundRobin => Strategy::RoundRobin,
+                QueueStrategy::FewestCalls => Strategy::FewestCalls,
+                QueueStrategy::LeastTalkTime => Strategy::LeastTalkTime,
+                QueueStrategy::TopDown => Strategy::TopDown,
+                QueueStrategy::Random => Strategy::Random,
+                QueueStrategy::RingAll => Strategy::RingAll,
+            },
+            required_skills: queue
+                .required_skills
+                .iter()
+                .map(|(skill, level)| (skill.clone(), *level))
+                .collect(),
+            escalation: queue
+                .escalation
+                .iter()
+                .map(|step| Escalation {
+                    after: step.after,
+                    min_proficiency: step.min_proficiency,
+                    extra_skills: step.add_skills.clone(),
+                })
+                .collect(),
+            max_len: queue.max_len,
+            join_empty: queue.when_no_agents == WhenNoAgents::Join,
+            min_staffed: queue.min_staffed,
+        })?;
     }
     for agent in settings.agents.values() {
         router.add_agent(AgentConfig {
@@ -58,14 +98,15 @@ pub enum Command {
     AgentReady(AgentId),
     AgentNotReady(AgentId, String),
     AgentLogout(AgentId),
+    AgentRequestLogout(AgentId),
     Enqueue(Caller),
     Dequeue(CallId),
     OfferAnswered(CallId, AgentId),
     OfferFailed(CallId, AgentId, Outcome),
     CallEnded(CallId, AgentId),
+    Requeue(CallId, AgentId),
     HoldStarted(CallId, AgentId),
     HoldEnded(CallId, AgentId),
-    Requeue(CallId, AgentId),
 }
 
 /// The router actor has stopped.
@@ -76,6 +117,7 @@ pub struct RouterStopped;
 enum Request {
     Command(Command, Option<oneshot::Sender<Result<(), RouterError>>>),
     Snapshot(oneshot::Sender<Snapshot>),
+    Position(CallId, oneshot::Sender<Option<QueuePosition>>),
 }
 
 /// A cheap, cloneable handle to the router actor. The actor stops when every handle is
@@ -90,6 +132,7 @@ impl std::fmt::Debug for Request {
         match self {
             Request::Command(c, _) => write!(f, "Command({c:?})"),
             Request::Snapshot(_) => f.write_str("Snapshot"),
+            Request::Position(call, _) => write!(f, "Position({call})"),
         }
     }
 }
@@ -103,14 +146,15 @@ fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError
         Command::AgentReady(a) => router.agent_ready(&a, now),
         Command::AgentNotReady(a, reason) => router.agent_not_ready(&a, &reason, now),
         Command::AgentLogout(a) => router.agent_logout(&a, now),
+        Command::AgentRequestLogout(a) => router.agent_request_logout(&a, now),
         Command::Enqueue(caller) => router.enqueue(caller, now),
         Command::Dequeue(call) => router.dequeue(&call, now),
         Command::OfferAnswered(c, a) => router.offer_answered(&c, &a, now),
         Command::OfferFailed(c, a, outcome) => router.offer_failed(&c, &a, outcome, now),
         Command::CallEnded(c, a) => router.call_ended(&c, &a, now),
+        Command::Requeue(c, a) => router.requeue(&c, &a, now),
         Command::HoldStarted(c, a) => router.hold_started(&c, &a, now),
         Command::HoldEnded(c, a) => router.hold_ended(&c, &a, now),
-        Command::Requeue(c, a) => router.call_ended(&c, &a, now), // STUB
     }
 }
 
@@ -132,6 +176,11 @@ impl RouterHandle {
                         Some(Request::Snapshot(reply)) => {
                             let now = tokio::time::Instant::now().into_std();
                             let _ = reply.send(router.snapshot(now));
+                            continue;
+                        }
+                        Some(Request::Position(call, reply)) => {
+                            let now = tokio::time::Instant::now().into_std();
+                            let _ = reply.send(router.position(&call, now));
                             continue;
                         }
                         Some(Request::Command(cmd, reply)) => {
@@ -179,9 +228,13 @@ impl RouterHandle {
         rx.await.map_err(|_| RouterStopped)
     }
 
-    /// STUB
-    pub async fn position(&self, _call: CallId) -> Result<Option<QueuePosition>, RouterStopped> {
-        Ok(None)
+    /// Where a waiting caller stands in its queue (`None` when it is not waiting).
+    pub async fn position(&self, call: CallId) -> Result<Option<QueuePosition>, RouterStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Position(call, reply))
+            .map_err(|_| RouterStopped)?;
+        rx.await.map_err(|_| RouterStopped)
     }
 
     /// The router's current snapshot.
@@ -228,7 +281,7 @@ mod tests {
             skills: vec![],
         };
         handle
-            .request(Command::Enqueue(caller))
+            .request(Command::Enqueue(caller.clone()))
             .await
             .unwrap()
             .unwrap();
@@ -244,8 +297,80 @@ mod tests {
         assert!(matches!(refused, Err(RouterError::UnknownAgent(_))));
         let snap = handle.snapshot().await.unwrap();
         assert_eq!(snap.agents[0].state, "offered");
+        // The offered caller is not waiting; a second one is, first in line.
+        let waiting = Caller {
+            call: CallId::from("c2"),
+            ..caller
+        };
+        handle
+            .request(Command::Enqueue(waiting))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(handle.position(CallId::from("c")).await, Ok(None));
+        let pos = handle.position(CallId::from("c2")).await.unwrap().unwrap();
+        assert_eq!(
+            (pos.position, pos.waiting, pos.estimated_wait),
+            (1, 1, None)
+        );
         drop(handle);
         let router = task.await.unwrap();
         router.check_invariants().unwrap();
+    }
+
+    #[tokio::test]
+    async fn actor_refuses_a_logout_below_minimum_staffing() {
+        let (dtx, mut drx) = mpsc::unbounded_channel();
+        let mut router = Router::new(RouterOptions::default(), std::time::Instant::now());
+        router
+            .add_queue(QueueConfig {
+                min_staffed: 1,
+                ..QueueConfig::new("q")
+            })
+            .unwrap();
+        router
+            .add_agent(AgentConfig {
+                id: AgentId::from("a"),
+                queues: vec![QueueId::from("q")],
+                skills: vec![],
+            })
+            .unwrap();
+        let (handle, _task) = RouterHandle::start(router, dtx);
+        let a = || AgentId::from("a");
+        handle
+            .request(Command::AgentLogin(a()))
+            .await
+            .unwrap()
+            .unwrap();
+        let refused = handle
+            .request(Command::AgentRequestLogout(a()))
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Err(RouterError::MinStaffed {
+                staffed: 1,
+                min: 1,
+                ..
+            })
+        ));
+        handle
+            .request(Command::AgentLogout(a()))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut alerted = false;
+        while let Ok(d) = drx.try_recv() {
+            alerted |= matches!(
+                d,
+                Decision::StaffingBelowMinimum {
+                    staffed: 0,
+                    min: 1,
+                    ..
+                }
+            );
+        }
+        assert!(alerted);
+        assert_eq!(handle.snapshot().await.unwrap().queues[0].staffed, 0);
     }
 }

@@ -132,10 +132,22 @@ pub struct QueueConfig {
     /// Skills every caller of this queue needs, with the minimum proficiency.
     pub required_skills: Vec<(String, u8)>,
     pub escalation: Vec<Escalation>,
+    /// At most this many callers wait in the queue: an arriving caller that would have to
+    /// wait is refused ([`RouterError::QueueFull`]) once `max_len` callers already wait. A
+    /// caller offered at once never counts, nor is one returning to the queue refused.
+    pub max_len: Option<usize>,
+    /// Whether callers may queue while no agent serving the queue is logged in (in any
+    /// state but logged-out); when false they are refused ([`RouterError::NoAgents`]).
+    pub join_empty: bool,
+    /// Handover minimum (C2): agents serving the queue that are logged in without a
+    /// pending logout. A voluntary logout that would leave fewer is refused; a forced one
+    /// is reported ([`Decision::StaffingBelowMinimum`]). 0 turns the rule off.
+    pub min_staffed: u32,
 }
 
 impl QueueConfig {
-    /// A queue with the default strategy, no skill requirement and no escalation.
+    /// A queue with the default strategy, no skill requirement, no escalation, no length
+    /// limit, open while empty of agents, and no staffing minimum.
     pub fn new(id: &str) -> Self {
         Self {
             id: QueueId::from(id),
@@ -143,6 +155,9 @@ impl QueueConfig {
             strategy: Strategy::default(),
             required_skills: Vec::new(),
             escalation: Vec::new(),
+            max_len: None,
+            join_empty: true,
+            min_staffed: 0,
         }
     }
 }
@@ -198,12 +213,15 @@ pub enum Decision {
     Cancel { call: CallId, agent: AgentId },
     /// `agent` entered `state`.
     AgentState { agent: AgentId, state: AgentState },
+    /// Rulebook L7: `agent` has been not-ready for `reason` for `not_ready_for`, which is
+    /// `count` times the break limit or more (reported once per multiple reached).
     BreakOverLimit {
         agent: AgentId,
         reason: String,
         not_ready_for: Duration,
         count: u32,
     },
+    /// Rulebook C2: a forced logout left `queue` with `staffed` agents, below its `min`.
     StaffingBelowMinimum {
         queue: QueueId,
         staffed: u32,
@@ -224,6 +242,10 @@ pub struct RouterOptions {
     pub cooldown_unreachable: Duration,
     /// Seed of the xorshift generator used by `Strategy::Random` (0 is replaced).
     pub seed: u64,
+    /// Rulebook L7: an agent not-ready for any reason but the router's own `cooldown` is
+    /// reported once this long has passed, and again at every further multiple. Zero
+    /// turns the rule off.
+    pub break_limit: Duration,
 }
 
 impl Default for RouterOptions {
@@ -235,6 +257,7 @@ impl Default for RouterOptions {
             cooldown_declined: Duration::from_secs(10),
             cooldown_unreachable: Duration::from_secs(30),
             seed: 0x9E37_79B9_7F4A_7C15,
+            break_limit: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -242,10 +265,6 @@ impl Default for RouterOptions {
 /// Errors for requests the router cannot apply; the state is unchanged when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
-    #[error("queue {queue} is full")]
-    QueueFull { queue: QueueId, max_len: usize },
-    #[error("no agent of {queue} is logged in")]
-    NoAgents { queue: QueueId },
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
     #[error("unknown queue {0}")]
@@ -264,6 +283,29 @@ pub enum RouterError {
         action: &'static str,
         state: &'static str,
     },
+    #[error("queue {queue} is full: {max_len} callers already wait")]
+    QueueFull { queue: QueueId, max_len: usize },
+    #[error("queue {queue} has no agent logged in")]
+    NoAgents { queue: QueueId },
+    #[error("logout refused: queue {queue} has {staffed} staffed agents and needs at least {min}")]
+    MinStaffed {
+        queue: QueueId,
+        staffed: u32,
+        min: u32,
+    },
+}
+
+/// Where a waiting caller stands, for "you are number 3 in the queue" announcements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub queue: QueueId,
+    /// 1-based, among the callers waiting in the queue, in the queue's service order.
+    pub position: usize,
+    /// Callers waiting in the queue, this one included.
+    pub waiting: usize,
+    /// The queue's average wait less the time this caller has already waited (zero when
+    /// it has waited longer); `None` until a caller of the queue has been answered.
+    pub estimated_wait: Option<Duration>,
 }
 
 /// One queue in a [`Snapshot`].
@@ -272,6 +314,10 @@ pub struct QueueSnapshot {
     pub id: QueueId,
     pub waiting: usize,
     pub longest_wait: Duration,
+    /// Moving average of the queue's recent waits until answer; `None` before the first.
+    pub estimated_wait: Option<Duration>,
+    /// Agents serving this queue that are logged in without a pending logout.
+    pub staffed: u32,
     /// Agents serving this queue, counted by state name.
     pub agents_by_state: BTreeMap<&'static str, usize>,
 }
@@ -289,13 +335,4 @@ pub struct AgentSnapshot {
 pub struct Snapshot {
     pub queues: Vec<QueueSnapshot>,
     pub agents: Vec<AgentSnapshot>,
-}
-
-/// STUB
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuePosition {
-    pub queue: QueueId,
-    pub position: usize,
-    pub waiting: usize,
-    pub estimated_wait: Option<Duration>,
 }
