@@ -685,3 +685,74 @@ fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once
     ]);
     server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
 }
+
+fn holding_agent(scenario: &str, port: u16) -> Sipp {
+    Sipp::new(scenario).port(port).args(&[
+        "-timeout",
+        "30s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
+
+#[test]
+fn with_hold_action_resume_hotline_takes_the_call_off_hold_at_the_limit() {
+    let server = Server::start(acd_config(
+        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
+         [queues.support]\nannounce_agent = false\n",
+    ));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || holding_agent("agent_hold_resumed", port).run(server));
+        caller("402", 8000).run_ok(server);
+        agent.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"hold_limit_reached\"",
+        "\"action\":\"resume\"",
+        "\"count\":1",
+    ]);
+    let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(1));
+    assert!(ended.contains("\"held_ms\":30"), "{ended}");
+    assert_eq!(
+        server.events(&["\"type\":\"hold_limit_reached\""]).len(),
+        1,
+        "resumed once, not alerted again"
+    );
+}
+
+#[test]
+fn with_hold_action_requeue_the_caller_goes_back_to_the_queue_and_the_next_agent_answers() {
+    let server = Server::start(acd_config(
+        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"0s\"\nhold_action = \"requeue\"\n\n\
+         [queues.support]\nannounce_agent = false\n",
+    ));
+    let (port1, port2) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    std::thread::sleep(Duration::from_millis(50));
+    register_agent(&server, "1002", port2);
+    std::thread::scope(|s| {
+        let server = &server;
+        let holding = s.spawn(move || holding_agent("agent_hold_released", port1).run(server));
+        let next = s.spawn(move || answering_agent(port2, 200, (0, "PCMU")).run(server));
+        caller("402", 9000).run_ok(server);
+        holding.join().unwrap().assert_ok(server);
+        next.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&["\"type\":\"hold_limit_reached\"", "\"action\":\"requeue\""]);
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1001\"",
+        "\"released_by\":\"system\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
+    server.assert_event(&[
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"wrap-up\"",
+    ]);
+}

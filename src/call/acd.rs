@@ -24,6 +24,13 @@ use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::EdgeContext;
 
+/// One of the two parties of a bridged call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Caller,
+    Agent,
+}
+
 /// The caller's place in a queue.
 pub struct QueueWait {
     pub queue: String,
@@ -230,6 +237,7 @@ impl Actor {
                 self.overflow(reason).await;
             }
             CallCommand::Position(position) => self.announce_position(position),
+            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
         }
     }
 
@@ -836,7 +844,7 @@ impl Actor {
                 });
                 match action {
                     HoldAction::Alert => self.hold_alert(held),
-                    HoldAction::Resume => self.hold_resume().await,
+                    HoldAction::Resume => self.hold_resume(),
                     HoldAction::Requeue => self.hold_requeue(),
                 }
             }
@@ -934,50 +942,64 @@ impl Actor {
         }
     }
 
-    /// Takes the call off hold: a sendrecv re-INVITE to the side(s) holding.
-    async fn hold_resume(&mut self) {
+    /// Takes the call off hold: a sendrecv re-INVITE to each side holding.
+    /// The answers come back as [`CallCommand::Resumed`], so a phone slow to
+    /// answer does not stall the call.
+    fn hold_resume(&mut self) {
         let caller_holds = self.media.on_hold();
-        let Some(connected) = self.acd.connected.as_mut() else {
-            return;
-        };
-        if connected.leg.media.on_hold()
+        let mut reinvites = Vec::new();
+        if let Some(connected) = self.acd.connected.as_mut()
+            && connected.leg.media.on_hold()
             && let Some(dialog) = connected.leg.answered().cloned()
         {
-            let offer = connected.leg.media.offer();
-            match dialog
-                .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
-                .await
-            {
-                Ok(Some(resp)) if agent_leg::is_success(&resp) => {
-                    if let Err(e) =
-                        sdp::parse(&resp.body).and_then(|a| connected.leg.media.accept_answer(&a))
-                    {
-                        warn!(error = %e, "the agent's answer to resume is unusable");
-                    }
-                }
-                other => warn!(?other, "the agent's phone refused to resume"),
-            }
+            reinvites.push((Side::Agent, dialog, connected.leg.media.offer()));
         }
         if caller_holds {
-            let offer = self.media.offer();
-            match self
-                .caller_dialog
-                .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
-                .await
-            {
-                Ok(Some(resp)) if agent_leg::is_success(&resp) => {
-                    if let Err(e) =
-                        sdp::parse(&resp.body).and_then(|a| self.media.accept_answer(&a))
-                    {
-                        warn!(error = %e, "the caller's answer to resume is unusable");
-                    }
-                }
-                other => warn!(?other, "the caller's phone refused to resume"),
+            reinvites.push((Side::Caller, self.caller_dialog.clone(), self.media.offer()));
+        }
+        for (side, dialog, offer) in reinvites {
+            let mailbox = self.acd.mailbox.clone();
+            tokio::spawn(async move {
+                let answer = match dialog
+                    .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
+                    .await
+                {
+                    Ok(Some(resp)) if agent_leg::is_success(&resp) => Ok(resp.body),
+                    Ok(Some(resp)) => Err(format!("answered {}", agent_leg::code(&resp))),
+                    Ok(None) => Err("no answer".to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = mailbox.send(CallCommand::Resumed { side, answer });
+            });
+        }
+    }
+
+    /// A phone answered hotline's re-INVITE taking the call off hold.
+    pub(super) fn on_resumed(&mut self, side: Side, answer: Result<Vec<u8>, String>) {
+        let applied = answer.and_then(|body| {
+            let answer = sdp::parse(&body).map_err(|e| e.to_string())?;
+            match side {
+                Side::Caller => self.media.accept_answer(&answer),
+                Side::Agent => match self.acd.connected.as_mut() {
+                    Some(connected) => connected.leg.media.accept_answer(&answer),
+                    None => return Ok(()),
+                },
             }
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = applied {
+            warn!(?side, error = %e, "the phone did not come off hold");
+        }
+        if let (Some(connected), Some(caller)) = (
+            self.acd.connected.as_mut(),
+            self.media.negotiated().map(LegFormat::from),
+        ) && let Some(agent) = connected.leg.media.negotiated().map(LegFormat::from)
+        {
+            connected.formats = Some((caller, agent));
         }
         self.hold_changed();
         if let Some(hold) = self.acd.hold.as_mut() {
-            // The phones would not come off hold: alert from now on.
+            // Still on hold: the limit counts again from now.
             hold.clock = HoldClock::new(
                 Instant::now(),
                 self.acd.policy.hold_limit,

@@ -15,6 +15,8 @@ pub mod media_session;
 pub mod policy;
 pub mod relay;
 
+pub use acd::Side;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,6 +54,12 @@ pub enum CallCommand {
     Refused(crate::acd::RouterError),
     /// Where the caller stands in its queue (None: no longer waiting).
     Position(Option<crate::acd::QueuePosition>),
+    /// A phone's answer (the SDP body, or why not) to the re-INVITE that
+    /// takes the call off hold.
+    Resumed {
+        side: acd::Side,
+        answer: Result<Vec<u8>, String>,
+    },
 }
 
 /// The live calls, by Call-ID, so shutdown can end them and router decisions
