@@ -756,3 +756,78 @@ fn with_hold_action_requeue_the_caller_goes_back_to_the_queue_and_the_next_agent
         "\"state\":\"wrap-up\"",
     ]);
 }
+
+#[test]
+fn a_long_break_raises_alerts_and_a_phone_leaving_an_understaffed_queue_is_reported() {
+    let server = Server::start(acd_config(
+        "[acd]\nanswer_within_rings = 1\nring_cycle = \"1s\"\nbreak_limit = \"2s\"\n\n\
+         [queues.support]\nmin_staffed = 1\nannounce_agent = false\n",
+    ));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        // A missed offer (1 s ring limit) sets the agent not-ready(no-answer).
+        let agent = s.spawn(move || Sipp::new("agent_no_answer").port(port).run(server));
+        caller("402", 1500).run_ok(server);
+        agent.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"reason\":\"no-answer\"",
+    ]);
+    let first = server.wait_event(
+        &[
+            "\"type\":\"break_over_limit\"",
+            "\"agent\":\"1001\"",
+            "\"count\":1",
+        ],
+        Duration::from_secs(4),
+    );
+    assert!(first.contains("\"reason\":\"no-answer\""), "{first}");
+    server.wait_event(
+        &["\"type\":\"break_over_limit\"", "\"count\":2"],
+        Duration::from_secs(4),
+    );
+    assert!(
+        server
+            .events(&["\"type\":\"staffing_below_minimum\""])
+            .is_empty()
+    );
+    // The phone unregisters (Contact: *): the agent is logged out anyway, and
+    // supervisors hear the queue is below its minimum.
+    Sipp::new("register_unregister")
+        .service("1001")
+        .auth("1001", "demo1001")
+        .run_ok(&server);
+    server.wait_event(
+        &[
+            "\"type\":\"staffing_below_minimum\"",
+            "\"queue\":\"support\"",
+            "\"staffed\":0",
+            "\"min\":1",
+        ],
+        Duration::from_secs(3),
+    );
+}
+
+#[test]
+fn a_waiting_caller_hears_its_position_over_the_music() {
+    let server = Server::start(acd_config(
+        "[queues.support]\nannounce_position_every = \"2s\"\n",
+    ));
+    caller("402", 5000).run_ok(&server);
+    let announced = server.wait_event(
+        &["\"type\":\"position_announced\"", "\"position\":1"],
+        Duration::from_secs(1),
+    );
+    assert!(
+        announced.contains("\"estimated_wait_secs\":null"),
+        "{announced}"
+    );
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"position\",\"digit_1\"]",
+    ]);
+}
