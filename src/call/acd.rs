@@ -61,38 +61,51 @@ struct Hold {
 /// Everything about the call's life in the ACD.
 pub struct AcdState {
     pub policy: CallPolicy,
-    caller: String,
-    number: String,
+    pub(super) caller: String,
+    pub(super) number: String,
     pub priority: u32,
     pub skills: Vec<String>,
-    mailbox: mpsc::UnboundedSender<CallCommand>,
+    pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
-    states: DialogStateSender,
+    pub(super) states: DialogStateSender,
     pub finals: (
         mpsc::UnboundedSender<ForkFinal>,
         mpsc::UnboundedReceiver<ForkFinal>,
     ),
     pub wait: Option<QueueWait>,
     /// The router knows the call (waiting, offered or connected).
-    in_router: bool,
+    pub(super) in_router: bool,
     /// Agents being rung.
-    legs: Vec<AgentLeg>,
+    pub(super) legs: Vec<AgentLeg>,
     pub connected: Option<Connected>,
     hold: Option<Hold>,
     /// Set when the agent ended the call: the actor's loop returns it.
     pub released: Option<ReleasedBy>,
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
     /// Call-ID: a 2xx that beat our CANCEL is ended with BYE.
-    given_up: std::collections::HashMap<String, InviteDialog>,
+    pub(super) given_up: std::collections::HashMap<String, InviteDialog>,
     /// The queue's `max_wait`, counted from joining this queue.
-    max_wait_at: Option<Instant>,
+    pub(super) max_wait_at: Option<Instant>,
     /// The next announcement of position and estimated wait.
-    announce_at: Option<Instant>,
+    pub(super) announce_at: Option<Instant>,
+    /// Where the trunk the call came in on takes hotline's own calls.
+    pub(super) trunk_outbound: Option<std::net::SocketAddr>,
+    /// When the caller is offered to leave a number (C3).
+    pub(super) callback_offer_at: Option<Instant>,
+    /// The caller heard the offer and may press the key.
+    pub(super) callback_offered: bool,
+    /// The caller left its number: the call keeps its place without them.
+    pub(super) callback: Option<super::callback::Callback>,
+    /// The SIP Call-ID of the caller's dialog (a callback's is new).
+    pub caller_sip_call_id: String,
 }
 
 impl AcdState {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &EdgeContext,
+        call_id: String,
+        trunk_outbound: Option<std::net::SocketAddr>,
         caller: String,
         number: String,
         mailbox: mpsc::UnboundedSender<CallCommand>,
@@ -118,6 +131,11 @@ impl AcdState {
             given_up: std::collections::HashMap::new(),
             max_wait_at: None,
             announce_at: None,
+            trunk_outbound,
+            callback_offer_at: None,
+            callback_offered: false,
+            callback: None,
+            caller_sip_call_id: call_id,
         }
     }
 
@@ -129,7 +147,15 @@ impl AcdState {
     pub fn next_deadline(&self) -> Option<Instant> {
         let ring = self.legs.iter().map(|l| l.ring_deadline).min();
         let hold = self.hold.as_ref().map(|h| h.clock.deadline());
-        [ring, hold, self.max_wait_at, self.announce_at]
+        let customer = self.callback.as_ref().and_then(|c| c.deadline);
+        [
+            ring,
+            hold,
+            self.max_wait_at,
+            self.announce_at,
+            self.callback_offer_at,
+            customer,
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -188,6 +214,10 @@ impl Actor {
         self.acd.max_wait_at = config.and_then(|q| q.max_wait).map(|d| now + d);
         self.acd.announce_at = config
             .and_then(|q| q.announce_position_every)
+            .map(|d| now + d);
+        self.acd.callback_offer_at = config
+            .and_then(|q| q.callback_after)
+            .filter(|_| self.acd.trunk_outbound.is_some() && self.acd.callback.is_none())
             .map(|d| now + d);
         self.ctx.bus.publish(Event::CallQueued {
             call_id: self.call_id.clone(),
@@ -289,12 +319,15 @@ impl Actor {
         let offer = media.offer();
         let mut forks = Vec::new();
         for binding in bindings {
+            let dial = agent_leg::Dial {
+                from_user: &self.acd.caller,
+                display: Some(queue),
+                header: Some((&self.acd.policy.queue_header, queue)),
+            };
             match agent_leg::ring(
                 &self.ctx,
-                binding,
-                &self.acd.caller,
-                queue,
-                &self.acd.policy.queue_header,
+                binding.into(),
+                &dial,
                 offer.clone(),
                 self.acd.states.clone(),
                 self.acd.finals.0.clone(),
@@ -356,6 +389,10 @@ impl Actor {
     }
 
     pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+        if self.is_customer_fork(&fin.fork) {
+            self.on_customer_final(fin);
+            return;
+        }
         let now = Instant::now();
         let Some(i) = self.acd.legs.iter().position(|l| l.owns(&fin.fork)) else {
             // A leg given up. A 2xx that crossed our CANCEL is ended by the
@@ -467,7 +504,10 @@ impl Actor {
             .filter(char::is_ascii_digit)
             .map(|d| format!("digit_{d}"))
             .collect();
-        if announce && !digits.is_empty() {
+        if self.acd.callback.is_some() {
+            // A callback: the agent is on the line, now the customer is called.
+            self.dial_customer();
+        } else if announce && !digits.is_empty() {
             let mut prompts = vec!["agent_number".to_string()];
             prompts.extend(digits);
             prompts.push("will_serve_you".to_string());
@@ -497,6 +537,7 @@ impl Actor {
         };
         self.playing = None;
         self.media.stream.stop();
+        connected.leg.media.stream.stop();
         self.phase = Phase::Bridged;
         let caller = self.media.negotiated().map(LegFormat::from);
         let agent = connected.leg.media.negotiated().map(LegFormat::from);
@@ -813,6 +854,19 @@ impl Actor {
             self.acd.announce_at = None;
             self.ask_position();
         }
+        if self.acd.callback_offer_at.is_some_and(|t| t <= now) {
+            self.acd.callback_offer_at = None;
+            self.offer_callback();
+        }
+        if self
+            .acd
+            .callback
+            .as_ref()
+            .and_then(|c| c.deadline)
+            .is_some_and(|t| t <= now)
+        {
+            self.customer_unanswered();
+        }
         while let Some(step) = self.acd.hold.as_mut().and_then(|h| h.clock.step(now)) {
             self.on_hold_step(step).await;
         }
@@ -876,6 +930,7 @@ impl Actor {
         }
         self.acd.max_wait_at = None;
         self.acd.announce_at = None;
+        self.acd.callback_offer_at = None;
         let config = self.ctx.settings.queues.get(&queue);
         let target = config.map(|q| q.overflow.clone()).unwrap_or_default();
         let prompt = config.and_then(|q| q.overflow_prompt.clone());

@@ -125,24 +125,54 @@ impl AgentLeg {
     }
 }
 
-/// Sends one phone of an agent an INVITE for the caller: the caller's number
-/// in From (the queue name as its display name, so any phone shows both) and
-/// the queue name in the configured header. The final answer is reported on
-/// `finals`; dialog states go to `states`.
-#[allow(clippy::too_many_arguments)]
+/// Who an outgoing INVITE is from and what it carries besides the offer.
+pub struct Dial<'a> {
+    /// User part of From: the caller's number to an agent, the hotline
+    /// number to a called-back customer.
+    pub from_user: &'a str,
+    /// Display name of From (the queue, so any phone shows it).
+    pub display: Option<&'a str>,
+    /// An extra header (name, value), e.g. the queue header.
+    pub header: Option<(&'a str, &'a str)>,
+}
+
+/// Where an outgoing INVITE goes: a registered phone, or a trunk.
+pub struct Target<'a> {
+    pub uri: &'a str,
+    /// The address to send to (a phone behind NAT: where it registered from).
+    pub address: std::net::SocketAddr,
+    pub tcp: bool,
+}
+
+impl<'a> From<&'a Binding> for Target<'a> {
+    fn from(binding: &'a Binding) -> Self {
+        Target {
+            uri: &binding.uri,
+            address: binding.source,
+            tcp: binding.transport.eq_ignore_ascii_case("tcp"),
+        }
+    }
+}
+
+/// Sends an INVITE with `offer` to `target`: one phone of an agent, or the
+/// customer of a callback. The final answer is reported on `finals`; dialog
+/// states go to `states`.
 pub fn ring(
     ctx: &Arc<EdgeContext>,
-    binding: &Binding,
-    caller: &str,
-    queue: &str,
-    queue_header: &str,
+    target: Target<'_>,
+    dial: &Dial<'_>,
     offer: String,
     states: DialogStateSender,
     finals: mpsc::UnboundedSender<ForkFinal>,
 ) -> Result<Fork, String> {
-    let tcp = binding.transport.eq_ignore_ascii_case("tcp");
-    let local = if tcp { ctx.tcp_addr } else { ctx.udp_addr }
-        .ok_or_else(|| format!("no {} listener to reach {}", binding.transport, binding.uri))?;
+    let tcp = target.tcp;
+    let local = if tcp { ctx.tcp_addr } else { ctx.udp_addr }.ok_or_else(|| {
+        format!(
+            "no {} listener to reach {}",
+            if tcp { "TCP" } else { "UDP" },
+            target.uri
+        )
+    })?;
     let local = ctx.settings.sip.external.unwrap_or(local);
     let host = match local.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
@@ -152,40 +182,42 @@ pub fn ring(
     let parse = |text: &str| {
         rsipstack::sip::uri::parse_uri(text).map_err(|e| format!("bad URI {text}: {e}"))
     };
-    let user = caller_user(caller);
+    let user = caller_user(dial.from_user);
     let call_id = format!("{:032x}@hotline", rand::random::<u128>());
     let option = InviteOption {
-        caller_display_name: Some(queue.to_string()),
+        caller_display_name: dial.display.map(str::to_string),
         caller: parse(&format!("sip:{user}@{host}:{}", local.port()))?,
-        callee: parse(&binding.uri)?,
+        callee: parse(target.uri)?,
         destination: Some(SipAddr {
             r#type: Some(if tcp {
                 rsipstack::sip::Transport::Tcp
             } else {
                 rsipstack::sip::Transport::Udp
             }),
-            addr: binding.source.into(),
+            addr: target.address.into(),
         }),
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
-        contact: parse(&format!("sip:hotline@{host}:{}{transport}", local.port()))?,
-        headers: Some(vec![Header::Other(
-            queue_header.to_string(),
-            queue.to_string(),
-        )]),
+        contact: parse(&format!(
+            "sip:hotline@{host}:{}{transport}",
+            local.port()
+        ))?,
+        headers: dial
+            .header
+            .map(|(name, value)| vec![Header::Other(name.to_string(), value.to_string())]),
         call_id: Some(call_id.clone()),
         ..Default::default()
     };
     let (dialog, handle) = ctx
         .dialogs
         .do_invite_async(option, states)
-        .map_err(|e| format!("cannot send INVITE to {}: {e}", binding.uri))?;
+        .map_err(|e| format!("cannot send INVITE to {}: {e}", target.uri))?;
     let fork = call_id.clone();
     tokio::spawn(async move {
         let response = match handle.await {
             Ok(Ok((_, response))) => response,
             Ok(Err(e)) => {
-                debug!(error = %e, "agent INVITE failed");
+                debug!(error = %e, "outgoing INVITE failed");
                 None
             }
             Err(_) => None,

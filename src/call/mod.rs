@@ -9,6 +9,7 @@
 //! another except the registry of live calls (shutdown, router decisions).
 
 mod acd;
+mod callback;
 pub mod agent_leg;
 pub mod lookup;
 pub mod media_session;
@@ -71,6 +72,11 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// The dialog shutdown ends for `call_id` (a callback's new one).
+    pub fn register_dialog(&self, call_id: &str, dialog: InviteDialog) {
+        self.dialogs.insert(call_id.to_string(), dialog);
+    }
+
     /// Hands a command to a live call's actor; false when the call is gone.
     pub fn deliver(&self, call_id: &str, command: CallCommand) -> bool {
         self.mailboxes
@@ -175,6 +181,11 @@ enum Phase {
     Announcing,
     /// Caller and agent talk.
     Bridged,
+    /// The caller left a number and hears it was recorded.
+    CallbackRecorded,
+    /// The caller hung up; the callback keeps its place in the queue, then
+    /// rings an agent, then the customer.
+    Callback,
     Ended,
 }
 
@@ -298,6 +309,8 @@ async fn call_actor(
         delayed_offer: offer.is_none(),
         acd: acd::AcdState::new(
             &ctx,
+            call_id.clone(),
+            admitted.trunk.outbound,
             caller.clone(),
             admitted.number.number.clone(),
             mailbox,
@@ -477,6 +490,10 @@ impl Actor {
             digit,
             via,
         });
+        if self.is_callback_key(digit) {
+            self.request_callback();
+            return;
+        }
         self.feed(Input::Digit(digit));
     }
 
@@ -494,6 +511,7 @@ impl Actor {
                 self.enter_queue(&queue);
             }
             Phase::Announcing => self.bridge(),
+            Phase::CallbackRecorded => self.callback_recorded(),
             Phase::Bridged | Phase::Queued => self.after_prompt(),
             _ => self.feed(Input::PromptsDone),
         }
@@ -542,7 +560,7 @@ impl Actor {
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
-                    if dialog_of(&state).call_id != self.call_id {
+                    if dialog_of(&state).call_id != self.acd.caller_sip_call_id {
                         self.on_agent_dialog(state).await;
                         continue;
                     }
@@ -699,6 +717,11 @@ impl Actor {
             }
             DialogState::Terminated(_, reason) => {
                 info!(?reason, "caller's dialog ended");
+                if self.acd.callback.is_some() {
+                    // The caller left a number and hung up, or the called-back
+                    // customer hung up (a dialog hotline started: UAS BYE).
+                    return self.callback_dialog_ended(&reason);
+                }
                 return Some(released_by(&reason));
             }
             _ => {}

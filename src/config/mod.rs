@@ -643,6 +643,7 @@ pub struct RawTrunk {
     pub username: String,
     pub password: String,
     pub numbers: Vec<String>,
+    pub outbound: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -868,6 +869,9 @@ pub struct Trunk {
     pub credentials: Option<TrunkCredentials>,
     /// Numbers this trunk may dial; empty means every hotline number.
     pub numbers: Vec<String>,
+    /// Where hotline sends its own calls over this trunk (callbacks); none:
+    /// callers from this trunk are not offered a callback.
+    pub outbound: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1285,11 +1289,25 @@ impl RawConfig {
                     );
                 }
             }
+            let outbound = match raw.outbound.trim() {
+                "" => None,
+                text => match text.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        issue(
+                            format!("{key}.outbound"),
+                            format!("`{text}` is not an address and port such as \"192.0.2.7:5060\""),
+                        );
+                        None
+                    }
+                },
+            };
             trunks.push(Trunk {
                 name: name.clone(),
                 sources,
                 credentials,
                 numbers: raw.numbers.clone(),
+                outbound,
             });
         }
 

@@ -266,6 +266,18 @@ pub enum Event {
         queue: String,
         number: String,
     },
+    /// An agent took the callback and the customer answered.
+    CallbackCompleted {
+        call_id: String,
+        agent: String,
+        number: String,
+    },
+    /// The customer of a callback could not be reached.
+    CallbackFailed {
+        call_id: String,
+        number: String,
+        status: Option<u16>,
+    },
 }
 
 /// An event with the time it happened.

@@ -96,6 +96,7 @@ mod tests {
                 password: "pw".into(),
             }),
             numbers: numbers.iter().map(|s| s.to_string()).collect(),
+            outbound: None,
         }
     }
 
