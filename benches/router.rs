@@ -1,9 +1,10 @@
 //! ACD router decisions under load: 10,000 waiting callers, 5,000 agents, 100 skills,
 //! 20 queues with mixed strategies and caller priorities 0..=3. Measures one "agent becomes
 //! ready → offer chosen" and one "caller enqueued → offer chosen" decision (the state is
-//! restored outside the timed region), and the worst case of an agent freed next to 10,000
-//! callers it cannot serve. Prints p50/p99/p99.9 from a manual run first, then
-//! runs criterion. Run with `cargo bench --bench router`.
+//! restored outside the timed region), the worst case of an agent freed next to 10,000
+//! callers it cannot serve, and a waiting caller's position (about 500 callers per
+//! queue). Prints p50/p99/p99.9 from a manual run first, then runs criterion. Run with
+//! `cargo bench --bench router`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -262,6 +263,17 @@ fn main() {
     percentiles("abandon_agent_freed_no_match", || {
         fx.enqueue_once();
         (fx.last_dequeue, false)
+    });
+    // Where a random fixture caller stands (it still waits: every offer above went to a
+    // caller enqueued by the bench, and each was dequeued again).
+    let waiting: Vec<CallId> = fx.callers.keys().cloned().collect();
+    percentiles("position_of_waiting_caller", || {
+        let call = &waiting[fx.rng.below(waiting.len() as u64) as usize];
+        let start = Instant::now();
+        let pos = black_box(fx.router.position(call, fx.now));
+        let took = start.elapsed();
+        assert!(pos.is_some());
+        (took, false)
     });
     fx.router
         .check_invariants()
