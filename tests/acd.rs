@@ -831,3 +831,95 @@ fn a_waiting_caller_hears_its_position_over_the_music() {
         "\"prompts\":[\"position\",\"digit_1\"]",
     ]);
 }
+
+#[test]
+fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_answers() {
+    let customer_port = free_port();
+    let config = acd_config(&format!(
+        "[trunks.local]\nsources = [\"127.0.0.0/8\"]\noutbound = \"127.0.0.1:{customer_port}\"\n\n\
+         [queues.support]\ncallback_after = \"1s\"\nannounce_agent = false\n"
+    ))
+    .no_trunks();
+    let server = Server::start(config);
+    // Nobody is on duty: the caller waits, hears the offer, presses 1, is hung up.
+    Sipp::new("caller_leaves_number")
+        .service("402")
+        .args(&[
+            "-d",
+            "2500",
+            "-key",
+            "caller",
+            "5550100",
+            "-key",
+            "key",
+            "1",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .run_ok(&server);
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"leave_number\"]",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"callback_requested\"",
+        "\"queue\":\"support\"",
+        "\"number\":\"5550100\"",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"callback_recorded\"]",
+    ]);
+    assert!(
+        server.events(&["\"type\":\"call_abandoned\""]).is_empty(),
+        "a callback is not an abandoned call"
+    );
+    // An agent logs in: the callback rings it first, then the customer.
+    let agent_port = free_port();
+    std::thread::scope(|s| {
+        let server = &server;
+        let customer = s.spawn(move || {
+            Sipp::new("customer_answer")
+                .port(customer_port)
+                .args(&[
+                    "-d",
+                    "2000",
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    &free_port().to_string(),
+                ])
+                .run(server)
+        });
+        let agent = s.spawn(move || {
+            register_agent(server, "1001", agent_port);
+            answering_agent(agent_port, 300, (0, "PCMU")).run(server)
+        });
+        agent.join().unwrap().assert_ok(server);
+        let customer = customer.join().unwrap();
+        customer.assert_ok(server);
+        let invite = customer
+            .received()
+            .into_iter()
+            .find(|m| m.method() == Some("INVITE"))
+            .expect("the customer was called");
+        assert!(
+            invite.raw.starts_with("INVITE sip:5550100@"),
+            "{}",
+            invite.raw
+        );
+    });
+    server.assert_event(&[
+        "\"type\":\"callback_completed\"",
+        "\"agent\":\"1001\"",
+        "\"number\":\"5550100\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_bridged\"", "\"agent\":\"1001\""]);
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1001\"",
+        "\"released_by\":\"caller\"",
+    ]);
+}

@@ -156,9 +156,9 @@ impl AcdState {
             self.callback_offer_at,
             customer,
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 

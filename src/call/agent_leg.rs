@@ -198,10 +198,7 @@ pub fn ring(
         }),
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
-        contact: parse(&format!(
-            "sip:hotline@{host}:{}{transport}",
-            local.port()
-        ))?,
+        contact: parse(&format!("sip:hotline@{host}:{}{transport}", local.port()))?,
         headers: dial
             .header
             .map(|(name, value)| vec![Header::Other(name.to_string(), value.to_string())]),

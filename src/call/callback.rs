@@ -118,7 +118,10 @@ impl Actor {
         };
         let number = callback.number.clone();
         if let Some(connected) = self.acd.connected.as_mut() {
-            let hold = self.ctx.media.playlist(&self.language, &["please_hold".to_string()]);
+            let hold = self
+                .ctx
+                .media
+                .playlist(&self.language, &["please_hold".to_string()]);
             connected.leg.media.stream.play(hold, false);
         }
         let offer = self.media.offer();
@@ -169,7 +172,8 @@ impl Actor {
                 fork.status = ForkStatus::Answered;
                 let dialog = fork.dialog.clone();
                 let call_id = fork.call_id.clone();
-                if let Err(e) = sdp::parse(&response.body).and_then(|a| self.media.accept_answer(&a))
+                if let Err(e) =
+                    sdp::parse(&response.body).and_then(|a| self.media.accept_answer(&a))
                 {
                     warn!(error = %e, "the customer answered with unusable SDP");
                     tokio::spawn(async move {
@@ -235,5 +239,8 @@ impl Actor {
 }
 
 fn callback_number(callback: &Option<Callback>) -> String {
-    callback.as_ref().map(|c| c.number.clone()).unwrap_or_default()
+    callback
+        .as_ref()
+        .map(|c| c.number.clone())
+        .unwrap_or_default()
 }

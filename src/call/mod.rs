@@ -9,8 +9,8 @@
 //! another except the registry of live calls (shutdown, router decisions).
 
 mod acd;
-mod callback;
 pub mod agent_leg;
+mod callback;
 pub mod lookup;
 pub mod media_session;
 pub mod policy;

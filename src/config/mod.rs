@@ -1296,7 +1296,9 @@ impl RawConfig {
                     Err(_) => {
                         issue(
                             format!("{key}.outbound"),
-                            format!("`{text}` is not an address and port such as \"192.0.2.7:5060\""),
+                            format!(
+                                "`{text}` is not an address and port such as \"192.0.2.7:5060\""
+                            ),
                         );
                         None
                     }
