@@ -497,12 +497,29 @@ fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_th
     register_agent(&server, "1001", port1);
     register_agent(&server, "1002", port2);
     let runs = std::thread::scope(|s| {
-        // Both phones answer 1 s after their INVITE: within milliseconds.
+        // Both phones answer the moment their INVITE arrives: their 200 OKs
+        // leave within milliseconds of each other, before any CANCEL can.
         let agents: Vec<_> = [port1, port2]
             .into_iter()
             .map(|port| {
                 let server = &server;
-                s.spawn(move || answering_agent(port, 1000, (0, "PCMU")).run(server))
+                s.spawn(move || {
+                    Sipp::new("agent_answer_race")
+                        .port(port)
+                        .args(&[
+                            "-key",
+                            "pt",
+                            "0",
+                            "-key",
+                            "codec",
+                            "PCMU",
+                            "-mi",
+                            "127.0.0.1",
+                            "-mp",
+                            &free_port().to_string(),
+                        ])
+                        .run(server)
+                })
             })
             .collect();
         caller("402", 4000).run_ok(&server);
