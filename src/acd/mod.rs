@@ -373,4 +373,68 @@ mod tests {
         assert!(alerted);
         assert_eq!(handle.snapshot().await.unwrap().queues[0].staffed, 0);
     }
+
+    /// Wrap-up (L4) and the break limit (L7) run on the actor's own tick,
+    /// measured here on tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn wrap_up_and_break_timers_fire_on_the_actor_tick() {
+        let (dtx, mut drx) = mpsc::unbounded_channel();
+        let opts = RouterOptions {
+            wrap_up: Duration::from_secs(60),
+            break_limit: Duration::from_secs(300),
+            ..RouterOptions::default()
+        };
+        let router = Router::new(opts, tokio::time::Instant::now().into_std());
+        let (handle, _task) = RouterHandle::start(router, dtx);
+        let a = AgentId::from("a");
+        let c = CallId::from("c");
+        let send = |cmd| {
+            let handle = handle.clone();
+            async move { handle.request(cmd).await.unwrap().unwrap() }
+        };
+        send(Command::AddQueue(QueueConfig::new("q"))).await;
+        send(Command::AddAgent(AgentConfig {
+            id: a.clone(),
+            queues: vec![QueueId::from("q")],
+            skills: vec![],
+        }))
+        .await;
+        send(Command::AgentLogin(a.clone())).await;
+        send(Command::Enqueue(Caller {
+            call: c.clone(),
+            queue: QueueId::from("q"),
+            priority: 0,
+            enqueued_at: tokio::time::Instant::now().into_std(),
+            skills: vec![],
+        }))
+        .await;
+        send(Command::OfferAnswered(c.clone(), a.clone())).await;
+        send(Command::CallEnded(c, a.clone())).await;
+        let state = |d: &Decision| match d {
+            Decision::AgentState { state, .. } => Some(state.name()),
+            _ => None,
+        };
+        let mut last = None;
+        while let Ok(d) = drx.try_recv() {
+            last = state(&d).or(last);
+        }
+        assert_eq!(last, Some("wrap-up"));
+        tokio::time::sleep(Duration::from_millis(59_700)).await;
+        assert!(drx.try_recv().is_err(), "wrap-up ended early");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let ready = drx.try_recv().expect("ready after 60 s of wrap-up");
+        assert_eq!(state(&ready), Some("ready"));
+
+        send(Command::AgentNotReady(a.clone(), "lunch".into())).await;
+        while drx.try_recv().is_ok() {}
+        tokio::time::sleep(Duration::from_millis(299_700)).await;
+        assert!(drx.try_recv().is_err(), "break alert before the limit");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        match drx.try_recv() {
+            Ok(Decision::BreakOverLimit { reason, count, .. }) => {
+                assert_eq!((reason.as_str(), count), ("lunch", 1));
+            }
+            other => panic!("expected a break alert, got {other:?}"),
+        }
+    }
 }

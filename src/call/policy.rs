@@ -167,4 +167,14 @@ mod tests {
             ));
         }
     }
+
+    #[test]
+    fn the_default_ring_limit_is_two_rings_of_three_seconds() {
+        let settings = crate::config::Settings::load(None).unwrap();
+        let policy = CallPolicy::from_settings(&settings);
+        assert_eq!(policy.ring_limit, Duration::from_secs(6));
+        assert_eq!(policy.hold_limit, Duration::from_secs(30));
+        assert_eq!(policy.hold_warning_before, Duration::from_secs(5));
+        assert_eq!(policy.hold_action, HoldAction::Alert);
+    }
 }
