@@ -175,11 +175,15 @@ fn outcome_name(outcome: Outcome) -> &'static str {
     }
 }
 
-fn spawn_bye(dialog: InviteDialog) {
+/// Sends BYE in the background and then drops the dialog from the dialog
+/// layer (a confirmed dialog stays registered until someone removes it).
+pub(super) fn end_dialog(ctx: &EdgeContext, dialog: InviteDialog) {
+    let dialogs = ctx.dialogs.clone();
     tokio::spawn(async move {
         if let Err(e) = dialog.bye().await {
             debug!(error = %e, "BYE failed");
         }
+        dialogs.remove_dialog(&dialog.id());
     });
 }
 
@@ -368,7 +372,9 @@ impl Actor {
         self.tell_router(Command::OfferFailed(self.call(), agent.clone(), outcome));
     }
 
-    /// Drops a leg's dialogs from the dialog layer once its INVITEs are over.
+    /// Remembers the forks of a leg that is given up while they may still
+    /// answer. Unanswered INVITEs leave the dialog layer by themselves; an
+    /// answered one is ended (and dropped) with [`end_dialog`].
     fn forget_leg(&mut self, leg: &AgentLeg) {
         for fork in &leg.forks {
             if fork.status == ForkStatus::Cancelled {
@@ -377,15 +383,6 @@ impl Actor {
                     .insert(fork.call_id.clone(), fork.dialog.clone());
             }
         }
-        let dialogs = self.ctx.dialogs.clone();
-        let ids = leg.dialog_ids();
-        tokio::spawn(async move {
-            // Late 487s and crossed 2xx/BYE exchanges finish first.
-            tokio::time::sleep(std::time::Duration::from_secs(32)).await;
-            for id in ids {
-                dialogs.remove_dialog(&id);
-            }
-        });
     }
 
     pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
@@ -403,7 +400,7 @@ impl Actor {
                 && matches!(dialog.state(), DialogState::Confirmed(..))
             {
                 info!("a phone answered an offer already given up: BYE");
-                spawn_bye(dialog);
+                end_dialog(&self.ctx, dialog);
             }
             return;
         };
@@ -429,7 +426,7 @@ impl Actor {
             if let Some(fork) = leg.fork_mut(&fin.fork) {
                 fork.status = ForkStatus::Failed(None);
             }
-            spawn_bye(dialog);
+            end_dialog(&self.ctx, dialog);
             self.settle_leg(i, now);
             return;
         }
@@ -449,7 +446,7 @@ impl Actor {
             if let Some(fork) = leg.fork_mut(&fin.fork) {
                 fork.status = ForkStatus::Failed(None);
             }
-            spawn_bye(dialog);
+            end_dialog(&self.ctx, dialog);
             if !leg.ringing() {
                 // The router already settled this agent (released or failed).
                 let leg = self.acd.legs.swap_remove(i);
@@ -758,7 +755,7 @@ impl Actor {
             .as_ref()
             .is_some_and(|c| c.leg.owns(&call_id));
         match state {
-            DialogState::Terminated(_, reason) if ours => {
+            DialogState::Terminated(id, reason) if ours => {
                 let answered = self
                     .acd
                     .connected
@@ -766,12 +763,13 @@ impl Actor {
                     .and_then(|c| c.leg.answered())
                     .is_some_and(|d| d.id().call_id == call_id);
                 if answered {
+                    self.ctx.dialogs.remove_dialog(&id);
                     info!(?reason, "the agent ended the call");
                     let by = match reason {
                         TerminatedReason::UasBye => ReleasedBy::Agent,
                         _ => ReleasedBy::System,
                     };
-                    spawn_bye(self.caller_dialog.clone());
+                    end_dialog(&self.ctx, self.caller_dialog.clone());
                     self.acd.released = Some(by);
                 }
             }
@@ -1070,7 +1068,7 @@ impl Actor {
         };
         self.acd.hold = None;
         if let Some(dialog) = connected.leg.answered().cloned() {
-            spawn_bye(dialog);
+            end_dialog(&self.ctx, dialog);
         }
         self.release_event(&connected, ReleasedBy::System);
         self.forget_leg(&connected.leg);
@@ -1122,7 +1120,7 @@ impl Actor {
             if released_by != ReleasedBy::Agent
                 && let Some(dialog) = connected.leg.answered().cloned()
             {
-                spawn_bye(dialog);
+                end_dialog(&self.ctx, dialog);
             }
             self.release_event(&connected, released_by);
             self.forget_leg(&connected.leg);

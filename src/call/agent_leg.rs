@@ -8,7 +8,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rsipstack::dialog::DialogId;
 use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
@@ -117,11 +116,6 @@ impl AgentLeg {
         } else {
             Outcome::Unreachable
         }
-    }
-
-    /// The dialog ids to drop from the dialog layer once the leg is over.
-    pub fn dialog_ids(&self) -> Vec<DialogId> {
-        self.forks.iter().map(|f| f.dialog.id()).collect()
     }
 }
 

@@ -176,9 +176,7 @@ impl Actor {
                     sdp::parse(&response.body).and_then(|a| self.media.accept_answer(&a))
                 {
                     warn!(error = %e, "the customer answered with unusable SDP");
-                    tokio::spawn(async move {
-                        let _ = dialog.bye().await;
-                    });
+                    super::acd::end_dialog(&self.ctx, dialog);
                     self.callback_failed(None);
                     return;
                 }

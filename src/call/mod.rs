@@ -351,10 +351,13 @@ async fn call_actor(
         answered: actor.answered,
     });
     ctx.calls.dialogs.remove(&call_id);
+    let caller_dialog = actor.caller_dialog.clone();
     drop(actor);
     // Let the INVITE transaction finish its own timers (487/ACK, 2xx/ACK).
     let _ = tokio::time::timeout(Duration::from_secs(40), transaction).await;
     ctx.dialogs.remove_dialog(&dialog_id);
+    // A called-back customer's dialog is hotline's own (UAC): drop it too.
+    ctx.dialogs.remove_dialog(&caller_dialog.id());
 }
 
 type LookupResult = Result<LookupReply, String>;
