@@ -94,7 +94,8 @@ impl Baresip {
         Self::start_with(dir, server, agent, password, seconds, dial, "")
     }
 
-    /// Like [`Baresip::start`], with extra account parameters (`;answermode=auto`).
+    /// Like [`Baresip::start`], with extra account parameters: `URI|ACCOUNT`
+    /// (`;transport=tcp|;answermode=auto`), or just the account's.
     fn start_with(
         dir: &Path,
         server: &Server,
@@ -104,6 +105,9 @@ impl Baresip {
         dial: Option<&str>,
         account_params: &str,
     ) -> Baresip {
+        let (uri_params, account_params) = account_params
+            .split_once('|')
+            .unwrap_or(("", account_params));
         let modules = baresip_modules();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
@@ -118,7 +122,7 @@ impl Baresip {
         std::fs::write(
             dir.join("accounts"),
             format!(
-                "<sip:{agent}@127.0.0.1:{}>;auth_pass={password};regint=60{account_params}\n",
+                "<sip:{agent}@127.0.0.1:{}{uri_params}>;auth_pass={password};regint=60{account_params}\n",
                 server.sip_port
             ),
         )
@@ -317,4 +321,51 @@ fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
         log.contains("5551234"),
         "the phone shows the caller's number:\n{log}"
     );
+}
+
+#[test]
+fn a_queued_caller_reaches_baresip_registered_over_tcp() {
+    let server = Server::start(
+        TestConfig::new()
+            .http(true)
+            .agent_queues("1002", &["support"])
+            .extra("[queues.support]\nannounce_agent = false\n"),
+    );
+    let phone = Baresip::start_with(
+        &server.dir.path().join("baresip"),
+        &server,
+        "1002",
+        "demo1002",
+        12,
+        None,
+        ";transport=tcp|;answermode=auto",
+    );
+    wait_for_gauge(
+        &server,
+        "hotline_agents{state=\"ready\"}",
+        1.0,
+        Duration::from_secs(6),
+    );
+    Sipp::new("caller_waits")
+        .service("401")
+        .args(&[
+            "-d",
+            "7000",
+            "-key",
+            "caller",
+            "5551234",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .run_ok(&server);
+    server.assert_event(&[
+        "\"type\":\"registration_added\"",
+        "\"aor\":\"1002\"",
+        "transport=TCP",
+    ]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
+    let log = phone.wait(Duration::from_secs(20));
+    assert!(log.contains("Call established"), "{log}");
 }
