@@ -1,10 +1,12 @@
 //! Per-frame media work: G.711 encode, decode and law-to-law transcode of one
-//! 20 ms frame (160 samples), and in-band DTMF detection over one frame.
+//! 20 ms frame (160 samples), relaying one bridged RTP packet from a caller
+//! to an agent, and in-band DTMF detection over one frame.
 //! Run with `cargo bench --bench media`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use hotline::call::relay::{LegFormat, relay};
 use hotline::media::dtmf::InbandDetector;
 use hotline::media::g711::{Codec, transcode};
 
@@ -56,6 +58,38 @@ fn g711(c: &mut Criterion) {
     });
 }
 
+/// One bridged packet, caller (PCMU) to agent: same law (header rewrite and
+/// copy) and PCMU to PCMA (header rewrite and transcode).
+fn bridge(c: &mut Criterion) {
+    let mut payload = [0u8; FRAME];
+    Codec::Pcmu.encode(&pcm_frame(), &mut payload);
+    let mut packet = vec![0x80, 0, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef];
+    packet.extend_from_slice(&payload);
+    let caller = LegFormat {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+    };
+    let mut out = [0u8; 2048];
+    let mut group = c.benchmark_group("bridge_relay");
+    for (name, agent) in [
+        ("pcmu_to_pcmu_160", caller),
+        (
+            "pcmu_to_pcma_160",
+            LegFormat {
+                codec: Codec::Pcma,
+                payload_type: 8,
+                telephone_event: Some(96),
+            },
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| relay(black_box(&packet), &caller, &agent, black_box(&mut out)))
+        });
+    }
+    group.finish();
+}
+
 fn dtmf(c: &mut Criterion) {
     let pcm = pcm_frame();
     let mut det = InbandDetector::new();
@@ -97,5 +131,5 @@ fn pacing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, g711, dtmf, pacing);
+criterion_group!(benches, g711, bridge, dtmf, pacing);
 criterion_main!(benches);
