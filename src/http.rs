@@ -1,8 +1,6 @@
-//! The HTTP listener: health and a first view of the server's state.
-//!
-//! `/healthz` answers while the server runs; `/metrics` gives the live counts the
-//! SIP edge already knows, in the Prometheus text format. The full metrics room
-//! (fed by events) and the CTI API will mount here.
+//! The HTTP listener: `/healthz` answers while the server runs, `/metrics`
+//! serves the metrics room's page (Prometheus text format), and the demo
+//! account service behind the default IVR. The CTI API will mount here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,46 +51,19 @@ async fn healthz() -> &'static str {
 struct HttpState {
     edge: Arc<EdgeContext>,
     router: crate::acd::RouterHandle,
+    registry: prometheus::Registry,
+    started: std::time::Instant,
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let ctx = &state.edge;
-    let mut agents = std::collections::BTreeMap::new();
-    for name in [
-        "logged-out",
-        "ready",
-        "not-ready",
-        "offered",
-        "talking",
-        "on-hold",
-        "wrap-up",
-    ] {
-        agents.insert(name, 0usize);
-    }
-    if let Ok(snapshot) = state.router.snapshot().await {
-        for agent in snapshot.agents {
-            *agents.entry(agent.state).or_default() += 1;
-        }
-    }
-    let mut by_state =
-        String::from("# HELP hotline_agents Agents by state.\n# TYPE hotline_agents gauge\n");
-    for (name, count) in agents {
-        by_state.push_str(&format!("hotline_agents{{state=\"{name}\"}} {count}\n"));
-    }
-    let body = format!(
-        "# HELP hotline_build_info Build information.\n\
-         # TYPE hotline_build_info gauge\n\
-         hotline_build_info{{version=\"{}\"}} 1\n\
-         # HELP hotline_registrations_active Live registration bindings (agent contacts).\n\
-         # TYPE hotline_registrations_active gauge\n\
-         hotline_registrations_active {}\n\
-         # HELP hotline_calls_active Calls in progress.\n\
-         # TYPE hotline_calls_active gauge\n\
-         hotline_calls_active {}\n",
-        env!("CARGO_PKG_VERSION"),
-        ctx.registrar.active_bindings(),
-        ctx.calls.len(),
-    ) + &by_state;
+    let snapshot = state.router.snapshot().await.ok();
+    let body = crate::metrics::render(&crate::metrics::Sources {
+        registry: &state.registry,
+        edge: &state.edge,
+        snapshot: snapshot.as_ref(),
+        started: state.started,
+        store: None,
+    });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -100,13 +71,19 @@ pub async fn start(
     addr: SocketAddr,
     ctx: Arc<EdgeContext>,
     router: crate::acd::RouterHandle,
+    registry: prometheus::Registry,
 ) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/demo/balance", get(demo_balance))
-        .with_state(HttpState { edge: ctx, router });
+        .with_state(HttpState {
+            edge: ctx,
+            router,
+            registry,
+            started: std::time::Instant::now(),
+        });
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let task = tokio::spawn(async move {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod ivr;
 pub mod media;
+pub mod metrics;
 pub mod sip;
 
 use std::future::Future;
@@ -55,6 +56,9 @@ pub fn init_logging(settings: &Settings) {
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let bus = EventBus::default();
     log_events(&bus);
+    // Subscribed before anything can happen, so no event is missed.
+    let metrics = metrics::Metrics::new(&settings).context("setting up the metrics")?;
+    let registry = metrics::follow(&bus, metrics);
     let prompts = media::load_prompts(&settings).map_err(|issues| {
         anyhow::anyhow!(
             "{}",
@@ -87,7 +91,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     }
     let http = match settings.http_listen {
         Some(addr) => Some(
-            http::start(addr, edge.context().clone(), router.clone())
+            http::start(addr, edge.context().clone(), router.clone(), registry)
                 .await
                 .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
         ),

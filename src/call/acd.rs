@@ -721,12 +721,14 @@ impl Actor {
         else {
             return;
         };
-        if let Some(out) = relay(packet, &from, &to, &mut connected.buf) {
-            let _ = connected
+        if let Some(out) = relay(packet, &from, &to, &mut connected.buf)
+            && let Ok(sent) = connected
                 .leg
                 .media
                 .rtp
-                .try_send_to(&connected.buf[..out.len()], dst);
+                .try_send_to(&connected.buf[..out.len()], dst)
+        {
+            connected.leg.media.relayed(sent);
         }
     }
 
@@ -741,8 +743,10 @@ impl Actor {
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
             return;
         };
-        if let Some(out) = relay(packet, &agent, &caller, &mut connected.buf) {
-            let _ = self.media.rtp.try_send_to(&connected.buf[..out.len()], dst);
+        if let Some(out) = relay(packet, &agent, &caller, &mut connected.buf)
+            && let Ok(sent) = self.media.rtp.try_send_to(&connected.buf[..out.len()], dst)
+        {
+            self.media.relayed(sent);
         }
     }
 

@@ -15,7 +15,7 @@ use crate::media::MediaRoom;
 use crate::media::dtmf::{EventDetector, InbandDetector};
 use crate::media::g711::Codec;
 use crate::media::pacer::{MediaEvent, StreamHandle};
-use crate::media::rtp::{InboundStats, Latch, RtpError, Verdict};
+use crate::media::rtp::{InboundStats, Latch, RtpError, RtpTotals, Verdict};
 use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescription};
 
 /// How a digit reached hotline.
@@ -31,6 +31,7 @@ pub struct MediaSession {
     negotiated: Option<Negotiated>,
     latch: Latch,
     pub stats: InboundStats,
+    totals: Arc<RtpTotals>,
     rfc4733: EventDetector,
     inband: InbandDetector,
     pcm: Vec<i16>,
@@ -65,6 +66,7 @@ impl MediaSession {
             negotiated: None,
             latch: Latch::default(),
             stats: InboundStats::default(),
+            totals: room.rtp.clone(),
             rfc4733: EventDetector::default(),
             inband: InbandDetector::new(),
             pcm: vec![0; 2048],
@@ -154,12 +156,16 @@ impl MediaSession {
         packet: &[u8],
     ) -> (bool, Option<(char, DigitSource)>) {
         match self.latch.judge(source, packet, &self.stats) {
-            Verdict::Drop => return (false, None),
+            Verdict::Drop => {
+                self.totals.dropped.fetch_add(1, Ordering::Relaxed);
+                return (false, None);
+            }
             Verdict::Accept { latched: true } if !self.on_hold() => {
                 self.stream.set_remote(Some(source));
             }
             Verdict::Accept { .. } => {}
         }
+        self.totals.received(packet.len());
         (true, self.detect_digit(packet))
     }
 
@@ -180,6 +186,11 @@ impl MediaSession {
             return self.inband.push(&self.pcm[..n]).map(|d| (d, "inband"));
         }
         None
+    }
+
+    /// Counts a packet the bridge relayed out of this session's socket.
+    pub fn relayed(&self, bytes: usize) {
+        self.totals.relayed(bytes);
     }
 
     pub fn on_rtcp(&self) {

@@ -86,6 +86,16 @@ pub struct RawConfig {
     pub blocklist: RawBlocklist,
     pub queues: BTreeMap<String, RawQueue>,
     pub acd: RawAcd,
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: what the metrics page shows beyond the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Series per agent (answered calls, talk time, state): one label value
+    /// per agent, so off by default.
+    pub per_agent: bool,
 }
 
 /// An enum of unit variants written in the config as fixed names: `ALL`, `as_str`,
@@ -423,6 +433,7 @@ pub struct RawQueue {
     /// A string ("1", "#"); a bare number is accepted too.
     pub callback_key: String,
     pub min_staffed: u32,
+    pub service_level_seconds: u32,
 }
 
 impl Default for RawQueue {
@@ -443,6 +454,7 @@ impl Default for RawQueue {
             callback_after: Duration::from_secs(60),
             callback_key: "1".into(),
             min_staffed: 0,
+            service_level_seconds: 20,
         }
     }
 }
@@ -677,6 +689,8 @@ pub struct Settings {
     pub registrar: RegistrarSettings,
     pub auth: AuthSettings,
     pub http_listen: Option<SocketAddr>,
+    /// Series per agent on the metrics page.
+    pub metrics_per_agent: bool,
     pub log: LogSettings,
     pub trunks: Vec<Trunk>,
     pub numbers: BTreeMap<String, HotlineNumber>,
@@ -782,6 +796,8 @@ pub struct Queue {
     /// Agents the queue keeps logged in at a shift handover (rulebook C2);
     /// 0 = off. Never more than the agents serving the queue.
     pub min_staffed: u32,
+    /// Answered within this wait counts toward the service level.
+    pub service_level: Duration,
 }
 
 impl Queue {
@@ -805,6 +821,7 @@ impl Queue {
             callback_after: nonzero(raw.callback_after),
             callback_key: '1',
             min_staffed: raw.min_staffed,
+            service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
         }
     }
 }
@@ -1429,6 +1446,7 @@ impl RawConfig {
                 ban_time: self.auth.ban_time,
             },
             http_listen,
+            metrics_per_agent: self.metrics.per_agent,
             log: LogSettings {
                 level: self.log.level,
                 format: self.log.format,
@@ -1584,6 +1602,15 @@ impl RawConfig {
                 .values()
                 .filter(|a| a.queues.iter().any(|q| q == name))
                 .count();
+            if !(1..=3600).contains(&raw.service_level_seconds) {
+                issue(
+                    format!("{key}.service_level_seconds"),
+                    format!(
+                        "{} is out of range: a service-level target is 1 to 3600 seconds",
+                        raw.service_level_seconds
+                    ),
+                );
+            }
             if raw.min_staffed as usize > serving {
                 issue(
                     format!("{key}.min_staffed"),
@@ -1619,6 +1646,7 @@ impl RawConfig {
                     callback_after: nonzero(raw.callback_after),
                     callback_key,
                     min_staffed: raw.min_staffed,
+                    service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
                 },
             );
         }
@@ -2440,7 +2468,7 @@ add_skills = ["general", "french"]
         let acd = documented("[acd]", "# --- Queues");
         let queue = documented("# [queues.NAME]", "[queues.support]");
         assert_eq!(acd.len(), 13, "{acd:#?}");
-        assert_eq!(queue.len(), 15, "{queue:#?}");
+        assert_eq!(queue.len(), 16, "{queue:#?}");
         let text = format!(
             "[acd]\n{}\n[queues.q]\n{}\n",
             acd.join("\n"),

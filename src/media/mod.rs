@@ -41,6 +41,8 @@ pub const QUEUE_PROMPTS: &[&str] = &[
 /// What every call shares of the media engine.
 pub struct MediaRoom {
     pub pacer: Pacer,
+    /// RTP in and relayed out, over all calls.
+    pub rtp: Arc<rtp::RtpTotals>,
     pub ports: PortPool,
     pub prompts: Arc<PromptLibrary>,
     pub language: String,
@@ -167,6 +169,7 @@ impl MediaRoom {
     pub fn start(settings: &Settings, prompts: PromptLibrary) -> MediaRoom {
         MediaRoom {
             pacer: Pacer::start(),
+            rtp: Arc::default(),
             ports: PortPool::new(settings.media.rtp_port_min, settings.media.rtp_port_max),
             prompts: Arc::new(prompts),
             language: settings.media.language.clone(),

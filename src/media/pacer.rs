@@ -67,6 +67,8 @@ enum Command {
 pub struct PacerStats {
     pub ticks: AtomicU64,
     pub frames_sent: AtomicU64,
+    /// RTP bytes (headers included) of the frames sent.
+    pub bytes_sent: AtomicU64,
     pub send_failures: AtomicU64,
     /// Ticks that started more than 2 ms after their deadline.
     pub late_ticks: AtomicU64,
@@ -83,6 +85,7 @@ impl Default for PacerStats {
         PacerStats {
             ticks: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
             late_ticks: AtomicU64::new(0),
             max_lateness_us: AtomicU64::new(0),
@@ -306,7 +309,10 @@ fn send_frame(
     };
     let len = numbering.write_packet(payload_type, frame, FRAME_SAMPLES as u32, buf);
     match socket.try_send_to(&buf[..len], remote) {
-        Ok(_) => stats.frames_sent.fetch_add(1, Ordering::Relaxed),
+        Ok(sent) => {
+            stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed)
+        }
         Err(_) => stats.send_failures.fetch_add(1, Ordering::Relaxed),
     };
 }

@@ -161,6 +161,30 @@ impl Default for OutgoingStream {
     }
 }
 
+/// RTP counted over every call since start: what arrived (accepted or
+/// dropped) and what the bridge relayed out (the pacer counts its own frames).
+#[derive(Debug, Default)]
+pub struct RtpTotals {
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub dropped: AtomicU64,
+    pub relayed_packets: AtomicU64,
+    pub relayed_bytes: AtomicU64,
+}
+
+impl RtpTotals {
+    pub fn received(&self, bytes: usize) {
+        self.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn relayed(&self, bytes: usize) {
+        self.relayed_packets.fetch_add(1, Ordering::Relaxed);
+        self.relayed_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 /// Counters of one call's inbound media.
 #[derive(Debug, Default)]
 pub struct InboundStats {

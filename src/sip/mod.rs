@@ -9,6 +9,7 @@ pub mod auth;
 pub mod digest;
 pub mod registrar;
 pub mod screen;
+pub mod stats;
 pub mod throttle;
 pub mod trunk;
 
@@ -63,6 +64,8 @@ pub struct EdgeContext {
     pub tcp_addr: Option<SocketAddr>,
     /// The ACD router queued callers are handed to.
     pub router: crate::acd::RouterHandle,
+    /// SIP messages in and out, by method and code.
+    pub sip_stats: Arc<stats::SipStats>,
 }
 
 /// The running SIP edge.
@@ -131,7 +134,9 @@ impl SipEdge {
             t1x64: t1 * 64,
             ..EndpointOption::default()
         };
+        let sip_stats = Arc::new(stats::SipStats::default());
         let endpoint = EndpointBuilder::new()
+            .with_inspector(Box::new(stats::Counting(sip_stats.clone())))
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.clone())
             .with_user_agent(&server)
@@ -161,6 +166,7 @@ impl SipEdge {
             udp_addr,
             tcp_addr,
             router,
+            sip_stats,
         });
 
         let inner = endpoint.inner.clone();

@@ -1,0 +1,316 @@
+//! The `/metrics` page: the event-fed registry, then the live state and the
+//! protocol counters read at scrape time, in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use crate::acd::Snapshot;
+use crate::sip::EdgeContext;
+
+/// What the page is made of.
+pub struct Sources<'a> {
+    pub registry: &'a Registry,
+    pub edge: &'a EdgeContext,
+    /// The router's snapshot (None if the router stopped).
+    pub snapshot: Option<&'a Snapshot>,
+    pub started: Instant,
+    /// The CDR store's counters, when a store runs.
+    pub store: Option<StoreFigures>,
+}
+
+/// The CDR store's counters at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreFigures {
+    pub errors: u64,
+    pub rows_written: u64,
+    pub pending: u64,
+}
+
+const AGENT_STATES: [&str; 7] = [
+    "logged-out",
+    "ready",
+    "not-ready",
+    "offered",
+    "talking",
+    "on-hold",
+    "wrap-up",
+];
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Label values are escaped as the text format asks (\\, \", \n).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(src: &Sources<'_>) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let mut encoded = Vec::new();
+    if TextEncoder::new()
+        .encode(&src.registry.gather(), &mut encoded)
+        .is_ok()
+    {
+        out.push_str(&String::from_utf8_lossy(&encoded));
+    }
+    let ctx = src.edge;
+
+    family(
+        &mut out,
+        "hotline_build_info",
+        "gauge",
+        "Build information.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        &mut out,
+        "hotline_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_uptime_seconds {:.3}",
+        src.started.elapsed().as_secs_f64()
+    );
+    family(
+        &mut out,
+        "hotline_calls_active",
+        "gauge",
+        "Calls in progress.",
+    );
+    let _ = writeln!(out, "hotline_calls_active {}", ctx.calls.len());
+    family(
+        &mut out,
+        "hotline_registrations_active",
+        "gauge",
+        "Live registration bindings (agent contacts).",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_registrations_active {}",
+        ctx.registrar.active_bindings()
+    );
+
+    if let Some(snapshot) = src.snapshot {
+        live_state(&mut out, snapshot);
+    }
+    sip(&mut out, ctx);
+    rtp(&mut out, ctx);
+    if let Some(store) = src.store {
+        family(
+            &mut out,
+            "hotline_store_errors_total",
+            "counter",
+            "Failed writes (or rows dropped) in the CDR store.",
+        );
+        let _ = writeln!(out, "hotline_store_errors_total {}", store.errors);
+        family(
+            &mut out,
+            "hotline_store_rows_written_total",
+            "counter",
+            "CDR and event rows written.",
+        );
+        let _ = writeln!(
+            out,
+            "hotline_store_rows_written_total {}",
+            store.rows_written
+        );
+        family(
+            &mut out,
+            "hotline_store_pending",
+            "gauge",
+            "Rows accepted and not yet written.",
+        );
+        let _ = writeln!(out, "hotline_store_pending {}", store.pending);
+    }
+    out
+}
+
+fn live_state(out: &mut String, snapshot: &Snapshot) {
+    let mut agents = std::collections::BTreeMap::new();
+    for state in AGENT_STATES {
+        agents.insert(state, 0usize);
+    }
+    for agent in &snapshot.agents {
+        *agents.entry(agent.state).or_default() += 1;
+    }
+    family(out, "hotline_agents", "gauge", "Agents by state.");
+    for (state, n) in agents {
+        let _ = writeln!(out, "hotline_agents{{state=\"{state}\"}} {n}");
+    }
+    family(
+        out,
+        "hotline_queue_waiting",
+        "gauge",
+        "Callers waiting in each queue.",
+    );
+    for q in &snapshot.queues {
+        let _ = writeln!(
+            out,
+            "hotline_queue_waiting{{queue=\"{}\"}} {}",
+            escape(&q.id.0),
+            q.waiting
+        );
+    }
+    family(
+        out,
+        "hotline_queue_longest_wait_seconds",
+        "gauge",
+        "How long the longest-waiting caller of each queue has waited.",
+    );
+    for q in &snapshot.queues {
+        let _ = writeln!(
+            out,
+            "hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {:.3}",
+            escape(&q.id.0),
+            q.longest_wait.as_secs_f64()
+        );
+    }
+    family(
+        out,
+        "hotline_queue_estimated_wait_seconds",
+        "gauge",
+        "Moving average of recent waits until answer (0 before the first).",
+    );
+    for q in &snapshot.queues {
+        let _ = writeln!(
+            out,
+            "hotline_queue_estimated_wait_seconds{{queue=\"{}\"}} {:.3}",
+            escape(&q.id.0),
+            q.estimated_wait.map_or(0.0, |d| d.as_secs_f64())
+        );
+    }
+    family(
+        out,
+        "hotline_queue_staffed",
+        "gauge",
+        "Agents of each queue logged in without a pending logout.",
+    );
+    for q in &snapshot.queues {
+        let _ = writeln!(
+            out,
+            "hotline_queue_staffed{{queue=\"{}\"}} {}",
+            escape(&q.id.0),
+            q.staffed
+        );
+    }
+    family(
+        out,
+        "hotline_queue_agents",
+        "gauge",
+        "Agents serving each queue, by state.",
+    );
+    for q in &snapshot.queues {
+        for state in AGENT_STATES {
+            let n = q.agents_by_state.get(state).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "hotline_queue_agents{{queue=\"{}\",state=\"{state}\"}} {n}",
+                escape(&q.id.0)
+            );
+        }
+    }
+}
+
+fn sip(out: &mut String, ctx: &EdgeContext) {
+    let stats = &ctx.sip_stats;
+    family(
+        out,
+        "hotline_sip_requests_total",
+        "counter",
+        "SIP requests received, by method.",
+    );
+    for (method, n) in stats.received.requests() {
+        let _ = writeln!(out, "hotline_sip_requests_total{{method=\"{method}\"}} {n}");
+    }
+    family(
+        out,
+        "hotline_sip_responses_total",
+        "counter",
+        "SIP responses sent, by method and code.",
+    );
+    for (method, code, n) in stats.sent.responses() {
+        let _ = writeln!(
+            out,
+            "hotline_sip_responses_total{{method=\"{method}\",code=\"{code}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "hotline_sip_requests_sent_total",
+        "counter",
+        "SIP requests hotline sent (agent legs, BYE, re-INVITE...), by method.",
+    );
+    for (method, n) in stats.sent.requests() {
+        let _ = writeln!(
+            out,
+            "hotline_sip_requests_sent_total{{method=\"{method}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "hotline_sip_responses_received_total",
+        "counter",
+        "SIP responses received, by method and code.",
+    );
+    for (method, code, n) in stats.received.responses() {
+        let _ = writeln!(
+            out,
+            "hotline_sip_responses_received_total{{method=\"{method}\",code=\"{code}\"}} {n}"
+        );
+    }
+}
+
+fn rtp(out: &mut String, ctx: &EdgeContext) {
+    let totals = &ctx.media.rtp;
+    let pacer = &ctx.media.pacer.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let rows = [
+        (
+            "hotline_rtp_packets_received_total",
+            "RTP packets received from callers and agents.",
+            load(&totals.packets_in),
+        ),
+        (
+            "hotline_rtp_bytes_received_total",
+            "RTP bytes received (headers included).",
+            load(&totals.bytes_in),
+        ),
+        (
+            "hotline_rtp_packets_sent_total",
+            "RTP packets sent: prompts, music and the bridge.",
+            load(&pacer.frames_sent) + load(&totals.relayed_packets),
+        ),
+        (
+            "hotline_rtp_bytes_sent_total",
+            "RTP bytes sent (headers included).",
+            load(&pacer.bytes_sent) + load(&totals.relayed_bytes),
+        ),
+        (
+            "hotline_rtp_packets_dropped_total",
+            "RTP packets dropped: from the wrong source or malformed.",
+            load(&totals.dropped),
+        ),
+        (
+            "hotline_media_late_ticks_total",
+            "20 ms pacing ticks that started more than 2 ms late.",
+            load(&pacer.late_ticks),
+        ),
+    ];
+    for (name, help, value) in rows {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
