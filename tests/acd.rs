@@ -10,63 +10,6 @@ use std::time::Duration;
 use common::*;
 use hotline::media::g711::Codec;
 
-/// Agents 1001 and 1002 serve `support`; number 402 queues there without a
-/// greeting. Wrap-up is short so an agent can take the next call in a test.
-fn acd_config(extra: &str) -> TestConfig {
-    let mut config = TestConfig::new()
-        .agent_queues("1001", &["support"])
-        .agent_queues("1002", &["support"]);
-    config.numbers.push(Number {
-        number: "402".into(),
-        ivr: None,
-        queue: Some("support".into()),
-        greeting: None,
-        answer_after: None,
-    });
-    config.extra(extra)
-}
-
-/// Registers `agent` (password demoNNNN) from `port` and waits until the
-/// router has it ready.
-fn register_agent(server: &Server, agent: &str, port: u16) {
-    Sipp::new("register_auth")
-        .service(agent)
-        .auth(agent, &format!("demo{agent}"))
-        .port(port)
-        .run_ok(server);
-    server.wait_event(
-        &[
-            "\"type\":\"agent_state_changed\"",
-            &format!("\"agent\":\"{agent}\""),
-            "\"state\":\"ready\"",
-        ],
-        Duration::from_secs(3),
-    );
-}
-
-/// An agent phone on `port` that answers after `answer_ms` with `codec`
-/// (payload type, name) and echoes the RTP it receives.
-fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
-    let media_port = free_port().to_string();
-    Sipp::new("agent_answer").port(port).args(&[
-        "-d",
-        &answer_ms.to_string(),
-        "-key",
-        "pt",
-        &codec.0.to_string(),
-        "-key",
-        "codec",
-        codec.1,
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media_port,
-        "-rtp_echo",
-        "-timeout",
-        "40s",
-    ])
-}
-
 /// Asserts the INVITE an agent's phone received shows the caller's number in
 /// From and the queue in X-Hotline-Queue.
 fn assert_offer_shows_caller_and_queue(run: &SippRun, caller: &str, queue: &str) {
@@ -390,23 +333,6 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
     ]);
 }
 
-/// A SIPp caller to `number` that hangs up `stay_ms` after hotline answers.
-fn caller(number: &str, stay_ms: u32) -> Sipp {
-    Sipp::new("caller_waits").service(number).args(&[
-        "-d",
-        &stay_ms.to_string(),
-        "-key",
-        "caller",
-        number,
-        "-timeout",
-        "40s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_port().to_string(),
-    ])
-}
-
 /// The call ids of `kind` events, in log order.
 fn call_ids(server: &Server, kind: &str) -> Vec<String> {
     server
@@ -607,23 +533,6 @@ fn a_busy_phone_and_a_declining_phone_are_distinct_outcomes_with_their_cool_down
     server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1003\""]);
 }
 
-/// A SIPp caller to `number` that stays until hotline hangs up.
-fn caller_until_hung_up(number: &str) -> Sipp {
-    Sipp::new("caller_hung_up").service(number).args(&[
-        "-key",
-        "caller",
-        number,
-        "-timeout",
-        "30s",
-        "-recv_timeout",
-        "20s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_port().to_string(),
-    ])
-}
-
 #[test]
 fn after_max_wait_the_caller_overflows_to_another_queue_keeping_its_waited_time() {
     let config = acd_config(
@@ -701,17 +610,6 @@ fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once
         "\"reason\":\"no_agents\"",
     ]);
     server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
-}
-
-fn holding_agent(scenario: &str, port: u16) -> Sipp {
-    Sipp::new(scenario).port(port).args(&[
-        "-timeout",
-        "30s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_port().to_string(),
-    ])
 }
 
 #[test]

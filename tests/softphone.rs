@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Sipp, TestConfig, free_port};
+use common::{Server, Sipp, TestConfig, free_port, http_get};
 
 /// Where Debian's baresip keeps its modules.
 fn baresip_modules() -> PathBuf {
@@ -28,26 +26,6 @@ fn baresip_modules() -> PathBuf {
         (Ok(_), Some(dir)) => dir,
         _ => panic!("baresip with its g711 module is required: apt-get install -y baresip-core"),
     }
-}
-
-/// One `GET` over a plain TCP connection; returns the body.
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
 }
 
 fn gauge(server: &Server, name: &str) -> Option<f64> {

@@ -15,7 +15,10 @@
 //! by default the binary built by cargo for this test run is used.
 #![allow(dead_code)]
 
+pub mod acd;
 pub mod caller;
+#[allow(unused_imports)]
+pub use acd::*;
 #[allow(unused_imports)]
 pub use caller::{Caller, media_of, sdp_offer};
 
@@ -1633,4 +1636,24 @@ pub fn assert_status(m: &Option<SipMsg>, code: u16, context: &str) {
         ),
         None => panic!("{context}: expected {code}, got no response"),
     }
+}
+
+/// One `GET` over a plain TCP connection; returns the body.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }

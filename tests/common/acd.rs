@@ -1,0 +1,109 @@
+//! Agents and callers for ACD scenarios: SIPp phones that register as demo
+//! agents and answer (or hold, or refuse) offers, SIPp callers through the
+//! trunk, and a config where agents 1001 and 1002 serve `support`.
+
+use std::time::Duration;
+
+use super::*;
+
+/// Agents 1001 and 1002 serve `support`; number 402 queues there without a
+/// greeting. Wrap-up is short so an agent can take the next call in a test.
+pub fn acd_config(extra: &str) -> TestConfig {
+    let mut config = TestConfig::new()
+        .agent_queues("1001", &["support"])
+        .agent_queues("1002", &["support"]);
+    config.numbers.push(Number {
+        number: "402".into(),
+        ivr: None,
+        queue: Some("support".into()),
+        greeting: None,
+        answer_after: None,
+    });
+    config.extra(extra)
+}
+
+/// Registers `agent` (password demoNNNN) from `port` and waits until the
+/// router has it ready.
+pub fn register_agent(server: &Server, agent: &str, port: u16) {
+    Sipp::new("register_auth")
+        .service(agent)
+        .auth(agent, &format!("demo{agent}"))
+        .port(port)
+        .run_ok(server);
+    server.wait_event(
+        &[
+            "\"type\":\"agent_state_changed\"",
+            &format!("\"agent\":\"{agent}\""),
+            "\"state\":\"ready\"",
+        ],
+        Duration::from_secs(3),
+    );
+}
+
+/// An agent phone on `port` that answers after `answer_ms` with `codec`
+/// (payload type, name) and echoes the RTP it receives.
+pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
+    let media_port = free_port().to_string();
+    Sipp::new("agent_answer").port(port).args(&[
+        "-d",
+        &answer_ms.to_string(),
+        "-key",
+        "pt",
+        &codec.0.to_string(),
+        "-key",
+        "codec",
+        codec.1,
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port,
+        "-rtp_echo",
+        "-timeout",
+        "40s",
+    ])
+}
+
+/// A SIPp caller to `number` that hangs up `stay_ms` after hotline answers.
+pub fn caller(number: &str, stay_ms: u32) -> Sipp {
+    Sipp::new("caller_waits").service(number).args(&[
+        "-d",
+        &stay_ms.to_string(),
+        "-key",
+        "caller",
+        number,
+        "-timeout",
+        "40s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
+
+/// A SIPp caller to `number` that stays until hotline hangs up.
+pub fn caller_until_hung_up(number: &str) -> Sipp {
+    Sipp::new("caller_hung_up").service(number).args(&[
+        "-key",
+        "caller",
+        number,
+        "-timeout",
+        "30s",
+        "-recv_timeout",
+        "20s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
+
+pub fn holding_agent(scenario: &str, port: u16) -> Sipp {
+    Sipp::new(scenario).port(port).args(&[
+        "-timeout",
+        "30s",
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &free_port().to_string(),
+    ])
+}
