@@ -70,4 +70,4 @@ uas=$!
 wait "$uas" || echo "agent sipp exit $?"
 summary callers "$(ls -t "$work"/uac/*_.csv | head -1)"
 summary agents "$(ls -t "$work"/uas/*_.csv | head -1)"
-grep -c "ERROR\|panicked" "$work/hotline.log" | sed 's/^/   server errors logged: /' || true
+grep -c "ERROR\|panicked\|fell behind" "$work/hotline.log" | sed "s/^/   server errors or lags logged: /" || true
