@@ -398,6 +398,10 @@ fn after_kill_9_every_call_that_ended_a_batch_interval_before_is_on_disk() {
     );
     // Past one batch interval (1 s) after the last end.
     std::thread::sleep(Duration::from_millis(2500));
+    // The export reads beside the running writer.
+    let live = export(&db, &["--format", "json"]);
+    assert_eq!(live.lines().count(), 3, "{live}");
+    server.assert_alive();
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &server.pid.to_string()])
         .status()
