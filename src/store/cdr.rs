@@ -233,6 +233,9 @@ impl CdrBuilder {
                 self.caller = Some(caller.clone());
                 self.dialed = Some(number.clone());
             }
+            // An INVITE refused with the Call-ID of a call already admitted
+            // does not end that call.
+            Event::CallRejected { .. } if self.trunk.is_some() => {}
             Event::CallRejected { number, .. } => {
                 self.dialed = Some(number.clone());
                 return Some(self.finish(
@@ -942,6 +945,27 @@ mod tests {
         assert_eq!(cdr.caller, None);
         assert_eq!(cdr.released_by, Some("system"));
         assert_eq!((cdr.waited_ms, cdr.ring_attempts), (0, 0));
+    }
+
+    #[test]
+    fn a_refused_invite_with_the_call_id_of_an_admitted_call_does_not_end_it() {
+        let cdr = run(&[
+            (0, admitted("401")),
+            (
+                5,
+                Event::CallRejected {
+                    call_id: id(),
+                    number: "401".into(),
+                    source: "127.0.0.1:5070".parse().unwrap(),
+                    status: 503,
+                    reason: crate::events::RejectReason::ShuttingDown,
+                },
+            ),
+            (10, answered()),
+            (20, ended(ReleasedBy::Caller, true)),
+        ]);
+        assert_eq!(cdr.disposition, Disposition::Ivr);
+        assert_eq!(cdr.ended_at, T0 + 20);
     }
 
     #[test]
