@@ -48,8 +48,9 @@ impl Default for WriterOptions {
 const STALE_CALL: Duration = Duration::from_secs(24 * 3600);
 /// How often the calls in progress are checked for staleness.
 const STALE_CHECK_EVERY: Duration = Duration::from_secs(60);
-/// Attempts to write what is left when the store closes.
-const CLOSE_ATTEMPTS: u32 = 5;
+/// Attempts to write what is left when the store closes (each may wait the
+/// busy timeout: the stop stays within a service manager's patience).
+const CLOSE_ATTEMPTS: u32 = 2;
 
 /// What the writer thread is sent.
 pub(super) enum Msg {
