@@ -53,6 +53,7 @@ struct HttpState {
     router: crate::acd::RouterHandle,
     registry: prometheus::Registry,
     started: std::time::Instant,
+    store: Option<Arc<crate::store::StoreStats>>,
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -62,7 +63,14 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         edge: &state.edge,
         snapshot: snapshot.as_ref(),
         started: state.started,
-        store: None,
+        store: state.store.as_deref().map(|s| {
+            use std::sync::atomic::Ordering::Relaxed;
+            crate::metrics::StoreFigures {
+                errors: s.errors.load(Relaxed),
+                rows_written: s.rows_written.load(Relaxed),
+                pending: s.pending.load(Relaxed),
+            }
+        }),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -72,6 +80,7 @@ pub async fn start(
     ctx: Arc<EdgeContext>,
     router: crate::acd::RouterHandle,
     registry: prometheus::Registry,
+    store: Option<Arc<crate::store::StoreStats>>,
 ) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = Router::new()
@@ -83,6 +92,7 @@ pub async fn start(
             router,
             registry,
             started: std::time::Instant::now(),
+            store,
         });
     let cancel = CancellationToken::new();
     let stop = cancel.clone();

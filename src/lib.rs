@@ -1,7 +1,7 @@
 //! hotline: a real-time ACD/CTI telephony server.
 //!
 //! This file wires the rooms together (see ARCHITECTURE.md): configuration in,
-//! the SIP edge and the HTTP listener up, an orderly shutdown out.
+//! the store, the SIP edge and the HTTP listener up, an orderly shutdown out.
 
 pub mod acd;
 pub mod call;
@@ -12,6 +12,7 @@ pub mod ivr;
 pub mod media;
 pub mod metrics;
 pub mod sip;
+pub mod store;
 
 use std::future::Future;
 
@@ -52,13 +53,27 @@ pub fn init_logging(settings: &Settings) {
 }
 
 /// Runs hotline until `shutdown` resolves, then stops in order: no new calls,
-/// in-flight transactions answered, live calls hung up, listeners closed.
+/// in-flight transactions answered, live calls hung up, listeners closed,
+/// and last the store, once the calls' final events are in.
 pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let bus = EventBus::default();
     log_events(&bus);
     // Subscribed before anything can happen, so no event is missed.
     let metrics = metrics::Metrics::new(&settings).context("setting up the metrics")?;
     let registry = metrics::follow(&bus, metrics);
+    let store = if settings.store.enabled {
+        let store = store::Store::start(&settings.store, &bus).with_context(|| {
+            format!(
+                "cannot keep call records (store.path = {:?})",
+                settings.store.path.display().to_string()
+            )
+        })?;
+        info!(path = %settings.store.path.display(), "call records stored");
+        Some(store)
+    } else {
+        info!("store disabled: no call records are kept");
+        None
+    };
     let prompts = media::load_prompts(&settings).map_err(|issues| {
         anyhow::anyhow!(
             "{}",
@@ -91,9 +106,15 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     }
     let http = match settings.http_listen {
         Some(addr) => Some(
-            http::start(addr, edge.context().clone(), router.clone(), registry)
-                .await
-                .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
+            http::start(
+                addr,
+                edge.context().clone(),
+                router.clone(),
+                registry,
+                store.as_ref().map(store::Store::stats),
+            )
+            .await
+            .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
         ),
         None => None,
     };
@@ -103,6 +124,9 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     edge.shutdown(settings.sip.shutdown_grace).await;
     if let Some(http) = http {
         http.stop().await;
+    }
+    if let Some(store) = store {
+        store.close().await;
     }
     info!("hotline stopped");
     Ok(())

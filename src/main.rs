@@ -1,10 +1,11 @@
-//! The `hotline` command line: serve, check-config, version.
+//! The `hotline` command line: serve, check-config, cdr export, version.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use hotline::config::Settings;
+use hotline::store::export::{self, ExportError, Format};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,44 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Call detail records.
+    Cdr {
+        #[command(subcommand)]
+        command: CdrCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// Print the records of calls that ended in a time range, oldest first.
+    ///
+    /// Times (T) are RFC 3339 (2026-11-23T10:00:00Z), a date (2026-11-23,
+    /// midnight UTC) or unix seconds. Works while the server runs.
+    Export {
+        /// Configuration file naming the database (store.path) [default:
+        /// config/hotline.toml, else the embedded default]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The database file [default: store.path of the configuration]
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Calls that ended at or after T
+        #[arg(long, value_name = "T", value_parser = export::parse_time)]
+        since: Option<i64>,
+        /// Calls that ended before T
+        #[arg(long, value_name = "T", value_parser = export::parse_time)]
+        until: Option<i64>,
+        /// csv: a header row, then one row per call (RFC 4180); json: one
+        /// object per line
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +97,48 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cdr {
+            command:
+                CdrCommand::Export {
+                    config,
+                    db,
+                    since,
+                    until,
+                    format,
+                },
+        } => {
+            if let (Some(since), Some(until)) = (since, until)
+                && since >= until
+            {
+                usage_error("--since must be earlier than --until");
+            }
+            let path = match db {
+                Some(path) => path,
+                None => match Settings::load(config.as_deref()) {
+                    Ok(settings) => settings.store.path,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let format = match format {
+                ExportFormat::Csv => Format::Csv,
+                ExportFormat::Json => Format::Json,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match export::export(&path, since, until, format, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                // The reader went away (`| head`): nothing more to say.
+                Err(ExportError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let settings = match Settings::load(config.as_deref()) {
                 Ok(s) => s,
@@ -82,6 +163,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Exits with clap's usage error (status 2) for `hotline cdr export`.
+fn usage_error(message: &str) -> ! {
+    let kind = clap::error::ErrorKind::ArgumentConflict;
+    let mut cli = Cli::command();
+    match cli
+        .find_subcommand_mut("cdr")
+        .and_then(|cdr| cdr.find_subcommand_mut("export"))
+    {
+        Some(export) => export
+            .clone()
+            .bin_name("hotline cdr export")
+            .error(kind, message)
+            .exit(),
+        None => cli.error(kind, message).exit(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command line: --version, check-config (valid file, misspelled key, bad
 //! CIDR, several errors at once, bad ACD and queue options, missing prompts,
-//! missing file), and clean shutdown on SIGTERM.
+//! missing file), clean shutdown on SIGTERM, a database that cannot be
+//! opened, and `cdr export` (its argument errors, filters and formats).
 
 mod common;
 
@@ -450,4 +451,203 @@ fn sigterm_during_a_call_with_a_silent_caller_exits_cleanly() {
     let udp = UdpClient::new(&server);
     answered_call(&server, &udp);
     assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------
+// The call database
+
+#[test]
+fn serve_fails_clearly_when_the_database_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    fs::write(&blocker, "not a directory").unwrap();
+    let db = blocker.join("hotline.db");
+    let config =
+        TestConfig::new().extra(&format!("[store]\npath = {:?}\n", db.display().to_string()));
+    let path = dir.path().join("hotline.toml");
+    fs::write(&path, config.render(free_port(), None)).unwrap();
+    let out = run_hotline(&["serve", "--config", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr) + &text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("store.path"), "{stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn cdr_export_refuses_bad_arguments_with_usage_errors() {
+    for (args, names) in [
+        (
+            vec!["--since", "yesterday"],
+            vec!["--since", "yesterday", "RFC 3339"],
+        ),
+        (vec!["--until", "2026-13-40"], vec!["--until", "2026-13-40"]),
+        (
+            vec!["--format", "xml"],
+            vec!["--format", "xml", "csv", "json"],
+        ),
+        (
+            vec!["--since", "2026-11-24", "--until", "2026-11-23"],
+            vec!["--since must be earlier than --until"],
+        ),
+        (vec!["--bogus"], vec!["--bogus"]),
+    ] {
+        let mut all = vec!["cdr", "export", "--db", "none.db"];
+        all.extend(&args);
+        let out = run_hotline(&all);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{args:?}: no `{name}` in {stderr}");
+        }
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn cdr_export_fails_with_the_reason_for_a_missing_or_foreign_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let out = run_hotline(&["cdr", "export", "--db", missing.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    assert!(!missing.exists(), "the export created the file");
+
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let out = run_hotline(&["cdr", "export", "--db", foreign.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a hotline database"), "{stderr}");
+
+    // Without --db the configuration names the file.
+    let config = dir.path().join("hotline.toml");
+    fs::write(
+        &config,
+        format!("[store]\npath = {:?}\n", missing.display().to_string()),
+    )
+    .unwrap();
+    let out = run_hotline(&["cdr", "export", "--config", config.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+
+    let out = run_hotline(&["cdr", "export", "--config", "no-such.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no-such.toml"));
+}
+
+/// A database with three records ending at 09:59:59.999, 10:00:00 and
+/// 11:00:00 UTC on 2026-11-23, one with a comma and quotes in a field.
+fn three_records(dir: &Path) -> PathBuf {
+    let path = dir.join("cdr.db");
+    let conn = hotline::store::schema::open_for_writing(
+        &path,
+        hotline::store::schema::DEFAULT_BUSY_TIMEOUT,
+    )
+    .unwrap();
+    let ten = 1_795_428_000_000i64;
+    for (id, caller, ended, disposition, agent) in [
+        ("a", "5550001", ten - 1, "abandoned", None),
+        ("b", "Smith, \"Bob\"", ten, "answered", Some("1001")),
+        ("c", "5550003", ten + 3_600_000, "rejected", None),
+    ] {
+        conn.execute(
+            "INSERT INTO cdr (call_id, caller, agent, arrived_at, ended_at, disposition, late_answer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![id, caller, agent, ended - 5_000, ended, disposition, id == "b"],
+        )
+        .unwrap();
+    }
+    path
+}
+
+#[test]
+fn cdr_export_filters_on_the_end_time_and_prints_csv_or_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = three_records(dir.path());
+    let db = db.to_str().unwrap();
+    let export = |extra: &[&str]| {
+        let mut args = vec!["cdr", "export", "--db", db];
+        args.extend(extra);
+        let out = run_hotline(&args);
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let csv = export(&[]);
+    let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[0].starts_with("call_id,trunk,caller,dialed,ivr_path,queue,agent,arrived_at,"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].ends_with(",disposition,late_answer,recording,category,notes"));
+    assert!(
+        lines[1].starts_with("a,,5550001,,,,,2026-11-23T09:59:54.999Z,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("b,,\"Smith, \"\"Bob\"\"\",,,,1001,2026-11-23T09:59:55.000Z,"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[2].contains(",answered,true,,,"), "{}", lines[2]);
+
+    // since inclusive, until exclusive, in each accepted form.
+    for range in [
+        [
+            "--since",
+            "2026-11-23T10:00:00Z",
+            "--until",
+            "2026-11-23T11:00:00Z",
+        ],
+        [
+            "--since",
+            "1795428000",
+            "--until",
+            "2026-11-23T12:00:00+01:00",
+        ],
+    ] {
+        let csv = export(&range);
+        let ids: Vec<&str> = csv
+            .split_terminator("\r\n")
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        assert_eq!(ids, ["b"], "{range:?}");
+    }
+    let csv = export(&["--since", "2026-11-23"]);
+    assert_eq!(csv.split_terminator("\r\n").count(), 4);
+    let csv = export(&["--since", "2026-11-24"]);
+    assert_eq!(csv.split_terminator("\r\n").count(), 1, "the header alone");
+
+    let json = export(&["--format", "json", "--until", "2026-11-23T10:00:00.001Z"]);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(rows.len(), 2, "{json}");
+    assert_eq!(rows[1]["call_id"], "b");
+    assert_eq!(rows[1]["caller"], "Smith, \"Bob\"");
+    assert_eq!(rows[1]["agent"], "1001");
+    assert_eq!(rows[1]["ended_at"], "2026-11-23T10:00:00.000Z");
+    assert_eq!(rows[1]["late_answer"], true);
+    assert_eq!(rows[1]["talk_ms"], 0);
+    assert_eq!(rows[0]["agent"], serde_json::Value::Null);
+    assert!(
+        json.lines()
+            .next()
+            .unwrap()
+            .starts_with("{\"call_id\":\"a\",")
+    );
 }

@@ -140,6 +140,16 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         2.0
     );
     assert!(value(&page, "hotline_rtp_packets_sent_total") > 0.0);
+    // Every metric the deploy files rely on is on the live page.
+    let missing: Vec<&&str> = CATALOGUE
+        .iter()
+        .chain(HISTOGRAMS)
+        .chain(PROCESS_METRICS)
+        .filter(|name| !page.contains(&format!("# TYPE {name} ")))
+        .collect();
+    assert!(missing.is_empty(), "not on the page: {missing:?}");
+    assert!(value(&page, "hotline_store_rows_written_total") > 0.0);
+    assert_eq!(value(&page, "hotline_store_errors_total"), 0.0);
     assert!(value(&page, "process_resident_memory_bytes") > 0.0);
 
     let mut promtool = Command::new("promtool")

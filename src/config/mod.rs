@@ -86,6 +86,7 @@ pub struct RawConfig {
     pub blocklist: RawBlocklist,
     pub queues: BTreeMap<String, RawQueue>,
     pub acd: RawAcd,
+    pub store: RawStore,
     pub metrics: RawMetrics,
 }
 
@@ -265,6 +266,75 @@ impl RawAcd {
                 ),
             );
         }
+    }
+}
+
+/// `[store]`: where call detail records and the event log are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub enabled: bool,
+    pub path: String,
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "hotline.db".into(),
+            batch_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RawStore {
+    /// The settings as written, unchecked (see [`RawStore::check`]).
+    fn resolve(&self) -> StoreSettings {
+        StoreSettings {
+            enabled: self.enabled,
+            path: PathBuf::from(self.path.trim()),
+            batch_interval: self.batch_interval,
+        }
+    }
+
+    fn check(&self, issues: &mut Vec<ConfigIssue>) {
+        if self.enabled && self.path.trim().is_empty() {
+            issues.push(ConfigIssue {
+                key: "store.path".into(),
+                message: "must name the database file, e.g. \"hotline.db\" (set store.enabled = false to keep no records)".into(),
+            });
+        }
+        let interval = self.batch_interval;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(60) {
+            issues.push(ConfigIssue {
+                key: "store.batch_interval".into(),
+                message: format!(
+                    "{} is out of range: expected between 100ms and 60s",
+                    humantime::format_duration(interval)
+                ),
+            });
+        }
+    }
+}
+
+/// `[store]`: the embedded database of call detail records and events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Whether records are kept at all.
+    pub enabled: bool,
+    /// The SQLite file; a relative path is taken from the working directory.
+    pub path: PathBuf,
+    /// How often accepted records are written (100ms-60s): after a crash,
+    /// calls that ended longer ago than this are on disk.
+    pub batch_interval: Duration,
+}
+
+impl Default for StoreSettings {
+    /// The documented defaults.
+    fn default() -> Self {
+        RawStore::default().resolve()
     }
 }
 
@@ -704,6 +774,7 @@ pub struct Settings {
     /// Same as `acd.login_on_register`.
     pub login_on_register: bool,
     pub acd: AcdSettings,
+    pub store: StoreSettings,
 }
 
 /// `[acd]`: how calls are offered to agents and how agents are paced.
@@ -1417,6 +1488,7 @@ impl RawConfig {
 
         issues.extend(issues_of_flows);
         self.acd.check(&mut issues);
+        self.store.check(&mut issues);
         let queues = self.check_queues(&mut issues);
         if !issues.is_empty() {
             return Err(issues);
@@ -1464,6 +1536,7 @@ impl RawConfig {
             queues,
             login_on_register: self.acd.login_on_register,
             acd: self.acd.resolve(),
+            store: self.store.resolve(),
             blocklist: self
                 .blocklist
                 .numbers
@@ -2477,6 +2550,50 @@ add_skills = ["general", "french"]
         let s = load(&text).unwrap_or_else(|e| panic!("{e}\n--- documented ---\n{text}"));
         assert_eq!(s.acd, AcdSettings::default());
         assert_eq!(s.queues["q"], Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn store_options_take_their_documented_defaults() {
+        let documented = documented("[store]", "# --- Trunks");
+        assert_eq!(documented.len(), 3, "{documented:#?}");
+        let s = load(&format!("[store]\n{}\n", documented.join("\n"))).unwrap();
+        assert_eq!(s.store, StoreSettings::default());
+        assert_eq!(load("").unwrap().store, StoreSettings::default());
+        assert!(s.store.enabled);
+        assert_eq!(s.store.path, PathBuf::from("hotline.db"));
+        assert_eq!(s.store.batch_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn store_options_are_read_and_checked() {
+        let s = load("[store]\nenabled = false\npath = \"/var/lib/hotline/cdr.db\"\nbatch_interval = \"250ms\"\n")
+            .unwrap();
+        assert!(!s.store.enabled);
+        assert_eq!(s.store.path, PathBuf::from("/var/lib/hotline/cdr.db"));
+        assert_eq!(s.store.batch_interval, Duration::from_millis(250));
+        for bad in ["50ms", "61s"] {
+            let err = load(&format!("[store]\nbatch_interval = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(keys(err), vec!["store.batch_interval"], "{bad}");
+        }
+        let err = load("[store]\npath = \" \"\nbatch_interval = \"1d\"\npth = 1\n").unwrap_err();
+        let text = err.to_string();
+        for key in ["store.path", "store.batch_interval", "store.pth"] {
+            assert!(issue_keys(&err).contains(&key.to_string()), "{key}: {text}");
+        }
+        assert!(text.contains("test.toml"), "{text}");
+        // A disabled store needs no path.
+        assert!(load("[store]\nenabled = false\npath = \"\"\n").is_ok());
+    }
+
+    #[test]
+    fn store_options_are_overridden_from_the_environment() {
+        let env = BTreeMap::from([
+            ("HOTLINE__STORE__PATH".to_string(), "other.db".to_string()),
+            ("HOTLINE__STORE__ENABLED".to_string(), "false".to_string()),
+        ]);
+        let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &env).unwrap();
+        assert_eq!(s.store.path, PathBuf::from("other.db"));
+        assert!(!s.store.enabled);
     }
 
     #[test]

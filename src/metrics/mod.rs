@@ -348,6 +348,23 @@ impl Metrics {
         m.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        // Families that exist before their first event, so dashboards and
+        // rates see zeros rather than nothing.
+        for reason in [
+            "not_a_trunk",
+            "banned",
+            "unknown_number",
+            "number_not_allowed",
+            "shutting_down",
+            "blocked",
+        ] {
+            m.calls_rejected.with_label_values(&[reason]);
+        }
+        for flow in settings.ivr.keys() {
+            m.ivr_exits.with_label_values(&[flow.as_str(), "hangup"]);
+        }
+        m.breaks_over_limit.with_label_values(&["no-answer"]);
+        m.not_ready.with_label_values(&["no-answer"]);
         for queue in settings.queues.keys() {
             let l = &[queue.as_str()];
             for c in [

@@ -17,10 +17,13 @@
 
 pub mod acd;
 pub mod caller;
+pub mod catalogue;
 #[allow(unused_imports)]
 pub use acd::*;
 #[allow(unused_imports)]
 pub use caller::{Caller, media_of, sdp_offer};
+#[allow(unused_imports)]
+pub use catalogue::*;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;

@@ -1,0 +1,241 @@
+//! The store: call detail records and the event log in an embedded SQLite
+//! database.
+//!
+//! Owns the database file (`store.path`) and everything written to it. A
+//! task drains the event bus without ever blocking and hands each event to
+//! a dedicated writer thread through an unbounded channel; the thread folds
+//! the events of each call into its record ([`cdr::CdrBuilder`]) and writes
+//! batches in one transaction every `store.batch_interval`. Nothing on the
+//! call path waits for the disk. [`Store::close`] writes everything accepted
+//! before the process exits; after a crash, the calls that ended more than
+//! one interval earlier are on disk.
+//!
+//! Reading (`hotline cdr export`) is in [`export`]; it works while the
+//! server writes (WAL).
+
+pub mod cdr;
+pub mod export;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+pub use cdr::{Cdr, CdrBuilder, Disposition};
+pub use writer::WriterOptions;
+
+use crate::config::StoreSettings;
+use crate::events::{EventBus, Stamped};
+use writer::{Msg, Writer};
+
+/// What went wrong with the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this hotline knows ({known}): run a newer hotline or use another file"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot migrate the database {path} to schema version {version}: {source}")]
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "no database at {path} (give the file with --db, or the server's --config for its store.path)"
+    )]
+    NotFound { path: PathBuf },
+    #[error("{path} is not a hotline database (it has no hotline schema)")]
+    NotHotline { path: PathBuf },
+    #[error("cannot read the database {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Counters of the store, shared with whoever reports on it.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Failed writes, events lost before they reached the store, and rows
+    /// dropped (over the pending cap, or unwritable at close).
+    pub errors: AtomicU64,
+    /// Rows committed: events and call records.
+    pub rows_written: AtomicU64,
+    /// Rows accepted and not yet committed.
+    pub pending: AtomicU64,
+}
+
+/// The handle of a running store. Dropping it without [`Store::close`]
+/// still lets the writer finish in the background, unawaited.
+pub struct Store {
+    path: PathBuf,
+    stats: Arc<StoreStats>,
+    inbox: std::sync::mpsc::Sender<Msg>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    drain: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path` and starts its
+    /// writer thread. Events are handed over with [`Store::record`] or, from
+    /// the bus, with [`Store::follow`].
+    pub fn open(path: &Path, options: WriterOptions) -> Result<Store, StoreError> {
+        let conn = schema::open_for_writing(path, options.busy_timeout)?;
+        let stats = Arc::new(StoreStats::default());
+        let (inbox, messages) = std::sync::mpsc::channel();
+        let writer = Writer::new(conn, path.to_path_buf(), stats.clone(), options);
+        let thread = std::thread::Builder::new()
+            .name("hotline-store".into())
+            .spawn(move || writer.run(messages))
+            .map_err(StoreError::Thread)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            stats,
+            inbox,
+            writer: Some(thread),
+            drain: None,
+        })
+    }
+
+    /// Opens the store described by `[store]` and records every event
+    /// published on `bus` from now on. Needs a tokio runtime.
+    pub fn start(settings: &StoreSettings, bus: &EventBus) -> Result<Store, StoreError> {
+        let options = WriterOptions {
+            batch_interval: settings.batch_interval,
+            ..WriterOptions::default()
+        };
+        let mut store = Store::open(&settings.path, options)?;
+        store.follow(bus);
+        Ok(store)
+    }
+
+    /// Subscribes to `bus` now and drains it in a task of its own.
+    pub fn follow(&mut self, bus: &EventBus) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(drain(
+            bus.subscribe(),
+            self.inbox.clone(),
+            stop.clone(),
+            self.stats.clone(),
+        ));
+        if let Some((old, _)) = self.drain.replace((stop, task)) {
+            old.cancel();
+        }
+    }
+
+    /// Hands one event to the writer; never blocks.
+    pub fn record(&self, stamped: Stamped) {
+        // Fails only once the writer has stopped, i.e. after close.
+        let _ = self.inbox.send(Msg::Event(Box::new(stamped)));
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> Arc<StoreStats> {
+        self.stats.clone()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the events already published, writes everything accepted and
+    /// stops the writer thread.
+    pub async fn close(mut self) {
+        if let Some((stop, task)) = self.drain.take() {
+            stop.cancel();
+            if let Err(e) = task.await {
+                error!(error = %e, "the store's event drain ended abnormally");
+            }
+        }
+        let _ = self.inbox.send(Msg::Close);
+        if let Some(thread) = self.writer.take() {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => error!("the store's writer thread panicked"),
+                Err(e) => error!(error = %e, "cannot wait for the store's writer thread"),
+            }
+        }
+        tracing::info!(
+            path = %self.path.display(),
+            rows = self.stats.rows_written.load(Ordering::Relaxed),
+            errors = self.stats.errors.load(Ordering::Relaxed),
+            "store closed"
+        );
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = self.drain.take() {
+            stop.cancel();
+        }
+        if self.writer.is_some() {
+            let _ = self.inbox.send(Msg::Close);
+        }
+    }
+}
+
+/// Moves events from the bus to the writer until stopped, then takes what
+/// was published before the stop. Never blocks: the channel is unbounded.
+async fn drain(
+    mut events: broadcast::Receiver<Stamped>,
+    writer: std::sync::mpsc::Sender<Msg>,
+    stop: CancellationToken,
+    stats: Arc<StoreStats>,
+) {
+    use broadcast::error::{RecvError, TryRecvError};
+    let lost = |count: u64| {
+        stats.errors.fetch_add(count, Ordering::Relaxed);
+        error!(
+            lost = count,
+            "the store fell behind the event bus: events lost, their calls' records may be incomplete"
+        );
+    };
+    loop {
+        tokio::select! {
+            biased;
+            received = events.recv() => match received {
+                Ok(stamped) => {
+                    if writer.send(Msg::Event(Box::new(stamped))).is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(count)) => lost(count),
+                Err(RecvError::Closed) => return,
+            },
+            _ = stop.cancelled() => break,
+        }
+    }
+    loop {
+        match events.try_recv() {
+            Ok(stamped) => {
+                if writer.send(Msg::Event(Box::new(stamped))).is_err() {
+                    return;
+                }
+            }
+            Err(TryRecvError::Lagged(count)) => lost(count),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,408 @@
+//! The store against real database files in temporary directories.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::events::{Event, ReleasedBy};
+
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// The events of one answered call `id`, starting at `t0` (unix ms).
+fn answered_call(id: &str, t0: u64) -> Vec<Stamped> {
+    let call_id = id.to_string();
+    vec![
+        Stamped {
+            at: at(t0),
+            event: Event::CallAdmitted {
+                call_id: call_id.clone(),
+                trunk: "local".into(),
+                caller: "5551234".into(),
+                number: "401".into(),
+                source: "127.0.0.1:5070".parse().unwrap(),
+            },
+        },
+        Stamped {
+            at: at(t0 + 10),
+            event: Event::CallQueued {
+                call_id: call_id.clone(),
+                queue: "support".into(),
+                waited_ms: 0,
+            },
+        },
+        Stamped {
+            at: at(t0 + 20),
+            event: Event::CallOffered {
+                call_id: call_id.clone(),
+                agent: "1001".into(),
+                queue: "support".into(),
+                caller: "5551234".into(),
+                number: "401".into(),
+                contacts: 1,
+            },
+        },
+        Stamped {
+            at: at(t0 + 1_020),
+            event: Event::CallConnected {
+                call_id: call_id.clone(),
+                agent: "1001".into(),
+                queue: "support".into(),
+                waited_ms: 1_010,
+                ring_ms: 1_000,
+                late: false,
+            },
+        },
+        Stamped {
+            at: at(t0 + 5_020),
+            event: Event::CallReleased {
+                call_id: call_id.clone(),
+                agent: "1001".into(),
+                queue: "support".into(),
+                released_by: ReleasedBy::Caller,
+                talk_ms: 4_000,
+                holds: 0,
+                hold_ms: 0,
+            },
+        },
+        Stamped {
+            at: at(t0 + 5_021),
+            event: Event::CallEnded {
+                call_id,
+                released_by: ReleasedBy::Caller,
+                answered: true,
+            },
+        },
+    ]
+}
+
+fn quick() -> WriterOptions {
+    WriterOptions {
+        batch_interval: Duration::from_millis(100),
+        ..WriterOptions::default()
+    }
+}
+
+fn count(path: &Path, table: &str) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Waits up to `limit` for `check`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+#[tokio::test]
+async fn records_and_events_round_trip_through_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(&path, quick()).unwrap();
+    for e in answered_call("call-1", 1_800_000_000_000) {
+        store.record(e);
+    }
+    store.record(Stamped {
+        at: at(1_800_000_000_100),
+        event: Event::AgentStateChanged {
+            agent: "1001".into(),
+            state: "ready",
+            reason: None,
+        },
+    });
+    let stats = store.stats();
+    // Written by the interval, before any close.
+    assert!(
+        eventually(Duration::from_secs(3), || stats
+            .rows_written
+            .load(Ordering::Relaxed)
+            == 8),
+        "rows written: {stats:?}"
+    );
+    assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
+    store.close().await;
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+
+    let conn = Connection::open(&path).unwrap();
+    let row: (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        bool,
+    ) = conn
+        .query_row(
+            "SELECT call_id, agent, queue, arrived_at, ended_at, waited_ms, talk_ms,
+                    released_by, disposition, late_answer FROM cdr",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        row,
+        (
+            "call-1".into(),
+            "1001".into(),
+            "support".into(),
+            1_800_000_000_000,
+            1_800_000_005_021,
+            1_010,
+            4_000,
+            "caller".into(),
+            "answered".into(),
+            false
+        )
+    );
+    let events: Vec<(i64, Option<String>, String, String)> = conn
+        .prepare("SELECT at, call_id, type, json FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(events.len(), 7);
+    assert_eq!(events[0].0, 1_800_000_000_000);
+    assert_eq!(events[0].1.as_deref(), Some("call-1"));
+    assert_eq!(events[0].2, "call_admitted");
+    let json: serde_json::Value = serde_json::from_str(&events[0].3).unwrap();
+    assert_eq!(json["type"], "call_admitted");
+    assert_eq!(json["at"], 1_800_000_000_000u64);
+    assert_eq!(json["caller"], "5551234");
+    assert_eq!(events[5].2, "call_ended");
+    assert_eq!(events[6].1, None, "an agent event belongs to no call");
+    assert_eq!(events[6].2, "agent_state_changed");
+}
+
+#[tokio::test]
+async fn close_writes_what_the_interval_has_not_yet_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            batch_interval: Duration::from_secs(60),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for e in answered_call("call-1", 1_800_000_000_000) {
+        store.record(e);
+    }
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 1);
+    assert_eq!(count(&path, "events"), 6);
+}
+
+#[tokio::test]
+async fn a_full_batch_is_written_before_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            batch_interval: Duration::from_secs(60),
+            batch_rows: 10,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for e in answered_call("a", 1_800_000_000_000)
+        .into_iter()
+        .chain(answered_call("b", 1_800_000_001_000))
+    {
+        store.record(e);
+    }
+    let stats = store.stats();
+    assert!(eventually(Duration::from_secs(3), || stats
+        .rows_written
+        .load(Ordering::Relaxed)
+        >= 10));
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 2);
+}
+
+#[tokio::test]
+async fn the_store_follows_the_bus_and_close_takes_the_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let bus = EventBus::default();
+    let settings = StoreSettings {
+        enabled: true,
+        path: path.clone(),
+        batch_interval: Duration::from_secs(60),
+    };
+    let store = Store::start(&settings, &bus).unwrap();
+    for e in answered_call("call-1", 1_800_000_000_000) {
+        bus.publish(e.event);
+    }
+    // Closed at once: the drain still hands over everything published.
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 1);
+    assert_eq!(count(&path, "events"), 6);
+}
+
+#[test]
+fn an_unwritable_path_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let path = file.join("hotline.db");
+    let err = Store::open(&path, WriterOptions::default())
+        .err()
+        .expect("a database under a file cannot be opened");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("unable to open"), "{text}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", schema::SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = Store::open(&path, WriterOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+}
+
+/// Another connection holds the write lock: every write fails with
+/// "database is locked", is counted, and the batch is kept; once the lock
+/// goes, the next interval writes it.
+#[tokio::test]
+async fn a_locked_database_counts_errors_and_the_batch_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            batch_interval: Duration::from_millis(100),
+            busy_timeout: Duration::from_millis(20),
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let stats = store.stats();
+    let locker = Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for e in answered_call("call-1", 1_800_000_000_000) {
+        store.record(e);
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || stats
+            .errors
+            .load(Ordering::Relaxed)
+            >= 2),
+        "no write error counted: {stats:?}"
+    );
+    assert_eq!(stats.rows_written.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        stats.pending.load(Ordering::Relaxed),
+        7,
+        "6 events and a CDR"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || stats
+            .rows_written
+            .load(Ordering::Relaxed)
+            == 7),
+        "the kept batch was not written: {stats:?}"
+    );
+    assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 1);
+}
+
+/// While the database cannot be written, rows beyond the cap are dropped
+/// (oldest events first, records kept) and counted.
+#[tokio::test]
+async fn pending_rows_are_capped_while_the_database_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            batch_interval: Duration::from_millis(100),
+            busy_timeout: Duration::from_millis(20),
+            max_pending: 10,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    let stats = store.stats();
+    let locker = Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // 3 calls: 18 events and 3 records, 21 rows for a cap of 10.
+    for (n, id) in ["a", "b", "c"].iter().enumerate() {
+        for e in answered_call(id, 1_800_000_000_000 + n as u64 * 10_000) {
+            store.record(e);
+        }
+    }
+    // 11 rows dropped, and at least one failed write.
+    let dropped_and_failed = 12;
+    assert!(eventually(Duration::from_secs(3), || stats
+        .errors
+        .load(Ordering::Relaxed)
+        >= dropped_and_failed));
+    assert_eq!(stats.pending.load(Ordering::Relaxed), 10);
+    locker.execute_batch("ROLLBACK").unwrap();
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 3, "records outlive events");
+    assert_eq!(count(&path, "events"), 7);
+}
+
+/// Writer throughput, printed rather than asserted: 5,000 answered calls
+/// (30,000 events, 5,000 records) through one store.
+#[tokio::test]
+async fn writer_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(&path, quick()).unwrap();
+    let calls: Vec<Stamped> = (0..5_000u64)
+        .flat_map(|n| answered_call(&format!("call-{n}"), 1_800_000_000_000 + n * 100))
+        .collect();
+    let rows = calls.len() + 5_000;
+    let started = Instant::now();
+    for e in calls {
+        store.record(e);
+    }
+    store.close().await;
+    let elapsed = started.elapsed();
+    println!(
+        "store writer: {rows} rows in {elapsed:?}, {:.0} rows/s",
+        rows as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(count(&path, "cdr"), 5_000);
+}
