@@ -145,13 +145,13 @@ mod tests {
             "SIP/2.0 486 Busy Here\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:401@127.0.0.1>;tag=2\nCall-ID: c1\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
         );
         let weird = parse(
-            "FOO sip:401@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK2\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:401@127.0.0.1>\nCall-ID: c2\nCSeq: 1 FOO\nContent-Length: 0\n\n",
+            "SUBSCRIBE sip:401@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK2\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:401@127.0.0.1>\nCall-ID: c2\nCSeq: 1 SUBSCRIBE\nContent-Length: 0\n\n",
         );
         inspector.after_received(invite.clone(), None);
         inspector.after_received(invite, None);
         inspector.after_received(weird, None);
         inspector.before_send(ok, None);
-        assert_eq!(stats.received.requests(), vec![("INVITE", 2), ("other", 1)]);
+        assert_eq!(stats.received.requests(), vec![("INVITE", 2), ("SUBSCRIBE", 1)]);
         assert_eq!(stats.sent.responses(), vec![("INVITE", 486, 1)]);
         assert!(stats.sent.requests().is_empty());
         assert!(stats.received.responses().is_empty());
