@@ -81,6 +81,7 @@ pub async fn start(
     router: crate::acd::RouterHandle,
     registry: prometheus::Registry,
     store: Option<Arc<crate::store::StoreStats>>,
+    api: Arc<crate::api::ApiState>,
 ) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = Router::new()
@@ -93,10 +94,12 @@ pub async fn start(
             registry,
             started: std::time::Instant::now(),
             store,
-        });
+        })
+        .merge(crate::api::routes(api));
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

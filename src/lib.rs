@@ -4,6 +4,7 @@
 //! the store, the SIP edge and the HTTP listener up, an orderly shutdown out.
 
 pub mod acd;
+pub mod api;
 pub mod call;
 pub mod config;
 pub mod events;
@@ -112,6 +113,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
                 router.clone(),
                 registry,
                 store.as_ref().map(store::Store::stats),
+                api::ApiState::new(edge.context().clone(), router.clone(), &bus),
             )
             .await
             .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,

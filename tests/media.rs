@@ -130,8 +130,11 @@ fn the_greeting_really_arrives_over_rtp_paced_and_followed_by_music_without_a_ga
     }
     let span = packets.last().unwrap().0 - packets[0].0;
     let expected = Duration::from_millis(20 * (packets.len() as u64 - 1));
+    // Arrival times are taken by this test's reader: on a loaded machine it
+    // may start reading late and find the first packets queued, so the span
+    // can look shorter; a pacer that bursts would be shorter by far more.
     assert!(
-        span + Duration::from_millis(60) >= expected
+        span + Duration::from_millis(400) >= expected
             && span <= expected + Duration::from_millis(200),
         "{} packets took {span:?}, expected about {expected:?}",
         packets.len()

@@ -328,6 +328,10 @@ pub struct AgentSnapshot {
     pub id: AgentId,
     pub state: &'static str,
     pub since: Instant,
+    /// Why the agent is not ready, when it is not.
+    pub reason: Option<String>,
+    /// The call the agent is offered, talking on or holding.
+    pub call: Option<CallId>,
 }
 
 /// A plain owned picture of the router, for wallboards and the CTI API.

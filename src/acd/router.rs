@@ -1148,6 +1148,11 @@ impl Router {
                 id: a.id.clone(),
                 state: a.state.name(),
                 since: a.since,
+                reason: match &a.state {
+                    AgentState::NotReady { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+                call: a.state.call().cloned(),
             })
             .collect();
         Snapshot { queues, agents }

@@ -65,6 +65,8 @@ pub struct AcdState {
     pub(super) number: String,
     pub priority: u32,
     pub skills: Vec<String>,
+    /// The IVR's variables when the caller was queued (the screen pop).
+    pub ivr_vars: std::collections::BTreeMap<String, String>,
     pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     pub(super) states: DialogStateSender,
@@ -118,6 +120,7 @@ impl AcdState {
             number,
             priority: 0,
             skills: Vec::new(),
+            ivr_vars: std::collections::BTreeMap::new(),
             mailbox,
             commands,
             states,
@@ -228,6 +231,10 @@ impl Actor {
             queue: queue.to_string(),
             waited_ms: ms(now - first),
         });
+        if self.ctx.calls.is_paused(queue) {
+            let _ = self.acd.mailbox.send(CallCommand::Paused);
+            return;
+        }
         let caller = Caller {
             call: self.call(),
             queue: QueueId::from(queue),
@@ -271,6 +278,7 @@ impl Actor {
                 self.overflow(reason).await;
             }
             CallCommand::Position(position) => self.announce_position(position),
+            CallCommand::Paused => self.overflow("paused").await,
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
         }
     }
@@ -292,6 +300,7 @@ impl Actor {
             caller: self.acd.caller.clone(),
             number: self.acd.number.clone(),
             contacts,
+            vars: self.acd.ivr_vars.clone(),
         });
         match leg {
             Some(leg) => self.acd.legs.push(leg),

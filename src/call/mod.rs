@@ -53,6 +53,8 @@ pub enum CallCommand {
     Cancel { agent: crate::acd::AgentId },
     /// The router refused to queue the call.
     Refused(crate::acd::RouterError),
+    /// The queue is paused: straight to its overflow.
+    Paused,
     /// Where the caller stands in its queue (None: no longer waiting).
     Position(Option<crate::acd::QueuePosition>),
     /// A phone's answer (the SDP body, or why not) to the re-INVITE that
@@ -69,9 +71,24 @@ pub enum CallCommand {
 pub struct Calls {
     dialogs: DashMap<String, InviteDialog>,
     mailboxes: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
+    /// Queues paused over the CTI API: new callers go to the overflow.
+    paused: dashmap::DashSet<String>,
 }
 
 impl Calls {
+    /// Pauses or resumes a queue for new callers.
+    pub fn set_paused(&self, queue: &str, paused: bool) {
+        if paused {
+            self.paused.insert(queue.to_string());
+        } else {
+            self.paused.remove(queue);
+        }
+    }
+
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.paused.contains(queue)
+    }
+
     /// The dialog shutdown ends for `call_id` (a callback's new one).
     pub fn register_dialog(&self, call_id: &str, dialog: InviteDialog) {
         self.dialogs.insert(call_id.to_string(), dialog);
@@ -458,6 +475,9 @@ impl Actor {
                 } => {
                     self.acd.skills = skills;
                     self.acd.priority = priority.unwrap_or(0);
+                    if let Phase::Ivr(run, _) = &self.phase {
+                        self.acd.ivr_vars = run.vars().clone();
+                    }
                     self.exit_ivr(format!("queue:{queue}"));
                     self.enter_queue(&queue);
                 }

@@ -88,6 +88,77 @@ pub struct RawConfig {
     pub acd: RawAcd,
     pub store: RawStore,
     pub metrics: RawMetrics,
+    pub api: RawApi,
+}
+
+/// `[api]`: the CTI API's tokens and not-ready reasons.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub not_ready_reasons: Vec<String>,
+    pub tokens: BTreeMap<String, RawApiToken>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            not_ready_reasons: ["break", "lunch", "training", "meeting", "after-call-work"]
+                .map(String::from)
+                .to_vec(),
+            tokens: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[api.tokens.NAME]`: one bearer token, stored as its SHA-256.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApiToken {
+    pub role: String,
+    pub agent: String,
+    pub queues: Vec<String>,
+    pub sha256: String,
+}
+
+/// Who a CTI token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiRole {
+    /// One agent: itself and its own calls.
+    Agent,
+    /// The agents and calls of some queues.
+    Supervisor,
+    /// Everything.
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Agent => "agent",
+            ApiRole::Supervisor => "supervisor",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: ApiRole,
+    /// The agent an `agent` token is bound to.
+    pub agent: Option<String>,
+    /// The queues a `supervisor` token supervises.
+    pub queues: Vec<String>,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// `[api]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiSettings {
+    pub not_ready_reasons: Vec<String>,
+    pub tokens: Vec<ApiToken>,
 }
 
 /// `[metrics]`: what the metrics page shows beyond the defaults.
@@ -775,6 +846,7 @@ pub struct Settings {
     pub login_on_register: bool,
     pub acd: AcdSettings,
     pub store: StoreSettings,
+    pub api: ApiSettings,
 }
 
 /// `[acd]`: how calls are offered to agents and how agents are paced.
@@ -1166,6 +1238,89 @@ fn is_dial_string(s: &str) -> bool {
 }
 
 impl RawConfig {
+    /// `[api]`: roles, the agent or queues each token is bound to, hashes.
+    fn check_api(
+        &self,
+        agents: &BTreeMap<String, Agent>,
+        queues: &BTreeMap<String, Queue>,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> ApiSettings {
+        let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
+        let mut tokens = Vec::new();
+        for (i, reason) in self.api.not_ready_reasons.iter().enumerate() {
+            if reason.trim().is_empty() || reason == "no-answer" || reason == "cooldown" {
+                issue(
+                    format!("api.not_ready_reasons[{i}]"),
+                    format!("`{reason}` cannot be chosen: empty, or kept for the router's own use"),
+                );
+            }
+        }
+        for (name, raw) in &self.api.tokens {
+            let key = format!("api.tokens.{name}");
+            let role = match raw.role.as_str() {
+                "agent" => ApiRole::Agent,
+                "supervisor" => ApiRole::Supervisor,
+                "admin" => ApiRole::Admin,
+                other => {
+                    issue(
+                        format!("{key}.role"),
+                        format!("`{other}` is not a role: expected \"agent\", \"supervisor\" or \"admin\""),
+                    );
+                    continue;
+                }
+            };
+            let agent = (!raw.agent.is_empty()).then(|| raw.agent.clone());
+            match (role, &agent) {
+                (ApiRole::Agent, None) => issue(
+                    format!("{key}.agent"),
+                    "an agent token names the agent it speaks for".into(),
+                ),
+                (ApiRole::Agent, Some(a)) if !agents.contains_key(a) => issue(
+                    format!("{key}.agent"),
+                    format!("`{a}` is not an agent (not under [agents])"),
+                ),
+                (ApiRole::Supervisor | ApiRole::Admin, Some(_)) => issue(
+                    format!("{key}.agent"),
+                    "only agent tokens are bound to an agent".into(),
+                ),
+                _ => {}
+            }
+            if role == ApiRole::Supervisor && raw.queues.is_empty() {
+                issue(
+                    format!("{key}.queues"),
+                    "a supervisor token names the queues it supervises".into(),
+                );
+            }
+            for (i, q) in raw.queues.iter().enumerate() {
+                if !queues.contains_key(q) {
+                    issue(
+                        format!("{key}.queues[{i}]"),
+                        format!("`{q}` is not a queue (not under [queues])"),
+                    );
+                }
+            }
+            let mut sha256 = [0u8; 32];
+            if hex::decode_to_slice(raw.sha256.trim(), &mut sha256).is_err() {
+                issue(
+                    format!("{key}.sha256"),
+                    "must be the SHA-256 of the token, 64 hex digits (e.g. `printf %s \"$TOKEN\" | sha256sum`)".into(),
+                );
+                continue;
+            }
+            tokens.push(ApiToken {
+                name: name.clone(),
+                role,
+                agent,
+                queues: raw.queues.clone(),
+                sha256,
+            });
+        }
+        ApiSettings {
+            not_ready_reasons: self.api.not_ready_reasons.clone(),
+            tokens,
+        }
+    }
+
     /// Checks every value and cross-reference, collecting all problems.
     pub fn validate(self, origin: &str) -> Result<Settings, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
@@ -1490,6 +1645,7 @@ impl RawConfig {
         self.acd.check(&mut issues);
         self.store.check(&mut issues);
         let queues = self.check_queues(&mut issues);
+        let api = self.check_api(&agents, &queues, &mut issues);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -1537,6 +1693,7 @@ impl RawConfig {
             login_on_register: self.acd.login_on_register,
             acd: self.acd.resolve(),
             store: self.store.resolve(),
+            api,
             blocklist: self
                 .blocklist
                 .numbers

@@ -164,6 +164,8 @@ pub enum Event {
         number: String,
         /// Registered contacts rung (0: the agent is unreachable).
         contacts: usize,
+        /// What the IVR learned (the agent desktop's screen pop).
+        vars: std::collections::BTreeMap<String, String>,
     },
     /// An offer did not connect: no_answer (ring limit), busy, declined, unreachable.
     OfferFailed {

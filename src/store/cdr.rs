@@ -590,6 +590,7 @@ mod tests {
             caller: "5551234".into(),
             number: "401".into(),
             contacts: 1,
+            vars: Default::default(),
         }
     }
 

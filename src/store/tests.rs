@@ -42,6 +42,7 @@ fn answered_call(id: &str, t0: u64) -> Vec<Stamped> {
                 caller: "5551234".into(),
                 number: "401".into(),
                 contacts: 1,
+                vars: Default::default(),
             },
         },
         Stamped {

@@ -1,0 +1,170 @@
+//! The `api` room: the CTI API under `/api/v1` for agent desktops, CRMs and
+//! supervisors — agents and their state, live calls, queues, and the live
+//! event stream (WebSocket). Routes are registered together with their
+//! OpenAPI description (utoipa), so `/api/v1/openapi.json` cannot drift from
+//! what is served. Every request is authenticated by a bearer token whose
+//! role decides what it sees (an agent: itself and its calls; a supervisor:
+//! its queues; an admin: everything).
+
+mod agents;
+pub mod auth;
+pub mod error;
+mod events;
+pub mod floor;
+mod queues;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::auth::Tokens;
+use self::floor::Floor;
+use crate::acd::RouterHandle;
+use crate::sip::EdgeContext;
+use crate::sip::throttle::AuthThrottle;
+
+/// Everything the API handlers share.
+pub struct ApiState {
+    pub edge: Arc<EdgeContext>,
+    pub router: RouterHandle,
+    pub floor: Floor,
+    pub tokens: Tokens,
+    pub throttle: AuthThrottle,
+}
+
+/// Axum's state for the API routes.
+#[derive(Clone)]
+pub struct Shared(pub Arc<ApiState>);
+
+impl FromRef<Shared> for Arc<ApiState> {
+    fn from_ref(shared: &Shared) -> Self {
+        shared.0.clone()
+    }
+}
+
+impl ApiState {
+    /// The API for this edge and router; its floor follows `bus`.
+    pub fn new(
+        edge: Arc<EdgeContext>,
+        router: RouterHandle,
+        bus: &crate::events::EventBus,
+    ) -> Arc<ApiState> {
+        let settings = &edge.settings;
+        let service_level: HashMap<String, std::time::Duration> = settings
+            .queues
+            .iter()
+            .map(|(name, q)| (name.clone(), q.service_level))
+            .collect();
+        let floor = Floor::new(service_level);
+        floor.follow(bus);
+        Arc::new(ApiState {
+            tokens: Tokens::new(settings.api.tokens.clone()),
+            throttle: AuthThrottle::new(
+                settings.auth.max_failures,
+                settings.auth.failure_window,
+                settings.auth.ban_time,
+            ),
+            edge,
+            router,
+            floor,
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hotline CTI API",
+        description = "Agents, calls and queues of a hotline call center, and its live event \
+            stream. Authenticate with `Authorization: Bearer TOKEN`; the WebSocket also \
+            accepts `?token=`. Errors are `{code, message}`.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "agents", description = "Agents and their state"),
+        (name = "calls", description = "Live calls"),
+        (name = "queues", description = "Queues and their figures"),
+        (name = "events", description = "The live event stream"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Every API route together with its description.
+fn documented() -> OpenApiRouter<Shared> {
+    OpenApiRouter::<Shared>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent))
+        .routes(routes!(agents::login))
+        .routes(routes!(agents::logout))
+        .routes(routes!(agents::ready))
+        .routes(routes!(agents::not_ready))
+        .routes(routes!(queues::list_queues))
+        .routes(routes!(queues::get_queue))
+        .routes(routes!(queues::pause_queue))
+        .routes(routes!(queues::list_calls))
+        .routes(routes!(queues::get_call))
+        .routes(routes!(events::events))
+}
+
+/// The API routes (with their state); `/api/v1/openapi.json` serves their
+/// document.
+pub fn routes(state: Arc<ApiState>) -> axum::Router {
+    let (router, openapi) = documented().split_for_parts();
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || async move { axum::Json(openapi.clone()) }),
+        )
+        .with_state(Shared(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the API serves is in the document.
+    #[test]
+    fn the_document_lists_every_route() {
+        let (_, openapi) = documented().split_for_parts();
+        let paths: Vec<&String> = openapi.paths.paths.keys().collect();
+        for path in [
+            "/api/v1/agents",
+            "/api/v1/agents/{id}",
+            "/api/v1/agents/{id}/login",
+            "/api/v1/agents/{id}/logout",
+            "/api/v1/agents/{id}/ready",
+            "/api/v1/agents/{id}/not-ready",
+            "/api/v1/queues",
+            "/api/v1/queues/{id}",
+            "/api/v1/queues/{id}/pause",
+            "/api/v1/calls",
+            "/api/v1/calls/{id}",
+            "/api/v1/events",
+        ] {
+            assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");
+        }
+        assert!(
+            openapi
+                .components
+                .as_ref()
+                .is_some_and(|c| c.security_schemes.contains_key("bearer"))
+        );
+    }
+}
