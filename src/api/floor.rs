@@ -255,7 +255,10 @@ impl Floor {
     /// journal no longer reaches back that far.
     pub fn since(&self, cursor: u64) -> Option<Vec<Entry>> {
         let inner = self.lock();
-        let oldest = inner.journal.front().map_or(inner.next_cursor, |e| e.cursor);
+        let oldest = inner
+            .journal
+            .front()
+            .map_or(inner.next_cursor, |e| e.cursor);
         if cursor + 1 < oldest {
             return None;
         }
@@ -309,7 +312,10 @@ impl Floor {
             let total = answered + abandoned;
             (total > 0).then(|| within as f64 / total as f64)
         };
-        let recent = q.recent.iter().filter(|o| o.at + WINDOW.as_millis() as u64 > now_ms);
+        let recent = q
+            .recent
+            .iter()
+            .filter(|o| o.at + WINDOW.as_millis() as u64 > now_ms);
         let (mut within, mut answered, mut abandoned) = (0, 0, 0);
         for o in recent {
             if o.answered {

@@ -125,7 +125,9 @@ pub async fn get_queue(
         .find(|q| q.id == id)
         .ok_or_else(|| ApiError::not_found(format!("no queue {id}")))?;
     if !who.may_see_queue(&id) {
-        return Err(ApiError::forbidden(format!("queue {id} is not yours to see")));
+        return Err(ApiError::forbidden(format!(
+            "queue {id} is not yours to see"
+        )));
     }
     Ok(Json(queue))
 }
@@ -202,7 +204,9 @@ pub async fn get_call(
         .call(&id)
         .ok_or_else(|| ApiError::not_found(format!("no live call {id}")))?;
     if !may_see_call(&who, &call) {
-        return Err(ApiError::forbidden(format!("call {id} is not yours to see")));
+        return Err(ApiError::forbidden(format!(
+            "call {id} is not yours to see"
+        )));
     }
     let events = state
         .floor

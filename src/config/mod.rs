@@ -1264,7 +1264,9 @@ impl RawConfig {
                 other => {
                     issue(
                         format!("{key}.role"),
-                        format!("`{other}` is not a role: expected \"agent\", \"supervisor\" or \"admin\""),
+                        format!(
+                            "`{other}` is not a role: expected \"agent\", \"supervisor\" or \"admin\""
+                        ),
                     );
                     continue;
                 }

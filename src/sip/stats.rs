@@ -151,7 +151,10 @@ mod tests {
         inspector.after_received(invite, None);
         inspector.after_received(weird, None);
         inspector.before_send(ok, None);
-        assert_eq!(stats.received.requests(), vec![("INVITE", 2), ("SUBSCRIBE", 1)]);
+        assert_eq!(
+            stats.received.requests(),
+            vec![("INVITE", 2), ("SUBSCRIBE", 1)]
+        );
         assert_eq!(stats.sent.responses(), vec![("INVITE", 486, 1)]);
         assert!(stats.sent.requests().is_empty());
         assert!(stats.received.responses().is_empty());

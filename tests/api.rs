@@ -1,0 +1,326 @@
+//! The CTI API against the real server with a real HTTP client: the auth
+//! matrix, agent state changes (idempotent, validated, handover refusal),
+//! queues, the OpenAPI document, and the WebSocket event stream (an agent's
+//! screen pop before its phone is answered, nothing of other agents' calls,
+//! resume after reconnecting).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const ADMIN: &str = "test-admin-token";
+const SUPPORT_SUPERVISOR: &str = "test-support-supervisor";
+const SALES_SUPERVISOR: &str = "test-sales-supervisor";
+const AGENT_1001: &str = "test-agent-1001";
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn api_config(extra: &str) -> TestConfig {
+    let tokens = format!(
+        "[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{}\"\n\
+         [api.tokens.support]\nrole = \"supervisor\"\nqueues = [\"support\"]\nsha256 = \"{}\"\n\
+         [api.tokens.sales]\nrole = \"supervisor\"\nqueues = [\"sales\"]\nsha256 = \"{}\"\n\
+         [api.tokens.agent1001]\nrole = \"agent\"\nagent = \"1001\"\nsha256 = \"{}\"\n",
+        sha256(ADMIN),
+        sha256(SUPPORT_SUPERVISOR),
+        sha256(SALES_SUPERVISOR),
+        sha256(AGENT_1001),
+    );
+    // Tokens name queue `sales`: keep it when the test configures queues.
+    let sales = if extra.contains("[queues.") && !extra.contains("[queues.sales]") {
+        "\n[queues.sales]\n"
+    } else {
+        ""
+    };
+    acd_config(&format!("{tokens}\n{extra}{sales}"))
+        .agent_queues("1003", &["sales"])
+        .http(true)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn the_auth_matrix_holds() {
+    let server = Server::start(api_config(""));
+    let port = server.http_port.unwrap();
+    let get = |path: &str, token: Option<&str>| http_request(port, "GET", path, token, None);
+
+    let (status, body) = get("/api/v1/agents", None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(json(&body)["code"], "unauthorized");
+    let (status, body) = get("/api/v1/agents", Some("not-a-token"));
+    assert_eq!(status, 401, "{body}");
+
+    // The admin sees every agent; an agent sees itself only.
+    let (status, body) = get("/api/v1/agents", Some(ADMIN));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body).as_array().unwrap().len(), 4);
+    let (status, body) = get("/api/v1/agents", Some(AGENT_1001));
+    assert_eq!(status, 200);
+    let ids: Vec<String> = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["1001"]);
+    let (status, body) = get("/api/v1/agents/1002", Some(AGENT_1001));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(json(&body)["code"], "forbidden");
+    let (status, _) = http_request(
+        port,
+        "POST",
+        "/api/v1/agents/1002/ready",
+        Some(AGENT_1001),
+        None,
+    );
+    assert_eq!(status, 403);
+
+    // A supervisor sees the agents of its queues, not the others.
+    let (status, _) = get("/api/v1/agents/1001", Some(SUPPORT_SUPERVISOR));
+    assert_eq!(status, 200);
+    let (status, _) = get("/api/v1/agents/1003", Some(SUPPORT_SUPERVISOR));
+    assert_eq!(status, 403);
+    let (status, _) = get("/api/v1/agents/1003", Some(SALES_SUPERVISOR));
+    assert_eq!(status, 200);
+    let (status, _) = get("/api/v1/queues/sales", Some(SUPPORT_SUPERVISOR));
+    assert_eq!(status, 403);
+    let (status, body) = get("/api/v1/queues", Some(AGENT_1001));
+    assert_eq!((status, json(&body)), (200, serde_json::json!([])));
+    let (status, _) = get("/api/v1/agents/9999", Some(ADMIN));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn agent_state_changes_are_idempotent_validated_and_honour_min_staffed() {
+    let server = Server::start(api_config("[queues.support]\nmin_staffed = 1\n"));
+    let port = server.http_port.unwrap();
+    let post = |path: &str, token: &str, body: Option<&str>| {
+        http_request(port, "POST", path, Some(token), body)
+    };
+    let (status, body) = post("/api/v1/agents/1001/login", AGENT_1001, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["state"], "ready");
+    // Again: no change, no error.
+    let (status, body) = post("/api/v1/agents/1001/login", AGENT_1001, None);
+    assert_eq!(
+        (status, json(&body)["state"].clone()),
+        (200, "ready".into())
+    );
+
+    let lunch = Some(r#"{"reason":"lunch"}"#);
+    let (status, body) = post("/api/v1/agents/1001/not-ready", AGENT_1001, lunch);
+    assert_eq!(status, 200, "{body}");
+    let agent = json(&body);
+    assert_eq!(
+        (agent["state"].as_str(), agent["reason"].as_str()),
+        (Some("not-ready"), Some("lunch"))
+    );
+    let (status, _) = post("/api/v1/agents/1001/not-ready", AGENT_1001, lunch);
+    assert_eq!(status, 200);
+    let (status, body) = post(
+        "/api/v1/agents/1001/not-ready",
+        AGENT_1001,
+        Some(r#"{"reason":"nap"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("lunch"),
+        "{body}"
+    );
+    let (status, body) = post("/api/v1/agents/1001/not-ready", AGENT_1001, Some("{"));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(json(&body)["code"], "invalid");
+
+    let (status, body) = post("/api/v1/agents/1001/ready", AGENT_1001, None);
+    assert_eq!(
+        (status, json(&body)["state"].clone()),
+        (200, "ready".into())
+    );
+
+    // 1001 is support's only agent logged in: its own logout is refused...
+    let (status, body) = post("/api/v1/agents/1001/logout", AGENT_1001, None);
+    assert_eq!(status, 409, "{body}");
+    let message = json(&body)["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("support") && message.contains("at least 1"),
+        "{message}"
+    );
+    // ...an agent cannot force it, a supervisor can.
+    let (status, _) = post("/api/v1/agents/1001/logout?force=true", AGENT_1001, None);
+    assert_eq!(status, 403);
+    let (status, body) = post(
+        "/api/v1/agents/1001/logout?force=true",
+        SUPPORT_SUPERVISOR,
+        None,
+    );
+    assert_eq!(
+        (status, json(&body)["state"].clone()),
+        (200, "logged-out".into())
+    );
+    server.wait_event(
+        &[
+            "\"type\":\"staffing_below_minimum\"",
+            "\"queue\":\"support\"",
+        ],
+        Duration::from_secs(2),
+    );
+    // With relief logged in, the voluntary logout goes through.
+    post("/api/v1/agents/1001/login", ADMIN, None);
+    post("/api/v1/agents/1002/login", ADMIN, None);
+    let (status, body) = post("/api/v1/agents/1001/logout", AGENT_1001, None);
+    assert_eq!(
+        (status, json(&body)["state"].clone()),
+        (200, "logged-out".into())
+    );
+
+    let (status, body) = http_request(
+        port,
+        "GET",
+        "/api/v1/queues/support",
+        Some(SUPPORT_SUPERVISOR),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let queue = json(&body);
+    assert_eq!(queue["staffed"], 1);
+    assert_eq!(queue["min_staffed"], 1);
+    assert_eq!(queue["service_level_target_s"], 20);
+}
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let server = Server::start(api_config(""));
+    let port = server.http_port.unwrap();
+    let (status, body) = http_request(port, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    let doc = json(&body);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            assert!(
+                op["security"].is_array(),
+                "{method} {path} has no security requirement"
+            );
+            // Every documented route is served: with the admin token a GET
+            // answers (the WebSocket wants an upgrade), a POST without a body
+            // is refused by validation, never 404 or 405.
+            let concrete = path.replace("{id}", "support");
+            let (status, body) =
+                http_request(port, &method.to_uppercase(), &concrete, Some(ADMIN), None);
+            assert!(
+                status != 404 || body.contains("\"not_found\""),
+                "{method} {path}: {status} {body}"
+            );
+            assert_ne!(status, 405, "{method} {path}");
+        }
+    }
+    assert!(paths.contains_key("/api/v1/events"));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[test]
+fn an_agent_desktop_gets_its_screen_pop_before_the_phone_answers_and_resumes_after_reconnecting() {
+    let server = Server::start(api_config("[queues.support]\nannounce_agent = false\n"));
+    let port = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    let mut desktop = WsClient::connect(port, &format!("/api/v1/events?token={AGENT_1001}"))
+        .expect("the desktop connects");
+    assert!(WsClient::connect(port, "/api/v1/events?token=wrong").is_err());
+    std::thread::scope(|s| {
+        let server = &server;
+        let phone = s.spawn(move || answering_agent(agent_port, 1000, (0, "PCMU")).run(server));
+        caller("402", 3000).run_ok(server);
+        phone.join().unwrap().assert_ok(server);
+    });
+    let seen = desktop.wait_for(&["\"type\":\"call_released\""], Duration::from_secs(5));
+    let offered = seen
+        .iter()
+        .position(|m| m.contains("\"type\":\"call_offered\""))
+        .unwrap_or_else(|| panic!("no screen pop:\n{}", seen.join("\n")));
+    let connected = seen
+        .iter()
+        .position(|m| m.contains("\"type\":\"call_connected\""))
+        .expect("connected");
+    assert!(
+        offered < connected,
+        "the screen pop comes before the answer"
+    );
+    let pop = json(&seen[offered]);
+    assert_eq!(pop["caller"], "402");
+    assert_eq!(pop["number"], "402");
+    assert_eq!(pop["queue"], "support");
+    for m in &seen {
+        assert!(
+            !m.contains("\"agent\":\"1002\""),
+            "another agent's event: {m}"
+        );
+        assert!(
+            !m.contains("registration_added"),
+            "not the agent's business: {m}"
+        );
+    }
+    let last_cursor = json(seen.last().unwrap())["cursor"].as_u64().unwrap();
+    drop(desktop);
+
+    // While the desktop is away, its agent goes to lunch; on reconnecting
+    // with the last cursor it gets what it missed.
+    let (status, _) = http_request(
+        port,
+        "POST",
+        "/api/v1/agents/1001/not-ready",
+        Some(AGENT_1001),
+        Some(r#"{"reason":"lunch"}"#),
+    );
+    assert_eq!(status, 200);
+    let mut desktop = WsClient::connect(
+        port,
+        &format!("/api/v1/events?token={AGENT_1001}&since={last_cursor}"),
+    )
+    .expect("reconnect");
+    let missed = desktop.wait_for(&["\"reason\":\"lunch\""], Duration::from_secs(3));
+    for m in &missed {
+        assert!(json(m)["cursor"].as_u64().unwrap() > last_cursor, "{m}");
+    }
+}
+
+#[test]
+fn screen_pop_carries_the_ivr_variables() {
+    let mut config = api_config(
+        "[queues.support]\nannounce_agent = false\n\
+         [ivr.pop]\nstart = \"tag\"\n\
+         [ivr.pop.nodes.tag]\ntype = \"set\"\nvars = { account = \"4242\" }\nnext = \"queue\"\n\
+         [ivr.pop.nodes.queue]\ntype = \"queue\"\nqueue = \"support\"\n",
+    );
+    config.numbers.push(Number {
+        number: "405".into(),
+        ivr: Some("pop".into()),
+        queue: None,
+        greeting: None,
+        answer_after: None,
+    });
+    let server = Server::start(config);
+    let port = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    let mut desktop =
+        WsClient::connect(port, &format!("/api/v1/events?token={AGENT_1001}")).unwrap();
+    std::thread::scope(|s| {
+        let server = &server;
+        let phone = s.spawn(move || answering_agent(agent_port, 500, (0, "PCMU")).run(server));
+        caller("405", 2000).run_ok(server);
+        phone.join().unwrap().assert_ok(server);
+    });
+    let seen = desktop.wait_for(&["\"type\":\"call_offered\""], Duration::from_secs(5));
+    let pop = json(seen.last().unwrap());
+    assert_eq!(pop["vars"]["account"], "4242", "{pop}");
+}
