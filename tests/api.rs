@@ -324,3 +324,123 @@ fn screen_pop_carries_the_ivr_variables() {
     let pop = json(seen.last().unwrap());
     assert_eq!(pop["vars"]["account"], "4242", "{pop}");
 }
+
+#[test]
+fn a_desktop_holds_files_and_transfers_its_call_within_the_transfer_limit() {
+    let server = Server::start(api_config(
+        "[acd]\nmax_transfers = 1\n\n\
+         [queues.support]\nannounce_agent = false\n\n\
+         [queues.sales]\nannounce_agent = false\n",
+    ));
+    let port = server.http_port.unwrap();
+    let (port1, port3) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    register_agent(&server, "1003", port3);
+    std::thread::scope(|s| {
+        let server = &server;
+        let first = s.spawn(move || answering_agent(port1, 300, (0, "PCMU")).run(server));
+        let second = s.spawn(move || answering_agent(port3, 300, (0, "PCMU")).run(server));
+        let call = s.spawn(move || caller("402", 8000).run(server));
+        server.wait_event(
+            &["\"type\":\"call_connected\"", "\"agent\":\"1001\""],
+            Duration::from_secs(5),
+        );
+        let (status, body) = http_request(port, "GET", "/api/v1/calls", Some(AGENT_1001), None);
+        assert_eq!(status, 200, "{body}");
+        let calls = json(&body);
+        assert_eq!(calls.as_array().unwrap().len(), 1, "{calls}");
+        let id = calls[0]["call_id"].as_str().unwrap().to_string();
+        assert_eq!(calls[0]["agent"], "1001");
+        let post = |action: &str, token: &str, body: Option<&str>| {
+            http_request(
+                port,
+                "POST",
+                &format!("/api/v1/calls/{id}/{action}"),
+                Some(token),
+                body,
+            )
+        };
+        // Another agent's token may not touch it; a supervisor of sales neither.
+        assert_eq!(post("hold", SALES_SUPERVISOR, None).0, 403);
+        assert_eq!(post("hold", AGENT_1001, None).0, 200);
+        server.wait_event(
+            &["\"type\":\"hold_started\"", "\"by\":\"api\""],
+            Duration::from_secs(2),
+        );
+        assert_eq!(post("unhold", AGENT_1001, None).0, 200);
+        server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(2));
+        let (status, body) = post(
+            "disposition",
+            AGENT_1001,
+            Some(r#"{"category":"praise","notes":""}"#),
+        );
+        assert_eq!(status, 422, "{body}");
+        let (status, _) = post(
+            "disposition",
+            AGENT_1001,
+            Some(r#"{"category":"complaint","notes":"billing twice"}"#),
+        );
+        assert_eq!(status, 200);
+        let (status, body) = post("transfer", AGENT_1001, Some(r#"{"queue":"sales"}"#));
+        assert_eq!(status, 200, "{body}");
+        server.wait_event(
+            &[
+                "\"type\":\"call_connected\"",
+                "\"agent\":\"1003\"",
+                "\"queue\":\"sales\"",
+            ],
+            Duration::from_secs(5),
+        );
+        // One transfer allowed: the next is refused, saying why.
+        let (status, body) = post("transfer", ADMIN, Some(r#"{"queue":"support"}"#));
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            json(&body)["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 1"),
+            "{body}"
+        );
+        call.join().unwrap().assert_ok(server);
+        first.join().unwrap().assert_ok(server);
+        second.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"call_transferred\"",
+        "\"from_queue\":\"support\"",
+        "\"to_queue\":\"sales\"",
+        "\"count\":1",
+    ]);
+    server.assert_event(&[
+        "\"type\":\"call_disposition_set\"",
+        "\"category\":\"complaint\"",
+    ]);
+    // The record keeps the category, the notes and the transfer.
+    server.sigterm();
+    let mut server = server;
+    server.wait_exit(Duration::from_secs(10));
+    let db = record_summaries(&server.dir.path().join("hotline.db"));
+    assert!(db.contains("complaint|billing twice|1"), "{db}");
+}
+
+/// `category|notes|transfers` of every record, through `hotline cdr export`.
+fn record_summaries(path: &std::path::Path) -> String {
+    let out = hotline_command()
+        .args(["cdr", "export", "--format", "json", "--db"])
+        .arg(path)
+        .output()
+        .expect("hotline cdr export");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| {
+            format!(
+                "{}|{}|{}",
+                r["category"].as_str().unwrap_or(""),
+                r["notes"].as_str().unwrap_or(""),
+                r["transfers"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

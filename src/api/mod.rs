@@ -8,6 +8,7 @@
 
 mod agents;
 pub mod auth;
+mod calls;
 pub mod error;
 mod events;
 pub mod floor;
@@ -120,6 +121,11 @@ fn documented() -> OpenApiRouter<Shared> {
         .routes(routes!(queues::pause_queue))
         .routes(routes!(queues::list_calls))
         .routes(routes!(queues::get_call))
+        .routes(routes!(calls::hangup))
+        .routes(routes!(calls::hold))
+        .routes(routes!(calls::unhold))
+        .routes(routes!(calls::transfer))
+        .routes(routes!(calls::disposition))
         .routes(routes!(events::events))
 }
 
@@ -156,6 +162,11 @@ mod tests {
             "/api/v1/queues/{id}/pause",
             "/api/v1/calls",
             "/api/v1/calls/{id}",
+            "/api/v1/calls/{id}/hangup",
+            "/api/v1/calls/{id}/hold",
+            "/api/v1/calls/{id}/unhold",
+            "/api/v1/calls/{id}/transfer",
+            "/api/v1/calls/{id}/disposition",
             "/api/v1/events",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");

@@ -80,7 +80,7 @@ async fn queue_views(state: &ApiState) -> Result<Vec<QueueView>, ApiError> {
         .collect())
 }
 
-fn may_see_call(who: &Principal, call: &LiveCall) -> bool {
+pub(super) fn may_see_call(who: &Principal, call: &LiveCall) -> bool {
     match who.role {
         ApiRole::Admin => true,
         ApiRole::Agent => call.agent.is_some() && call.agent == who.agent,

@@ -81,6 +81,10 @@ pub struct AcdState {
     pub(super) legs: Vec<AgentLeg>,
     pub connected: Option<Connected>,
     hold: Option<Hold>,
+    /// Held over the CTI API (counts as the agent's hold).
+    pub(super) api_hold: bool,
+    /// Transfers so far (rulebook L6).
+    pub(super) transfers: u32,
     /// Set when the agent ended the call: the actor's loop returns it.
     pub released: Option<ReleasedBy>,
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
@@ -130,6 +134,8 @@ impl AcdState {
             legs: Vec::new(),
             connected: None,
             hold: None,
+            api_hold: false,
+            transfers: 0,
             released: None,
             given_up: std::collections::HashMap::new(),
             max_wait_at: None,
@@ -279,6 +285,18 @@ impl Actor {
             }
             CallCommand::Position(position) => self.announce_position(position),
             CallCommand::Paused => self.overflow("paused").await,
+            CallCommand::Hangup => {
+                info!("hung up over the CTI API");
+                end_dialog(&self.ctx, self.caller_dialog.clone());
+                self.acd.released = Some(ReleasedBy::System);
+            }
+            CallCommand::Hold(hold) => {
+                self.acd.api_hold = hold;
+                self.hold_changed();
+            }
+            CallCommand::Transfer { queue, reply } => {
+                let _ = reply.send(self.transfer(&queue));
+            }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
         }
     }
@@ -647,12 +665,18 @@ impl Actor {
         let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
-        let agent_holds = connected.leg.media.on_hold();
+        let agent_holds = connected.leg.media.on_hold() || self.acd.api_hold;
         let now = Instant::now();
         let agent = connected.leg.agent.clone();
         match (self.acd.hold.is_some(), agent_holds || caller_holds) {
             (false, true) => {
-                let by = if agent_holds { "agent" } else { "caller" };
+                let by = if self.acd.api_hold {
+                    "api"
+                } else if agent_holds {
+                    "agent"
+                } else {
+                    "caller"
+                };
                 info!(by, "call on hold");
                 connected.holds += 1;
                 // The held side hears music, never silence.
@@ -1072,6 +1096,48 @@ impl Actor {
                 self.acd.policy.hold_warning_before,
             );
         }
+    }
+
+    /// Blind transfer of the bridged call to `queue`: the agent is released
+    /// (wrap-up), the caller joins the queue keeping its waited time.
+    fn transfer(&mut self, queue: &str) -> Result<(), String> {
+        if !self.ctx.settings.queues.contains_key(queue) {
+            return Err(format!("no queue {queue}"));
+        }
+        if !matches!(self.phase, Phase::Bridged) {
+            return Err("only a call connected to an agent can be transferred".into());
+        }
+        let max = self.ctx.settings.acd.max_transfers;
+        if self.acd.transfers >= max {
+            return Err(format!(
+                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
+                self.acd.transfers
+            ));
+        }
+        let Some(connected) = self.acd.connected.take() else {
+            return Err("no agent on the call".into());
+        };
+        self.acd.transfers += 1;
+        self.acd.hold = None;
+        self.acd.api_hold = false;
+        if let Some(dialog) = connected.leg.answered().cloned() {
+            end_dialog(&self.ctx, dialog);
+        }
+        self.release_event(&connected, ReleasedBy::System);
+        self.forget_leg(&connected.leg);
+        self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
+        info!(from = %connected.leg.queue, to = %queue, "call transferred");
+        self.ctx.bus.publish(Event::CallTransferred {
+            call_id: self.call_id.clone(),
+            agent: connected.leg.agent.0.clone(),
+            from_queue: connected.leg.queue.clone(),
+            to_queue: queue.to_string(),
+            count: self.acd.transfers,
+        });
+        connected.leg.media.stream.stop();
+        self.playing = None;
+        self.enter_queue(queue);
+        Ok(())
     }
 
     /// The caller goes back to the head of its queue; the agent is released.

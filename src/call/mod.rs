@@ -55,6 +55,15 @@ pub enum CallCommand {
     Refused(crate::acd::RouterError),
     /// The queue is paused: straight to its overflow.
     Paused,
+    /// CTI: end the call.
+    Hangup,
+    /// CTI: put the bridged call on hold (true) or take it off (false).
+    Hold(bool),
+    /// CTI: pass the bridged call to another queue (blind transfer).
+    Transfer {
+        queue: String,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// Where the caller stands in its queue (None: no longer waiting).
     Position(Option<crate::acd::QueuePosition>),
     /// A phone's answer (the SDP body, or why not) to the re-INVITE that

@@ -240,6 +240,7 @@ pub struct RawAcd {
     pub hold_warning_before: Duration,
     pub hold_action: HoldAction,
     pub queue_header: String,
+    pub max_transfers: u32,
 }
 
 impl Default for RawAcd {
@@ -258,6 +259,7 @@ impl Default for RawAcd {
             hold_warning_before: Duration::from_secs(5),
             hold_action: HoldAction::Alert,
             queue_header: "X-Hotline-Queue".into(),
+            max_transfers: 2,
         }
     }
 }
@@ -279,6 +281,7 @@ impl RawAcd {
             hold_warning_before: self.hold_warning_before,
             hold_action: self.hold_action,
             queue_header: self.queue_header.trim().to_string(),
+            max_transfers: self.max_transfers,
         }
     }
 
@@ -882,6 +885,8 @@ pub struct AcdSettings {
     /// Header carrying the queue name on an INVITE offering a call to an
     /// agent (a valid SIP header name).
     pub queue_header: String,
+    /// Transfers a call may have (rulebook L6); a further one is refused.
+    pub max_transfers: u32,
 }
 
 impl AcdSettings {
@@ -2699,7 +2704,7 @@ add_skills = ["general", "french"]
     fn the_documented_defaults_are_the_defaults() {
         let acd = documented("[acd]", "# --- Queues");
         let queue = documented("# [queues.NAME]", "[queues.support]");
-        assert_eq!(acd.len(), 13, "{acd:#?}");
+        assert_eq!(acd.len(), 14, "{acd:#?}");
         assert_eq!(queue.len(), 16, "{queue:#?}");
         let text = format!(
             "[acd]\n{}\n[queues.q]\n{}\n",

@@ -255,6 +255,21 @@ pub enum Event {
         staffed: u32,
         min: u32,
     },
+    /// The category (rulebook R1) and notes of a call, set over the CTI API.
+    CallDispositionSet {
+        call_id: String,
+        category: String,
+        notes: String,
+    },
+    /// A connected call was passed to another queue (rulebook L6).
+    CallTransferred {
+        call_id: String,
+        agent: String,
+        from_queue: String,
+        to_queue: String,
+        /// Transfers of this call so far, this one included.
+        count: u32,
+    },
     /// The caller heard its position and estimated wait.
     PositionAnnounced {
         call_id: String,

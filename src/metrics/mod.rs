@@ -538,6 +538,9 @@ impl Metrics {
                         .inc_by(talk_ms / 1000);
                 }
             }
+            Event::CallTransferred { from_queue, .. } => {
+                self.transfers.with_label_values(&[from_queue]).inc();
+            }
             Event::BreakOverLimit { reason, .. } => {
                 self.breaks_over_limit.with_label_values(&[reason]).inc();
             }

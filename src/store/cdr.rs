@@ -108,7 +108,7 @@ pub struct Cdr {
     pub hold_count: i64,
     pub hold_ms: i64,
     pub longest_hold_ms: i64,
-    /// Always 0 until transfers exist.
+    /// Transfers to another queue (rulebook L6).
     pub transfers: i64,
     /// Who ended the call: caller, agent or system.
     pub released_by: Option<&'static str>,
@@ -175,6 +175,9 @@ pub struct CdrBuilder {
     queue_state: QueueState,
     callback: CallbackState,
     last_at: i64,
+    transfers: i64,
+    category: Option<String>,
+    notes: Option<String>,
 }
 
 impl CdrBuilder {
@@ -206,6 +209,9 @@ impl CdrBuilder {
             queue_state: QueueState::Never,
             callback: CallbackState::None,
             last_at: 0,
+            transfers: 0,
+            category: None,
+            notes: None,
         }
     }
 
@@ -333,6 +339,13 @@ impl CdrBuilder {
                 self.agent = Some(agent.clone());
             }
             Event::CallbackFailed { .. } => self.callback = CallbackState::Failed,
+            Event::CallDispositionSet {
+                category, notes, ..
+            } => {
+                self.category = Some(category.clone());
+                self.notes = (!notes.is_empty()).then(|| notes.clone());
+            }
+            Event::CallTransferred { count, .. } => self.transfers = i64::from(*count),
             Event::CallEnded {
                 released_by,
                 answered,
@@ -387,13 +400,13 @@ impl CdrBuilder {
             hold_count: self.hold_count,
             hold_ms: self.hold_ms,
             longest_hold_ms: self.longest_hold_ms,
-            transfers: 0,
+            transfers: self.transfers,
             released_by: released_by.map(released_by_name),
             disposition,
             late_answer: self.late,
             recording: None,
-            category: None,
-            notes: None,
+            category: self.category.clone(),
+            notes: self.notes.clone(),
         }
     }
 
@@ -460,7 +473,9 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::PositionAnnounced { call_id, .. }
         | Event::CallbackRequested { call_id, .. }
         | Event::CallbackCompleted { call_id, .. }
-        | Event::CallbackFailed { call_id, .. } => Some(call_id),
+        | Event::CallbackFailed { call_id, .. }
+        | Event::CallDispositionSet { call_id, .. }
+        | Event::CallTransferred { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
         | Event::RegistrationRemoved { .. }

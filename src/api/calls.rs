@@ -1,0 +1,195 @@
+//! `/api/v1/calls/{id}/…`: what a desktop or supervisor does to a live call —
+//! hold and resume (the same hold-limit policy as a phone's hold), hang up,
+//! blind transfer to a queue (counted against `acd.max_transfers`), and the
+//! call's category and notes for its record (rulebook R1).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::auth::Principal;
+use super::error::ApiError;
+use super::queues::may_see_call;
+use crate::call::CallCommand;
+use crate::events::Event;
+
+/// The categories a call can be filed under (rulebook R1).
+pub const CATEGORIES: [&str; 4] = ["consult", "suggestion", "complaint", "help"];
+
+/// `POST /calls/{id}/transfer`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Transfer {
+    /// The queue the caller goes to.
+    pub queue: String,
+}
+
+/// `POST /calls/{id}/disposition`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Disposition {
+    /// consult, suggestion, complaint or help.
+    pub category: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// What a control request did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Done {
+    pub call_id: String,
+    /// hangup, hold, unhold, transfer, disposition.
+    pub action: &'static str,
+}
+
+/// The call, if `who` may act on it.
+fn controllable(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiError> {
+    let call = state
+        .floor
+        .call(id)
+        .ok_or_else(|| ApiError::not_found(format!("no live call {id}")))?;
+    if !may_see_call(who, &call) {
+        return Err(ApiError::forbidden(format!(
+            "call {id} is not yours to control"
+        )));
+    }
+    Ok(())
+}
+
+fn deliver(state: &ApiState, id: &str, command: CallCommand) -> Result<(), ApiError> {
+    if state.edge.calls.deliver(id, command) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("call {id} has just ended")))
+    }
+}
+
+fn done(id: String, action: &'static str) -> Json<Done> {
+    Json(Done {
+        call_id: id,
+        action,
+    })
+}
+
+/// Ends the call (both legs).
+#[utoipa::path(post, path = "/api/v1/calls/{id}/hangup", tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, body = Done), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn hangup(
+    State(state): State<Arc<ApiState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Done>, ApiError> {
+    controllable(&state, &who, &id)?;
+    deliver(&state, &id, CallCommand::Hangup)?;
+    Ok(done(id, "hangup"))
+}
+
+/// Puts the connected call on hold: the caller hears the queue's music and
+/// the hold limit runs as for a phone's hold. Repeating it changes nothing.
+#[utoipa::path(post, path = "/api/v1/calls/{id}/hold", tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, body = Done), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn hold(
+    State(state): State<Arc<ApiState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Done>, ApiError> {
+    controllable(&state, &who, &id)?;
+    deliver(&state, &id, CallCommand::Hold(true))?;
+    Ok(done(id, "hold"))
+}
+
+/// Takes the call off hold.
+#[utoipa::path(post, path = "/api/v1/calls/{id}/unhold", tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, body = Done), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn unhold(
+    State(state): State<Arc<ApiState>>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Done>, ApiError> {
+    controllable(&state, &who, &id)?;
+    deliver(&state, &id, CallCommand::Hold(false))?;
+    Ok(done(id, "unhold"))
+}
+
+/// Blind transfer to a queue: the agent is released to wrap-up and the
+/// caller joins the queue keeping its waited time. Refused (409) past
+/// `acd.max_transfers` or when no agent is connected.
+#[utoipa::path(post, path = "/api/v1/calls/{id}/transfer", tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    request_body = Transfer,
+    responses((status = 200, body = Done), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+pub async fn transfer(
+    State(state): State<Arc<ApiState>>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Transfer>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    controllable(&state, &who, &id)?;
+    if !state.edge.settings.queues.contains_key(&body.queue) {
+        return Err(ApiError::invalid(format!("no queue {}", body.queue)));
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    deliver(
+        &state,
+        &id,
+        CallCommand::Transfer {
+            queue: body.queue,
+            reply,
+        },
+    )?;
+    match answer.await {
+        Ok(Ok(())) => Ok(done(id, "transfer")),
+        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
+        Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
+    }
+}
+
+/// Files the call under a category with notes; both go on its record.
+#[utoipa::path(post, path = "/api/v1/calls/{id}/disposition", tag = "calls",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Call id")),
+    request_body = Disposition,
+    responses((status = 200, body = Done), (status = 401, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 422, body = ApiError)))]
+pub async fn disposition(
+    State(state): State<Arc<ApiState>>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Disposition>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    if !CATEGORIES.contains(&body.category.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "`{}` is not a category; one of {}",
+            body.category,
+            CATEGORIES.join(", ")
+        )));
+    }
+    if body.notes.len() > 4000 {
+        return Err(ApiError::invalid("notes are at most 4000 bytes"));
+    }
+    controllable(&state, &who, &id)?;
+    state.edge.bus.publish(Event::CallDispositionSet {
+        call_id: id.clone(),
+        category: body.category,
+        notes: body.notes,
+    });
+    Ok(done(id, "disposition"))
+}
