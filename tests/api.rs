@@ -444,3 +444,44 @@ fn record_summaries(path: &std::path::Path) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn repeated_bad_tokens_are_throttled_and_a_paused_queue_sends_callers_to_its_overflow() {
+    let server = Server::start(api_config(
+        "[queues.support]\noverflow = \"hangup\"\noverflow_prompt = \"busy\"\n",
+    ));
+    let port = server.http_port.unwrap();
+    let (status, body) = http_request(
+        port,
+        "POST",
+        "/api/v1/queues/support/pause",
+        Some(SUPPORT_SUPERVISOR),
+        Some(r#"{"paused":true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["paused"], true);
+    caller_until_hung_up("402").run_ok(&server);
+    server.assert_event(&[
+        "\"type\":\"call_overflowed\"",
+        "\"queue\":\"support\"",
+        "\"reason\":\"paused\"",
+    ]);
+    let (status, _) = http_request(
+        port,
+        "POST",
+        "/api/v1/queues/support/pause",
+        Some(SALES_SUPERVISOR),
+        Some(r#"{"paused":false}"#),
+    );
+    assert_eq!(status, 403);
+
+    // auth.max_failures (5) wrong tokens from one address: then 429, even
+    // for a good token, until the ban ends.
+    for _ in 0..5 {
+        let (status, _) = http_request(port, "GET", "/api/v1/agents", Some("guess"), None);
+        assert_eq!(status, 401);
+    }
+    let (status, body) = http_request(port, "GET", "/api/v1/agents", Some(ADMIN), None);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(json(&body)["code"], "too_many_requests");
+}
