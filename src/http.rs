@@ -1,6 +1,9 @@
 //! The HTTP listener: `/healthz` answers while the server runs, `/metrics`
-//! serves the metrics room's page (Prometheus text format), and the demo
-//! account service behind the default IVR. The CTI API will mount here.
+//! serves the metrics room's page (Prometheus text format), the demo
+//! account service behind the default IVR, the CTI API under `/api/v1` and
+//! the supervisors' wallboard at `/`.
+
+mod wallboard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,7 +98,8 @@ pub async fn start(
             started: std::time::Instant::now(),
             store,
         })
-        .merge(crate::api::routes(api));
+        .merge(crate::api::routes(api))
+        .merge(wallboard::routes());
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
