@@ -485,3 +485,123 @@ fn repeated_bad_tokens_are_throttled_and_a_paused_queue_sends_callers_to_its_ove
     assert_eq!(status, 429, "{body}");
     assert_eq!(json(&body)["code"], "too_many_requests");
 }
+
+#[test]
+fn a_call_is_transferred_to_a_named_ready_agent() {
+    let server = Server::start(api_config("[queues.support]\nannounce_agent = false\n"));
+    let port = server.http_port.unwrap();
+    let (port1, port2) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    register_agent(&server, "1002", port2);
+    std::thread::scope(|s| {
+        let server = &server;
+        let first = s.spawn(move || answering_agent(port1, 200, (0, "PCMU")).run(server));
+        let second = s.spawn(move || answering_agent(port2, 200, (0, "PCMU")).run(server));
+        let call = s.spawn(move || caller("402", 6000).run(server));
+        let connected = server.wait_event(&["\"type\":\"call_connected\""], Duration::from_secs(5));
+        let (from, to) = if connected.contains("\"agent\":\"1001\"") {
+            ("1001", "1002")
+        } else {
+            ("1002", "1001")
+        };
+        let (_, body) = http_request(port, "GET", "/api/v1/calls", Some(ADMIN), None);
+        let id = json(&body)[0]["call_id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/calls/{id}/transfer");
+        let (status, body) = http_request(
+            port,
+            "POST",
+            &path,
+            Some(ADMIN),
+            Some(r#"{"queue":"sales","agent":"1003"}"#),
+        );
+        assert_eq!(status, 422, "{body}");
+        let (status, body) = http_request(
+            port,
+            "POST",
+            &path,
+            Some(ADMIN),
+            Some(r#"{"agent":"1003"}"#),
+        );
+        assert_eq!(status, 409, "1003 is logged out: {body}");
+        let (status, body) = http_request(
+            port,
+            "POST",
+            &path,
+            Some(ADMIN),
+            Some(&format!(r#"{{"agent":"{to}"}}"#)),
+        );
+        assert_eq!(status, 200, "{body}");
+        server.wait_event(
+            &[
+                "\"type\":\"call_connected\"",
+                &format!("\"agent\":\"{to}\""),
+            ],
+            Duration::from_secs(5),
+        );
+        server.assert_event(&[
+            "\"type\":\"call_transferred\"",
+            &format!("\"agent\":\"{from}\""),
+            &format!("\"to_agent\":\"{to}\""),
+        ]);
+        call.join().unwrap().assert_ok(server);
+        first.join().unwrap().assert_ok(server);
+        second.join().unwrap().assert_ok(server);
+    });
+}
+
+#[test]
+fn a_supervisor_reads_a_live_call_and_hangs_it_up() {
+    let server = Server::start(api_config("[queues.support]\nannounce_agent = false\n"));
+    let port = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let phone = s.spawn(move || answering_agent(agent_port, 200, (0, "PCMU")).run(server));
+        let call = s.spawn(move || caller_until_hung_up("402").run(server));
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(5));
+        let (_, body) = http_request(port, "GET", "/api/v1/calls", Some(SUPPORT_SUPERVISOR), None);
+        let id = json(&body)[0]["call_id"].as_str().unwrap().to_string();
+        let (status, body) = http_request(
+            port,
+            "GET",
+            &format!("/api/v1/calls/{id}"),
+            Some(SUPPORT_SUPERVISOR),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let detail = json(&body);
+        assert_eq!(detail["state"], "talking");
+        assert_eq!(detail["agent"], "1001");
+        assert!(
+            detail["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "call_connected"),
+            "{detail}"
+        );
+        let (status, _) = http_request(
+            port,
+            "POST",
+            &format!("/api/v1/calls/{id}/hangup"),
+            Some(SALES_SUPERVISOR),
+            None,
+        );
+        assert_eq!(status, 403);
+        let (status, body) = http_request(
+            port,
+            "POST",
+            &format!("/api/v1/calls/{id}/hangup"),
+            Some(SUPPORT_SUPERVISOR),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        // Both phones get BYE from hotline.
+        call.join().unwrap().assert_ok(server);
+        phone.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&["\"type\":\"call_released\"", "\"released_by\":\"system\""]);
+    let (status, _) = http_request(port, "GET", "/api/v1/calls/nope", Some(ADMIN), None);
+    assert_eq!(status, 404);
+}

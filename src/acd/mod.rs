@@ -105,6 +105,7 @@ pub enum Command {
     OfferFailed(CallId, AgentId, Outcome),
     CallEnded(CallId, AgentId),
     Requeue(CallId, AgentId),
+    EnqueueFor(Caller, AgentId),
     HoldStarted(CallId, AgentId),
     HoldEnded(CallId, AgentId),
 }
@@ -152,6 +153,7 @@ fn apply(router: &mut Router, cmd: Command) -> Result<Vec<Decision>, RouterError
         Command::OfferAnswered(c, a) => router.offer_answered(&c, &a, now),
         Command::OfferFailed(c, a, outcome) => router.offer_failed(&c, &a, outcome, now),
         Command::CallEnded(c, a) => router.call_ended(&c, &a, now),
+        Command::EnqueueFor(caller, a) => router.enqueue_for(caller, &a, now),
         Command::Requeue(c, a) => router.requeue(&c, &a, now),
         Command::HoldStarted(c, a) => router.hold_started(&c, &a, now),
         Command::HoldEnded(c, a) => router.hold_ended(&c, &a, now),

@@ -825,6 +825,49 @@ impl Router {
         Ok(out)
     }
 
+    /// A caller transferred to one named agent: offered to it at once if it is ready
+    /// (refused, with the state unchanged, otherwise). Should that offer fail, the caller
+    /// waits at its place in `caller.queue` like any other.
+    pub fn enqueue_for(
+        &mut self,
+        caller: Caller,
+        agent: &AgentId,
+        now: Instant,
+    ) -> Result<Vec<Decision>, RouterError> {
+        let qi = *self
+            .queue_index
+            .get(&caller.queue)
+            .ok_or_else(|| RouterError::UnknownQueue(caller.queue.clone()))?;
+        if self.call_index.contains_key(&caller.call) {
+            return Err(RouterError::DuplicateCall(caller.call));
+        }
+        let a = self.agent_idx(agent)?;
+        if self.agents[a as usize].state != AgentState::Ready
+            || self.agents[a as usize].call.is_some()
+        {
+            return Err(self.invalid(a, "take a transferred call"));
+        }
+        let reqs = self.caller_reqs(qi, &caller.skills);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let queue = &mut self.queues[qi as usize];
+        let entry = CallEntry {
+            id: caller.call.clone(),
+            queue: qi,
+            priority: caller.priority,
+            enqueued_at: caller.enqueued_at,
+            reqs,
+            bucket: queue.bucket(caller.priority, reqs),
+            status: CallStatus::Waiting,
+            answered_before: true,
+        };
+        self.calls.insert(seq, entry);
+        self.call_index.insert(caller.call, seq);
+        let mut out = Vec::new();
+        self.reserve(seq, vec![a], false, now, &mut out);
+        Ok(out)
+    }
+
     /// The caller left (abandoned) while waiting or ringing; ringing agents are cancelled
     /// and become free. A connected call is ended with [`Router::call_ended`] instead.
     pub fn dequeue(&mut self, call: &CallId, now: Instant) -> Result<Vec<Decision>, RouterError> {

@@ -15,17 +15,22 @@ use super::ApiState;
 use super::auth::Principal;
 use super::error::ApiError;
 use super::queues::may_see_call;
-use crate::call::CallCommand;
+use crate::call::{CallCommand, TransferTarget};
 use crate::events::Event;
 
 /// The categories a call can be filed under (rulebook R1).
 pub const CATEGORIES: [&str; 4] = ["consult", "suggestion", "complaint", "help"];
 
-/// `POST /calls/{id}/transfer`.
+/// `POST /calls/{id}/transfer`: exactly one of `queue` and `agent`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Transfer {
     /// The queue the caller goes to.
-    pub queue: String,
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The agent offered the call at once (it must be ready); should it not
+    /// answer, the caller waits in the call's queue.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// `POST /calls/{id}/disposition`.
@@ -123,9 +128,10 @@ pub async fn unhold(
     Ok(done(id, "unhold"))
 }
 
-/// Blind transfer to a queue: the agent is released to wrap-up and the
-/// caller joins the queue keeping its waited time. Refused (409) past
-/// `acd.max_transfers` or when no agent is connected.
+/// Blind transfer to a queue or to a named, ready agent: the agent on the
+/// call is released to wrap-up and the caller keeps its waited time. Refused
+/// (409) past `acd.max_transfers`, when no agent is connected, or when the
+/// named agent is not ready.
 #[utoipa::path(post, path = "/api/v1/calls/{id}/transfer", tag = "calls",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Call id")),
@@ -141,18 +147,32 @@ pub async fn transfer(
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     controllable(&state, &who, &id)?;
-    if !state.edge.settings.queues.contains_key(&body.queue) {
-        return Err(ApiError::invalid(format!("no queue {}", body.queue)));
-    }
+    let target = match (body.queue, body.agent) {
+        (Some(queue), None) => {
+            if !state.edge.settings.queues.contains_key(&queue) {
+                return Err(ApiError::invalid(format!("no queue {queue}")));
+            }
+            TransferTarget::Queue(queue)
+        }
+        (None, Some(agent)) => {
+            let snapshot = state.router.snapshot().await?;
+            let Some(found) = snapshot.agents.iter().find(|a| a.id.0 == agent) else {
+                return Err(ApiError::invalid(format!("no agent {agent}")));
+            };
+            if found.state != "ready" {
+                return Err(ApiError::conflict(format!(
+                    "agent {agent} is {}, not ready to take a transfer",
+                    found.state
+                )));
+            }
+            TransferTarget::Agent(agent)
+        }
+        _ => {
+            return Err(ApiError::invalid("name exactly one of `queue` and `agent`"));
+        }
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    deliver(
-        &state,
-        &id,
-        CallCommand::Transfer {
-            queue: body.queue,
-            reply,
-        },
-    )?;
+    deliver(&state, &id, CallCommand::Transfer { target, reply })?;
     match answer.await {
         Ok(Ok(())) => Ok(done(id, "transfer")),
         Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),

@@ -85,6 +85,8 @@ pub struct AcdState {
     pub(super) api_hold: bool,
     /// Transfers so far (rulebook L6).
     pub(super) transfers: u32,
+    /// The agent the next queueing offers the call to first (a transfer).
+    pub(super) direct_to: Option<AgentId>,
     /// Set when the agent ended the call: the actor's loop returns it.
     pub released: Option<ReleasedBy>,
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
@@ -136,6 +138,7 @@ impl AcdState {
             hold: None,
             api_hold: false,
             transfers: 0,
+            direct_to: None,
             released: None,
             given_up: std::collections::HashMap::new(),
             max_wait_at: None,
@@ -251,7 +254,21 @@ impl Actor {
         self.acd.in_router = true;
         let router = self.ctx.router.clone();
         let mailbox = self.acd.mailbox.clone();
+        let direct = self.acd.direct_to.take();
         tokio::spawn(async move {
+            // A transfer to a named agent that is no longer ready falls back
+            // to the queue, where the caller keeps its place.
+            if let Some(agent) = direct {
+                match router
+                    .request(Command::EnqueueFor(caller.clone(), agent))
+                    .await
+                {
+                    Ok(Ok(())) | Err(_) => return,
+                    Ok(Err(refused)) => {
+                        tracing::info!(error = %refused, "transfer target not ready; queueing")
+                    }
+                }
+            }
             if let Ok(Err(refused)) = router.request(Command::Enqueue(caller)).await {
                 let _ = mailbox.send(CallCommand::Refused(refused));
             }
@@ -294,8 +311,8 @@ impl Actor {
                 self.acd.api_hold = hold;
                 self.hold_changed();
             }
-            CallCommand::Transfer { queue, reply } => {
-                let _ = reply.send(self.transfer(&queue));
+            CallCommand::Transfer { target, reply } => {
+                let _ = reply.send(self.transfer(target));
             }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
         }
@@ -1098,9 +1115,23 @@ impl Actor {
         }
     }
 
-    /// Blind transfer of the bridged call to `queue`: the agent is released
-    /// (wrap-up), the caller joins the queue keeping its waited time.
-    fn transfer(&mut self, queue: &str) -> Result<(), String> {
+    /// Blind transfer of the bridged call to a queue or a named agent: the
+    /// agent is released (wrap-up), the caller joins the queue (its own, for
+    /// an agent) keeping its waited time, offered first to the named agent.
+    fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
+        let (queue, direct) = match target {
+            super::TransferTarget::Queue(queue) => (queue, None),
+            super::TransferTarget::Agent(agent) => {
+                let queue = self
+                    .acd
+                    .connected
+                    .as_ref()
+                    .map(|c| c.leg.queue.clone())
+                    .unwrap_or_default();
+                (queue, Some(AgentId::from(agent.as_str())))
+            }
+        };
+        let queue = queue.as_str();
         if !self.ctx.settings.queues.contains_key(queue) {
             return Err(format!("no queue {queue}"));
         }
@@ -1132,10 +1163,12 @@ impl Actor {
             agent: connected.leg.agent.0.clone(),
             from_queue: connected.leg.queue.clone(),
             to_queue: queue.to_string(),
+            to_agent: direct.as_ref().map(|a| a.0.clone()),
             count: self.acd.transfers,
         });
         connected.leg.media.stream.stop();
         self.playing = None;
+        self.acd.direct_to = direct;
         self.enter_queue(queue);
         Ok(())
     }

@@ -41,6 +41,14 @@ use crate::media::pacer::MediaEvent;
 use crate::media::sdp::{self, SdpError};
 use crate::sip::{Admitted, EdgeContext, header_values, local_contact};
 
+/// Where a blind transfer sends the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    Queue(String),
+    /// A named agent, offered the call at once if ready.
+    Agent(String),
+}
+
 /// What the rest of the server tells a call actor.
 #[derive(Debug)]
 pub enum CallCommand {
@@ -59,9 +67,9 @@ pub enum CallCommand {
     Hangup,
     /// CTI: put the bridged call on hold (true) or take it off (false).
     Hold(bool),
-    /// CTI: pass the bridged call to another queue (blind transfer).
+    /// CTI: pass the bridged call on (blind transfer).
     Transfer {
-        queue: String,
+        target: TransferTarget,
         reply: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// Where the caller stands in its queue (None: no longer waiting).

@@ -267,6 +267,8 @@ pub enum Event {
         agent: String,
         from_queue: String,
         to_queue: String,
+        /// The agent named by the transfer, if one was.
+        to_agent: Option<String>,
         /// Transfers of this call so far, this one included.
         count: u32,
     },

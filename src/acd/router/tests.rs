@@ -1245,3 +1245,34 @@ fn requeue_applies_a_pending_logout_and_refuses_calls_not_connected() {
     assert_eq!(r.waiting(&QueueId::from("qa")), [cid("c1")]);
     r.check_invariants().unwrap();
 }
+
+#[test]
+fn a_transfer_to_a_named_agent_offers_it_that_agent_only_when_ready() {
+    let t0 = Instant::now();
+    let mut r = Router::new(no_wrap(), t0);
+    r.add_queue(queue("q", Strategy::LongestIdle)).unwrap();
+    r.add_queue(queue("other", Strategy::LongestIdle)).unwrap();
+    r.add_agent(agent("a", &["q"], &[])).unwrap();
+    r.add_agent(agent("b", &["q"], &[])).unwrap();
+    r.add_agent(agent("expert", &["other"], &[])).unwrap();
+    r.agent_login(&aid("a"), secs(t0, 1)).unwrap();
+    r.agent_login(&aid("b"), secs(t0, 2)).unwrap();
+    // Not logged in: refused, nothing changes.
+    let refused = r.enqueue_for(caller("c", "q", 0, t0), &aid("expert"), secs(t0, 3));
+    assert!(matches!(refused, Err(RouterError::InvalidState { .. })));
+    assert!(r.waiting(&QueueId::from("q")).is_empty());
+    r.check_invariants().unwrap();
+    // Ready: offered to it, though it serves another queue and `a` idles longer.
+    r.agent_login(&aid("expert"), secs(t0, 4)).unwrap();
+    let d = r
+        .enqueue_for(caller("c", "q", 0, t0), &aid("expert"), secs(t0, 5))
+        .unwrap();
+    assert_eq!(offers(&d), [("c".to_owned(), "expert".to_owned())]);
+    r.check_invariants().unwrap();
+    // It does not answer: the caller goes to its queue's agents as usual.
+    let d = r
+        .offer_failed(&cid("c"), &aid("expert"), Outcome::NoAnswer, secs(t0, 11))
+        .unwrap();
+    assert_eq!(offers(&d), [("c".to_owned(), "a".to_owned())]);
+    r.check_invariants().unwrap();
+}
