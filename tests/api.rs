@@ -225,6 +225,23 @@ fn the_openapi_document_describes_every_route() {
     }
     assert!(paths.contains_key("/api/v1/events"));
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    // The document is valid OpenAPI (openapi-spec-validator, from PyPI).
+    let file = server.dir.path().join("openapi.json");
+    std::fs::write(&file, &body).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the document (pip install openapi-spec-validator):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

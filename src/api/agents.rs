@@ -41,6 +41,7 @@ pub struct NotReady {
 
 /// Options of `POST /agents/{id}/logout`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogoutOptions {
     /// Supervisors and admins: log the agent out even if a queue drops below
     /// its `min_staffed`.

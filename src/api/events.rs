@@ -22,6 +22,7 @@ use crate::config::ApiRole;
 
 /// Query of `GET /api/v1/events`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamOptions {
     /// Resume after this cursor (the last one received).
     pub since: Option<u64>,
