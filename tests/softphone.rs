@@ -248,22 +248,24 @@ fn baresip_call_to_a_hotline_number_is_answered_and_ended_by_the_caller() {
     );
 }
 
-#[test]
-fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
+/// baresip registers as `agent` of queue `support` with `params` and answers
+/// by itself; a SIPp caller (number 5551234) dials 401, waits in the queue
+/// and talks. Returns the server and baresip's log.
+fn queued_call_to_baresip(agent: &str, params: &str) -> (Server, String) {
     let server = Server::start(
         TestConfig::new()
             .http(true)
-            .agent_queues("1001", &["support"])
+            .agent_queues(agent, &["support"])
             .extra("[queues.support]\nannounce_agent = false\n"),
     );
     let phone = Baresip::start_with(
         &server.dir.path().join("baresip"),
         &server,
-        "1001",
-        "demo1001",
+        agent,
+        &format!("demo{agent}"),
         14,
         None,
-        ";answermode=auto",
+        params,
     );
     wait_for_gauge(
         &server,
@@ -286,15 +288,22 @@ fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
             &free_port().to_string(),
         ])
         .run_ok(&server);
-    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""]);
+    let agent_field = format!("\"agent\":\"{agent}\"");
+    server.assert_event(&["\"type\":\"call_connected\"", &agent_field]);
     server.assert_event(&["\"type\":\"call_bridged\"", "\"agent_codec\":\"PCMU\""]);
     server.assert_event(&[
         "\"type\":\"call_released\"",
-        "\"agent\":\"1001\"",
+        &agent_field,
         "\"released_by\":\"caller\"",
     ]);
     let log = phone.wait(Duration::from_secs(20));
     assert!(log.contains("Call established"), "{log}");
+    (server, log)
+}
+
+#[test]
+fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
+    let (_server, log) = queued_call_to_baresip("1001", ";answermode=auto");
     assert!(
         log.contains("5551234"),
         "the phone shows the caller's number:\n{log}"
@@ -303,47 +312,10 @@ fn a_queued_caller_is_connected_to_baresip_answering_as_agent_1001() {
 
 #[test]
 fn a_queued_caller_reaches_baresip_registered_over_tcp() {
-    let server = Server::start(
-        TestConfig::new()
-            .http(true)
-            .agent_queues("1002", &["support"])
-            .extra("[queues.support]\nannounce_agent = false\n"),
-    );
-    let phone = Baresip::start_with(
-        &server.dir.path().join("baresip"),
-        &server,
-        "1002",
-        "demo1002",
-        12,
-        None,
-        ";transport=tcp|;answermode=auto",
-    );
-    wait_for_gauge(
-        &server,
-        "hotline_agents{state=\"ready\"}",
-        1.0,
-        Duration::from_secs(6),
-    );
-    Sipp::new("caller_waits")
-        .service("401")
-        .args(&[
-            "-d",
-            "7000",
-            "-key",
-            "caller",
-            "5551234",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &free_port().to_string(),
-        ])
-        .run_ok(&server);
+    let (server, _log) = queued_call_to_baresip("1002", ";transport=tcp|;answermode=auto");
     server.assert_event(&[
         "\"type\":\"registration_added\"",
         "\"aor\":\"1002\"",
         "transport=TCP",
     ]);
-    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
-    let log = phone.wait(Duration::from_secs(20));
-    assert!(log.contains("Call established"), "{log}");
 }
