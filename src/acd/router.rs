@@ -792,19 +792,8 @@ impl Router {
                 max_len,
             });
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let (seq, entry) = self.new_call(&caller, qi, reqs, false);
         let queue = &mut self.queues[qi as usize];
-        let entry = CallEntry {
-            id: caller.call.clone(),
-            queue: qi,
-            priority: caller.priority,
-            enqueued_at: caller.enqueued_at,
-            reqs,
-            bucket: queue.bucket(caller.priority, reqs),
-            status: CallStatus::Waiting,
-            answered_before: false,
-        };
         for step in &queue.esc {
             if let Some(at) = caller.enqueued_at.checked_add(step.after)
                 && at > now
@@ -823,6 +812,30 @@ impl Router {
             self.reserve(seq, agents, false, now, &mut out);
         }
         Ok(out)
+    }
+
+    /// A new waiting call entry of `queue` and its sequence number; the caller
+    /// is neither indexed nor in the waiting sets yet.
+    fn new_call(
+        &mut self,
+        caller: &Caller,
+        queue: QueueIdx,
+        reqs: ReqsIdx,
+        answered_before: bool,
+    ) -> (Seq, CallEntry) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = CallEntry {
+            id: caller.call.clone(),
+            queue,
+            priority: caller.priority,
+            enqueued_at: caller.enqueued_at,
+            reqs,
+            bucket: self.queues[queue as usize].bucket(caller.priority, reqs),
+            status: CallStatus::Waiting,
+            answered_before,
+        };
+        (seq, entry)
     }
 
     /// A caller transferred to one named agent: offered to it at once if it is ready
@@ -848,19 +861,7 @@ impl Router {
             return Err(self.invalid(a, "take a transferred call"));
         }
         let reqs = self.caller_reqs(qi, &caller.skills);
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let queue = &mut self.queues[qi as usize];
-        let entry = CallEntry {
-            id: caller.call.clone(),
-            queue: qi,
-            priority: caller.priority,
-            enqueued_at: caller.enqueued_at,
-            reqs,
-            bucket: queue.bucket(caller.priority, reqs),
-            status: CallStatus::Waiting,
-            answered_before: true,
-        };
+        let (seq, entry) = self.new_call(&caller, qi, reqs, true);
         self.calls.insert(seq, entry);
         self.call_index.insert(caller.call, seq);
         let mut out = Vec::new();
