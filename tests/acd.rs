@@ -174,7 +174,7 @@ fn an_unanswered_offer_is_cancelled_at_six_seconds_and_the_next_agent_gets_the_c
             "-mi",
             "127.0.0.1",
             "-mp",
-            &free_port().to_string(),
+            &free_media_port().to_string(),
             "-timeout",
             "30s",
         ]);
@@ -220,7 +220,7 @@ fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
                 "-mi",
                 "127.0.0.1",
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .run_ok(&server);
         let agent = agent.join().unwrap();
@@ -269,7 +269,7 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
                     "-mi",
                     "127.0.0.1",
                     "-mp",
-                    &free_port().to_string(),
+                    &free_media_port().to_string(),
                 ])
                 .run(&server)
         });
@@ -286,7 +286,7 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
                 "-mi",
                 "127.0.0.1",
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .run_ok(&server);
         let agent = agent.join().unwrap();
@@ -442,7 +442,7 @@ fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_th
                             "-mi",
                             "127.0.0.1",
                             "-mp",
-                            &free_port().to_string(),
+                            &free_media_port().to_string(),
                         ])
                         .run(server)
                 })
@@ -771,7 +771,7 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
             "-mi",
             "127.0.0.1",
             "-mp",
-            &free_port().to_string(),
+            &free_media_port().to_string(),
         ])
         .run_ok(&server);
     server.assert_event(&[
@@ -804,7 +804,7 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
                     "-mi",
                     "127.0.0.1",
                     "-mp",
-                    &free_port().to_string(),
+                    &free_media_port().to_string(),
                 ])
                 .run(server)
         });

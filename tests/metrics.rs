@@ -66,7 +66,7 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
                     "-mi",
                     "127.0.0.1",
                     "-mp",
-                    &free_port().to_string(),
+                    &free_media_port().to_string(),
                 ])
                 .run(server)
         });

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Sipp, TestConfig, free_port, http_get};
+use common::{Server, Sipp, TestConfig, free_media_port, free_port, http_get};
 
 /// Where Debian's baresip keeps its modules.
 fn baresip_modules() -> PathBuf {
@@ -285,7 +285,7 @@ fn queued_call_to_baresip(agent: &str, params: &str) -> (Server, String) {
             "-mi",
             "127.0.0.1",
             "-mp",
-            &free_port().to_string(),
+            &free_media_port().to_string(),
         ])
         .run_ok(&server);
     let agent_field = format!("\"agent\":\"{agent}\"");

@@ -78,7 +78,7 @@ fn answering_agent(port: u16, answer_ms: u32) -> Sipp {
         "-mi",
         "127.0.0.1",
         "-mp",
-        &free_port().to_string(),
+        &free_media_port().to_string(),
         "-rtp_echo",
         "-timeout",
         "40s",
@@ -99,7 +99,7 @@ fn caller(number: &str, from: &str, stay_ms: u32) -> Sipp {
         "-mi",
         "127.0.0.1",
         "-mp",
-        &free_port().to_string(),
+        &free_media_port().to_string(),
     ])
 }
 

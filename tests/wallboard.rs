@@ -596,7 +596,7 @@ fn the_wallboard_follows_queue_agents_and_breaches_live_in_a_browser() {
                     "-mi",
                     "127.0.0.1",
                     "-mp",
-                    &free_port().to_string(),
+                    &free_media_port().to_string(),
                 ])
                 .run(server)
         });

@@ -43,7 +43,7 @@ pub fn register_agent(server: &Server, agent: &str, port: u16) {
 /// An agent phone on `port` that answers after `answer_ms` with `codec`
 /// (payload type, name) and echoes the RTP it receives.
 pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
-    let media_port = free_port().to_string();
+    let media_port = free_media_port().to_string();
     Sipp::new("agent_answer").port(port).args(&[
         "-d",
         &answer_ms.to_string(),
@@ -76,7 +76,7 @@ pub fn caller(number: &str, stay_ms: u32) -> Sipp {
         "-mi",
         "127.0.0.1",
         "-mp",
-        &free_port().to_string(),
+        &free_media_port().to_string(),
     ])
 }
 
@@ -93,7 +93,7 @@ pub fn caller_until_hung_up(number: &str) -> Sipp {
         "-mi",
         "127.0.0.1",
         "-mp",
-        &free_port().to_string(),
+        &free_media_port().to_string(),
     ])
 }
 
@@ -104,6 +104,6 @@ pub fn holding_agent(scenario: &str, port: u16) -> Sipp {
         "-mi",
         "127.0.0.1",
         "-mp",
-        &free_port().to_string(),
+        &free_media_port().to_string(),
     ])
 }

@@ -54,6 +54,27 @@ pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
+/// A port for SIPp's `-mp`: SIPp binds audio RTP/RTCP on it and +1 and video
+/// on +2 and +3, so all four must be free on 127.0.0.1 (UDP) and are kept
+/// from being handed out again.
+pub fn free_media_port() -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        let all_free = (1..4).all(|i| {
+            base.checked_add(i)
+                .is_some_and(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        });
+        let mut used = handed_out().lock().unwrap();
+        if all_free && (1..4).all(|i| !used.contains(&(base + i))) {
+            for i in 1..4 {
+                used.insert(base + i);
+            }
+            return base;
+        }
+    }
+    panic!("no four consecutive free UDP ports on 127.0.0.1 after 200 attempts");
+}
+
 /// Like [`free_port`], for another loopback address (e.g. "127.0.0.2").
 pub fn free_port_on(ip: &str) -> u16 {
     let ip: IpAddr = ip.parse().expect("an IP address");
