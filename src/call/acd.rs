@@ -786,7 +786,7 @@ impl Actor {
         let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
-        let (accepted, _) = connected.leg.media.on_rtp(source, packet);
+        let accepted = connected.leg.media.accept(source, packet);
         if !accepted || !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
             return;
         }

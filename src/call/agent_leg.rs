@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, Response, StatusCode};
+use rsipstack::sip::{Header, Response};
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -227,8 +227,7 @@ pub fn ring(
 pub fn caller_user(caller: &str) -> String {
     let user: String = caller
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "+-_.!~*'()&=$,;?/#".contains(*c))
-        .filter(|c| *c != '#' && *c != ';' && *c != '?')
+        .filter(|c| c.is_ascii_alphanumeric() || "+-_.!~*'()&=$,/".contains(*c))
         .collect();
     if user.is_empty() {
         "anonymous".into()
@@ -245,11 +244,6 @@ pub fn is_success(response: &Response) -> bool {
 /// The status code of a final answer.
 pub fn code(response: &Response) -> u16 {
     u16::from(response.status_code.clone())
-}
-
-/// The response a fork's cancel produces (never reported as the agent's fault).
-pub fn is_request_terminated(response: &Response) -> bool {
-    response.status_code == StatusCode::RequestTerminated
 }
 
 #[cfg(test)]

@@ -155,10 +155,20 @@ impl MediaSession {
         source: SocketAddr,
         packet: &[u8],
     ) -> (bool, Option<(char, DigitSource)>) {
+        if !self.accept(source, packet) {
+            return (false, None);
+        }
+        (true, self.detect_digit(packet))
+    }
+
+    /// Latches and counts one inbound RTP datagram without looking for
+    /// digits (an agent's keys are not hotline's business); whether it was
+    /// accepted.
+    pub fn accept(&mut self, source: SocketAddr, packet: &[u8]) -> bool {
         match self.latch.judge(source, packet, &self.stats) {
             Verdict::Drop => {
                 self.totals.dropped.fetch_add(1, Ordering::Relaxed);
-                return (false, None);
+                return false;
             }
             Verdict::Accept { latched: true } if !self.on_hold() => {
                 self.stream.set_remote(Some(source));
@@ -166,7 +176,7 @@ impl MediaSession {
             Verdict::Accept { .. } => {}
         }
         self.totals.received(packet.len());
-        (true, self.detect_digit(packet))
+        true
     }
 
     fn detect_digit(&mut self, packet: &[u8]) -> Option<(char, DigitSource)> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::acd::Snapshot;
+use crate::acd::{QueueSnapshot, Snapshot};
 use crate::sip::EdgeContext;
 
 /// What the page is made of.
@@ -138,6 +138,9 @@ pub fn render(src: &Sources<'_>) -> String {
     out
 }
 
+/// A per-queue gauge: name, help, and its value for one queue.
+type QueueGauge = (&'static str, &'static str, fn(&QueueSnapshot) -> String);
+
 fn live_state(out: &mut String, snapshot: &Snapshot) {
     let mut agents = std::collections::BTreeMap::new();
     for state in AGENT_STATES {
@@ -150,61 +153,33 @@ fn live_state(out: &mut String, snapshot: &Snapshot) {
     for (state, n) in agents {
         let _ = writeln!(out, "hotline_agents{{state=\"{state}\"}} {n}");
     }
-    family(
-        out,
-        "hotline_queue_waiting",
-        "gauge",
-        "Callers waiting in each queue.",
-    );
-    for q in &snapshot.queues {
-        let _ = writeln!(
-            out,
-            "hotline_queue_waiting{{queue=\"{}\"}} {}",
-            escape(&q.id.0),
-            q.waiting
-        );
-    }
-    family(
-        out,
-        "hotline_queue_longest_wait_seconds",
-        "gauge",
-        "How long the longest-waiting caller of each queue has waited.",
-    );
-    for q in &snapshot.queues {
-        let _ = writeln!(
-            out,
-            "hotline_queue_longest_wait_seconds{{queue=\"{}\"}} {:.3}",
-            escape(&q.id.0),
-            q.longest_wait.as_secs_f64()
-        );
-    }
-    family(
-        out,
-        "hotline_queue_estimated_wait_seconds",
-        "gauge",
-        "Moving average of recent waits until answer (0 before the first).",
-    );
-    for q in &snapshot.queues {
-        let _ = writeln!(
-            out,
-            "hotline_queue_estimated_wait_seconds{{queue=\"{}\"}} {:.3}",
-            escape(&q.id.0),
-            q.estimated_wait.map_or(0.0, |d| d.as_secs_f64())
-        );
-    }
-    family(
-        out,
-        "hotline_queue_staffed",
-        "gauge",
-        "Agents of each queue logged in without a pending logout.",
-    );
-    for q in &snapshot.queues {
-        let _ = writeln!(
-            out,
-            "hotline_queue_staffed{{queue=\"{}\"}} {}",
-            escape(&q.id.0),
-            q.staffed
-        );
+    let per_queue: [QueueGauge; 4] = [
+        (
+            "hotline_queue_waiting",
+            "Callers waiting in each queue.",
+            |q| q.waiting.to_string(),
+        ),
+        (
+            "hotline_queue_longest_wait_seconds",
+            "How long the longest-waiting caller of each queue has waited.",
+            |q| format!("{:.3}", q.longest_wait.as_secs_f64()),
+        ),
+        (
+            "hotline_queue_estimated_wait_seconds",
+            "Moving average of recent waits until answer (0 before the first).",
+            |q| format!("{:.3}", q.estimated_wait.map_or(0.0, |d| d.as_secs_f64())),
+        ),
+        (
+            "hotline_queue_staffed",
+            "Agents of each queue logged in without a pending logout.",
+            |q| q.staffed.to_string(),
+        ),
+    ];
+    for (name, help, value) in per_queue {
+        family(out, name, "gauge", help);
+        for q in &snapshot.queues {
+            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", escape(&q.id.0), value(q));
+        }
     }
     family(
         out,
