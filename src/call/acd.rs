@@ -315,6 +315,7 @@ impl Actor {
                 let _ = reply.send(self.transfer(target));
             }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
         }
     }
 
@@ -430,6 +431,10 @@ impl Actor {
     }
 
     pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+        if self.is_monitor_fork(&fin.fork) {
+            self.on_monitor_final(fin);
+            return;
+        }
         if self.is_customer_fork(&fin.fork) {
             self.on_customer_final(fin);
             return;
@@ -771,7 +776,11 @@ impl Actor {
         else {
             return;
         };
-        if let Some(out) = relay(packet, &from, &to, &mut connected.buf)
+        let relayed = match self.monitor.as_mut() {
+            Some(monitor) => monitor.relay(Side::Caller, packet, &from, &to, &mut connected.buf),
+            None => relay(packet, &from, &to, &mut connected.buf),
+        };
+        if let Some(out) = relayed
             && let Ok(sent) = connected
                 .leg
                 .media
@@ -793,7 +802,13 @@ impl Actor {
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
             return;
         };
-        if let Some(out) = relay(packet, &agent, &caller, &mut connected.buf)
+        let relayed = match self.monitor.as_mut() {
+            Some(monitor) => {
+                monitor.relay(Side::Agent, packet, &agent, &caller, &mut connected.buf)
+            }
+            None => relay(packet, &agent, &caller, &mut connected.buf),
+        };
+        if let Some(out) = relayed
             && let Ok(sent) = self.media.rtp.try_send_to(&connected.buf[..out.len()], dst)
         {
             self.media.relayed(sent);
@@ -1148,6 +1163,7 @@ impl Actor {
         let Some(connected) = self.acd.connected.take() else {
             return Err("no agent on the call".into());
         };
+        self.end_monitor("transferred", true);
         self.acd.transfers += 1;
         self.acd.hold = None;
         self.acd.api_hold = false;
@@ -1178,6 +1194,7 @@ impl Actor {
         let Some(connected) = self.acd.connected.take() else {
             return;
         };
+        self.end_monitor("requeued", true);
         self.acd.hold = None;
         if let Some(dialog) = connected.leg.answered().cloned() {
             end_dialog(&self.ctx, dialog);
@@ -1224,6 +1241,7 @@ impl Actor {
     /// The call is over: every agent leg ends, the router learns it.
     pub(super) fn leave(&mut self, released_by: ReleasedBy) {
         let now = Instant::now();
+        self.end_monitor("call_ended", true);
         for mut leg in std::mem::take(&mut self.acd.legs) {
             leg.cancel_ringing(None);
             self.forget_leg(&leg);

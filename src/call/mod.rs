@@ -13,6 +13,7 @@ pub mod agent_leg;
 mod callback;
 pub mod lookup;
 pub mod media_session;
+pub mod monitor;
 pub mod policy;
 pub mod relay;
 
@@ -80,6 +81,8 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
+    /// A supervisor's monitoring of the call (rulebook Q2).
+    Monitor(monitor::MonitorCommand),
 }
 
 /// The live calls, by Call-ID, so shutdown can end them and router decisions
@@ -116,6 +119,15 @@ impl Calls {
         self.mailboxes
             .get(call_id)
             .is_some_and(|mailbox| mailbox.send(command).is_ok())
+    }
+
+    /// Like [`Calls::deliver`], but hands the command back when the call is
+    /// gone, so what it carries (a transaction) can still be answered.
+    pub fn try_deliver(&self, call_id: &str, command: CallCommand) -> Result<(), CallCommand> {
+        match self.mailboxes.get(call_id) {
+            Some(mailbox) => mailbox.send(command).map_err(|e| e.0),
+            None => Err(command),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -352,6 +364,7 @@ async fn call_actor(
             state_tx,
         ),
         caller_dialog: dialog.clone(),
+        monitor: None,
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -414,6 +427,8 @@ struct Actor {
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
+    /// A supervisor listening in, whispering or barging.
+    monitor: Option<monitor::Monitor>,
 }
 
 impl Actor {
@@ -576,6 +591,7 @@ impl Actor {
     ) -> Option<ReleasedBy> {
         let mut rtp_buf = vec![0u8; 2048];
         let mut agent_buf = vec![0u8; 2048];
+        let mut supervisor_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
         if !self.delayed_offer {
             self.media_started();
@@ -597,9 +613,14 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
+            let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
+                    if self.monitor.as_ref().is_some_and(|m| m.owns(&dialog_of(&state).call_id)) {
+                        self.on_monitor_dialog(state).await;
+                        continue;
+                    }
                     if dialog_of(&state).call_id != self.acd.caller_sip_call_id {
                         self.on_agent_dialog(state).await;
                         continue;
@@ -634,6 +655,11 @@ impl Actor {
                         self.relay_from_agent(source, &agent_buf[..n]);
                     }
                 }
+                received = recv_from_opt(supervisor_rtp.as_deref(), &mut supervisor_buf) => {
+                    if let Ok((n, source)) = received {
+                        self.on_supervisor_rtp(source, &supervisor_buf[..n]);
+                    }
+                }
                 received = self.media.rtcp.recv_from(&mut rtcp_buf) => {
                     if received.is_ok() {
                         self.media.on_rtcp();
@@ -659,6 +685,7 @@ impl Actor {
                         self.feed(Input::Timeout);
                     }
                     self.on_acd_timers(now).await;
+                    self.on_monitor_timer(now);
                 }
             }
         }
@@ -667,7 +694,8 @@ impl Actor {
     /// The earliest of the IVR timer and the ACD timers.
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
-        [self.timer, self.acd.next_deadline()]
+        let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
+        [self.timer, self.acd.next_deadline(), monitor]
             .into_iter()
             .flatten()
             .min()

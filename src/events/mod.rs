@@ -297,6 +297,28 @@ pub enum Event {
         number: String,
         status: Option<u16>,
     },
+    /// A supervisor joined a live call (rulebook Q2); `via` is "api" or "phone".
+    MonitorStarted {
+        call_id: String,
+        supervisor: String,
+        agent: String,
+        mode: &'static str,
+        via: &'static str,
+    },
+    /// The supervisor switched between listen, whisper and barge.
+    MonitorModeChanged {
+        call_id: String,
+        supervisor: String,
+        mode: &'static str,
+    },
+    /// The supervisor left, or the monitored call did.
+    MonitorEnded {
+        call_id: String,
+        supervisor: String,
+        reason: &'static str,
+        /// How long the supervisor was on; `None` when its phone never answered.
+        duration_ms: Option<u64>,
+    },
 }
 
 /// An event with the time it happened.

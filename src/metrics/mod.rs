@@ -80,6 +80,9 @@ pub struct Metrics {
     hold_limit: IntCounterVec,
     breaks_over_limit: IntCounterVec,
     transfers: IntCounterVec,
+    monitor_sessions: IntCounterVec,
+    monitor_mode_changes: IntCounterVec,
+    monitor_active: prometheus::IntGauge,
     released: IntCounterVec,
     staffing_below_minimum: IntCounterVec,
     auth_failures: IntCounter,
@@ -290,6 +293,26 @@ impl Metrics {
                 "Calls transferred, by the queue they were answered from.",
                 q,
             )?,
+            monitor_sessions: counter_vec(
+                &r,
+                "hotline_monitor_sessions_total",
+                "Supervisor monitoring sessions started, by first mode and how (api or phone).",
+                &["mode", "via"],
+            )?,
+            monitor_mode_changes: counter_vec(
+                &r,
+                "hotline_monitor_mode_changes_total",
+                "Monitoring sessions switched to a mode during the session.",
+                &["mode"],
+            )?,
+            monitor_active: {
+                let g = prometheus::IntGauge::new(
+                    "hotline_monitor_sessions_active",
+                    "Supervisors monitoring a live call now.",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             released: counter_vec(
                 &r,
                 "hotline_calls_released_total",
@@ -364,6 +387,12 @@ impl Metrics {
             m.ivr_exits.with_label_values(&[flow.as_str(), "hangup"]);
         }
         m.breaks_over_limit.with_label_values(&["no-answer"]);
+        for mode in ["listen", "whisper", "barge"] {
+            m.monitor_mode_changes.with_label_values(&[mode]);
+            for via in ["api", "phone"] {
+                m.monitor_sessions.with_label_values(&[mode, via]);
+            }
+        }
         m.not_ready.with_label_values(&["no-answer"]);
         for queue in settings.queues.keys() {
             let l = &[queue.as_str()];
@@ -540,6 +569,19 @@ impl Metrics {
             }
             Event::CallTransferred { from_queue, .. } => {
                 self.transfers.with_label_values(&[from_queue]).inc();
+            }
+            Event::MonitorStarted { mode, via, .. } => {
+                self.monitor_sessions.with_label_values(&[mode, via]).inc();
+                self.monitor_active.inc();
+            }
+            Event::MonitorModeChanged { mode, .. } => {
+                self.monitor_mode_changes.with_label_values(&[mode]).inc();
+            }
+            Event::MonitorEnded {
+                duration_ms: Some(_),
+                ..
+            } => {
+                self.monitor_active.dec();
             }
             Event::BreakOverLimit { reason, .. } => {
                 self.breaks_over_limit.with_label_values(&[reason]).inc();

@@ -475,7 +475,10 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackCompleted { call_id, .. }
         | Event::CallbackFailed { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
-        | Event::CallTransferred { call_id, .. } => Some(call_id),
+        | Event::CallTransferred { call_id, .. }
+        | Event::MonitorStarted { call_id, .. }
+        | Event::MonitorModeChanged { call_id, .. }
+        | Event::MonitorEnded { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
         | Event::RegistrationRemoved { .. }
