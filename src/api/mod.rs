@@ -12,6 +12,7 @@ mod calls;
 pub mod error;
 mod events;
 pub mod floor;
+mod monitor;
 mod queues;
 
 use std::collections::HashMap;
@@ -126,6 +127,11 @@ fn documented() -> OpenApiRouter<Shared> {
         .routes(routes!(calls::unhold))
         .routes(routes!(calls::transfer))
         .routes(routes!(calls::disposition))
+        .routes(routes!(
+            monitor::start_monitor,
+            monitor::change_monitor,
+            monitor::stop_monitor
+        ))
         .routes(routes!(events::events))
 }
 
@@ -167,6 +173,7 @@ mod tests {
             "/api/v1/calls/{id}/unhold",
             "/api/v1/calls/{id}/transfer",
             "/api/v1/calls/{id}/disposition",
+            "/api/v1/calls/{id}/monitor",
             "/api/v1/events",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");

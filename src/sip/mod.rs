@@ -584,6 +584,9 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         )
         .await;
     }
+    if let Some((mode, agent)) = monitor_code(&ctx.settings.monitor, &dialled) {
+        return handle_monitor_invite(ctx, tx, source, mode, agent.to_string()).await;
+    }
     let trunk = match admit(&ctx, &mut tx, source.ip()) {
         Ok(trunk) => trunk,
         Err(Refusal::Challenge { stale }) => return challenge(&ctx, &mut tx, true, stale).await,
@@ -637,6 +640,83 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         caller,
     };
     crate::call::run_inbound(ctx, tx, admitted).await;
+}
+
+/// The mode and agent id of a dialled monitoring feature code (`*41` + agent).
+fn monitor_code<'a>(
+    settings: &crate::config::MonitorSettings,
+    dialled: &'a str,
+) -> Option<(crate::call::monitor::MonitorMode, &'a str)> {
+    use crate::call::monitor::MonitorMode;
+    [
+        (&settings.listen_code, MonitorMode::Listen),
+        (&settings.whisper_code, MonitorMode::Whisper),
+        (&settings.barge_code, MonitorMode::Barge),
+    ]
+    .into_iter()
+    .find_map(|(code, mode)| {
+        dialled
+            .strip_prefix(code.as_str())
+            .filter(|agent| !agent.is_empty())
+            .map(|agent| (mode, agent))
+    })
+}
+
+/// A phone dialled a monitoring feature code: it must answer the digest
+/// challenge of a supervisor's account, whatever its source (a trunk's
+/// caller never monitors), and the agent must be on a call.
+async fn handle_monitor_invite(
+    ctx: Arc<EdgeContext>,
+    mut tx: Transaction,
+    source: SocketAddr,
+    mode: crate::call::monitor::MonitorMode,
+    agent: String,
+) {
+    let credentials = header_values(&tx.original.headers, "Authorization");
+    let agents = &ctx.settings.agents;
+    let outcome = ctx
+        .agent_auth
+        .authenticate(credentials, "INVITE", source.ip(), |user| {
+            agents.get(user).map(|a: &Agent| a.password.clone())
+        });
+    let supervisor = match outcome {
+        AuthOutcome::Authenticated { username } => username,
+        AuthOutcome::Challenge { stale } => return challenge(&ctx, &mut tx, false, stale).await,
+        AuthOutcome::Failed { reason, banned } => {
+            return auth_failed(&ctx, &mut tx, source, "INVITE", reason, banned, false).await;
+        }
+    };
+    if !ctx.settings.monitor.supervisors.contains(&supervisor) {
+        warn!(%source, %supervisor, "monitoring feature code from a phone that is no supervisor's");
+        return refuse_with(&mut tx, 403, "Forbidden (not a supervisor)", vec![]).await;
+    }
+    let call = match ctx.router.snapshot().await {
+        Ok(snapshot) => snapshot
+            .agents
+            .into_iter()
+            .find(|a| a.id.0 == agent && matches!(a.state, "talking" | "on-hold"))
+            .and_then(|a| a.call),
+        Err(_) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
+    };
+    let Some(call) = call else {
+        info!(%supervisor, %agent, "nothing to monitor");
+        return refuse_with(&mut tx, 404, "Not Found (the agent is on no call)", vec![]).await;
+    };
+    let incoming = crate::call::monitor::IncomingMonitor {
+        tx,
+        supervisor,
+        mode,
+    };
+    let command = crate::call::CallCommand::Monitor(
+        crate::call::monitor::MonitorCommand::Incoming(Box::new(incoming)),
+    );
+    if let Err(crate::call::CallCommand::Monitor(crate::call::monitor::MonitorCommand::Incoming(
+        incoming,
+    ))) = ctx.calls.try_deliver(&call.0, command)
+    {
+        let mut tx = incoming.tx;
+        refuse_with(&mut tx, 404, "Not Found (the call has just ended)", vec![]).await;
+    }
 }
 
 enum Refusal {
