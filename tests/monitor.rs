@@ -370,3 +370,116 @@ fn a_supervisor_listens_whispers_and_barges_from_the_api() {
     assert!(metrics.contains("hotline_monitor_mode_changes_total{mode=\"barge\"} 1"));
     assert!(metrics.contains("hotline_monitor_sessions_active 0"));
 }
+
+#[test]
+fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
+    let server = Server::start(monitor_config());
+    let http = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    let (agent_socket, agent_rtp) = rtp_socket();
+    let (supervisor_socket, supervisor_rtp) = rtp_socket();
+    let agent = Party::start(agent_socket, AGENT_HZ, None);
+    let supervisor = Party::start(supervisor_socket, SUPERVISOR_HZ, None);
+    let dial = |account: &str, code: &str| {
+        Sipp::new("supervisor_dials")
+            .service(code)
+            .auth(account, &format!("demo{account}"))
+            .args(&[
+                "-key",
+                "user",
+                account,
+                "-key",
+                "rtp_port",
+                &supervisor_rtp.to_string(),
+                "-d",
+                "1500",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &free_media_port().to_string(),
+            ])
+    };
+
+    // Nobody to monitor yet: the agent is on no call.
+    let run = dial("2001", "*411001").run(&server);
+    assert!(!run.success());
+    assert!(run.messages.contains("404 Not Found"), "{}", run.messages);
+
+    let windows = std::thread::scope(|s| {
+        let agent_phone = s.spawn(|| answering_phone(agent_port, agent_rtp).run(&server));
+        let (mut caller_sip, caller) = call_in(&server);
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        // An agent's account is not a supervisor's: 403 after the challenge.
+        let run = dial("1002", "*411001").run(&server);
+        assert!(run.messages.contains("403 Forbidden"), "{}", run.messages);
+        let started = Instant::now();
+        let supervisor_phone = s.spawn(|| dial("2001", "*411001").run(&server));
+        server.wait_event(
+            &[
+                "\"type\":\"monitor_started\"",
+                "\"via\":\"phone\"",
+                "\"mode\":\"listen\"",
+            ],
+            Duration::from_secs(5),
+        );
+        let listen = settle();
+        server.wait_event(
+            &["\"type\":\"monitor_mode_changed\"", "\"mode\":\"whisper\""],
+            Duration::from_secs(5),
+        );
+        let listen_end = Instant::now() - Duration::from_millis(100);
+        let whisper = settle();
+        server.wait_event(
+            &[
+                "\"type\":\"monitor_ended\"",
+                "\"reason\":\"supervisor_hung_up\"",
+            ],
+            Duration::from_secs(5),
+        );
+        let whisper_end = Instant::now() - Duration::from_millis(100);
+        supervisor_phone.join().unwrap().assert_ok(&server);
+        assert!(started.elapsed() < Duration::from_secs(8));
+        caller_sip.bye();
+        agent_phone.join().unwrap().assert_ok(&server);
+        (
+            caller,
+            vec![
+                ("listen", listen, listen_end),
+                ("whisper", whisper, whisper_end),
+            ],
+        )
+    });
+    let (caller, windows) = windows;
+    for (mode, from, to) in windows {
+        assert!(
+            supervisor.share(CALLER_HZ, from, to) > 0.12,
+            "{mode}: supervisor hears the caller"
+        );
+        assert!(
+            supervisor.share(AGENT_HZ, from, to) > 0.12,
+            "{mode}: supervisor hears the agent"
+        );
+        let heard = agent.share(SUPERVISOR_HZ, from, to);
+        match mode {
+            "listen" => assert!(
+                heard < 0.02,
+                "the agent hears nobody else in listen: {heard:.3}"
+            ),
+            _ => assert!(heard > 0.12, "the agent hears the whisper: {heard:.3}"),
+        }
+        let leaked = caller.share(SUPERVISOR_HZ, from, to);
+        assert!(
+            leaked < 0.02,
+            "{mode}: the caller never hears a whisper: {leaked:.3}"
+        );
+    }
+    for party in [caller, agent, supervisor] {
+        party.stop();
+    }
+    let metrics = http_get(http, "/metrics");
+    assert!(
+        metrics.contains("hotline_monitor_sessions_total{mode=\"listen\",via=\"phone\"} 1"),
+        "{metrics}"
+    );
+}
