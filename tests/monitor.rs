@@ -46,17 +46,20 @@ fn register(server: &Server, account: &str, port: u16) {
         .run_ok(server);
 }
 
+/// Decoded audio packets with their arrival times.
+type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
+
 /// One party's audio: sends its tone every 20 ms (to `peer`, or to whoever
 /// sent it audio first) and keeps what it receives with arrival times.
 struct Party {
-    received: Arc<Mutex<Vec<(Instant, Vec<i16>)>>>,
+    received: Heard,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Party {
     fn start(socket: UdpSocket, hz: f64, peer: Option<SocketAddr>) -> Party {
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received: Heard = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (received.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
