@@ -196,6 +196,38 @@ pub fn relay_mixed(
 }
 
 impl Monitor {
+    /// The consulted agent of a three-way call, mixed like a barging
+    /// supervisor.
+    pub fn conference(
+        agent: String,
+        media: MediaSession,
+        dialog: InviteDialog,
+        sip_call_id: String,
+    ) -> Monitor {
+        let now = Instant::now();
+        Monitor {
+            supervisor: agent,
+            mode: MonitorMode::Barge,
+            via: "conference",
+            media,
+            dialog,
+            sip_call_id,
+            answered_at: Some(now),
+            next_tick: now + TICK,
+            mix: Mix::new(),
+        }
+    }
+
+    /// Whether this is the consulted agent of a three-way call.
+    pub fn is_conference(&self) -> bool {
+        self.via == "conference"
+    }
+
+    /// The leg's media, dialog and SIP Call-ID, when its party stays on.
+    pub fn into_leg(self) -> (MediaSession, InviteDialog, String) {
+        (self.media, self.dialog, self.sip_call_id)
+    }
+
     pub fn owns(&self, sip_call_id: &str) -> bool {
         self.sip_call_id == sip_call_id
     }
@@ -321,7 +353,7 @@ impl Actor {
                 let _ = reply.send(self.ring_supervisor(supervisor, mode).await);
             }
             MonitorCommand::Mode { mode, reply } => {
-                let result = match self.monitor.as_ref() {
+                let result = match self.monitor.as_ref().filter(|m| !m.is_conference()) {
                     Some(_) => {
                         self.change_monitor_mode(mode);
                         Ok(())
@@ -331,7 +363,7 @@ impl Actor {
                 let _ = reply.send(result);
             }
             MonitorCommand::Stop { reply } => {
-                let result = match self.monitor.is_some() {
+                let result = match self.monitor.as_ref().is_some_and(|m| !m.is_conference()) {
                     true => {
                         self.end_monitor("stopped", true);
                         Ok(())
@@ -350,6 +382,7 @@ impl Actor {
             return Some("only a call connected to an agent can be monitored".into());
         }
         match &self.monitor {
+            Some(m) if m.is_conference() => Some("a three-way call is going on".into()),
             Some(m) if m.supervisor != supervisor => Some(format!(
                 "supervisor {} already monitors this call",
                 m.supervisor
@@ -367,6 +400,7 @@ impl Actor {
     ) -> Result<(), String> {
         if let Some(m) = self.monitor.as_ref()
             && m.supervisor == supervisor
+            && !m.is_conference()
         {
             self.change_monitor_mode(mode);
             return Ok(());
@@ -591,6 +625,10 @@ impl Actor {
         } else {
             self.ctx.dialogs.remove_dialog(&monitor.dialog.id());
         }
+        if monitor.is_conference() {
+            self.conference_party_left();
+            return;
+        }
         let Some(answered_at) = monitor.answered_at else {
             self.ctx.bus.publish(Event::MonitorEnded {
                 call_id: self.call_id.clone(),
@@ -618,7 +656,11 @@ impl Actor {
         if accepted && monitor.answered() {
             monitor.on_audio(packet);
         }
-        if let Some(mode) = digit.and_then(|(key, _)| MonitorMode::from_key(key)) {
+        let conference = monitor.is_conference();
+        if let Some(mode) = digit
+            .and_then(|(key, _)| MonitorMode::from_key(key))
+            .filter(|_| !conference)
+        {
             self.change_monitor_mode(mode);
         }
     }

@@ -83,6 +83,7 @@ pub struct Metrics {
     monitor_sessions: IntCounterVec,
     monitor_mode_changes: IntCounterVec,
     monitor_active: prometheus::IntGauge,
+    consultations: IntCounterVec,
     released: IntCounterVec,
     staffing_below_minimum: IntCounterVec,
     auth_failures: IntCounter,
@@ -313,6 +314,12 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            consultations: counter_vec(
+                &r,
+                "hotline_consultations_total",
+                "Consultations ended, by queue and outcome (transferred: attended transfer, conference: three-way, cancelled, not_answered, ...).",
+                &["queue", "outcome"],
+            )?,
             released: counter_vec(
                 &r,
                 "hotline_calls_released_total",
@@ -419,6 +426,10 @@ impl Metrics {
             }
             m.hold_limit
                 .with_label_values(&[queue.as_str(), settings.acd.hold_action.as_str()]);
+            for outcome in ["transferred", "conference", "cancelled"] {
+                m.consultations
+                    .with_label_values(&[queue.as_str(), outcome]);
+            }
             for reason in ["max_wait", "max_len", "no_agents"] {
                 m.queue_overflowed
                     .with_label_values(&[queue.as_str(), reason]);
@@ -573,6 +584,14 @@ impl Metrics {
             Event::MonitorStarted { mode, via, .. } => {
                 self.monitor_sessions.with_label_values(&[mode, via]).inc();
                 self.monitor_active.inc();
+            }
+            Event::ConsultEnded {
+                call_id, outcome, ..
+            } => {
+                let queue = self.queue_of(call_id);
+                self.consultations
+                    .with_label_values(&[queue.as_str(), outcome])
+                    .inc();
             }
             Event::MonitorModeChanged { mode, .. } => {
                 self.monitor_mode_changes.with_label_values(&[mode]).inc();

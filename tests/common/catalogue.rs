@@ -24,6 +24,7 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_monitor_sessions_total",
     "hotline_monitor_mode_changes_total",
     "hotline_monitor_sessions_active",
+    "hotline_consultations_total",
     "hotline_calls_released_total",
     "hotline_staffing_below_minimum_total",
     "hotline_queue_waiting",
