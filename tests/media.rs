@@ -364,3 +364,73 @@ fn in_band_dtmf_is_heard_when_no_telephone_event_was_negotiated() {
     server.assert_event(&["\"type\":\"ivr_node_entered\"", "\"node\":\"support\""]);
     caller.bye();
 }
+
+#[test]
+fn a_stray_stream_that_arrives_first_does_not_keep_the_callers_audio() {
+    let server = Server::start(TestConfig::new());
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(caller.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    assert_eq!(caller.invite("401", &offer).status(), Some(200));
+    caller.ack("");
+    let hotline_rtp = caller.server_rtp.expect("server RTP address");
+    caller.receive(3);
+    // An old call's sender still aiming at this port gets there first.
+    let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stray
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let packet = |seq: u16| {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    };
+    for seq in 0..3 {
+        stray.send_to(&packet(seq), hotline_rtp).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // The caller's own packets, from the address of its SDP, win it back.
+    for seq in 100..105 {
+        caller.rtp.send_to(&packet(seq), hotline_rtp).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Whatever was on its way settles; then, for half a second, everything
+    // hotline sends reaches the caller and nothing the stray.
+    let mut buf = [0u8; 2048];
+    let drain = |socket: &std::net::UdpSocket, buf: &mut [u8]| {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let until = std::time::Instant::now() + Duration::from_millis(100);
+        while std::time::Instant::now() < until {
+            let _ = socket.recv_from(buf);
+        }
+    };
+    drain(&stray, &mut buf);
+    drain(&caller.rtp, &mut buf);
+    let (mut to_caller, mut to_stray) = (0, 0);
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        if caller.rtp.recv_from(&mut buf).is_ok() {
+            to_caller += 1;
+        }
+        if stray.recv_from(&mut buf).is_ok() {
+            to_stray += 1;
+        }
+    }
+    assert!(
+        to_caller >= 15,
+        "the caller hears hotline again: {to_caller} packets"
+    );
+    assert_eq!(
+        to_stray, 0,
+        "nothing goes to the stray sender once the caller spoke"
+    );
+    caller
+        .rtp
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    caller.bye();
+}

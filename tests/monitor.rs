@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hotline::media::g711::Codec;
 
 const ADMIN: &str = "monitor-admin-token";
 const CALLER_HZ: f64 = 400.0;
@@ -44,164 +40,6 @@ fn register(server: &Server, account: &str, port: u16) {
         .auth(account, &format!("demo{account}"))
         .port(port)
         .run_ok(server);
-}
-
-/// Decoded audio packets with their arrival times.
-type Heard = Arc<Mutex<Vec<(Instant, Vec<i16>)>>>;
-
-/// One party's audio: sends its tone every 20 ms (to `peer`, or to whoever
-/// sent it audio first) and keeps what it receives with arrival times.
-struct Party {
-    received: Heard,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Party {
-    fn start(socket: UdpSocket, hz: f64, peer: Option<SocketAddr>) -> Party {
-        let received: Heard = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (received.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            socket
-                .set_read_timeout(Some(Duration::from_millis(5)))
-                .unwrap();
-            let mut peer = peer;
-            let mut next = Instant::now();
-            let (mut seq, mut t) = (0u16, 0usize);
-            let ssrc: u32 = rand_ssrc(hz);
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf)
-                    && n > 12
-                    && buf[1] & 0x7f == 0
-                {
-                    peer.get_or_insert(from);
-                    let mut pcm = vec![0i16; n - 12];
-                    Codec::Pcmu.decode(&buf[12..n], &mut pcm);
-                    r.lock().unwrap().push((Instant::now(), pcm));
-                }
-                if Instant::now() >= next {
-                    next += Duration::from_millis(20);
-                    if let Some(peer) = peer {
-                        let pcm: Vec<i16> = (0..160)
-                            .map(|i| {
-                                let x = (t + i) as f64 / 8000.0;
-                                (8000.0 * (2.0 * std::f64::consts::PI * hz * x).sin()) as i16
-                            })
-                            .collect();
-                        t += 160;
-                        let mut p = vec![0x80, 0];
-                        p.extend_from_slice(&seq.to_be_bytes());
-                        p.extend_from_slice(&((seq as u32) * 160).to_be_bytes());
-                        p.extend_from_slice(&ssrc.to_be_bytes());
-                        let mut payload = [0u8; 160];
-                        Codec::Pcmu.encode(&pcm, &mut payload);
-                        p.extend_from_slice(&payload);
-                        let _ = socket.send_to(&p, peer);
-                        seq = seq.wrapping_add(1);
-                    }
-                }
-            }
-        });
-        Party {
-            received,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The share of the audio received in `from..to` that is at `hz`
-    /// (about 1 for a pure tone, 0.5 for one of two equal tones, 0 absent).
-    fn share(&self, hz: f64, from: Instant, to: Instant) -> f64 {
-        let received = self.received.lock().unwrap();
-        let blocks: Vec<&Vec<i16>> = received
-            .iter()
-            .filter(|(at, pcm)| *at >= from && *at < to && pcm.len() == 160)
-            .map(|(_, pcm)| pcm)
-            .collect();
-        assert!(
-            blocks.len() > 20,
-            "too little audio received in the window: {} packets",
-            blocks.len()
-        );
-        let (mut tone, mut energy) = (0.0, 0.0);
-        for block in blocks {
-            tone += goertzel(block, hz);
-            energy += block.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() * 80.0;
-        }
-        if energy == 0.0 { 0.0 } else { tone / energy }
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn rand_ssrc(hz: f64) -> u32 {
-    0x5000_0000 | hz as u32
-}
-
-/// Squared magnitude of `hz` in one block (Goertzel).
-fn goertzel(block: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in block {
-        let s0 = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - coeff * s1 * s2
-}
-
-fn rtp_socket() -> (UdpSocket, u16) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    (socket, port)
-}
-
-fn answering_phone(port: u16, rtp_port: u16) -> Sipp {
-    Sipp::new("phone_answer_rtp").port(port).args(&[
-        "-key",
-        "rtp_port",
-        &rtp_port.to_string(),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
-        "-timeout",
-        "40s",
-    ])
-}
-
-/// A caller to 402 whose audio is a tone; returns it with its audio party.
-fn call_in(server: &Server) -> (Caller, Party) {
-    let mut caller = Caller::new(server);
-    let offer = sdp_offer(caller.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
-    let ok = caller.invite("402", &offer);
-    assert_status(&Some(ok), 200, "INVITE to 402");
-    caller.ack("");
-    let party = Party::start(
-        caller.rtp.try_clone().unwrap(),
-        CALLER_HZ,
-        caller.server_rtp,
-    );
-    (caller, party)
-}
-
-fn call_id_of(event: &str) -> String {
-    let json = &event[event.find('{').expect("an event line carries JSON")..];
-    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
-    v["call_id"].as_str().unwrap().to_string()
-}
-
-fn settle() -> Instant {
-    std::thread::sleep(Duration::from_millis(400));
-    Instant::now()
 }
 
 /// What the three parties received, and the moments the mode changed.
@@ -274,7 +112,7 @@ fn a_supervisor_listens_whispers_and_barges_from_the_api() {
         let agent_phone = s.spawn(|| answering_phone(agent_port, agent_rtp).run(&server));
         let supervisor_phone =
             s.spawn(|| answering_phone(supervisor_port, supervisor_rtp).run(&server));
-        let (mut caller_sip, caller) = call_in(&server);
+        let (mut caller_sip, caller) = call_in(&server, "402", CALLER_HZ);
         let bridged = server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
         let id = call_id_of(&bridged);
         let before = settle();
@@ -411,7 +249,7 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
 
     let windows = std::thread::scope(|s| {
         let agent_phone = s.spawn(|| answering_phone(agent_port, agent_rtp).run(&server));
-        let (mut caller_sip, caller) = call_in(&server);
+        let (mut caller_sip, caller) = call_in(&server, "402", CALLER_HZ);
         server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
         // An agent's account is not a supervisor's: 403 after the challenge.
         let run = dial("1002", "*411001").run(&server);

@@ -165,6 +165,14 @@ impl MediaSession {
     /// digits (an agent's keys are not hotline's business); whether it was
     /// accepted.
     pub fn accept(&mut self, source: SocketAddr, packet: &[u8]) -> bool {
+        // The address the peer's SDP gave always wins the latch: a stray
+        // stream (an old call's sender still aiming at a reused port) that
+        // arrived first must not hold it.
+        if self.negotiated.as_ref().and_then(|n| n.remote) == Some(source)
+            && self.latch.peer().is_some_and(|peer| peer != source)
+        {
+            self.latch.reset();
+        }
         match self.latch.judge(source, packet, &self.stats) {
             Verdict::Drop => {
                 self.totals.dropped.fetch_add(1, Ordering::Relaxed);

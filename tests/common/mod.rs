@@ -16,10 +16,13 @@
 #![allow(dead_code)]
 
 pub mod acd;
+pub mod audio;
 pub mod caller;
 pub mod catalogue;
 #[allow(unused_imports)]
 pub use acd::*;
+#[allow(unused_imports)]
+pub use audio::*;
 #[allow(unused_imports)]
 pub use caller::{Caller, media_of, sdp_offer};
 #[allow(unused_imports)]
@@ -46,6 +49,15 @@ pub const SIPP_HARD_TIMEOUT: Duration = Duration::from_secs(45);
 fn handed_out() -> &'static Mutex<HashSet<u16>> {
     static USED: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     USED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// The next block of 400 RTP ports in 10000-19999 for a server of this
+/// process (25 blocks, then again from the first).
+fn rtp_port_block() -> (u16, u16) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let block = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 25;
+    let min = 10000 + block * 400;
+    (min, min + 399)
 }
 
 /// A port number that is free on 127.0.0.1 for both UDP and TCP at the time
@@ -381,6 +393,13 @@ impl TestConfig {
             s.push('\n');
         }
         writeln!(s, "[media]").unwrap();
+        // Each server of this process takes RTP ports of its own: a party of
+        // one test still sending to a port its server released must not be
+        // latched by another test's server that took the port next.
+        if !self.extra.contains("rtp_port_min") {
+            let (min, max) = rtp_port_block();
+            writeln!(s, "rtp_port_min = {min}\nrtp_port_max = {max}").unwrap();
+        }
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         writeln!(
             s,
