@@ -14,6 +14,7 @@ mod callback;
 pub mod lookup;
 pub mod media_session;
 pub mod policy;
+mod record;
 pub mod relay;
 
 pub use acd::Side;
@@ -366,6 +367,7 @@ async fn call_actor(
     }
     ctx.calls.mailboxes.remove(&call_id);
     actor.leave(ended.unwrap_or(ReleasedBy::System));
+    actor.finish_recording().await;
 
     if let Phase::Ivr(run, flow) = &actor.phase {
         ctx.bus.publish(Event::IvrExited {
