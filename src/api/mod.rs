@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 pub mod floor;
 mod queues;
+mod recordings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,6 +92,7 @@ impl ApiState {
         (name = "calls", description = "Live calls"),
         (name = "queues", description = "Queues and their figures"),
         (name = "events", description = "The live event stream"),
+        (name = "recordings", description = "Call recordings (read only: there is no delete)"),
     )
 )]
 struct ApiDoc;
@@ -127,6 +129,8 @@ fn documented() -> OpenApiRouter<Shared> {
         .routes(routes!(calls::transfer))
         .routes(routes!(calls::disposition))
         .routes(routes!(events::events))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::get_recording))
 }
 
 /// The API routes (with their state); `/api/v1/openapi.json` serves their
@@ -168,6 +172,8 @@ mod tests {
             "/api/v1/calls/{id}/transfer",
             "/api/v1/calls/{id}/disposition",
             "/api/v1/events",
+            "/api/v1/recordings",
+            "/api/v1/recordings/{call_id}",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");
         }
