@@ -795,7 +795,11 @@ impl Actor {
         };
         let accepted = connected.leg.media.accept(source, packet);
         if accepted {
-            let format = connected.leg.media.negotiated().map(|n| (n.codec, n.payload_type));
+            let format = connected
+                .leg
+                .media
+                .negotiated()
+                .map(|n| (n.codec, n.payload_type));
             (self.acd.recording).agent(packet, format, self.acd.hold.is_some());
         }
         if !accepted || !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {

@@ -30,7 +30,9 @@ impl Actor {
         if let Some(done) = self.acd.recording.finish()
             && tokio::time::timeout(FINISH_WAIT, done).await.is_err()
         {
-            tracing::warn!("the recording was not finalised in time; its record lacks the checksum");
+            tracing::warn!(
+                "the recording was not finalised in time; its record lacks the checksum"
+            );
         }
     }
 }

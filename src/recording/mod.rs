@@ -71,12 +71,7 @@ pub fn file_stem(call_id: &str) -> String {
 /// Where the recording of `call_id`, which started at `call_start`, goes.
 pub fn path_for(dir: &Path, call_id: &str, call_start: SystemTime) -> PathBuf {
     let t = time::OffsetDateTime::from(call_start);
-    let day = format!(
-        "{:04}-{:02}-{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day()
-    );
+    let day = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
     let path = dir.join(day).join(format!("{}.wav", file_stem(call_id)));
     std::path::absolute(&path).unwrap_or(path)
 }
@@ -236,7 +231,10 @@ impl CallRecording {
             _ => {}
         }
         if now >= active.next_flush {
-            active.flush(frames_of(now - active.started));
+            // Packets within the jitter of now may still arrive for the
+            // stretch just before it: it waits for the next flush.
+            let end = frames_of(now - active.started).saturating_sub(JITTER_FRAMES);
+            active.flush(end);
             active.next_flush = now + active.flush_every;
         }
     }

@@ -86,7 +86,10 @@ fn samples_ahead_of_a_flush_wait_for_the_next_and_long_silence_is_counted() {
     assert_eq!(t.take(160, &mut out), 0);
     let f = frames(&out, true);
     assert_eq!(f.len(), 60);
-    assert!(f.iter().all(|s| s[0] == decoded(1000)), "the rest came next");
+    assert!(
+        f.iter().all(|s| s[0] == decoded(1000)),
+        "the rest came next"
+    );
     // Nothing arrives for 5000 frames: more than the timeline holds.
     assert_eq!(t.take(5160, &mut out), (5000 - 1000) * 4);
     assert_eq!(out.len(), 1000 * 4);
@@ -100,7 +103,10 @@ fn samples_ahead_of_a_flush_wait_for_the_next_and_long_silence_is_counted() {
 
 #[test]
 fn file_names_are_safe_and_dated_by_the_call_start() {
-    assert_eq!(file_stem("a84b4c76e66710@pc33.example.com"), "a84b4c76e66710@pc33.example.com");
+    assert_eq!(
+        file_stem("a84b4c76e66710@pc33.example.com"),
+        "a84b4c76e66710@pc33.example.com"
+    );
     assert_eq!(file_stem("../../etc/passwd"), "_._.._etc_passwd");
     assert_eq!(file_stem(".."), "_.");
     assert_eq!(file_stem(".hidden"), "_hidden");
@@ -111,6 +117,87 @@ fn file_names_are_safe_and_dated_by_the_call_start() {
     let path = path_for(Path::new("/rec"), "abc/1", t);
     assert_eq!(path, PathBuf::from("/rec/2026-11-23/abc_1.wav"));
     assert!(path_for(Path::new("rel"), "x", t).is_absolute());
-    assert_eq!(format_holds(&[(12_000, 20_500), (31_000, 33_000)]), "12000-20500,31000-33000");
+    assert_eq!(
+        format_holds(&[(12_000, 20_500), (31_000, 33_000)]),
+        "12000-20500,31000-33000"
+    );
     assert_eq!(format_holds(&[]), "");
+}
+
+fn rtp(payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn a_hold_is_kept_as_a_period_and_the_agent_is_silent_during_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RecordingSettings {
+        enabled: true,
+        dir: dir.path().to_path_buf(),
+        format: RecordingFormat::Stereo,
+        flush_interval: Duration::from_millis(100),
+    };
+    let bus = EventBus::new(64);
+    let mut events = bus.subscribe();
+    let mut rec = CallRecording::new();
+    rec.start(&settings, "hold-test", &bus);
+    assert!(rec.is_active());
+    let pcmu = Some((Codec::Pcmu, 0));
+    let (caller, agent) = (rtp(&pcmu_bytes(1000)), rtp(&pcmu_bytes(2000)));
+    let start = Instant::now();
+    for i in 0..30u64 {
+        let hold = (10..20).contains(&i);
+        rec.caller(&caller, pcmu, hold);
+        rec.agent(&agent, pcmu, hold);
+        // A telephone event is not audio.
+        rec.agent(&rtp(&[1, 0, 0, 160])[..], Some((Codec::Pcmu, 8)), hold);
+        let next = start + Duration::from_millis(20 * (i + 1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    rec.finish().unwrap().blocking_recv().unwrap();
+    assert!(!rec.is_active());
+    let mut holds = None;
+    let mut path = None;
+    while let Ok(stamped) = events.try_recv() {
+        if let crate::events::Event::RecordingFinished {
+            hold_periods,
+            path: p,
+            ..
+        } = stamped.event
+        {
+            holds = Some(hold_periods);
+            path = Some(p);
+        }
+    }
+    let holds = holds.expect("recording_finished");
+    let (a, b) = holds.split_once('-').unwrap();
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    assert!(
+        (180..=260).contains(&a) && (380..=460).contains(&b),
+        "{holds}"
+    );
+    let bytes = std::fs::read(path.unwrap()).unwrap();
+    let f = frames(&bytes[44..], true);
+    let held = (a as usize * 8 + 200)..(b as usize * 8 - 200);
+    assert!(
+        f[held.clone()].iter().all(|s| s[1] == 0),
+        "the agent is silent on hold"
+    );
+    assert!(
+        f[held].iter().all(|s| s[0] == decoded(1000)),
+        "the caller is not"
+    );
+    let bad: Vec<usize> = (40..1500).filter(|&i| f[i][1] != decoded(2000)).collect();
+    assert!(
+        bad.is_empty(),
+        "{} {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+fn pcmu_bytes(value: i16) -> Vec<u8> {
+    pcmu(value, 160)
 }

@@ -24,9 +24,13 @@ pub enum VerifyError {
 pub enum Problem {
     Missing,
     /// The file's SHA-256 now.
-    Modified { found: String },
+    Modified {
+        found: String,
+    },
     /// The file is there but cannot be read.
-    Unreadable { error: String },
+    Unreadable {
+        error: String,
+    },
 }
 
 /// One recording that does not match its record.
@@ -168,7 +172,10 @@ mod tests {
         assert_eq!(modified.call_id, "b");
         assert_eq!(modified.problem, Problem::Modified { found: sha(&bytes) });
         let line = modified.to_string();
-        assert!(line.contains("changed.wav") && line.contains("MODIFIED"), "{line}");
+        assert!(
+            line.contains("changed.wav") && line.contains("MODIFIED"),
+            "{line}"
+        );
         assert!(report.findings[1].to_string().contains("missing.wav"));
     }
 

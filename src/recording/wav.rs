@@ -45,7 +45,8 @@ pub fn parse_header(bytes: &[u8]) -> Option<(u16, u32, u32, u32)> {
         return None;
     }
     let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-    let u32_at = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let u32_at =
+        |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     Some((u16_at(22), u32_at(24), u32_at(4), u32_at(40)))
 }
 
@@ -106,7 +107,8 @@ impl WavFile {
     fn patch(&mut self) -> io::Result<()> {
         let data = u32::try_from(self.data_len).unwrap_or(u32::MAX);
         self.file.seek(SeekFrom::Start(4))?;
-        self.file.write_all(&data.saturating_add(36).to_le_bytes())?;
+        self.file
+            .write_all(&data.saturating_add(36).to_le_bytes())?;
         self.file.seek(SeekFrom::Start(40))?;
         self.file.write_all(&data.to_le_bytes())?;
         self.file.seek(SeekFrom::End(0))?;
@@ -159,7 +161,10 @@ mod tests {
         // hound, an independent reader, agrees.
         let reader = hound::WavReader::open(&path).unwrap();
         let spec = reader.spec();
-        assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8000, 16));
+        assert_eq!(
+            (spec.channels, spec.sample_rate, spec.bits_per_sample),
+            (2, 8000, 16)
+        );
         assert_eq!(reader.duration(), 5008 / 4);
     }
 

@@ -272,7 +272,11 @@ mod tests {
         })
         .unwrap();
         finished.blocking_recv().unwrap();
-        assert_eq!(returned.recv().unwrap().len(), 32_000, "the buffer comes back");
+        assert_eq!(
+            returned.recv().unwrap().len(),
+            32_000,
+            "the buffer comes back"
+        );
         assert!(!failed.load(Ordering::Acquire));
         drop(tx);
         thread.join().unwrap();

@@ -18,6 +18,7 @@
 pub mod acd;
 pub mod caller;
 pub mod catalogue;
+pub mod pcap;
 #[allow(unused_imports)]
 pub use acd::*;
 #[allow(unused_imports)]
