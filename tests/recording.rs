@@ -314,6 +314,7 @@ fn a_bridged_call_is_recorded_caller_left_agent_right_with_its_checksum_on_the_r
     let duration = row["recording_ms"].as_i64().unwrap();
     assert_eq!(duration as u64, wav.duration_ms());
     let talk = row["talk_ms"].as_i64().unwrap();
+    eprintln!("recorded {duration} ms of a call that talked {talk} ms");
     assert!(
         (duration - talk).abs() < 400 && duration > 2_800,
         "recorded {duration} ms, talked {talk} ms"
@@ -385,6 +386,10 @@ fn after_kill_9_the_file_is_well_formed_and_holds_the_audio_up_to_a_flush_before
     assert_eq!(wav.riff_size, wav.data_size + 36);
     // The test sees the bridge a little after it happened.
     let recorded_ms = u64::from(wav.data_size) / 32;
+    eprintln!(
+        "kill -9 after {} ms bridged: {recorded_ms} ms in the header, {present} data bytes on disk",
+        bridged_for.as_millis()
+    );
     let lost = (bridged_for.as_millis() as u64).saturating_sub(recorded_ms);
     assert!(
         lost <= 1_300 && recorded_ms <= bridged_for.as_millis() as u64 + 500,
