@@ -550,3 +550,52 @@ fn the_api_lists_and_streams_recordings_to_whom_it_may_and_deletes_nothing() {
         "{item}"
     );
 }
+
+#[test]
+fn a_recording_that_cannot_be_written_raises_the_alarm_and_the_call_goes_on() {
+    // The recordings' directory would lie under a regular file: every
+    // write fails, as on a full or read-only disk.
+    let server =
+        Server::start(recording_config("[recording]\ndir = \"blocked/recordings\"\n").http(true));
+    std::fs::write(server.dir.path().join("blocked"), b"not a directory").unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| tone_agent(&server, agent_port, 3, "15s").run(&server));
+        let mut caller = call_until_bridged(&server);
+        let failed = server.wait_event(&["\"type\":\"recording_failed\""], Duration::from_secs(3));
+        assert!(
+            field(&failed, "error")
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{failed}"
+        );
+        // The call is unharmed: audio still reaches the agent and back.
+        speak(&caller, 50);
+        caller.bye();
+        agent.join().unwrap().assert_ok(&server);
+    });
+    let released = server.wait_event(
+        &["\"type\":\"call_released\"", "\"released_by\":\"caller\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        field(&released, "talk_ms").as_u64().unwrap() >= 900,
+        "{released}"
+    );
+    assert!(
+        server
+            .events(&["\"type\":\"recording_finished\""])
+            .is_empty()
+    );
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        page.lines()
+            .any(|l| l == "hotline_recording_failures_total 1"),
+        "{page}"
+    );
+    let db = server.dir.path().join("hotline.db");
+    let row = recorded_row(&db);
+    assert!(row["recording_sha256"].is_null(), "{row}");
+    assert_eq!(row["disposition"], "answered");
+}

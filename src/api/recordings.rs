@@ -69,14 +69,20 @@ fn time_param(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> 
         .transpose()
 }
 
-/// Reads recordings from the database, off the async runtime. `call_id`
-/// selects one; otherwise the filter applies.
-async fn rows(
-    state: &ApiState,
+/// What to read.
+struct Select {
     call_id: Option<String>,
     since: Option<i64>,
     until: Option<i64>,
-) -> Result<Vec<Row>, ApiError> {
+    queue: Option<String>,
+    agent: Option<String>,
+    /// Rows the principal may not see are skipped, not counted.
+    who: Principal,
+}
+
+/// Reads recordings from the database, off the async runtime: at most
+/// [`MAX_LIST`] that `select` keeps, newest first.
+async fn rows(state: &ApiState, select: Select) -> Result<Vec<Row>, ApiError> {
     let store = &state.edge.settings.store;
     if !store.enabled {
         return Err(ApiError::unavailable(
@@ -84,7 +90,7 @@ async fn rows(
         ));
     }
     let db: PathBuf = store.path.clone();
-    let read = tokio::task::spawn_blocking(move || read_rows(&db, call_id, since, until)).await;
+    let read = tokio::task::spawn_blocking(move || read_rows(&db, &select)).await;
     match read {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(StoreError::NotFound { .. })) => Ok(Vec::new()),
@@ -96,12 +102,7 @@ async fn rows(
     }
 }
 
-fn read_rows(
-    db: &std::path::Path,
-    call_id: Option<String>,
-    since: Option<i64>,
-    until: Option<i64>,
-) -> Result<Vec<Row>, StoreError> {
+fn read_rows(db: &std::path::Path, select: &Select) -> Result<Vec<Row>, StoreError> {
     let conn = schema::open_for_reading(db)?;
     let read_err = |source| StoreError::Read {
         path: db.to_path_buf(),
@@ -116,11 +117,20 @@ fn read_rows(
                AND (?1 IS NULL OR call_id = ?1)
                AND (?2 IS NULL OR recording_started_at >= ?2)
                AND (?3 IS NULL OR recording_started_at < ?3)
+               AND (?4 IS NULL OR queue = ?4)
+               AND (?5 IS NULL OR agent = ?5)
              ORDER BY recording_started_at DESC, call_id",
         )
         .map_err(read_err)?;
+    let params = rusqlite::params![
+        select.call_id,
+        select.since,
+        select.until,
+        select.queue,
+        select.agent
+    ];
     let rows = stmt
-        .query_map(rusqlite::params![call_id, since, until], |r| {
+        .query_map(params, |r| {
             Ok(Row {
                 view: RecordingView {
                     call_id: r.get(0)?,
@@ -134,7 +144,25 @@ fn read_rows(
             })
         })
         .map_err(read_err)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
+    let mut kept = Vec::new();
+    for row in rows {
+        let row = row.map_err(read_err)?;
+        // Who may see it is decided here, for the call id lookup too: a row
+        // kept back would read as a 404 instead of a 403.
+        if select.call_id.is_some()
+            || may_see(
+                &select.who,
+                row.view.queue.as_deref(),
+                row.view.agent.as_deref(),
+            )
+        {
+            kept.push(row);
+            if kept.len() >= MAX_LIST {
+                break;
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// The recordings this token may hear, newest first (at most 1000).
@@ -150,16 +178,16 @@ pub async fn list_recordings(
 ) -> Result<Json<Vec<RecordingView>>, ApiError> {
     let since = time_param("since", filter.since.as_deref())?;
     let until = time_param("until", filter.until.as_deref())?;
-    let views = rows(&state, None, since, until)
-        .await?
-        .into_iter()
-        .map(|r| r.view)
-        .filter(|v| may_see(&who, v.queue.as_deref(), v.agent.as_deref()))
-        .filter(|v| filter.queue.is_none() || v.queue == filter.queue)
-        .filter(|v| filter.agent.is_none() || v.agent == filter.agent)
-        .take(MAX_LIST)
-        .collect();
-    Ok(Json(views))
+    let select = Select {
+        call_id: None,
+        since,
+        until,
+        queue: filter.queue,
+        agent: filter.agent,
+        who,
+    };
+    let views = rows(&state, select).await?.into_iter().map(|r| r.view);
+    Ok(Json(views.collect()))
 }
 
 /// The recording of a call, streamed as `audio/wav`.
@@ -174,7 +202,15 @@ pub async fn get_recording(
     who: Principal,
     Path(call_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let row = rows(&state, Some(call_id.clone()), None, None)
+    let select = Select {
+        call_id: Some(call_id.clone()),
+        since: None,
+        until: None,
+        queue: None,
+        agent: None,
+        who: who.clone(),
+    };
+    let row = rows(&state, select)
         .await?
         .into_iter()
         .next()
