@@ -25,7 +25,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{RecordingFormat, RecordingSettings};
@@ -97,7 +97,9 @@ pub struct CallRecording {
 struct Active {
     id: u64,
     jobs: &'static Sender<Job>,
-    returns: Receiver<Vec<u8>>,
+    /// Written buffers coming back (a tokio receiver: the actor must stay
+    /// `Sync`).
+    returns: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     failed: Arc<AtomicBool>,
     timeline: Timeline,
     started: Instant,
@@ -141,7 +143,7 @@ impl CallRecording {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let stereo = settings.format == RecordingFormat::Stereo;
         let failed = Arc::new(AtomicBool::new(false));
-        let (returns_tx, returns) = std::sync::mpsc::channel();
+        let (returns_tx, returns) = tokio::sync::mpsc::unbounded_channel();
         let open = Job::Open {
             id,
             call_id: call_id.to_string(),

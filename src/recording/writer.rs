@@ -30,7 +30,7 @@ pub enum Job {
         /// Set when the recording failed: the call stops feeding it.
         failed: Arc<AtomicBool>,
         /// Buffers go back here once written, to be filled again.
-        returns: Sender<Vec<u8>>,
+        returns: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     },
     Write {
         id: u64,
@@ -52,7 +52,7 @@ struct Open {
     wav: WavFile,
     bus: EventBus,
     failed: Arc<AtomicBool>,
-    returns: Sender<Vec<u8>>,
+    returns: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// The one writer thread of the process, started on first use; `None` if
@@ -230,9 +230,11 @@ pub fn file_len(channels: u16, frames: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn open_job(id: u64, path: &Path, bus: &EventBus) -> (Job, Arc<AtomicBool>, Receiver<Vec<u8>>) {
+    type Returned = tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>;
+
+    fn open_job(id: u64, path: &Path, bus: &EventBus) -> (Job, Arc<AtomicBool>, Returned) {
         let failed = Arc::new(AtomicBool::new(false));
-        let (returns, returned) = std::sync::mpsc::channel();
+        let (returns, returned) = tokio::sync::mpsc::unbounded_channel();
         (
             Job::Open {
                 id,
@@ -256,7 +258,7 @@ mod tests {
         let mut events = bus.subscribe();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || run(rx));
-        let (open, failed, returned) = open_job(1, &path, &bus);
+        let (open, failed, mut returned) = open_job(1, &path, &bus);
         tx.send(open).unwrap();
         tx.send(Job::Write {
             id: 1,
@@ -273,7 +275,7 @@ mod tests {
         .unwrap();
         finished.blocking_recv().unwrap();
         assert_eq!(
-            returned.recv().unwrap().len(),
+            returned.try_recv().unwrap().len(),
             32_000,
             "the buffer comes back"
         );

@@ -524,7 +524,15 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallTransferred { call_id, .. }
         | Event::RecordingStarted { call_id, .. }
         | Event::RecordingFinished { call_id, .. }
-        | Event::RecordingFailed { call_id, .. } => Some(call_id),
+        | Event::RecordingFailed { call_id, .. }
+        | Event::MonitorStarted { call_id, .. }
+        | Event::MonitorModeChanged { call_id, .. }
+        | Event::MonitorEnded { call_id, .. }
+        | Event::ConsultStarted { call_id, .. }
+        | Event::ConsultAnswered { call_id, .. }
+        | Event::ConsultEnded { call_id, .. }
+        | Event::ConferenceStarted { call_id, .. }
+        | Event::ConferenceEnded { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
         | Event::RegistrationRemoved { .. }
