@@ -12,6 +12,7 @@ pub mod http;
 pub mod ivr;
 pub mod media;
 pub mod metrics;
+pub mod recording;
 pub mod sip;
 pub mod store;
 

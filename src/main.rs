@@ -1,4 +1,5 @@
-//! The `hotline` command line: serve, check-config, cdr export, version.
+//! The `hotline` command line: serve, check-config, cdr export, recordings
+//! verify, version.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,27 @@ enum Command {
     Cdr {
         #[command(subcommand)]
         command: CdrCommand,
+    },
+    /// Call recordings.
+    Recordings {
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// Check every finished recording named in the call records against
+    /// its file: a file missing or whose SHA-256 changed is printed, and
+    /// the exit status is then 1. Works while the server runs.
+    Verify {
+        /// Configuration file naming the database (store.path) [default:
+        /// config/hotline.toml, else the embedded default]
+        #[arg(long, short, conflicts_with = "db")]
+        config: Option<PathBuf>,
+        /// The database file [default: store.path of the configuration]
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
 }
 
@@ -139,6 +161,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Recordings {
+            command: RecordingsCommand::Verify { config, db },
+        } => verify_recordings(config, db),
         Command::Serve { config } => {
             let settings = match Settings::load(config.as_deref()) {
                 Ok(s) => s,
@@ -162,6 +187,53 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `hotline recordings verify`.
+fn verify_recordings(config: Option<PathBuf>, db: Option<PathBuf>) -> ExitCode {
+    let path = match db {
+        Some(path) => path,
+        None => match Settings::load(config.as_deref()) {
+            Ok(settings) => settings.store.path,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match hotline::recording::verify::verify(&path) {
+        Ok(report) => {
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            let unfinished = if report.unfinished > 0 {
+                format!(
+                    "; {} recording(s) never finished (no checksum to check)",
+                    report.unfinished
+                )
+            } else {
+                String::new()
+            };
+            if report.findings.is_empty() {
+                println!(
+                    "{} recording(s) verified: all match their SHA-256{unfinished}",
+                    report.checked
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{} of {} recording(s) missing or changed{unfinished}",
+                    report.findings.len(),
+                    report.checked
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

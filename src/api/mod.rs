@@ -15,6 +15,7 @@ mod events;
 pub mod floor;
 mod monitor;
 mod queues;
+mod recordings;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ impl ApiState {
         (name = "calls", description = "Live calls"),
         (name = "queues", description = "Queues and their figures"),
         (name = "events", description = "The live event stream"),
+        (name = "recordings", description = "Call recordings (read only: there is no delete)"),
     )
 )]
 struct ApiDoc;
@@ -137,6 +139,8 @@ fn documented() -> OpenApiRouter<Shared> {
             monitor::stop_monitor
         ))
         .routes(routes!(events::events))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::get_recording))
 }
 
 /// The API routes (with their state); `/api/v1/openapi.json` serves their
@@ -182,6 +186,8 @@ mod tests {
             "/api/v1/calls/{id}/consult/transfer",
             "/api/v1/calls/{id}/consult/conference",
             "/api/v1/events",
+            "/api/v1/recordings",
+            "/api/v1/recordings/{call_id}",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");
         }

@@ -125,6 +125,8 @@ pub struct AcdState {
     pub(super) callback: Option<super::callback::Callback>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
     pub caller_sip_call_id: String,
+    /// The call's recording, from its first bridge (rulebook Q1).
+    pub(super) recording: crate::recording::CallRecording,
 }
 
 impl AcdState {
@@ -168,6 +170,7 @@ impl AcdState {
             callback_offered: false,
             callback: None,
             caller_sip_call_id: call_id,
+            recording: crate::recording::CallRecording::new(),
         }
     }
 
@@ -187,6 +190,7 @@ impl AcdState {
             self.announce_at,
             self.callback_offer_at,
             customer,
+            self.recording.flush_at(),
         ]
         .into_iter()
         .flatten()
@@ -616,6 +620,7 @@ impl Actor {
             });
         }
         info!("caller and agent bridged");
+        self.start_recording();
         self.hold_changed();
     }
 
@@ -789,6 +794,8 @@ impl Actor {
     }
 
     pub(super) fn relay_from_caller(&mut self, packet: &[u8]) {
+        let format = self.media.negotiated().map(|n| (n.codec, n.payload_type));
+        (self.acd.recording).caller(packet, format, self.acd.hold.is_some());
         if !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
             return;
         }
@@ -819,6 +826,14 @@ impl Actor {
             return;
         };
         let accepted = connected.leg.media.accept(source, packet);
+        if accepted {
+            let format = connected
+                .leg
+                .media
+                .negotiated()
+                .map(|n| (n.codec, n.payload_type));
+            (self.acd.recording).agent(packet, format, self.acd.hold.is_some());
+        }
         if accepted && self.consult.as_ref().is_some_and(|c| c.over_call_leg()) {
             self.relay_to_consultant(packet);
             return;
@@ -967,6 +982,7 @@ impl Actor {
         {
             self.customer_unanswered();
         }
+        self.acd.recording.tick(now, self.acd.hold.is_some());
         while let Some(step) = self.acd.hold.as_mut().and_then(|h| h.clock.step(now)) {
             self.on_hold_step(step).await;
         }

@@ -16,6 +16,7 @@ pub mod lookup;
 pub mod media_session;
 pub mod monitor;
 pub mod policy;
+mod record;
 pub mod relay;
 
 pub use acd::Side;
@@ -395,6 +396,7 @@ async fn call_actor(
     }
     ctx.calls.mailboxes.remove(&call_id);
     actor.leave(ended.unwrap_or(ReleasedBy::System));
+    actor.finish_recording().await;
 
     if let Phase::Ivr(run, flow) = &actor.phase {
         ctx.bus.publish(Event::IvrExited {

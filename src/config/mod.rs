@@ -89,6 +89,7 @@ pub struct RawConfig {
     pub store: RawStore,
     pub metrics: RawMetrics,
     pub api: RawApi,
+    pub recording: RawRecording,
     pub monitor: RawMonitor,
 }
 
@@ -513,6 +514,100 @@ impl Default for StoreSettings {
     }
 }
 
+// --- Recording (rulebook Q1) ---------------------------------------------
+
+/// How a bridged call's two parties are laid out in its WAV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RecordingFormat {
+    /// Two channels: the caller left, the agent right.
+    #[default]
+    Stereo,
+    /// One channel: both parties mixed (saturating).
+    Mono,
+}
+
+named_values! {
+    RecordingFormat, "a recording format", [
+        "stereo" => Stereo,
+        "mono" => Mono,
+    ]
+}
+
+/// `[recording]`: where and how bridged calls are recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRecording {
+    pub enabled: bool,
+    pub dir: String,
+    pub format: RecordingFormat,
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for RawRecording {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: "recordings".into(),
+            format: RecordingFormat::Stereo,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RawRecording {
+    /// The settings as written, unchecked (see [`RawRecording::check`]).
+    fn resolve(&self) -> RecordingSettings {
+        RecordingSettings {
+            enabled: self.enabled,
+            dir: PathBuf::from(self.dir.trim()),
+            format: self.format,
+            flush_interval: self.flush_interval,
+        }
+    }
+
+    fn check(&self, issues: &mut Vec<ConfigIssue>) {
+        if self.enabled && self.dir.trim().is_empty() {
+            issues.push(ConfigIssue {
+                key: "recording.dir".into(),
+                message: "must name the directory of the recordings, e.g. \"recordings\" (set recording.enabled = false to record nothing)".into(),
+            });
+        }
+        let interval = self.flush_interval;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(10) {
+            issues.push(ConfigIssue {
+                key: "recording.flush_interval".into(),
+                message: format!(
+                    "{} is out of range: expected between 100ms and 10s",
+                    humantime::format_duration(interval)
+                ),
+            });
+        }
+    }
+}
+
+/// `[recording]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingSettings {
+    /// Whether bridged calls are recorded at all (queues opt out with
+    /// `record = false`).
+    pub enabled: bool,
+    /// Root of the recordings (`DIR/YYYY-MM-DD/CALL_ID.wav`); a relative
+    /// path is taken from the working directory.
+    pub dir: PathBuf,
+    pub format: RecordingFormat,
+    /// Longest time recorded audio waits before it reaches the file
+    /// (100ms-10s): a crash loses at most this much.
+    pub flush_interval: Duration,
+}
+
+impl Default for RecordingSettings {
+    /// The documented defaults.
+    fn default() -> Self {
+        RawRecording::default().resolve()
+    }
+}
+
 /// A character of an RFC 3261 `token` (header names are tokens).
 fn is_sip_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric()
@@ -679,6 +774,7 @@ pub struct RawQueue {
     pub callback_key: String,
     pub min_staffed: u32,
     pub service_level_seconds: u32,
+    pub record: bool,
 }
 
 impl Default for RawQueue {
@@ -700,6 +796,7 @@ impl Default for RawQueue {
             callback_key: "1".into(),
             min_staffed: 0,
             service_level_seconds: 20,
+            record: true,
         }
     }
 }
@@ -951,6 +1048,7 @@ pub struct Settings {
     pub acd: AcdSettings,
     pub store: StoreSettings,
     pub api: ApiSettings,
+    pub recording: RecordingSettings,
     pub monitor: MonitorSettings,
 }
 
@@ -1048,6 +1146,8 @@ pub struct Queue {
     pub min_staffed: u32,
     /// Answered within this wait counts toward the service level.
     pub service_level: Duration,
+    /// Its bridged calls are recorded (when `recording.enabled`).
+    pub record: bool,
 }
 
 impl Queue {
@@ -1072,6 +1172,7 @@ impl Queue {
             callback_key: '1',
             min_staffed: raw.min_staffed,
             service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
+            record: raw.record,
         }
     }
 }
@@ -1753,6 +1854,7 @@ impl RawConfig {
         issues.extend(issues_of_flows);
         self.acd.check(&mut issues);
         self.store.check(&mut issues);
+        self.recording.check(&mut issues);
         let queues = self.check_queues(&mut issues);
         let api = self.check_api(&agents, &queues, &mut issues);
         let monitor = self.monitor.check(&agents, &mut issues);
@@ -1804,6 +1906,7 @@ impl RawConfig {
             acd: self.acd.resolve(),
             store: self.store.resolve(),
             api,
+            recording: self.recording.resolve(),
             monitor,
             blocklist: self
                 .blocklist
@@ -1988,6 +2091,7 @@ impl RawConfig {
                     callback_key,
                     min_staffed: raw.min_staffed,
                     service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
+                    record: raw.record,
                 },
             );
         }
@@ -2809,7 +2913,7 @@ add_skills = ["general", "french"]
         let acd = documented("[acd]", "# --- Queues");
         let queue = documented("# [queues.NAME]", "[queues.support]");
         assert_eq!(acd.len(), 14, "{acd:#?}");
-        assert_eq!(queue.len(), 16, "{queue:#?}");
+        assert_eq!(queue.len(), 17, "{queue:#?}");
         let text = format!(
             "[acd]\n{}\n[queues.q]\n{}\n",
             acd.join("\n"),
@@ -2842,7 +2946,7 @@ add_skills = ["general", "french"]
 
     #[test]
     fn store_options_take_their_documented_defaults() {
-        let documented = documented("[store]", "# --- Trunks");
+        let documented = documented("[store]", "# --- Recording");
         assert_eq!(documented.len(), 3, "{documented:#?}");
         let s = load(&format!("[store]\n{}\n", documented.join("\n"))).unwrap();
         assert_eq!(s.store, StoreSettings::default());
@@ -2882,6 +2986,42 @@ add_skills = ["general", "french"]
         let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &env).unwrap();
         assert_eq!(s.store.path, PathBuf::from("other.db"));
         assert!(!s.store.enabled);
+    }
+
+    #[test]
+    fn recording_options_take_their_documented_defaults() {
+        let documented = documented("[recording]", "# --- Trunks");
+        assert_eq!(documented.len(), 4, "{documented:#?}");
+        let s = load(&format!("[recording]\n{}\n", documented.join("\n"))).unwrap();
+        assert_eq!(s.recording, RecordingSettings::default());
+        assert_eq!(load("").unwrap().recording, RecordingSettings::default());
+        assert!(s.recording.enabled);
+        assert_eq!(s.recording.dir, PathBuf::from("recordings"));
+        assert_eq!(s.recording.format, RecordingFormat::Stereo);
+        assert_eq!(s.recording.flush_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn recording_options_are_read_and_checked() {
+        let s = load(
+            "[recording]\nformat = \"mono\"\ndir = \"/srv/rec\"\nflush_interval = \"250ms\"\n\
+             [queues.support]\nrecord = false\n",
+        )
+        .unwrap();
+        assert_eq!(s.recording.format, RecordingFormat::Mono);
+        assert_eq!(s.recording.dir, PathBuf::from("/srv/rec"));
+        assert_eq!(s.recording.flush_interval, Duration::from_millis(250));
+        assert!(!s.queues["support"].record);
+        for bad in ["50ms", "11s"] {
+            let err = load(&format!("[recording]\nflush_interval = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(keys(err), vec!["recording.flush_interval"], "{bad}");
+        }
+        let err = load("[recording]\ndir = \" \"\nformat = \"surround\"\n").unwrap_err();
+        let found = issue_keys(&err);
+        for key in ["recording.dir", "recording.format"] {
+            assert!(found.contains(&key.to_string()), "{key}: {err}");
+        }
+        assert!(load("[recording]\nenabled = false\ndir = \"\"\n").is_ok());
     }
 
     #[test]

@@ -297,6 +297,32 @@ pub enum Event {
         number: String,
         status: Option<u16>,
     },
+    // --- Recording (rulebook Q1) ---
+    /// The call's recording file was created.
+    RecordingStarted {
+        call_id: String,
+        path: String,
+    },
+    /// The recording was finalised at hang-up: header complete, synced.
+    RecordingFinished {
+        call_id: String,
+        path: String,
+        /// SHA-256 of the whole file, lowercase hex.
+        sha256: String,
+        duration_ms: u64,
+        /// Size of the file.
+        bytes: u64,
+        /// Holds as offsets from the start of the recording,
+        /// `START-END[,START-END...]` in ms; empty without holds.
+        hold_periods: String,
+    },
+    /// The recording stopped on an error (a full disk, any write error);
+    /// the call goes on unrecorded from here. An alarm.
+    RecordingFailed {
+        call_id: String,
+        path: String,
+        error: String,
+    },
     /// A supervisor joined a live call (rulebook Q2); `via` is "api" or "phone".
     MonitorStarted {
         call_id: String,

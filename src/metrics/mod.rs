@@ -92,6 +92,11 @@ pub struct Metrics {
     agent_answered: IntCounterVec,
     agent_talk: IntCounterVec,
     agent_state: IntGaugeVec,
+    // --- Recording (rulebook Q1) ---
+    recordings_started: IntCounter,
+    recordings_finished: IntCounter,
+    recording_failures: IntCounter,
+    recording_bytes: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -372,6 +377,26 @@ impl Metrics {
                 }
                 g
             },
+            recordings_started: counter(
+                &r,
+                "hotline_recordings_started_total",
+                "Call recordings started.",
+            )?,
+            recordings_finished: counter(
+                &r,
+                "hotline_recordings_finished_total",
+                "Call recordings finalised with their checksum.",
+            )?,
+            recording_failures: counter(
+                &r,
+                "hotline_recording_failures_total",
+                "Call recordings stopped by an error (disk full, write error): an alarm.",
+            )?,
+            recording_bytes: counter(
+                &r,
+                "hotline_recording_bytes_total",
+                "Bytes of finished recording files.",
+            )?,
             registry: r,
         };
         #[cfg(target_os = "linux")]
@@ -610,6 +635,12 @@ impl Metrics {
                     .with_label_values(&[queue])
                     .inc();
             }
+            Event::RecordingStarted { .. } => self.recordings_started.inc(),
+            Event::RecordingFinished { bytes, .. } => {
+                self.recordings_finished.inc();
+                self.recording_bytes.inc_by(*bytes);
+            }
+            Event::RecordingFailed { .. } => self.recording_failures.inc(),
             Event::AuthFailed { .. } => self.auth_failures.inc(),
             Event::SourceBanned { .. } => self.bans.inc(),
             Event::CallEnded { call_id, .. } => {

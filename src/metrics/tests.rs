@@ -490,3 +490,51 @@ fn callbacks_and_ivr_exits_are_counted_by_queue_and_flow() {
         1.0
     );
 }
+
+#[test]
+fn recordings_are_counted_and_a_failure_raises_its_counter() {
+    let mut m = Metrics::new(&settings(false)).unwrap();
+    assert_eq!(value(&m, "hotline_recording_failures_total"), 0.0);
+    let path = "/rec/2026-12-06/c1.wav".to_string();
+    feed(
+        &mut m,
+        1,
+        Event::RecordingStarted {
+            call_id: call("c1"),
+            path: path.clone(),
+        },
+    );
+    feed(
+        &mut m,
+        9,
+        Event::RecordingFinished {
+            call_id: call("c1"),
+            path: path.clone(),
+            sha256: "00".repeat(32),
+            duration_ms: 8_000,
+            bytes: 256_044,
+            hold_periods: String::new(),
+        },
+    );
+    feed(
+        &mut m,
+        10,
+        Event::RecordingStarted {
+            call_id: call("c2"),
+            path: path.clone(),
+        },
+    );
+    feed(
+        &mut m,
+        11,
+        Event::RecordingFailed {
+            call_id: call("c2"),
+            path,
+            error: "No space left on device (os error 28)".into(),
+        },
+    );
+    assert_eq!(value(&m, "hotline_recordings_started_total"), 2.0);
+    assert_eq!(value(&m, "hotline_recordings_finished_total"), 1.0);
+    assert_eq!(value(&m, "hotline_recording_failures_total"), 1.0);
+    assert_eq!(value(&m, "hotline_recording_bytes_total"), 256_044.0);
+}

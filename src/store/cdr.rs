@@ -118,6 +118,17 @@ pub struct Cdr {
     pub recording: Option<String>,
     pub category: Option<String>,
     pub notes: Option<String>,
+    // --- Recording (rulebook Q1) ---
+    /// When the recording started (the bridge), unix ms.
+    pub recording_started_at: Option<i64>,
+    /// SHA-256 (hex) of the finished recording; `None` when it failed or
+    /// never finished.
+    pub recording_sha256: Option<String>,
+    /// Length of the recorded audio.
+    pub recording_ms: Option<i64>,
+    /// Holds as offsets from the start of the recording,
+    /// `START-END[,START-END...]` in ms.
+    pub hold_periods: Option<String>,
 }
 
 /// Where the call stands with queues.
@@ -178,6 +189,17 @@ pub struct CdrBuilder {
     transfers: i64,
     category: Option<String>,
     notes: Option<String>,
+    recording: Recorded,
+}
+
+/// What the recording events said.
+#[derive(Debug, Clone, Default)]
+struct Recorded {
+    path: Option<String>,
+    started_at: Option<i64>,
+    sha256: Option<String>,
+    duration_ms: Option<i64>,
+    hold_periods: Option<String>,
 }
 
 impl CdrBuilder {
@@ -212,6 +234,7 @@ impl CdrBuilder {
             transfers: 0,
             category: None,
             notes: None,
+            recording: Recorded::default(),
         }
     }
 
@@ -346,6 +369,25 @@ impl CdrBuilder {
                 self.notes = (!notes.is_empty()).then(|| notes.clone());
             }
             Event::CallTransferred { count, .. } => self.transfers = i64::from(*count),
+            Event::RecordingStarted { path, .. } => {
+                self.recording.path = Some(path.clone());
+                self.recording.started_at = Some(at);
+            }
+            Event::RecordingFinished {
+                path,
+                sha256,
+                duration_ms,
+                hold_periods,
+                ..
+            } => {
+                self.recording.path = Some(path.clone());
+                self.recording.sha256 = Some(sha256.clone());
+                self.recording.duration_ms = Some(ms(*duration_ms));
+                self.recording.hold_periods = Some(hold_periods.clone());
+            }
+            Event::RecordingFailed { path, .. } => {
+                self.recording.path.get_or_insert_with(|| path.clone());
+            }
             Event::CallEnded {
                 released_by,
                 answered,
@@ -404,9 +446,13 @@ impl CdrBuilder {
             released_by: released_by.map(released_by_name),
             disposition,
             late_answer: self.late,
-            recording: None,
+            recording: self.recording.path.clone(),
             category: self.category.clone(),
             notes: self.notes.clone(),
+            recording_started_at: self.recording.started_at,
+            recording_sha256: self.recording.sha256.clone(),
+            recording_ms: self.recording.duration_ms,
+            hold_periods: self.recording.hold_periods.clone(),
         }
     }
 
@@ -476,6 +522,9 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackFailed { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
         | Event::CallTransferred { call_id, .. }
+        | Event::RecordingStarted { call_id, .. }
+        | Event::RecordingFinished { call_id, .. }
+        | Event::RecordingFailed { call_id, .. }
         | Event::MonitorStarted { call_id, .. }
         | Event::MonitorModeChanged { call_id, .. }
         | Event::MonitorEnded { call_id, .. }
@@ -719,8 +768,72 @@ mod tests {
                 recording: None,
                 category: None,
                 notes: None,
+                recording_started_at: None,
+                recording_sha256: None,
+                recording_ms: None,
+                hold_periods: None,
             }
         );
+    }
+
+    #[test]
+    fn the_recording_events_fill_the_recording_columns() {
+        let path = "/rec/2026-12-06/c1.wav".to_string();
+        let cdr = run(&[
+            (0, admitted("402")),
+            (100, queued("support", 0)),
+            (200, offered("1001")),
+            (1_000, connected("1001", 900, false)),
+            (
+                1_010,
+                Event::RecordingStarted {
+                    call_id: id(),
+                    path: path.clone(),
+                },
+            ),
+            (9_000, released("1001", 8_000, 1, 2_000)),
+            (
+                9_050,
+                Event::RecordingFinished {
+                    call_id: id(),
+                    path: path.clone(),
+                    sha256: "ab".repeat(32),
+                    duration_ms: 7_990,
+                    bytes: 255_724,
+                    hold_periods: "2000-4000".into(),
+                },
+            ),
+            (9_060, ended(ReleasedBy::Caller, true)),
+        ]);
+        assert_eq!(cdr.recording.as_deref(), Some(path.as_str()));
+        assert_eq!(cdr.recording_started_at, Some(T0 + 1_010));
+        assert_eq!(cdr.recording_sha256, Some("ab".repeat(32)));
+        assert_eq!(cdr.recording_ms, Some(7_990));
+        assert_eq!(cdr.hold_periods.as_deref(), Some("2000-4000"));
+
+        // A recording that failed keeps its path and has no checksum.
+        let cdr = run(&[
+            (0, admitted("402")),
+            (
+                10,
+                Event::RecordingStarted {
+                    call_id: id(),
+                    path: path.clone(),
+                },
+            ),
+            (
+                20,
+                Event::RecordingFailed {
+                    call_id: id(),
+                    path: path.clone(),
+                    error: "No space left on device".into(),
+                },
+            ),
+            (30, ended(ReleasedBy::Caller, true)),
+        ]);
+        assert_eq!(cdr.recording.as_deref(), Some(path.as_str()));
+        assert_eq!(cdr.recording_sha256, None);
+        assert_eq!(cdr.recording_ms, None);
     }
 
     #[test]

@@ -48,6 +48,13 @@ const MIGRATIONS: &[&str] = &[
         json    TEXT NOT NULL
     );
     CREATE INDEX events_call_id ON events(call_id);",
+    // 2: the recording of a call (rulebook Q1): `recording` (the file) is
+    // joined by its start, checksum, length and hold periods.
+    "ALTER TABLE cdr ADD COLUMN recording_started_at INTEGER;
+    ALTER TABLE cdr ADD COLUMN recording_sha256 TEXT;
+    ALTER TABLE cdr ADD COLUMN recording_ms INTEGER;
+    ALTER TABLE cdr ADD COLUMN hold_periods TEXT;
+    CREATE INDEX cdr_recording ON cdr(recording_started_at) WHERE recording IS NOT NULL;",
 ];
 
 /// The schema version this hotline writes.
@@ -177,6 +184,31 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         drop(conn);
         open_for_reading(&path).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO cdr (call_id, arrived_at, ended_at, disposition) VALUES ('old', 1, 2, 'ivr')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_for_writing(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let row: (String, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT call_id, recording_sha256, hold_periods FROM cdr",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("old".to_string(), None, None));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_store_pending",
     "hotline_build_info",
     "hotline_uptime_seconds",
+    "hotline_recordings_started_total",
+    "hotline_recordings_finished_total",
+    "hotline_recording_failures_total",
+    "hotline_recording_bytes_total",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.

@@ -19,6 +19,7 @@ pub mod acd;
 pub mod audio;
 pub mod caller;
 pub mod catalogue;
+pub mod pcap;
 #[allow(unused_imports)]
 pub use acd::*;
 #[allow(unused_imports)]
