@@ -118,6 +118,8 @@ pub struct Cdr {
     pub recording: Option<String>,
     pub category: Option<String>,
     pub notes: Option<String>,
+    /// The caller's post-call survey score, 1 to 5 (rulebook Q3).
+    pub survey_score: Option<i64>,
 }
 
 /// Where the call stands with queues.
@@ -178,6 +180,7 @@ pub struct CdrBuilder {
     transfers: i64,
     category: Option<String>,
     notes: Option<String>,
+    survey_score: Option<i64>,
 }
 
 impl CdrBuilder {
@@ -212,6 +215,7 @@ impl CdrBuilder {
             transfers: 0,
             category: None,
             notes: None,
+            survey_score: None,
         }
     }
 
@@ -346,6 +350,7 @@ impl CdrBuilder {
                 self.notes = (!notes.is_empty()).then(|| notes.clone());
             }
             Event::CallTransferred { count, .. } => self.transfers = i64::from(*count),
+            Event::SurveyAnswered { score, .. } => self.survey_score = Some(i64::from(*score)),
             Event::CallEnded {
                 released_by,
                 answered,
@@ -407,6 +412,7 @@ impl CdrBuilder {
             recording: None,
             category: self.category.clone(),
             notes: self.notes.clone(),
+            survey_score: self.survey_score,
         }
     }
 
@@ -475,7 +481,8 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackCompleted { call_id, .. }
         | Event::CallbackFailed { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
-        | Event::CallTransferred { call_id, .. } => Some(call_id),
+        | Event::CallTransferred { call_id, .. }
+        | Event::SurveyAnswered { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
         | Event::RegistrationRemoved { .. }
@@ -711,7 +718,36 @@ mod tests {
                 recording: None,
                 category: None,
                 notes: None,
+                survey_score: None,
             }
+        );
+    }
+
+    #[test]
+    fn the_survey_score_given_after_the_agent_left_is_on_the_record() {
+        let cdr = run(&[
+            (0, admitted("401")),
+            (1, queued("support", 0)),
+            (2, offered("1001")),
+            (3, connected("1001", 2, false)),
+            (5_000, released("1001", 4_997, 0, 0)),
+            (
+                9_000,
+                Event::SurveyAnswered {
+                    call_id: id(),
+                    queue: "support".into(),
+                    agent: "1001".into(),
+                    score: 4,
+                },
+            ),
+            (9_500, ended(ReleasedBy::System, true)),
+        ]);
+        assert_eq!(cdr.survey_score, Some(4));
+        assert_eq!(cdr.disposition, Disposition::Answered);
+        assert_eq!(cdr.talk_ms, 4_997);
+        assert_eq!(
+            run(&[(0, admitted("401")), (1, ended(ReleasedBy::Caller, true))]).survey_score,
+            None
         );
     }
 

@@ -48,6 +48,8 @@ const MIGRATIONS: &[&str] = &[
         json    TEXT NOT NULL
     );
     CREATE INDEX events_call_id ON events(call_id);",
+    // 2: the post-call survey's score (rulebook Q3).
+    "ALTER TABLE cdr ADD COLUMN survey_score INTEGER;",
 ];
 
 /// The schema version this hotline writes.
@@ -177,6 +179,31 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         drop(conn);
         open_for_reading(&path).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_database_keeps_its_rows_and_gains_the_survey_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO cdr (call_id, arrived_at, ended_at, disposition) VALUES ('a', 1, 2, 'ivr')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_for_writing(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let score: Option<i64> = conn
+            .query_row(
+                "SELECT survey_score FROM cdr WHERE call_id = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(score, None);
     }
 
     #[test]

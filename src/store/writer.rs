@@ -282,9 +282,10 @@ fn write_batch(
             "INSERT INTO cdr (call_id, trunk, caller, dialed, ivr_path, queue, agent,
                 arrived_at, queued_at, offered_at, answered_at, ended_at, waited_ms,
                 ring_attempts, talk_ms, hold_count, hold_ms, longest_hold_ms, transfers,
-                released_by, disposition, late_answer, recording, category, notes)
+                released_by, disposition, late_answer, recording, category, notes,
+                survey_score)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
              ON CONFLICT (call_id) DO NOTHING",
         )?;
         for c in cdrs {
@@ -314,6 +315,7 @@ fn write_batch(
                 c.recording,
                 c.category,
                 c.notes,
+                c.survey_score,
             ])?;
             if inserted == 0 {
                 duplicates.push(c.call_id.clone());
