@@ -823,6 +823,9 @@ impl Actor {
                         TerminatedReason::UasBye => ReleasedBy::Agent,
                         _ => ReleasedBy::System,
                     };
+                    if by == ReleasedBy::Agent && self.agent_left_for_survey() {
+                        return;
+                    }
                     end_dialog(&self.ctx, self.caller_dialog.clone());
                     self.acd.released = Some(by);
                 }
@@ -864,6 +867,7 @@ impl Actor {
             DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
+            DialogState::Refer(id, req, handle) if ours => self.on_refer(id, req, handle).await,
             DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)
             | DialogState::Refer(_, _, handle)
@@ -1118,7 +1122,34 @@ impl Actor {
     /// Blind transfer of the bridged call to a queue or a named agent: the
     /// agent is released (wrap-up), the caller joins the queue (its own, for
     /// an agent) keeping its waited time, offered first to the named agent.
-    fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
+    /// A transfer to the survey or to an IVR flow: see [`Self::transfer_from`].
+    pub(super) fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
+        self.transfer_from(target, true)
+    }
+
+    /// Why the call cannot be passed on now, if it cannot: no agent on it,
+    /// or `acd.max_transfers` reached (rulebook L6).
+    pub(super) fn transfer_refused(&self) -> Option<String> {
+        if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
+            return Some("only a call connected to an agent can be transferred".into());
+        }
+        let max = self.ctx.settings.acd.max_transfers;
+        (self.acd.transfers >= max).then(|| {
+            format!(
+                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
+                self.acd.transfers
+            )
+        })
+    }
+
+    /// [`Self::transfer`]; `end_agent` false leaves the agent's dialog to the
+    /// agent's phone (a REFER's transferor hangs up by itself). The survey
+    /// is no transfer: it is not counted against `acd.max_transfers`.
+    pub(super) fn transfer_from(
+        &mut self,
+        target: super::TransferTarget,
+        end_agent: bool,
+    ) -> Result<(), String> {
         let (queue, direct) = match target {
             super::TransferTarget::Queue(queue) => (queue, None),
             super::TransferTarget::Agent(agent) => {
@@ -1130,47 +1161,74 @@ impl Actor {
                     .unwrap_or_default();
                 (queue, Some(AgentId::from(agent.as_str())))
             }
+            super::TransferTarget::Survey => return self.transfer_to_survey(end_agent),
+            super::TransferTarget::Ivr(flow) => {
+                if self
+                    .survey_flow()
+                    .is_some_and(|(survey, ..)| survey == flow)
+                {
+                    return self.transfer_to_survey(end_agent);
+                }
+                if !self.ctx.settings.ivr.contains_key(&flow) {
+                    return Err(format!("no IVR flow {flow}"));
+                }
+                (format!("ivr:{flow}"), None)
+            }
         };
-        let queue = queue.as_str();
-        if !self.ctx.settings.queues.contains_key(queue) {
+        let flow = queue.strip_prefix("ivr:").map(str::to_string);
+        if flow.is_none() && !self.ctx.settings.queues.contains_key(queue.as_str()) {
             return Err(format!("no queue {queue}"));
         }
-        if !matches!(self.phase, Phase::Bridged) {
-            return Err("only a call connected to an agent can be transferred".into());
+        if let Some(refusal) = self.transfer_refused() {
+            return Err(refusal);
         }
-        let max = self.ctx.settings.acd.max_transfers;
-        if self.acd.transfers >= max {
-            return Err(format!(
-                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
-                self.acd.transfers
-            ));
+        if end_agent
+            && let Some(dialog) = self.acd.connected.as_ref().and_then(|c| c.leg.answered())
+        {
+            end_dialog(&self.ctx, dialog.clone());
         }
-        let Some(connected) = self.acd.connected.take() else {
+        let Some(connected) = self.release_agent(ReleasedBy::System) else {
             return Err("no agent on the call".into());
         };
         self.acd.transfers += 1;
-        self.acd.hold = None;
-        self.acd.api_hold = false;
-        if let Some(dialog) = connected.leg.answered().cloned() {
-            end_dialog(&self.ctx, dialog);
-        }
-        self.release_event(&connected, ReleasedBy::System);
-        self.forget_leg(&connected.leg);
-        self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
         info!(from = %connected.leg.queue, to = %queue, "call transferred");
         self.ctx.bus.publish(Event::CallTransferred {
             call_id: self.call_id.clone(),
             agent: connected.leg.agent.0.clone(),
             from_queue: connected.leg.queue.clone(),
-            to_queue: queue.to_string(),
+            to_queue: queue.clone(),
             to_agent: direct.as_ref().map(|a| a.0.clone()),
             count: self.acd.transfers,
         });
-        connected.leg.media.stream.stop();
         self.playing = None;
-        self.acd.direct_to = direct;
-        self.enter_queue(queue);
+        match flow {
+            Some(flow) => {
+                let mut vars = std::collections::BTreeMap::new();
+                vars.insert("caller".to_string(), self.acd.caller.clone());
+                vars.insert("number".to_string(), self.acd.number.clone());
+                self.start_flow(&flow, None, vars);
+            }
+            None => {
+                self.acd.direct_to = direct;
+                self.enter_queue(&queue);
+            }
+        }
         Ok(())
+    }
+
+    /// Lets the connected agent go to wrap-up while the caller stays on the
+    /// line: the release is published (its running hold included) and the
+    /// router told. The agent's dialog is the caller's to end.
+    pub(super) fn release_agent(&mut self, by: ReleasedBy) -> Option<Connected> {
+        let connected = self.acd.connected.take()?;
+        self.release_event(&connected, by);
+        self.acd.hold = None;
+        self.acd.api_hold = false;
+        self.forget_leg(&connected.leg);
+        self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
+        self.acd.in_router = false;
+        connected.leg.media.stream.stop();
+        Some(connected)
     }
 
     /// The caller goes back to the head of its queue; the agent is released.

@@ -14,7 +14,9 @@ mod callback;
 pub mod lookup;
 pub mod media_session;
 pub mod policy;
+mod refer;
 pub mod relay;
+mod survey;
 
 pub use acd::Side;
 
@@ -47,6 +49,11 @@ pub enum TransferTarget {
     Queue(String),
     /// A named agent, offered the call at once if ready.
     Agent(String),
+    /// The post-call survey of the call's queue (not counted as a transfer).
+    Survey,
+    /// An IVR flow (a hotline number that leads to one); the queue's survey
+    /// flow is the survey.
+    Ivr(String),
 }
 
 /// What the rest of the server tells a call actor.
@@ -352,6 +359,7 @@ async fn call_actor(
             state_tx,
         ),
         caller_dialog: dialog.clone(),
+        survey: None,
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -366,6 +374,7 @@ async fn call_actor(
     }
     ctx.calls.mailboxes.remove(&call_id);
     actor.leave(ended.unwrap_or(ReleasedBy::System));
+    actor.survey_done();
 
     if let Phase::Ivr(run, flow) = &actor.phase {
         ctx.bus.publish(Event::IvrExited {
@@ -414,6 +423,8 @@ struct Actor {
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
+    /// The survey the caller is running, if it is.
+    survey: Option<survey::Survey>,
 }
 
 impl Actor {
@@ -507,6 +518,7 @@ impl Actor {
     }
 
     fn exit_ivr(&mut self, exit: String) {
+        self.survey_done();
         if let Phase::Ivr(_, flow) = &self.phase {
             self.ctx.bus.publish(Event::IvrExited {
                 call_id: self.call_id.clone(),

@@ -1,0 +1,251 @@
+//! Blind transfer from the agent's phone (RFC 3515): a REFER in the answered
+//! agent's dialog names, in `Refer-To`, a hotline number, a queue or an
+//! agent. hotline answers 202, hands the caller over as a CTI transfer does
+//! (counted against `acd.max_transfers`, rulebook L6), and reports the
+//! outcome with NOTIFYs (`message/sipfrag`) in that dialog. The phone hangs
+//! up its dialog after the final NOTIFY; one that does not is hung up.
+
+use std::time::Duration;
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::TransactionHandle;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request, StatusCode};
+use tracing::{debug, info};
+
+use super::{Actor, Phase, TransferTarget};
+use crate::config::NumberTarget;
+use crate::sip::{EdgeContext, header_values};
+
+/// How long the transferor's phone has to hang up after the final NOTIFY.
+const TRANSFEROR_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the NOTIFYs wait for the dialog to leave the REFER's
+/// transaction (rsipstack sends in-dialog requests only when confirmed).
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a REFER's `Refer-To` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferToError {
+    #[error("the REFER has no Refer-To header")]
+    Missing,
+    #[error("Refer-To `{0}` is not a SIP URI with a user part")]
+    Unparsable(String),
+}
+
+/// The user part of the URI in a `Refer-To` value (`<sip:402@host>`,
+/// `"Sales" <sip:sales@host;transport=udp>`, `sip:1002@host`, `tel:402`).
+pub fn refer_to_user(value: &str) -> Result<String, ReferToError> {
+    let bad = || ReferToError::Unparsable(value.trim().to_string());
+    let uri = match (value.find('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        (None, None) => value.split(';').next().unwrap_or_default(),
+        _ => return Err(bad()),
+    }
+    .trim();
+    let lower = uri.to_ascii_lowercase();
+    let user = if let Some(rest) = lower.strip_prefix("tel:") {
+        &uri[uri.len() - rest.len()..]
+    } else {
+        let rest = lower
+            .strip_prefix("sip:")
+            .or_else(|| lower.strip_prefix("sips:"))
+            .ok_or_else(bad)?;
+        let rest = &uri[uri.len() - rest.len()..];
+        rest.split_once('@').ok_or_else(bad)?.0
+    };
+    // URI parameters and headers (`;user=phone`, `?Replaces=`) are not the user.
+    let user = user
+        .split([';', '?', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c == '<') {
+        return Err(bad());
+    }
+    Ok(user.to_string())
+}
+
+fn warning(text: &str) -> Header {
+    Header::Other(
+        "Warning".into(),
+        format!("399 hotline \"{}\"", text.replace('"', "'")),
+    )
+}
+
+async fn refuse(handle: &TransactionHandle, status: StatusCode, why: &str) {
+    info!(status = u16::from(status.clone()), why, "REFER refused");
+    if let Err(e) = handle.respond(status, Some(vec![warning(why)]), None).await {
+        debug!(error = %e, "could not refuse the REFER");
+    }
+}
+
+impl Actor {
+    /// Where `user` (a Refer-To user part) sends the caller: a hotline
+    /// number first, then a queue, then an agent.
+    fn refer_target(&self, user: &str) -> Option<TransferTarget> {
+        let settings = &self.ctx.settings;
+        if let Some(number) = settings.numbers.get(user) {
+            return Some(match &number.target {
+                NumberTarget::Queue { queue, .. } => TransferTarget::Queue(queue.clone()),
+                NumberTarget::Ivr(flow) => TransferTarget::Ivr(flow.clone()),
+            });
+        }
+        if settings.queues.contains_key(user) {
+            return Some(TransferTarget::Queue(user.to_string()));
+        }
+        settings
+            .agents
+            .contains_key(user)
+            .then(|| TransferTarget::Agent(user.to_string()))
+    }
+
+    /// A REFER in one of the call's agent dialogs.
+    pub(super) async fn on_refer(&mut self, id: DialogId, req: Request, handle: TransactionHandle) {
+        let dialog = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .filter(|d| d.id() == id)
+            .cloned();
+        let Some(dialog) = dialog else {
+            return refuse(
+                &handle,
+                StatusCode::Forbidden,
+                "this phone is not the one connected to the caller",
+            )
+            .await;
+        };
+        let values: Vec<&str> = ["Refer-To", "r"]
+            .iter()
+            .flat_map(|name| header_values(&req.headers, name))
+            .collect();
+        let user = match values.as_slice() {
+            [] => Err(ReferToError::Missing),
+            [one] => refer_to_user(one),
+            [first, ..] => Err(ReferToError::Unparsable(first.to_string())),
+        };
+        let user = match user {
+            Ok(user) => user,
+            Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
+        };
+        let Some(target) = self.refer_target(&user) else {
+            let why = format!("`{user}` is no hotline number, queue or agent");
+            return refuse(&handle, StatusCode::NotFound, &why).await;
+        };
+        let survey = match &target {
+            TransferTarget::Survey => true,
+            TransferTarget::Ivr(flow) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
+            _ => false,
+        };
+        let refusal = if survey {
+            None
+        } else {
+            self.transfer_refused()
+        };
+        if let Some(why) = refusal {
+            // Connected, so refused by the limit (rulebook L6).
+            let status = if matches!(self.phase, Phase::Bridged) {
+                StatusCode::Other(403, "Transfer Limit Reached".into())
+            } else {
+                StatusCode::Forbidden
+            };
+            return refuse(&handle, status, &why).await;
+        }
+        info!(%user, ?target, "REFER accepted");
+        if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
+            debug!(error = %e, "could not accept the REFER");
+            return;
+        }
+        let outcome = self.transfer_from(target, false);
+        if let Err(why) = &outcome {
+            info!(%why, "the referred transfer failed");
+        }
+        report(&self.ctx, dialog, outcome.is_ok());
+    }
+}
+
+/// Sends the REFER's NOTIFYs — 100 Trying, then 200 OK or 503 — and, when
+/// the transfer took effect, ends the transferor's dialog if its phone does
+/// not.
+fn report(ctx: &EdgeContext, dialog: InviteDialog, transferred: bool) {
+    let dialogs = ctx.dialogs.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
+        while !dialog.state().is_confirmed() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let last = if transferred {
+            "SIP/2.0 200 OK"
+        } else {
+            "SIP/2.0 503 Service Unavailable"
+        };
+        for (state, frag) in [
+            ("active;expires=60", "SIP/2.0 100 Trying"),
+            ("terminated;reason=noresource", last),
+        ] {
+            let headers = vec![
+                Header::Event("refer".into()),
+                Header::SubscriptionState(state.into()),
+                Header::ContentType("message/sipfrag;version=2.0".into()),
+            ];
+            if let Err(e) = dialog
+                .notify(Some(headers), Some(frag.as_bytes().to_vec()))
+                .await
+            {
+                debug!(error = %e, "NOTIFY to the transferor failed");
+            }
+        }
+        if !transferred {
+            return;
+        }
+        tokio::time::sleep(TRANSFEROR_GRACE).await;
+        if !dialog.state().is_terminated()
+            && let Err(e) = dialog.bye().await
+        {
+            debug!(error = %e, "BYE to the transferor failed");
+        }
+        dialogs.remove_dialog(&dialog.id());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_part_of_refer_to_is_the_target() {
+        for (value, user) in [
+            ("<sip:402@127.0.0.1:5060>", "402"),
+            (
+                "\"Sales\" <sip:sales@hotline.example;transport=udp>",
+                "sales",
+            ),
+            ("sip:1002@127.0.0.1;user=phone", "1002"),
+            ("<sips:409@h?Replaces=abc%40d>", "409"),
+            ("<SIP:401@h>", "401"),
+            ("tel:402", "402"),
+            ("<sip:402;isub=1@h>", "402"),
+        ] {
+            assert_eq!(refer_to_user(value).as_deref(), Ok(user), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_refer_to_without_a_sip_user_is_unparsable() {
+        for value in [
+            "",
+            "<>",
+            "<sip:h.example>",
+            "http://x/y",
+            "<sip:402@h",
+            "sip:@h",
+        ] {
+            assert!(
+                matches!(refer_to_user(value), Err(ReferToError::Unparsable(_))),
+                "{value}"
+            );
+        }
+    }
+}
