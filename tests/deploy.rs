@@ -42,6 +42,7 @@ const ALERTS: &[&str] = &[
     "HotlineRingNoAnswerSpike",
     "HotlineAuthFailureBurst",
     "HotlineStoreErrors",
+    "HotlineSatisfactionBelowTarget",
 ];
 
 const SERVICE_LEVEL_RULE: &str = "hotline:queue_service_level:ratio_rate15m";

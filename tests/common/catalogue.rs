@@ -45,6 +45,9 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_store_pending",
     "hotline_build_info",
     "hotline_uptime_seconds",
+    "hotline_survey_responses_total",
+    "hotline_survey_satisfaction_ratio",
+    "hotline_survey_satisfaction_target_ratio",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.
