@@ -120,7 +120,10 @@ fn the_caller_rates_the_call_after_the_agent_hangs_up_and_the_score_is_recorded_
     assert_eq!(value(&page, &responses("4")), 1.0);
     assert_eq!(value(&page, &responses("2")), 0.0);
     assert_eq!(
-        value(&page, "hotline_survey_satisfaction_ratio{queue=\"support\"}"),
+        value(
+            &page,
+            "hotline_survey_satisfaction_ratio{queue=\"support\"}"
+        ),
         1.0
     );
     assert_eq!(
@@ -149,7 +152,10 @@ fn the_caller_rates_the_call_after_the_agent_hangs_up_and_the_score_is_recorded_
     assert_eq!(value(&page, &responses("2")), 1.0);
     assert_eq!(value(&page, &responses("4")), 1.0);
     assert_eq!(
-        value(&page, "hotline_survey_satisfaction_ratio{queue=\"support\"}"),
+        value(
+            &page,
+            "hotline_survey_satisfaction_ratio{queue=\"support\"}"
+        ),
         0.5
     );
 
@@ -160,7 +166,9 @@ fn the_caller_rates_the_call_after_the_agent_hangs_up_and_the_score_is_recorded_
     let rows: HashMap<String, (Option<i64>, String, Option<String>, Option<String>)> = conn
         .prepare("SELECT caller, survey_score, disposition, agent, ivr_path FROM cdr")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
+        .query_map([], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
