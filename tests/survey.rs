@@ -181,3 +181,109 @@ fn the_caller_rates_the_call_after_the_agent_hangs_up_and_the_score_is_recorded_
         assert_eq!(path.as_deref(), Some("rate:rate>bye"), "{caller}");
     }
 }
+
+/// The survey config with hotline number 409 leading to the survey flow.
+fn survey_number_config() -> TestConfig {
+    let mut config = acd_config(SURVEY).http(true);
+    config.numbers.push(Number {
+        number: "409".into(),
+        ivr: Some("rate".into()),
+        queue: None,
+        greeting: None,
+        answer_after: None,
+    });
+    config
+}
+
+#[test]
+fn an_agent_refers_the_caller_to_the_survey_number_which_is_not_counted_as_a_transfer() {
+    let server = Server::start(survey_number_config());
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    let refer_to = format!("<sip:409@{}>", server.sip_target());
+    std::thread::scope(|s| {
+        let server = &server;
+        // The agent REFERs 1 s after answering; the caller presses 5 at 3.5 s.
+        let agent = s.spawn(|| {
+            Sipp::new("agent_refer")
+                .port(agent_port)
+                .args(&[
+                    "-d",
+                    "1000",
+                    "-key",
+                    "refer_to",
+                    &refer_to,
+                    "-timeout",
+                    "30s",
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    &free_media_port().to_string(),
+                ])
+                .run(server)
+        });
+        let caller = caller_rating("5550003", 3500, "5").run(server);
+        agent.join().unwrap().assert_ok(server);
+        caller.assert_ok(server);
+    });
+    server.wait_event(
+        &[
+            "\"type\":\"survey_answered\"",
+            "\"agent\":\"1001\"",
+            "\"score\":5",
+        ],
+        Duration::from_secs(3),
+    );
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1001\"",
+        "\"released_by\":\"system\"",
+    ]);
+    assert!(server.events(&["\"type\":\"call_transferred\""]).is_empty());
+}
+
+#[test]
+fn a_desktop_sends_the_caller_to_the_survey_over_the_cti_api() {
+    use sha2::Digest;
+    let token = "test-survey-admin";
+    let config = survey_number_config().extra(&format!(
+        "[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    ));
+    let server = Server::start(config);
+    let http = server.http_port.expect("http enabled");
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let server = &server;
+        // The agent's phone talks until hotline hangs it up.
+        let agent = s.spawn(|| answering_agent(agent_port, 0, (0, "PCMU")).run(server));
+        let caller = s.spawn(|| caller_rating("5550004", 4000, "3").run(server));
+        let bridged = server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(5));
+        let id = bridged
+            .split("\"call_id\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("call_id")
+            .to_string();
+        let path = format!("/api/v1/calls/{id}/transfer");
+        let (status, body) = http_request(
+            http,
+            "POST",
+            &path,
+            Some(token),
+            Some(r#"{"queue":"support","survey":true}"#),
+        );
+        assert_eq!(status, 422, "{body}");
+        let (status, body) =
+            http_request(http, "POST", &path, Some(token), Some(r#"{"survey":true}"#));
+        assert_eq!(status, 200, "{body}");
+        agent.join().unwrap().assert_ok(server);
+        caller.join().unwrap().assert_ok(server);
+    });
+    server.wait_event(
+        &["\"type\":\"survey_answered\"", "\"score\":3"],
+        Duration::from_secs(3),
+    );
+    assert!(server.events(&["\"type\":\"call_transferred\""]).is_empty());
+}
