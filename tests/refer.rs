@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// 1001 serves `support` (number 402), 1002 `sales` (number 403); one
@@ -123,4 +125,68 @@ fn a_refer_to_an_unknown_target_or_without_a_usable_refer_to_is_refused_and_the_
         });
     }
     assert!(server.events(&["\"type\":\"call_transferred\""]).is_empty());
+}
+
+#[test]
+fn a_refer_from_the_callers_side_is_not_allowed_and_the_agent_stays_on_the_call() {
+    let server = Server::start(config());
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(|| answering_agent(port, 0, (0, "PCMU")).run(server));
+        // The caller REFERs 1.5 s after the answer, once connected to 1001.
+        Sipp::new("caller_refers")
+            .service("402")
+            .args(&[
+                "-d",
+                "1500",
+                "-key",
+                "caller",
+                "5550005",
+                "-timeout",
+                "30s",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &free_media_port().to_string(),
+            ])
+            .run_ok(server);
+        agent.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1001\"",
+        "\"released_by\":\"caller\"",
+    ]);
+    assert!(server.events(&["\"type\":\"call_transferred\""]).is_empty());
+}
+
+#[test]
+fn a_refer_to_an_agent_id_offers_the_caller_to_that_agent() {
+    // 1001 and 1002 both serve `support`; 1001 passes the caller to 1002.
+    let server = Server::start(acd_config(
+        "[queues.support]\nannounce_agent = false\nannounce_position_every = \"0s\"\n",
+    ));
+    let (port1, port2) = (free_port(), free_port());
+    register_agent(&server, "1001", port1);
+    std::thread::sleep(Duration::from_millis(50));
+    register_agent(&server, "1002", port2);
+    let refer_to = format!("<sip:1002@{}>", server.sip_target());
+    std::thread::scope(|s| {
+        let server = &server;
+        // The call goes first to the longest idle agent, 1001.
+        let first = s.spawn(|| referring_agent("agent_refer", port1, 1000, &refer_to).run(server));
+        let second = s.spawn(|| answering_agent(port2, 200, (0, "PCMU")).run(server));
+        caller("402", 5000).run_ok(server);
+        first.join().unwrap().assert_ok(server);
+        second.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"call_transferred\"",
+        "\"agent\":\"1001\"",
+        "\"to_queue\":\"support\"",
+        "\"to_agent\":\"1002\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
 }
