@@ -69,6 +69,9 @@ fn rated_call(server: &Server, agent_port: u16, number: &str, digit: &str) {
     });
 }
 
+/// survey_score, disposition, agent, ivr_path of a call record.
+type Record = (Option<i64>, String, Option<String>, Option<String>);
+
 /// The value of one series of the metrics page.
 fn value(page: &str, series: &str) -> f64 {
     page.lines()
@@ -163,7 +166,7 @@ fn the_caller_rates_the_call_after_the_agent_hangs_up_and_the_score_is_recorded_
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
     let conn = Connection::open(server.dir.path().join("hotline.db")).unwrap();
-    let rows: HashMap<String, (Option<i64>, String, Option<String>, Option<String>)> = conn
+    let rows: HashMap<String, Record> = conn
         .prepare("SELECT caller, survey_score, disposition, agent, ivr_path FROM cdr")
         .unwrap()
         .query_map([], |r| {

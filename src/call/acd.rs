@@ -1150,8 +1150,9 @@ impl Actor {
         target: super::TransferTarget,
         end_agent: bool,
     ) -> Result<(), String> {
-        let (queue, direct) = match target {
-            super::TransferTarget::Queue(queue) => (queue, None),
+        // The queue (with the agent offered first), or the IVR flow.
+        let (queue, direct, flow) = match target {
+            super::TransferTarget::Queue(queue) => (queue, None, None),
             super::TransferTarget::Agent(agent) => {
                 let queue = self
                     .acd
@@ -1159,7 +1160,7 @@ impl Actor {
                     .as_ref()
                     .map(|c| c.leg.queue.clone())
                     .unwrap_or_default();
-                (queue, Some(AgentId::from(agent.as_str())))
+                (queue, Some(AgentId::from(agent.as_str())), None)
             }
             super::TransferTarget::Survey => return self.transfer_to_survey(end_agent),
             super::TransferTarget::Ivr(flow) => {
@@ -1172,10 +1173,9 @@ impl Actor {
                 if !self.ctx.settings.ivr.contains_key(&flow) {
                     return Err(format!("no IVR flow {flow}"));
                 }
-                (format!("ivr:{flow}"), None)
+                (format!("ivr:{flow}"), None, Some(flow))
             }
         };
-        let flow = queue.strip_prefix("ivr:").map(str::to_string);
         if flow.is_none() && !self.ctx.settings.queues.contains_key(queue.as_str()) {
             return Err(format!("no queue {queue}"));
         }
@@ -1196,6 +1196,7 @@ impl Actor {
             call_id: self.call_id.clone(),
             agent: connected.leg.agent.0.clone(),
             from_queue: connected.leg.queue.clone(),
+            // An IVR flow is named as an overflow names it: "ivr:FLOW".
             to_queue: queue.clone(),
             to_agent: direct.as_ref().map(|a| a.0.clone()),
             count: self.acd.transfers,

@@ -5,7 +5,7 @@
 //! edge's and media engine's atomics, when the page is scraped.
 //!
 //! Names start with `hotline_`, times are in seconds, and labels are of low
-//! cardinality: queue, state, reason, outcome, released_by, method, code —
+//! cardinality: queue, state, reason, outcome, released_by, score, method, code —
 //! never a call id or a phone number. Per-agent series only with
 //! `metrics.per_agent`.
 
