@@ -9,9 +9,11 @@
 mod agents;
 pub mod auth;
 mod calls;
+mod consult;
 pub mod error;
 mod events;
 pub mod floor;
+mod monitor;
 mod queues;
 
 use std::collections::HashMap;
@@ -126,6 +128,14 @@ fn documented() -> OpenApiRouter<Shared> {
         .routes(routes!(calls::unhold))
         .routes(routes!(calls::transfer))
         .routes(routes!(calls::disposition))
+        .routes(routes!(consult::start_consult, consult::cancel_consult))
+        .routes(routes!(consult::transfer_consult))
+        .routes(routes!(consult::conference))
+        .routes(routes!(
+            monitor::start_monitor,
+            monitor::change_monitor,
+            monitor::stop_monitor
+        ))
         .routes(routes!(events::events))
 }
 
@@ -167,6 +177,10 @@ mod tests {
             "/api/v1/calls/{id}/unhold",
             "/api/v1/calls/{id}/transfer",
             "/api/v1/calls/{id}/disposition",
+            "/api/v1/calls/{id}/monitor",
+            "/api/v1/calls/{id}/consult",
+            "/api/v1/calls/{id}/consult/transfer",
+            "/api/v1/calls/{id}/consult/conference",
             "/api/v1/events",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");

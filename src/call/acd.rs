@@ -43,11 +43,28 @@ pub struct QueueWait {
 pub struct Connected {
     pub leg: AgentLeg,
     pub answered_at: Instant,
+    /// The call as the router knows this agent's part of it: the call's own
+    /// id, or its consultation's when a consulted agent took the call over.
+    pub router_call: CallId,
     /// Caller's and agent's formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
     buf: Vec<u8>,
     holds: u32,
     hold_total: std::time::Duration,
+}
+
+impl Connected {
+    pub fn new(leg: AgentLeg, answered_at: Instant, router_call: CallId) -> Connected {
+        Connected {
+            leg,
+            answered_at,
+            router_call,
+            formats: None,
+            buf: vec![0; 2048],
+            holds: 0,
+            hold_total: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// A hold in progress.
@@ -83,6 +100,8 @@ pub struct AcdState {
     hold: Option<Hold>,
     /// Held over the CTI API (counts as the agent's hold).
     pub(super) api_hold: bool,
+    /// The caller waits on hold while the agent consults someone.
+    pub(super) consult_hold: bool,
     /// Transfers so far (rulebook L6).
     pub(super) transfers: u32,
     /// The agent the next queueing offers the call to first (a transfer).
@@ -137,6 +156,7 @@ impl AcdState {
             connected: None,
             hold: None,
             api_hold: false,
+            consult_hold: false,
             transfers: 0,
             direct_to: None,
             released: None,
@@ -200,11 +220,11 @@ pub(super) fn end_dialog(ctx: &EdgeContext, dialog: InviteDialog) {
 }
 
 impl Actor {
-    fn call(&self) -> CallId {
+    pub(super) fn call(&self) -> CallId {
         CallId::from(self.call_id.as_str())
     }
 
-    fn tell_router(&self, command: Command) {
+    pub(super) fn tell_router(&self, command: Command) {
         if self.ctx.router.send(command).is_err() {
             warn!("the ACD router has stopped");
         }
@@ -315,6 +335,9 @@ impl Actor {
                 let _ = reply.send(self.transfer(target));
             }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
+            CallCommand::Consult(command) => self.on_consult_command(command).await,
+            CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
         }
     }
 
@@ -419,7 +442,7 @@ impl Actor {
     /// Remembers the forks of a leg that is given up while they may still
     /// answer. Unanswered INVITEs leave the dialog layer by themselves; an
     /// answered one is ended (and dropped) with [`end_dialog`].
-    fn forget_leg(&mut self, leg: &AgentLeg) {
+    pub(super) fn forget_leg(&mut self, leg: &AgentLeg) {
         for fork in &leg.forks {
             if fork.status == ForkStatus::Cancelled {
                 self.acd
@@ -430,6 +453,14 @@ impl Actor {
     }
 
     pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+        if self.is_consult_fork(&fin.fork) {
+            self.on_consult_final(fin).await;
+            return;
+        }
+        if self.is_monitor_fork(&fin.fork) {
+            self.on_monitor_final(fin);
+            return;
+        }
         if self.is_customer_fork(&fin.fork) {
             self.on_customer_final(fin);
             return;
@@ -531,14 +562,7 @@ impl Actor {
             .queues
             .get(&leg.queue)
             .is_none_or(|q| q.announce_agent);
-        self.acd.connected = Some(Connected {
-            leg,
-            answered_at: now,
-            formats: None,
-            buf: vec![0; 2048],
-            holds: 0,
-            hold_total: std::time::Duration::ZERO,
-        });
+        self.acd.connected = Some(Connected::new(leg, now, self.call()));
         let digits: Vec<String> = agent
             .0
             .chars()
@@ -682,12 +706,16 @@ impl Actor {
         let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
-        let agent_holds = connected.leg.media.on_hold() || self.acd.api_hold;
+        let agent_holds =
+            connected.leg.media.on_hold() || self.acd.api_hold || self.acd.consult_hold;
         let now = Instant::now();
         let agent = connected.leg.agent.clone();
+        let router_call = connected.router_call.clone();
         match (self.acd.hold.is_some(), agent_holds || caller_holds) {
             (false, true) => {
-                let by = if self.acd.api_hold {
+                let by = if self.acd.consult_hold {
+                    "consult"
+                } else if self.acd.api_hold {
                     "api"
                 } else if agent_holds {
                     "agent"
@@ -716,7 +744,7 @@ impl Actor {
                     agent: agent.0.clone(),
                     by,
                 });
-                self.tell_router(Command::HoldStarted(self.call(), agent));
+                self.tell_router(Command::HoldStarted(router_call, agent));
             }
             (true, false) => {
                 let held = self
@@ -734,7 +762,7 @@ impl Actor {
                     agent: agent.0.clone(),
                     held_ms: ms(held),
                 });
-                self.tell_router(Command::HoldEnded(self.call(), agent));
+                self.tell_router(Command::HoldEnded(router_call, agent));
             }
             _ => {}
         }
@@ -771,7 +799,11 @@ impl Actor {
         else {
             return;
         };
-        if let Some(out) = relay(packet, &from, &to, &mut connected.buf)
+        let relayed = match self.monitor.as_mut() {
+            Some(monitor) => monitor.relay(Side::Caller, packet, &from, &to, &mut connected.buf),
+            None => relay(packet, &from, &to, &mut connected.buf),
+        };
+        if let Some(out) = relayed
             && let Ok(sent) = connected
                 .leg
                 .media
@@ -787,13 +819,26 @@ impl Actor {
             return;
         };
         let accepted = connected.leg.media.accept(source, packet);
+        if accepted && self.consult.as_ref().is_some_and(|c| c.over_call_leg()) {
+            self.relay_to_consultant(packet);
+            return;
+        }
+        let Some(connected) = self.acd.connected.as_mut() else {
+            return;
+        };
         if !accepted || !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
             return;
         }
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
             return;
         };
-        if let Some(out) = relay(packet, &agent, &caller, &mut connected.buf)
+        let relayed = match self.monitor.as_mut() {
+            Some(monitor) => {
+                monitor.relay(Side::Agent, packet, &agent, &caller, &mut connected.buf)
+            }
+            None => relay(packet, &agent, &caller, &mut connected.buf),
+        };
+        if let Some(out) = relayed
             && let Ok(sent) = self.media.rtp.try_send_to(&connected.buf[..out.len()], dst)
         {
             self.media.relayed(sent);
@@ -818,6 +863,9 @@ impl Actor {
                     .is_some_and(|d| d.id().call_id == call_id);
                 if answered {
                     self.ctx.dialogs.remove_dialog(&id);
+                    if self.agent_left_conference() {
+                        return;
+                    }
                     info!(?reason, "the agent ended the call");
                     let by = match reason {
                         TerminatedReason::UasBye => ReleasedBy::Agent,
@@ -1190,6 +1238,8 @@ impl Actor {
         let Some(connected) = self.release_agent(ReleasedBy::System) else {
             return Err("no agent on the call".into());
         };
+        self.end_consult("cancelled");
+        self.end_monitor("transferred", true);
         self.acd.transfers += 1;
         info!(from = %connected.leg.queue, to = %queue, "call transferred");
         self.ctx.bus.publish(Event::CallTransferred {
@@ -1226,7 +1276,10 @@ impl Actor {
         self.acd.hold = None;
         self.acd.api_hold = false;
         self.forget_leg(&connected.leg);
-        self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
+        self.tell_router(Command::CallEnded(
+            connected.router_call.clone(),
+            connected.leg.agent.clone(),
+        ));
         self.acd.in_router = false;
         connected.leg.media.stream.stop();
         Some(connected)
@@ -1237,6 +1290,8 @@ impl Actor {
         let Some(connected) = self.acd.connected.take() else {
             return;
         };
+        self.end_consult("cancelled");
+        self.end_monitor("requeued", true);
         self.acd.hold = None;
         if let Some(dialog) = connected.leg.answered().cloned() {
             end_dialog(&self.ctx, dialog);
@@ -1245,7 +1300,16 @@ impl Actor {
         self.forget_leg(&connected.leg);
         let agent = connected.leg.agent.clone();
         let queue = connected.leg.queue.clone();
-        self.tell_router(Command::Requeue(self.call(), agent));
+        if connected.router_call == self.call() {
+            self.tell_router(Command::Requeue(self.call(), agent));
+        } else {
+            // The agent took the call over from a consultation: the router
+            // knows the call itself no more, so it queues afresh (keeping
+            // its waited time).
+            self.tell_router(Command::CallEnded(connected.router_call.clone(), agent));
+            self.enter_queue(&queue);
+            return;
+        }
         self.phase = Phase::Queued;
         self.playing = None;
         let moh = self.queue_moh();
@@ -1262,7 +1326,7 @@ impl Actor {
         });
     }
 
-    fn release_event(&self, connected: &Connected, by: ReleasedBy) {
+    pub(super) fn release_event(&self, connected: &Connected, by: ReleasedBy) {
         let now = Instant::now();
         let hold_now = self
             .acd
@@ -1283,6 +1347,8 @@ impl Actor {
     /// The call is over: every agent leg ends, the router learns it.
     pub(super) fn leave(&mut self, released_by: ReleasedBy) {
         let now = Instant::now();
+        self.end_consult("call_ended");
+        self.end_monitor("call_ended", true);
         for mut leg in std::mem::take(&mut self.acd.legs) {
             leg.cancel_ringing(None);
             self.forget_leg(&leg);
@@ -1295,7 +1361,10 @@ impl Actor {
             }
             self.release_event(&connected, released_by);
             self.forget_leg(&connected.leg);
-            self.tell_router(Command::CallEnded(self.call(), connected.leg.agent.clone()));
+            self.tell_router(Command::CallEnded(
+                connected.router_call.clone(),
+                connected.leg.agent.clone(),
+            ));
         } else if self.acd.in_router {
             if let Some(wait) = &self.acd.wait {
                 self.ctx.bus.publish(Event::CallAbandoned {

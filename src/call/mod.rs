@@ -11,8 +11,10 @@
 mod acd;
 pub mod agent_leg;
 mod callback;
+pub mod consult;
 pub mod lookup;
 pub mod media_session;
+pub mod monitor;
 pub mod policy;
 mod refer;
 pub mod relay;
@@ -87,6 +89,12 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
+    /// A supervisor's monitoring of the call (rulebook Q2).
+    Monitor(monitor::MonitorCommand),
+    /// A consultation, attended transfer or three-way call (rulebook L6).
+    Consult(consult::ConsultCommand),
+    /// A consulted agent's phones were rung.
+    ConsultLeg(Box<consult::PendingLeg>),
 }
 
 /// The live calls, by Call-ID, so shutdown can end them and router decisions
@@ -119,10 +127,28 @@ impl Calls {
     }
 
     /// Hands a command to a live call's actor; false when the call is gone.
+    /// A command for a call's consultation (the router's id for it) reaches
+    /// the call itself.
     pub fn deliver(&self, call_id: &str, command: CallCommand) -> bool {
+        if let Some(call) = call_id.strip_suffix(consult::CONSULT_SUFFIX) {
+            let command = CallCommand::Consult(consult::ConsultCommand::Router(Box::new(command)));
+            return self
+                .mailboxes
+                .get(call)
+                .is_some_and(|mailbox| mailbox.send(command).is_ok());
+        }
         self.mailboxes
             .get(call_id)
             .is_some_and(|mailbox| mailbox.send(command).is_ok())
+    }
+
+    /// Like [`Calls::deliver`], but hands the command back when the call is
+    /// gone, so what it carries (a transaction) can still be answered.
+    pub fn try_deliver(&self, call_id: &str, command: CallCommand) -> Result<(), CallCommand> {
+        match self.mailboxes.get(call_id) {
+            Some(mailbox) => mailbox.send(command).map_err(|e| e.0),
+            None => Err(command),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -359,6 +385,9 @@ async fn call_actor(
             state_tx,
         ),
         caller_dialog: dialog.clone(),
+        monitor: None,
+        consult: None,
+        conference: None,
         survey: None,
     };
     if ended.is_none() {
@@ -423,6 +452,13 @@ struct Actor {
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
+    /// A supervisor listening in, whispering or barging; or the consulted
+    /// agent of a three-way call.
+    monitor: Option<monitor::Monitor>,
+    /// The agent consults another agent while the caller waits.
+    consult: Option<consult::Consult>,
+    /// The consulted agent of a three-way call (its leg is in `monitor`).
+    conference: Option<consult::ConferenceParty>,
     /// The survey the caller is running, if it is.
     survey: Option<survey::Survey>,
 }
@@ -588,6 +624,9 @@ impl Actor {
     ) -> Option<ReleasedBy> {
         let mut rtp_buf = vec![0u8; 2048];
         let mut agent_buf = vec![0u8; 2048];
+        let mut supervisor_buf = vec![0u8; 2048];
+        let mut consultant_buf = vec![0u8; 2048];
+        let mut consult_phone_buf = vec![0u8; 2048];
         let mut rtcp_buf = vec![0u8; 1500];
         if !self.delayed_offer {
             self.media_started();
@@ -609,9 +648,28 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
+            let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
+            let consultant_rtp = self
+                .consult
+                .as_ref()
+                .and_then(consult::Consult::consultant_rtp);
+            let consult_phone_rtp = self.consult.as_ref().and_then(consult::Consult::phone_rtp);
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
+                    let sip_call_id = &dialog_of(&state).call_id;
+                    if self.monitor.as_ref().is_some_and(|m| m.owns(sip_call_id)) {
+                        self.on_monitor_dialog(state).await;
+                        continue;
+                    }
+                    if self
+                        .consult
+                        .as_ref()
+                        .is_some_and(|c| c.owns(sip_call_id) || c.phone_owns(sip_call_id))
+                    {
+                        self.on_consult_dialog(state).await;
+                        continue;
+                    }
                     if dialog_of(&state).call_id != self.acd.caller_sip_call_id {
                         self.on_agent_dialog(state).await;
                         continue;
@@ -646,6 +704,21 @@ impl Actor {
                         self.relay_from_agent(source, &agent_buf[..n]);
                     }
                 }
+                received = recv_from_opt(supervisor_rtp.as_deref(), &mut supervisor_buf) => {
+                    if let Ok((n, source)) = received {
+                        self.on_supervisor_rtp(source, &supervisor_buf[..n]);
+                    }
+                }
+                received = recv_from_opt(consultant_rtp.as_deref(), &mut consultant_buf) => {
+                    if let Ok((n, source)) = received {
+                        self.relay_from_consultant(source, &consultant_buf[..n]);
+                    }
+                }
+                received = recv_from_opt(consult_phone_rtp.as_deref(), &mut consult_phone_buf) => {
+                    if let Ok((n, source)) = received {
+                        self.on_consult_phone_rtp(source, &consult_phone_buf[..n]);
+                    }
+                }
                 received = self.media.rtcp.recv_from(&mut rtcp_buf) => {
                     if received.is_ok() {
                         self.media.on_rtcp();
@@ -671,6 +744,8 @@ impl Actor {
                         self.feed(Input::Timeout);
                     }
                     self.on_acd_timers(now).await;
+                    self.on_monitor_timer(now);
+                    self.on_consult_timer(now);
                 }
             }
         }
@@ -679,7 +754,9 @@ impl Actor {
     /// The earliest of the IVR timer and the ACD timers.
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
-        [self.timer, self.acd.next_deadline()]
+        let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
+        let consult = self.consult.as_ref().and_then(consult::Consult::deadline);
+        [self.timer, self.acd.next_deadline(), monitor, consult]
             .into_iter()
             .flatten()
             .min()

@@ -42,7 +42,12 @@ impl Actor {
     /// agent is released and the caller runs it. False when there is none
     /// (the caller is then hung up as before).
     pub(super) fn agent_left_for_survey(&mut self) -> bool {
-        if !matches!(self.phase, Phase::Bridged) || self.acd.callback.is_some() {
+        // A callback's customer, or a caller left waiting on a consultation,
+        // is hung up as before.
+        if !matches!(self.phase, Phase::Bridged)
+            || self.acd.callback.is_some()
+            || self.consult.is_some()
+        {
             return false;
         }
         let Some((flow, queue, agent)) = self.survey_flow() else {
@@ -71,6 +76,8 @@ impl Actor {
         if end_agent && let Some(dialog) = connected.leg.answered() {
             super::acd::end_dialog(&self.ctx, dialog.clone());
         }
+        self.end_consult("cancelled");
+        self.end_monitor("transferred", true);
         self.run_survey(&flow, queue, agent);
         Ok(())
     }

@@ -89,6 +89,107 @@ pub struct RawConfig {
     pub store: RawStore,
     pub metrics: RawMetrics,
     pub api: RawApi,
+    pub monitor: RawMonitor,
+}
+
+/// `[monitor]`: supervisors joining live calls from their phones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMonitor {
+    pub supervisors: Vec<String>,
+    pub listen_code: String,
+    pub whisper_code: String,
+    pub barge_code: String,
+}
+
+impl Default for RawMonitor {
+    fn default() -> Self {
+        Self {
+            supervisors: Vec::new(),
+            listen_code: "*41".into(),
+            whisper_code: "*42".into(),
+            barge_code: "*43".into(),
+        }
+    }
+}
+
+impl RawMonitor {
+    fn check(
+        &self,
+        agents: &BTreeMap<String, Agent>,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> MonitorSettings {
+        for (i, account) in self.supervisors.iter().enumerate() {
+            if !agents.contains_key(account.trim()) {
+                issues.push(ConfigIssue {
+                    key: format!("monitor.supervisors[{i}]"),
+                    message: format!(
+                        "{account:?} is not a phone account: add it under [agents.\"{account}\"]"
+                    ),
+                });
+            }
+        }
+        let codes = [
+            ("monitor.listen_code", &self.listen_code),
+            ("monitor.whisper_code", &self.whisper_code),
+            ("monitor.barge_code", &self.barge_code),
+        ];
+        for (key, code) in codes {
+            let valid = !code.is_empty()
+                && code
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#');
+            if !valid {
+                issues.push(ConfigIssue {
+                    key: key.into(),
+                    message: format!(
+                        "{code:?} must be keypad characters (0-9, * and #), e.g. \"*41\""
+                    ),
+                });
+            }
+        }
+        for (i, (key, code)) in codes.iter().enumerate() {
+            if let Some((other, _)) = codes[..i]
+                .iter()
+                .find(|(_, c)| c.starts_with(code.as_str()) || code.starts_with(c.as_str()))
+            {
+                issues.push(ConfigIssue {
+                    key: (*key).into(),
+                    message: format!(
+                        "{code:?} overlaps {other}: each code must be told apart from the others"
+                    ),
+                });
+            }
+        }
+        MonitorSettings {
+            supervisors: self
+                .supervisors
+                .iter()
+                .map(|s| s.trim().to_string())
+                .collect(),
+            listen_code: self.listen_code.clone(),
+            whisper_code: self.whisper_code.clone(),
+            barge_code: self.barge_code.clone(),
+        }
+    }
+}
+
+/// `[monitor]`: who may monitor live calls from a phone, and the feature codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorSettings {
+    /// Phone accounts allowed to dial the feature codes.
+    pub supervisors: std::collections::BTreeSet<String>,
+    pub listen_code: String,
+    pub whisper_code: String,
+    pub barge_code: String,
+}
+
+impl Default for MonitorSettings {
+    /// The documented defaults.
+    fn default() -> Self {
+        let mut issues = Vec::new();
+        RawMonitor::default().check(&BTreeMap::new(), &mut issues)
+    }
 }
 
 /// `[api]`: the CTI API's tokens and not-ready reasons.
@@ -855,6 +956,7 @@ pub struct Settings {
     pub acd: AcdSettings,
     pub store: StoreSettings,
     pub api: ApiSettings,
+    pub monitor: MonitorSettings,
 }
 
 /// `[acd]`: how calls are offered to agents and how agents are paced.
@@ -1672,6 +1774,7 @@ impl RawConfig {
         self.store.check(&mut issues);
         let queues = self.check_queues(&mut issues);
         let api = self.check_api(&agents, &queues, &mut issues);
+        let monitor = self.monitor.check(&agents, &mut issues);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -1720,6 +1823,7 @@ impl RawConfig {
             acd: self.acd.resolve(),
             store: self.store.resolve(),
             api,
+            monitor,
             blocklist: self
                 .blocklist
                 .numbers
@@ -2751,6 +2855,26 @@ add_skills = ["general", "french"]
         let s = load(&text).unwrap_or_else(|e| panic!("{e}\n--- documented ---\n{text}"));
         assert_eq!(s.acd, AcdSettings::default());
         assert_eq!(s.queues["q"], Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn monitor_options_take_their_documented_defaults_and_are_checked() {
+        let documented = documented("[monitor]", "[metrics]");
+        assert_eq!(documented.len(), 4, "{documented:#?}");
+        let s = load(&format!("[monitor]\n{}\n", documented.join("\n"))).unwrap();
+        assert_eq!(s.monitor, MonitorSettings::default());
+        assert_eq!(s.monitor.listen_code, "*41");
+        let err =
+            load("[monitor]\nsupervisors = [\"9\"]\nlisten_code = \"*4a\"\nbarge_code = \"*4\"\n")
+                .unwrap_err();
+        let keys = issue_keys(&err);
+        for key in [
+            "monitor.supervisors[0]",
+            "monitor.listen_code",
+            "monitor.barge_code",
+        ] {
+            assert!(keys.contains(&key.to_string()), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -297,6 +297,58 @@ pub enum Event {
         number: String,
         status: Option<u16>,
     },
+    /// A supervisor joined a live call (rulebook Q2); `via` is "api" or "phone".
+    MonitorStarted {
+        call_id: String,
+        supervisor: String,
+        agent: String,
+        mode: &'static str,
+        via: &'static str,
+    },
+    /// The supervisor switched between listen, whisper and barge.
+    MonitorModeChanged {
+        call_id: String,
+        supervisor: String,
+        mode: &'static str,
+    },
+    /// The supervisor left, or the monitored call did.
+    MonitorEnded {
+        call_id: String,
+        supervisor: String,
+        reason: &'static str,
+        /// How long the supervisor was on; `None` when its phone never answered.
+        duration_ms: Option<u64>,
+    },
+    /// The agent consults another agent or a queue; the caller waits on hold.
+    ConsultStarted {
+        call_id: String,
+        agent: String,
+        /// "agent:ID" or "queue:NAME".
+        target: String,
+    },
+    /// The consulted agent answered.
+    ConsultAnswered {
+        call_id: String,
+        consultant: String,
+    },
+    /// transferred (attended transfer), conference (three-way), cancelled,
+    /// not_answered, consultant_hung_up, agent_hung_up, call_ended, failed.
+    ConsultEnded {
+        call_id: String,
+        outcome: &'static str,
+    },
+    /// Caller, agent and consulted agent talk together.
+    ConferenceStarted {
+        call_id: String,
+        consultant: String,
+    },
+    /// The consulted agent left the three-way call, or stayed alone with
+    /// the caller when the agent left.
+    ConferenceEnded {
+        call_id: String,
+        consultant: String,
+        talk_ms: u64,
+    },
     /// The caller rated the call in its queue's post-call survey (rulebook Q3).
     SurveyAnswered {
         call_id: String,

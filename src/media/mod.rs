@@ -6,6 +6,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod mixer;
 pub mod pacer;
 pub mod prompt;
 pub mod rtp;

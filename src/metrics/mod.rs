@@ -81,6 +81,10 @@ pub struct Metrics {
     hold_limit: IntCounterVec,
     breaks_over_limit: IntCounterVec,
     transfers: IntCounterVec,
+    monitor_sessions: IntCounterVec,
+    monitor_mode_changes: IntCounterVec,
+    monitor_active: prometheus::IntGauge,
+    consultations: IntCounterVec,
     released: IntCounterVec,
     staffing_below_minimum: IntCounterVec,
     auth_failures: IntCounter,
@@ -352,6 +356,32 @@ impl Metrics {
                 "Calls transferred, by the queue they were answered from.",
                 q,
             )?,
+            monitor_sessions: counter_vec(
+                &r,
+                "hotline_monitor_sessions_total",
+                "Supervisor monitoring sessions started, by first mode and how (api or phone).",
+                &["mode", "via"],
+            )?,
+            monitor_mode_changes: counter_vec(
+                &r,
+                "hotline_monitor_mode_changes_total",
+                "Monitoring sessions switched to a mode during the session.",
+                &["mode"],
+            )?,
+            monitor_active: {
+                let g = prometheus::IntGauge::new(
+                    "hotline_monitor_sessions_active",
+                    "Supervisors monitoring a live call now.",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            consultations: counter_vec(
+                &r,
+                "hotline_consultations_total",
+                "Consultations ended, by queue and outcome (transferred: attended transfer, conference: three-way, cancelled, not_answered, ...).",
+                &["queue", "outcome"],
+            )?,
             released: counter_vec(
                 &r,
                 "hotline_calls_released_total",
@@ -427,6 +457,12 @@ impl Metrics {
             m.ivr_exits.with_label_values(&[flow.as_str(), "hangup"]);
         }
         m.breaks_over_limit.with_label_values(&["no-answer"]);
+        for mode in ["listen", "whisper", "barge"] {
+            m.monitor_mode_changes.with_label_values(&[mode]);
+            for via in ["api", "phone"] {
+                m.monitor_sessions.with_label_values(&[mode, via]);
+            }
+        }
         m.not_ready.with_label_values(&["no-answer"]);
         for queue in settings.queues.keys() {
             let l = &[queue.as_str()];
@@ -453,6 +489,10 @@ impl Metrics {
             }
             m.hold_limit
                 .with_label_values(&[queue.as_str(), settings.acd.hold_action.as_str()]);
+            for outcome in ["transferred", "conference", "cancelled"] {
+                m.consultations
+                    .with_label_values(&[queue.as_str(), outcome]);
+            }
             for reason in ["max_wait", "max_len", "no_agents"] {
                 m.queue_overflowed
                     .with_label_values(&[queue.as_str(), reason]);
@@ -603,6 +643,27 @@ impl Metrics {
             }
             Event::CallTransferred { from_queue, .. } => {
                 self.transfers.with_label_values(&[from_queue]).inc();
+            }
+            Event::MonitorStarted { mode, via, .. } => {
+                self.monitor_sessions.with_label_values(&[mode, via]).inc();
+                self.monitor_active.inc();
+            }
+            Event::ConsultEnded {
+                call_id, outcome, ..
+            } => {
+                let queue = self.queue_of(call_id);
+                self.consultations
+                    .with_label_values(&[queue.as_str(), outcome])
+                    .inc();
+            }
+            Event::MonitorModeChanged { mode, .. } => {
+                self.monitor_mode_changes.with_label_values(&[mode]).inc();
+            }
+            Event::MonitorEnded {
+                duration_ms: Some(_),
+                ..
+            } => {
+                self.monitor_active.dec();
             }
             Event::BreakOverLimit { reason, .. } => {
                 self.breaks_over_limit.with_label_values(&[reason]).inc();

@@ -584,6 +584,12 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         )
         .await;
     }
+    if let Some((mode, agent)) = monitor_code(&ctx.settings.monitor, &dialled) {
+        return handle_monitor_invite(ctx, tx, source, mode, agent.to_string()).await;
+    }
+    if ctx.settings.agents.contains_key(&dialled) && !ctx.settings.numbers.contains_key(&dialled) {
+        return handle_consult_invite(ctx, tx, source, dialled).await;
+    }
     let trunk = match admit(&ctx, &mut tx, source.ip()) {
         Ok(trunk) => trunk,
         Err(Refusal::Challenge { stale }) => return challenge(&ctx, &mut tx, true, stale).await,
@@ -637,6 +643,146 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         caller,
     };
     crate::call::run_inbound(ctx, tx, admitted).await;
+}
+
+/// The mode and agent id of a dialled monitoring feature code (`*41` + agent).
+fn monitor_code<'a>(
+    settings: &crate::config::MonitorSettings,
+    dialled: &'a str,
+) -> Option<(crate::call::monitor::MonitorMode, &'a str)> {
+    use crate::call::monitor::MonitorMode;
+    [
+        (&settings.listen_code, MonitorMode::Listen),
+        (&settings.whisper_code, MonitorMode::Whisper),
+        (&settings.barge_code, MonitorMode::Barge),
+    ]
+    .into_iter()
+    .find_map(|(code, mode)| {
+        dialled
+            .strip_prefix(code.as_str())
+            .filter(|agent| !agent.is_empty())
+            .map(|agent| (mode, agent))
+    })
+}
+
+/// A phone dialled a monitoring feature code: it must answer the digest
+/// challenge of a supervisor's account, whatever its source (a trunk's
+/// caller never monitors), and the agent must be on a call.
+async fn handle_monitor_invite(
+    ctx: Arc<EdgeContext>,
+    mut tx: Transaction,
+    source: SocketAddr,
+    mode: crate::call::monitor::MonitorMode,
+    agent: String,
+) {
+    let Some(supervisor) = phone_account(&ctx, &mut tx, source).await else {
+        return;
+    };
+    if !ctx.settings.monitor.supervisors.contains(&supervisor) {
+        warn!(%source, %supervisor, "monitoring feature code from a phone that is no supervisor's");
+        return refuse_with(&mut tx, 403, "Forbidden (not a supervisor)", vec![]).await;
+    }
+    let call = match call_of_agent(&ctx, &agent).await {
+        Ok(call) => call,
+        Err(()) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
+    };
+    let Some(call) = call else {
+        info!(%supervisor, %agent, "nothing to monitor");
+        return refuse_with(&mut tx, 404, "Not Found (the agent is on no call)", vec![]).await;
+    };
+    let incoming = crate::call::monitor::IncomingMonitor {
+        tx,
+        supervisor,
+        mode,
+    };
+    let command = crate::call::CallCommand::Monitor(
+        crate::call::monitor::MonitorCommand::Incoming(Box::new(incoming)),
+    );
+    if let Err(crate::call::CallCommand::Monitor(crate::call::monitor::MonitorCommand::Incoming(
+        incoming,
+    ))) = ctx.calls.try_deliver(&call, command)
+    {
+        let mut tx = incoming.tx;
+        refuse_with(&mut tx, 404, "Not Found (the call has just ended)", vec![]).await;
+    }
+}
+
+/// Authenticates a phone's INVITE against the agents' accounts (401
+/// challenge): the account, or `None` when the request was answered.
+async fn phone_account(
+    ctx: &EdgeContext,
+    tx: &mut Transaction,
+    source: SocketAddr,
+) -> Option<String> {
+    let credentials = header_values(&tx.original.headers, "Authorization");
+    let agents = &ctx.settings.agents;
+    let outcome = ctx
+        .agent_auth
+        .authenticate(credentials, "INVITE", source.ip(), |user| {
+            agents.get(user).map(|a: &Agent| a.password.clone())
+        });
+    match outcome {
+        AuthOutcome::Authenticated { username } => Some(username),
+        AuthOutcome::Challenge { stale } => {
+            challenge(ctx, tx, false, stale).await;
+            None
+        }
+        AuthOutcome::Failed { reason, banned } => {
+            auth_failed(ctx, tx, source, "INVITE", reason, banned, false).await;
+            None
+        }
+    }
+}
+
+/// The call `agent` is talking on (or holding), per the router.
+async fn call_of_agent(ctx: &EdgeContext, agent: &str) -> Result<Option<String>, ()> {
+    let snapshot = ctx.router.snapshot().await.map_err(|_| ())?;
+    Ok(snapshot
+        .agents
+        .into_iter()
+        .find(|a| a.id.0 == agent && matches!(a.state, "talking" | "on-hold"))
+        .and_then(|a| a.call)
+        .map(|c| c.0.to_string()))
+}
+
+/// An agent's phone dialled another agent: a consultation from the call the
+/// agent is on (the caller waits on hold), which the phone may complete
+/// with REFER and Replaces (attended transfer).
+async fn handle_consult_invite(
+    ctx: Arc<EdgeContext>,
+    mut tx: Transaction,
+    source: SocketAddr,
+    target: String,
+) {
+    let Some(agent) = phone_account(&ctx, &mut tx, source).await else {
+        return;
+    };
+    let call = match call_of_agent(&ctx, &agent).await {
+        Ok(Some(call)) => call,
+        Ok(None) => {
+            info!(%agent, %target, "an agent dialled another agent while on no call");
+            return refuse_with(
+                &mut tx,
+                403,
+                "Forbidden (an agent dials another agent only to consult during a call)",
+                vec![],
+            )
+            .await;
+        }
+        Err(()) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
+    };
+    use crate::call::consult::{ConsultCommand, ConsultTarget, IncomingConsult};
+    let incoming = IncomingConsult {
+        tx,
+        target: ConsultTarget::Agent(target),
+    };
+    let command = crate::call::CallCommand::Consult(ConsultCommand::Incoming(Box::new(incoming)));
+    if let Err(crate::call::CallCommand::Consult(ConsultCommand::Incoming(incoming))) =
+        ctx.calls.try_deliver(&call, command)
+    {
+        let mut tx = incoming.tx;
+        refuse_with(&mut tx, 404, "Not Found (the call has just ended)", vec![]).await;
+    }
 }
 
 enum Refusal {

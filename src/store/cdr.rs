@@ -482,6 +482,14 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackFailed { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
         | Event::CallTransferred { call_id, .. }
+        | Event::MonitorStarted { call_id, .. }
+        | Event::MonitorModeChanged { call_id, .. }
+        | Event::MonitorEnded { call_id, .. }
+        | Event::ConsultStarted { call_id, .. }
+        | Event::ConsultAnswered { call_id, .. }
+        | Event::ConsultEnded { call_id, .. }
+        | Event::ConferenceStarted { call_id, .. }
+        | Event::ConferenceEnded { call_id, .. }
         | Event::SurveyAnswered { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
