@@ -847,6 +847,9 @@ impl Actor {
 
     /// A state change or request in an agent's dialog.
     pub(super) async fn on_agent_dialog(&mut self, state: DialogState) {
+        if let DialogState::Confirmed(id, _) = &state {
+            self.refer_answered(id);
+        }
         let call_id = super::dialog_of(&state).call_id.clone();
         let ours = self
             .acd

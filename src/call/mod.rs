@@ -389,6 +389,7 @@ async fn call_actor(
         consult: None,
         conference: None,
         survey: None,
+        referred: Vec::new(),
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -461,6 +462,8 @@ struct Actor {
     conference: Option<consult::ConferenceParty>,
     /// The survey the caller is running, if it is.
     survey: Option<survey::Survey>,
+    /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
+    referred: Vec<refer::Accepted>,
 }
 
 impl Actor {

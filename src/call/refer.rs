@@ -11,6 +11,7 @@ use rsipstack::dialog::DialogId;
 use rsipstack::dialog::dialog::TransactionHandle;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Request, StatusCode};
+use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 use super::{Actor, Phase, TransferTarget};
@@ -20,9 +21,16 @@ use crate::sip::{EdgeContext, header_values};
 /// How long the transferor's phone has to hang up after the final NOTIFY.
 const TRANSFEROR_GRACE: Duration = Duration::from_secs(5);
 
-/// How long the NOTIFYs wait for the dialog to leave the REFER's
-/// transaction (rsipstack sends in-dialog requests only when confirmed).
-const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+/// How long the NOTIFYs wait for the REFER's 202 to leave: they must not
+/// overtake it.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// A REFER answered 202 whose NOTIFYs wait for that answer to be sent. The
+/// dialog layer reports its dialog confirmed again once it is.
+pub(super) struct Accepted {
+    dialog: DialogId,
+    sent: oneshot::Sender<()>,
+}
 
 /// Why a REFER's `Refer-To` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +89,14 @@ async fn refuse(handle: &TransactionHandle, status: StatusCode, why: &str) {
 }
 
 impl Actor {
+    /// An agent dialog is confirmed again after a request it received was
+    /// answered: a REFER's NOTIFYs may go now.
+    pub(super) fn refer_answered(&mut self, dialog: &DialogId) {
+        if let Some(i) = self.referred.iter().position(|a| &a.dialog == dialog) {
+            let _ = self.referred.swap_remove(i).sent.send(());
+        }
+    }
+
     /// Where `user` (a Refer-To user part) sends the caller: a hotline
     /// number first, then a queue, then an agent.
     fn refer_target(&self, user: &str) -> Option<TransferTarget> {
@@ -158,23 +174,29 @@ impl Actor {
             debug!(error = %e, "could not accept the REFER");
             return;
         }
+        let (sent, answered) = oneshot::channel();
+        self.referred.push(Accepted { dialog: id, sent });
         let outcome = self.transfer_from(target, false);
         if let Err(why) = &outcome {
             info!(%why, "the referred transfer failed");
         }
-        report(&self.ctx, dialog, outcome.is_ok());
+        report(&self.ctx, dialog, answered, outcome.is_ok());
     }
 }
 
 /// Sends the REFER's NOTIFYs — 100 Trying, then 200 OK or 503 — and, when
 /// the transfer took effect, ends the transferor's dialog if its phone does
 /// not.
-fn report(ctx: &EdgeContext, dialog: InviteDialog, transferred: bool) {
+fn report(
+    ctx: &EdgeContext,
+    dialog: InviteDialog,
+    answered: oneshot::Receiver<()>,
+    transferred: bool,
+) {
     let dialogs = ctx.dialogs.clone();
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + CONFIRM_WAIT;
-        while !dialog.state().is_confirmed() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if tokio::time::timeout(ANSWER_WAIT, answered).await.is_err() {
+            debug!("the REFER's 202 was not reported sent; NOTIFY anyway");
         }
         let last = if transferred {
             "SIP/2.0 200 OK"
