@@ -39,6 +39,9 @@ pub enum ReferToError {
     Missing,
     #[error("Refer-To `{0}` is not a SIP URI with a user part")]
     Unparsable(String),
+    /// An attended transfer (RFC 3891 `Replaces`): hotline transfers blind.
+    #[error("a REFER with Replaces (attended transfer) is not supported; transfer blind")]
+    Replaces,
 }
 
 /// The user part of the URI in a `Refer-To` value (`<sip:402@host>`,
@@ -52,6 +55,12 @@ pub fn refer_to_user(value: &str) -> Result<String, ReferToError> {
     }
     .trim();
     let lower = uri.to_ascii_lowercase();
+    if lower
+        .split_once('?')
+        .is_some_and(|(_, headers)| headers.split('&').any(|h| h.starts_with("replaces=")))
+    {
+        return Err(ReferToError::Replaces);
+    }
     let user = if let Some(rest) = lower.strip_prefix("tel:") {
         &uri[uri.len() - rest.len()..]
     } else {
@@ -144,6 +153,10 @@ impl Actor {
         };
         let user = match user {
             Ok(user) => user,
+            Err(ReferToError::Replaces) => {
+                let why = ReferToError::Replaces.to_string();
+                return refuse(&handle, StatusCode::NotImplemented, &why).await;
+            }
             Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
         };
         let Some(target) = self.refer_target(&user) else {
@@ -155,18 +168,13 @@ impl Actor {
             TransferTarget::Ivr(flow) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
             _ => false,
         };
-        let refusal = if survey {
-            None
-        } else {
-            self.transfer_refused()
-        };
-        if let Some(why) = refusal {
-            // Connected, so refused by the limit (rulebook L6).
-            let status = if matches!(self.phase, Phase::Bridged) {
-                StatusCode::Other(403, "Transfer Limit Reached".into())
-            } else {
-                StatusCode::Forbidden
-            };
+        if !matches!(self.phase, Phase::Bridged) {
+            let why = "the call is not connected to this phone yet";
+            return refuse(&handle, StatusCode::Forbidden, why).await;
+        }
+        // The survey is no transfer: the limit does not apply to it.
+        if let Some(why) = self.transfer_refused().filter(|_| !survey) {
+            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
             return refuse(&handle, status, &why).await;
         }
         info!(%user, ?target, "REFER accepted");
@@ -245,13 +253,21 @@ mod tests {
                 "sales",
             ),
             ("sip:1002@127.0.0.1;user=phone", "1002"),
-            ("<sips:409@h?Replaces=abc%40d>", "409"),
+            ("<sips:409@h?Subject=x>", "409"),
             ("<SIP:401@h>", "401"),
             ("tel:402", "402"),
             ("<sip:402;isub=1@h>", "402"),
         ] {
             assert_eq!(refer_to_user(value).as_deref(), Ok(user), "{value}");
         }
+    }
+
+    #[test]
+    fn an_attended_transfer_with_replaces_is_told_apart() {
+        assert_eq!(
+            refer_to_user("<sip:1002@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
+            Err(ReferToError::Replaces)
+        );
     }
 
     #[test]
