@@ -43,6 +43,7 @@ const ALERTS: &[&str] = &[
     "HotlineAuthFailureBurst",
     "HotlineStoreErrors",
     "HotlineRecordingFailures",
+    "HotlineSatisfactionBelowTarget",
 ];
 
 const SERVICE_LEVEL_RULE: &str = "hotline:queue_service_level:ratio_rate15m";

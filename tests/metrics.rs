@@ -30,7 +30,11 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
     let server = Server::start(
         acd_config(
             "[acd]\nwrap_up = \"0s\"\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\n\n\
-             [queues.support]\nannounce_agent = false\nannounce_position_every = \"0s\"\n",
+             [queues.support]\nannounce_agent = false\nannounce_position_every = \"0s\"\n\n\
+             [queues.sales]\nsurvey = \"rate\"\n\n\
+             [ivr.rate]\nstart = \"rate\"\n[ivr.rate.nodes.rate]\ntype = \"collect\"\n\
+             prompts = [\"survey\"]\nvar = \"survey_score\"\nmax_digits = 1\n\
+             next = \"bye\"\nfailure = \"bye\"\n[ivr.rate.nodes.bye]\ntype = \"hangup\"\n",
         )
         .http(true),
     );
@@ -140,7 +144,8 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         2.0
     );
     assert!(value(&page, "hotline_rtp_packets_sent_total") > 0.0);
-    // Every metric the deploy files rely on is on the live page.
+    // Every metric the deploy files rely on is on the live page (the
+    // survey's, for queue `sales`, which has a survey).
     let missing: Vec<&&str> = CATALOGUE
         .iter()
         .chain(HISTOGRAMS)

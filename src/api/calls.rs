@@ -21,7 +21,8 @@ use crate::events::Event;
 /// The categories a call can be filed under (rulebook R1).
 pub const CATEGORIES: [&str; 4] = ["consult", "suggestion", "complaint", "help"];
 
-/// `POST /calls/{id}/transfer`: exactly one of `queue` and `agent`.
+/// `POST /calls/{id}/transfer`: exactly one of `queue`, `agent` and
+/// `"survey": true`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Transfer {
     /// The queue the caller goes to.
@@ -31,6 +32,11 @@ pub struct Transfer {
     /// answer, the caller waits in the call's queue.
     #[serde(default)]
     pub agent: Option<String>,
+    /// true: the caller rates the call in the post-call survey of the
+    /// queue it was answered from (the agent is released; not counted as a
+    /// transfer). Refused (409) when that queue has no `survey`.
+    #[serde(default)]
+    pub survey: bool,
 }
 
 /// `POST /calls/{id}/disposition`.
@@ -131,7 +137,8 @@ pub async fn unhold(
 /// Blind transfer to a queue or to a named, ready agent: the agent on the
 /// call is released to wrap-up and the caller keeps its waited time. Refused
 /// (409) past `acd.max_transfers`, when no agent is connected, or when the
-/// named agent is not ready.
+/// named agent is not ready. `{"survey": true}` sends the caller to its
+/// queue's post-call survey instead.
 #[utoipa::path(post, path = "/api/v1/calls/{id}/transfer", tag = "calls",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Call id")),
@@ -148,6 +155,12 @@ pub async fn transfer(
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     controllable(&state, &who, &id)?;
     let target = match (body.queue, body.agent) {
+        (None, None) if body.survey => TransferTarget::Survey,
+        _ if body.survey => {
+            return Err(ApiError::invalid(
+                "name exactly one of `queue`, `agent` and `survey`",
+            ));
+        }
         (Some(queue), None) => {
             if !state.edge.settings.queues.contains_key(&queue) {
                 return Err(ApiError::invalid(format!("no queue {queue}")));
@@ -168,7 +181,9 @@ pub async fn transfer(
             TransferTarget::Agent(agent)
         }
         _ => {
-            return Err(ApiError::invalid("name exactly one of `queue` and `agent`"));
+            return Err(ApiError::invalid(
+                "name exactly one of `queue`, `agent` and `survey`",
+            ));
         }
     };
     let (reply, answer) = tokio::sync::oneshot::channel();

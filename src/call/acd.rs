@@ -862,6 +862,9 @@ impl Actor {
 
     /// A state change or request in an agent's dialog.
     pub(super) async fn on_agent_dialog(&mut self, state: DialogState) {
+        if let DialogState::Confirmed(id, _) = &state {
+            self.refer_answered(id);
+        }
         let call_id = super::dialog_of(&state).call_id.clone();
         let ours = self
             .acd
@@ -886,6 +889,9 @@ impl Actor {
                         TerminatedReason::UasBye => ReleasedBy::Agent,
                         _ => ReleasedBy::System,
                     };
+                    if by == ReleasedBy::Agent && self.agent_left_for_survey() {
+                        return;
+                    }
                     end_dialog(&self.ctx, self.caller_dialog.clone());
                     self.acd.released = Some(by);
                 }
@@ -927,6 +933,7 @@ impl Actor {
             DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
+            DialogState::Refer(id, req, handle) if ours => self.on_refer(id, req, handle).await,
             DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)
             | DialogState::Refer(_, _, handle)
@@ -1182,9 +1189,37 @@ impl Actor {
     /// Blind transfer of the bridged call to a queue or a named agent: the
     /// agent is released (wrap-up), the caller joins the queue (its own, for
     /// an agent) keeping its waited time, offered first to the named agent.
-    fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
-        let (queue, direct) = match target {
-            super::TransferTarget::Queue(queue) => (queue, None),
+    /// A transfer to the survey or to an IVR flow: see [`Self::transfer_from`].
+    pub(super) fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
+        self.transfer_from(target, true)
+    }
+
+    /// Why the call cannot be passed on now, if it cannot: no agent on it,
+    /// or `acd.max_transfers` reached (rulebook L6).
+    pub(super) fn transfer_refused(&self) -> Option<String> {
+        if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
+            return Some("only a call connected to an agent can be transferred".into());
+        }
+        let max = self.ctx.settings.acd.max_transfers;
+        (self.acd.transfers >= max).then(|| {
+            format!(
+                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
+                self.acd.transfers
+            )
+        })
+    }
+
+    /// [`Self::transfer`]; `end_agent` false leaves the agent's dialog to the
+    /// agent's phone (a REFER's transferor hangs up by itself). The survey
+    /// is no transfer: it is not counted against `acd.max_transfers`.
+    pub(super) fn transfer_from(
+        &mut self,
+        target: super::TransferTarget,
+        end_agent: bool,
+    ) -> Result<(), String> {
+        // The queue (with the agent offered first), or the IVR flow.
+        let (queue, direct, flow) = match target {
+            super::TransferTarget::Queue(queue) => (queue, None, None),
             super::TransferTarget::Agent(agent) => {
                 let queue = self
                     .acd
@@ -1192,54 +1227,81 @@ impl Actor {
                     .as_ref()
                     .map(|c| c.leg.queue.clone())
                     .unwrap_or_default();
-                (queue, Some(AgentId::from(agent.as_str())))
+                (queue, Some(AgentId::from(agent.as_str())), None)
+            }
+            super::TransferTarget::Survey => return self.transfer_to_survey(end_agent),
+            super::TransferTarget::Ivr(flow) => {
+                if self
+                    .survey_flow()
+                    .is_some_and(|(survey, ..)| survey == flow)
+                {
+                    return self.transfer_to_survey(end_agent);
+                }
+                if !self.ctx.settings.ivr.contains_key(&flow) {
+                    return Err(format!("no IVR flow {flow}"));
+                }
+                (format!("ivr:{flow}"), None, Some(flow))
             }
         };
-        let queue = queue.as_str();
-        if !self.ctx.settings.queues.contains_key(queue) {
+        if flow.is_none() && !self.ctx.settings.queues.contains_key(queue.as_str()) {
             return Err(format!("no queue {queue}"));
         }
-        if !matches!(self.phase, Phase::Bridged) {
-            return Err("only a call connected to an agent can be transferred".into());
+        if let Some(refusal) = self.transfer_refused() {
+            return Err(refusal);
         }
-        let max = self.ctx.settings.acd.max_transfers;
-        if self.acd.transfers >= max {
-            return Err(format!(
-                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
-                self.acd.transfers
-            ));
+        if end_agent
+            && let Some(dialog) = self.acd.connected.as_ref().and_then(|c| c.leg.answered())
+        {
+            end_dialog(&self.ctx, dialog.clone());
         }
-        let Some(connected) = self.acd.connected.take() else {
+        let Some(connected) = self.release_agent(ReleasedBy::System) else {
             return Err("no agent on the call".into());
         };
         self.end_consult("cancelled");
         self.end_monitor("transferred", true);
         self.acd.transfers += 1;
-        self.acd.hold = None;
-        self.acd.api_hold = false;
-        if let Some(dialog) = connected.leg.answered().cloned() {
-            end_dialog(&self.ctx, dialog);
-        }
-        self.release_event(&connected, ReleasedBy::System);
-        self.forget_leg(&connected.leg);
-        self.tell_router(Command::CallEnded(
-            connected.router_call.clone(),
-            connected.leg.agent.clone(),
-        ));
         info!(from = %connected.leg.queue, to = %queue, "call transferred");
         self.ctx.bus.publish(Event::CallTransferred {
             call_id: self.call_id.clone(),
             agent: connected.leg.agent.0.clone(),
             from_queue: connected.leg.queue.clone(),
-            to_queue: queue.to_string(),
+            // An IVR flow is named as an overflow names it: "ivr:FLOW".
+            to_queue: queue.clone(),
             to_agent: direct.as_ref().map(|a| a.0.clone()),
             count: self.acd.transfers,
         });
-        connected.leg.media.stream.stop();
         self.playing = None;
-        self.acd.direct_to = direct;
-        self.enter_queue(queue);
+        match flow {
+            Some(flow) => {
+                let mut vars = std::collections::BTreeMap::new();
+                vars.insert("caller".to_string(), self.acd.caller.clone());
+                vars.insert("number".to_string(), self.acd.number.clone());
+                self.start_flow(&flow, None, vars);
+            }
+            None => {
+                self.acd.direct_to = direct;
+                self.enter_queue(&queue);
+            }
+        }
         Ok(())
+    }
+
+    /// Lets the connected agent go to wrap-up while the caller stays on the
+    /// line: the release is published (its running hold included) and the
+    /// router told. The agent's dialog is the caller's to end.
+    pub(super) fn release_agent(&mut self, by: ReleasedBy) -> Option<Connected> {
+        let connected = self.acd.connected.take()?;
+        self.release_event(&connected, by);
+        self.acd.hold = None;
+        self.acd.api_hold = false;
+        self.forget_leg(&connected.leg);
+        self.tell_router(Command::CallEnded(
+            connected.router_call.clone(),
+            connected.leg.agent.clone(),
+        ));
+        self.acd.in_router = false;
+        connected.leg.media.stream.stop();
+        Some(connected)
     }
 
     /// The caller goes back to the head of its queue; the agent is released.

@@ -17,7 +17,9 @@ pub mod media_session;
 pub mod monitor;
 pub mod policy;
 mod record;
+mod refer;
 pub mod relay;
+mod survey;
 
 pub use acd::Side;
 
@@ -50,6 +52,11 @@ pub enum TransferTarget {
     Queue(String),
     /// A named agent, offered the call at once if ready.
     Agent(String),
+    /// The post-call survey of the call's queue (not counted as a transfer).
+    Survey,
+    /// An IVR flow (a hotline number that leads to one); the queue's survey
+    /// flow is the survey.
+    Ivr(String),
 }
 
 /// What the rest of the server tells a call actor.
@@ -382,6 +389,8 @@ async fn call_actor(
         monitor: None,
         consult: None,
         conference: None,
+        survey: None,
+        referred: Vec::new(),
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -397,6 +406,7 @@ async fn call_actor(
     ctx.calls.mailboxes.remove(&call_id);
     actor.leave(ended.unwrap_or(ReleasedBy::System));
     actor.finish_recording().await;
+    actor.survey_done();
 
     if let Phase::Ivr(run, flow) = &actor.phase {
         ctx.bus.publish(Event::IvrExited {
@@ -452,6 +462,10 @@ struct Actor {
     consult: Option<consult::Consult>,
     /// The consulted agent of a three-way call (its leg is in `monitor`).
     conference: Option<consult::ConferenceParty>,
+    /// The survey the caller is running, if it is.
+    survey: Option<survey::Survey>,
+    /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
+    referred: Vec<refer::Accepted>,
 }
 
 impl Actor {
@@ -545,6 +559,7 @@ impl Actor {
     }
 
     fn exit_ivr(&mut self, exit: String) {
+        self.survey_done();
         if let Phase::Ivr(_, flow) = &self.phase {
             self.ctx.bus.publish(Event::IvrExited {
                 call_id: self.call_id.clone(),

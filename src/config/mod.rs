@@ -775,6 +775,9 @@ pub struct RawQueue {
     pub min_staffed: u32,
     pub service_level_seconds: u32,
     pub record: bool,
+    /// The post-call survey's IVR flow (rulebook Q3); empty: none.
+    pub survey: String,
+    pub survey_target: f64,
 }
 
 impl Default for RawQueue {
@@ -797,6 +800,8 @@ impl Default for RawQueue {
             min_staffed: 0,
             service_level_seconds: 20,
             record: true,
+            survey: String::new(),
+            survey_target: 0.96,
         }
     }
 }
@@ -1148,7 +1153,19 @@ pub struct Queue {
     pub service_level: Duration,
     /// Its bridged calls are recorded (when `recording.enabled`).
     pub record: bool,
+    /// IVR flow the caller runs when the agent hangs up first (rulebook
+    /// Q3); `None` = no survey. The flow exists.
+    pub survey: Option<String>,
+    /// Share of survey scores of 4 or 5 the queue aims at.
+    pub survey_target: Ratio,
 }
+
+/// A share between 0 and 1, checked finite at load (so it compares as a
+/// total order).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(pub f64);
+
+impl Eq for Ratio {}
 
 impl Queue {
     /// A queue with every option at its documented default.
@@ -1173,6 +1190,8 @@ impl Queue {
             min_staffed: raw.min_staffed,
             service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
             record: raw.record,
+            survey: None,
+            survey_target: Ratio(raw.survey_target),
         }
     }
 }
@@ -2064,6 +2083,22 @@ impl RawConfig {
                     ),
                 );
             }
+            let survey = raw.survey.trim();
+            if !survey.is_empty() && !self.ivr.contains_key(survey) {
+                issue(
+                    format!("{key}.survey"),
+                    format!("`{survey}` is not an IVR flow (not under [ivr])"),
+                );
+            }
+            if !(0.0..=1.0).contains(&raw.survey_target) {
+                issue(
+                    format!("{key}.survey_target"),
+                    format!(
+                        "{} is out of range: a share of satisfied callers is 0 to 1 (0.96 = 96 %)",
+                        raw.survey_target
+                    ),
+                );
+            }
             let music_on_hold = if raw.music_on_hold.trim().is_empty() {
                 self.media.music_on_hold.clone()
             } else {
@@ -2092,6 +2127,8 @@ impl RawConfig {
                     min_staffed: raw.min_staffed,
                     service_level: Duration::from_secs(u64::from(raw.service_level_seconds)),
                     record: raw.record,
+                    survey: (!survey.is_empty()).then(|| survey.to_string()),
+                    survey_target: Ratio(raw.survey_target),
                 },
             );
         }
@@ -2407,7 +2444,7 @@ sources = ["300.0.0.0/8"]
         let s = Settings::from_toml(EMBEDDED_DEFAULT, "hotline.toml", &BTreeMap::new()).unwrap();
         let line = s.to_string();
         assert!(
-            line.contains("1 trunk(s), 2 number(s), 4 agent(s)"),
+            line.contains("1 trunk(s), 3 number(s), 4 agent(s)"),
             "{line}"
         );
         assert!(!line.contains('\n'));
@@ -2913,7 +2950,7 @@ add_skills = ["general", "french"]
         let acd = documented("[acd]", "# --- Queues");
         let queue = documented("# [queues.NAME]", "[queues.support]");
         assert_eq!(acd.len(), 14, "{acd:#?}");
-        assert_eq!(queue.len(), 17, "{queue:#?}");
+        assert_eq!(queue.len(), 19, "{queue:#?}");
         let text = format!(
             "[acd]\n{}\n[queues.q]\n{}\n",
             acd.join("\n"),
@@ -3027,8 +3064,52 @@ add_skills = ["general", "french"]
     #[test]
     fn the_demo_queues_run_on_the_defaults() {
         let s = Settings::from_toml(EMBEDDED_DEFAULT, "default", &BTreeMap::new()).unwrap();
-        assert_eq!(s.queues["support"], Queue::new("support", "moh/default"));
+        let support = Queue {
+            survey: Some("survey".into()),
+            ..Queue::new("support", "moh/default")
+        };
+        assert_eq!(s.queues["support"], support);
         assert_eq!(s.queues["sales"], Queue::new("sales", "moh/default"));
         assert_eq!(s.acd, AcdSettings::default());
+    }
+
+    // --- Post-call survey (rulebook Q3) ---
+
+    const SURVEY_FLOW: &str = "[ivr.rate]\nstart = \"rate\"\n[ivr.rate.nodes.rate]\n\
+        type = \"collect\"\nprompts = [\"survey\"]\nvar = \"survey_score\"\n\
+        max_digits = 1\npattern = \"[1-5]\"\nnext = \"bye\"\nfailure = \"bye\"\n\
+        [ivr.rate.nodes.bye]\ntype = \"hangup\"\n";
+
+    #[test]
+    fn a_queue_survey_names_a_flow_and_its_target() {
+        let s = load(&format!(
+            "[queues.q]\nsurvey = \"rate\"\nsurvey_target = 0.9\n{SURVEY_FLOW}"
+        ))
+        .unwrap();
+        assert_eq!(s.queues["q"].survey.as_deref(), Some("rate"));
+        assert_eq!(s.queues["q"].survey_target, Ratio(0.9));
+        let s = load("[queues.q]\n").unwrap();
+        assert_eq!(s.queues["q"].survey, None);
+        assert_eq!(s.queues["q"].survey_target, Ratio(0.96));
+    }
+
+    #[test]
+    fn a_survey_flow_that_does_not_exist_is_refused_naming_the_key() {
+        let err = load("[queues.q]\nsurvey = \"nope\"\n").unwrap_err();
+        assert_eq!(keys(err), vec!["queues.q.survey"]);
+    }
+
+    #[test]
+    fn a_survey_target_outside_zero_to_one_is_refused_naming_the_key() {
+        for bad in ["1.5", "-0.1", "nan"] {
+            let err = load(&format!(
+                "[queues.q]\nsurvey = \"rate\"\nsurvey_target = {bad}\n{SURVEY_FLOW}"
+            ))
+            .unwrap_err();
+            assert_eq!(keys(err), vec!["queues.q.survey_target"], "{bad}");
+        }
+        for good in ["0", "1", "0.5"] {
+            load(&format!("[queues.q]\nsurvey_target = {good}\n")).unwrap();
+        }
     }
 }

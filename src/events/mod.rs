@@ -375,6 +375,15 @@ pub enum Event {
         consultant: String,
         talk_ms: u64,
     },
+    /// The caller rated the call in its queue's post-call survey (rulebook Q3).
+    SurveyAnswered {
+        call_id: String,
+        queue: String,
+        /// The agent who served the caller last.
+        agent: String,
+        /// 1 (poor) to 5 (excellent).
+        score: u8,
+    },
 }
 
 /// An event with the time it happened.

@@ -5,7 +5,7 @@
 //! edge's and media engine's atomics, when the page is scraped.
 //!
 //! Names start with `hotline_`, times are in seconds, and labels are of low
-//! cardinality: queue, state, reason, outcome, released_by, method, code —
+//! cardinality: queue, state, reason, outcome, released_by, score, method, code —
 //! never a call id or a phone number. Per-agent series only with
 //! `metrics.per_agent`.
 
@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::config::Settings;
@@ -97,6 +98,67 @@ pub struct Metrics {
     recordings_finished: IntCounter,
     recording_failures: IntCounter,
     recording_bytes: IntCounter,
+    survey: SurveySeries,
+}
+
+/// The post-call survey's series (rulebook Q3), and the responses per queue
+/// the satisfaction ratio is computed from: (scores 4 or 5, all).
+struct SurveySeries {
+    responses: IntCounterVec,
+    satisfaction: GaugeVec,
+    counts: HashMap<String, (u64, u64)>,
+}
+
+impl SurveySeries {
+    /// The queues with a survey start with zero responses of each score,
+    /// their target, and a ratio that is NaN until the first response.
+    fn new(r: &Registry, settings: &Settings) -> prometheus::Result<SurveySeries> {
+        let responses = counter_vec(
+            r,
+            "hotline_survey_responses_total",
+            "Post-call survey answers, by queue and score (1-5).",
+            &["queue", "score"],
+        )?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(Opts::new(name, help), &["queue"])?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let satisfaction = gauge(
+            "hotline_survey_satisfaction_ratio",
+            "Share of survey scores of 4 or 5 since the start, per queue (NaN before the first).",
+        )?;
+        let target = gauge(
+            "hotline_survey_satisfaction_target_ratio",
+            "The queue's survey_target.",
+        )?;
+        for (name, queue) in settings.queues.iter().filter(|(_, q)| q.survey.is_some()) {
+            for score in ["1", "2", "3", "4", "5"] {
+                responses.with_label_values(&[name.as_str(), score]);
+            }
+            satisfaction.with_label_values(&[name]).set(f64::NAN);
+            target.with_label_values(&[name]).set(queue.survey_target.0);
+        }
+        Ok(SurveySeries {
+            responses,
+            satisfaction,
+            counts: HashMap::new(),
+        })
+    }
+
+    fn answered(&mut self, queue: &str, score: u8) {
+        self.responses
+            .with_label_values(&[queue, &score.to_string()])
+            .inc();
+        let (good, all) = self.counts.entry(queue.to_string()).or_default();
+        *all += 1;
+        if score >= 4 {
+            *good += 1;
+        }
+        self.satisfaction
+            .with_label_values(&[queue])
+            .set(*good as f64 / *all as f64);
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -397,6 +459,7 @@ impl Metrics {
                 "hotline_recording_bytes_total",
                 "Bytes of finished recording files.",
             )?,
+            survey: SurveySeries::new(&r, settings)?,
             registry: r,
         };
         #[cfg(target_os = "linux")]
@@ -641,6 +704,7 @@ impl Metrics {
                 self.recording_bytes.inc_by(*bytes);
             }
             Event::RecordingFailed { .. } => self.recording_failures.inc(),
+            Event::SurveyAnswered { queue, score, .. } => self.survey.answered(queue, *score),
             Event::AuthFailed { .. } => self.auth_failures.inc(),
             Event::SourceBanned { .. } => self.bans.inc(),
             Event::CallEnded { call_id, .. } => {

@@ -538,3 +538,54 @@ fn recordings_are_counted_and_a_failure_raises_its_counter() {
     assert_eq!(value(&m, "hotline_recording_failures_total"), 1.0);
     assert_eq!(value(&m, "hotline_recording_bytes_total"), 256_044.0);
 }
+
+// --- Post-call survey (rulebook Q3) ---
+
+#[test]
+fn survey_answers_count_by_score_and_set_the_satisfaction_ratio_beside_its_target() {
+    let text = "[trunks.local]\nsources = [\"127.0.0.0/8\"]\n\
+        [queues.support]\nsurvey = \"rate\"\nsurvey_target = 0.9\n[queues.sales]\n\
+        [ivr.rate]\nstart = \"rate\"\n[ivr.rate.nodes.rate]\ntype = \"collect\"\n\
+        prompts = [\"survey\"]\nvar = \"survey_score\"\nmax_digits = 1\nnext = \"bye\"\n\
+        failure = \"bye\"\n[ivr.rate.nodes.bye]\ntype = \"hangup\"\n";
+    let settings = Settings::from_toml(text, "test.toml", &BTreeMap::new()).unwrap();
+    let mut m = Metrics::new(&settings).unwrap();
+    let responses = |score: &str| {
+        format!("hotline_survey_responses_total{{queue=\"support\",score=\"{score}\"}}")
+    };
+    let ratio = "hotline_survey_satisfaction_ratio{queue=\"support\"}";
+    assert_eq!(value(&m, &responses("1")), 0.0);
+    assert!(value(&m, ratio).is_nan(), "no response yet");
+    assert_eq!(
+        value(
+            &m,
+            "hotline_survey_satisfaction_target_ratio{queue=\"support\"}"
+        ),
+        0.9
+    );
+    for (n, score) in [4u8, 2, 5, 5].into_iter().enumerate() {
+        feed(
+            &mut m,
+            n as u64,
+            Event::SurveyAnswered {
+                call_id: call(&format!("c{n}")),
+                queue: "support".into(),
+                agent: "1001".into(),
+                score,
+            },
+        );
+    }
+    assert_eq!(value(&m, &responses("5")), 2.0);
+    assert_eq!(value(&m, &responses("2")), 1.0);
+    assert_eq!(value(&m, ratio), 0.75);
+    // A queue without a survey has none of its series.
+    let mut page = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&m.registry.gather(), &mut page)
+        .unwrap();
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        !page.contains("survey_satisfaction_target_ratio{queue=\"sales\"}"),
+        "{page}"
+    );
+}

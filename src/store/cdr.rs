@@ -129,6 +129,8 @@ pub struct Cdr {
     /// Holds as offsets from the start of the recording,
     /// `START-END[,START-END...]` in ms.
     pub hold_periods: Option<String>,
+    /// The caller's post-call survey score, 1 to 5 (rulebook Q3).
+    pub survey_score: Option<i64>,
 }
 
 /// Where the call stands with queues.
@@ -190,6 +192,7 @@ pub struct CdrBuilder {
     category: Option<String>,
     notes: Option<String>,
     recording: Recorded,
+    survey_score: Option<i64>,
 }
 
 /// What the recording events said.
@@ -235,6 +238,7 @@ impl CdrBuilder {
             category: None,
             notes: None,
             recording: Recorded::default(),
+            survey_score: None,
         }
     }
 
@@ -388,6 +392,7 @@ impl CdrBuilder {
             Event::RecordingFailed { path, .. } => {
                 self.recording.path.get_or_insert_with(|| path.clone());
             }
+            Event::SurveyAnswered { score, .. } => self.survey_score = Some(i64::from(*score)),
             Event::CallEnded {
                 released_by,
                 answered,
@@ -453,6 +458,7 @@ impl CdrBuilder {
             recording_sha256: self.recording.sha256.clone(),
             recording_ms: self.recording.duration_ms,
             hold_periods: self.recording.hold_periods.clone(),
+            survey_score: self.survey_score,
         }
     }
 
@@ -532,7 +538,8 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::ConsultAnswered { call_id, .. }
         | Event::ConsultEnded { call_id, .. }
         | Event::ConferenceStarted { call_id, .. }
-        | Event::ConferenceEnded { call_id, .. } => Some(call_id),
+        | Event::ConferenceEnded { call_id, .. }
+        | Event::SurveyAnswered { call_id, .. } => Some(call_id),
         Event::RegistrationAdded { .. }
         | Event::RegistrationRefreshed { .. }
         | Event::RegistrationRemoved { .. }
@@ -772,6 +779,7 @@ mod tests {
                 recording_sha256: None,
                 recording_ms: None,
                 hold_periods: None,
+                survey_score: None,
             }
         );
     }
@@ -834,6 +842,34 @@ mod tests {
         assert_eq!(cdr.recording.as_deref(), Some(path.as_str()));
         assert_eq!(cdr.recording_sha256, None);
         assert_eq!(cdr.recording_ms, None);
+    }
+
+    #[test]
+    fn the_survey_score_given_after_the_agent_left_is_on_the_record() {
+        let cdr = run(&[
+            (0, admitted("401")),
+            (1, queued("support", 0)),
+            (2, offered("1001")),
+            (3, connected("1001", 2, false)),
+            (5_000, released("1001", 4_997, 0, 0)),
+            (
+                9_000,
+                Event::SurveyAnswered {
+                    call_id: id(),
+                    queue: "support".into(),
+                    agent: "1001".into(),
+                    score: 4,
+                },
+            ),
+            (9_500, ended(ReleasedBy::System, true)),
+        ]);
+        assert_eq!(cdr.survey_score, Some(4));
+        assert_eq!(cdr.disposition, Disposition::Answered);
+        assert_eq!(cdr.talk_ms, 4_997);
+        assert_eq!(
+            run(&[(0, admitted("401")), (1, ended(ReleasedBy::Caller, true))]).survey_score,
+            None
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE cdr ADD COLUMN recording_ms INTEGER;
     ALTER TABLE cdr ADD COLUMN hold_periods TEXT;
     CREATE INDEX cdr_recording ON cdr(recording_started_at) WHERE recording IS NOT NULL;",
+    // 3: the post-call survey's score (rulebook Q3).
+    "ALTER TABLE cdr ADD COLUMN survey_score INTEGER;",
 ];
 
 /// The schema version this hotline writes.
@@ -201,14 +203,14 @@ mod tests {
         drop(conn);
         let conn = open_for_writing(&path, DEFAULT_BUSY_TIMEOUT).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        let row: (String, Option<String>, Option<String>) = conn
+        let row: (String, Option<String>, Option<String>, Option<i64>) = conn
             .query_row(
-                "SELECT call_id, recording_sha256, hold_periods FROM cdr",
+                "SELECT call_id, recording_sha256, hold_periods, survey_score FROM cdr",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .unwrap();
-        assert_eq!(row, ("old".to_string(), None, None));
+        assert_eq!(row, ("old".to_string(), None, None, None));
     }
 
     #[test]

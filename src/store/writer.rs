@@ -283,9 +283,10 @@ fn write_batch(
                 arrived_at, queued_at, offered_at, answered_at, ended_at, waited_ms,
                 ring_attempts, talk_ms, hold_count, hold_ms, longest_hold_ms, transfers,
                 released_by, disposition, late_answer, recording, category, notes,
-                recording_started_at, recording_sha256, recording_ms, hold_periods)
+                recording_started_at, recording_sha256, recording_ms, hold_periods,
+                survey_score)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)
              ON CONFLICT (call_id) DO NOTHING",
         )?;
         for c in cdrs {
@@ -319,6 +320,7 @@ fn write_batch(
                 c.recording_sha256,
                 c.recording_ms,
                 c.hold_periods,
+                c.survey_score,
             ])?;
             if inserted == 0 {
                 duplicates.push(c.call_id.clone());

@@ -53,6 +53,9 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_recordings_finished_total",
     "hotline_recording_failures_total",
     "hotline_recording_bytes_total",
+    "hotline_survey_responses_total",
+    "hotline_survey_satisfaction_ratio",
+    "hotline_survey_satisfaction_target_ratio",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.

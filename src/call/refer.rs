@@ -1,0 +1,289 @@
+//! Blind transfer from the agent's phone (RFC 3515): a REFER in the answered
+//! agent's dialog names, in `Refer-To`, a hotline number, a queue or an
+//! agent. hotline answers 202, hands the caller over as a CTI transfer does
+//! (counted against `acd.max_transfers`, rulebook L6), and reports the
+//! outcome with NOTIFYs (`message/sipfrag`) in that dialog. The phone hangs
+//! up its dialog after the final NOTIFY; one that does not is hung up.
+
+use std::time::Duration;
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::TransactionHandle;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request, StatusCode};
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+use super::{Actor, Phase, TransferTarget};
+use crate::config::NumberTarget;
+use crate::sip::{EdgeContext, header_values};
+
+/// How long the transferor's phone has to hang up after the final NOTIFY.
+const TRANSFEROR_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the NOTIFYs wait for the REFER's 202 to leave: they must not
+/// overtake it.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// A REFER answered 202 whose NOTIFYs wait for that answer to be sent. The
+/// dialog layer reports its dialog confirmed again once it is.
+pub(super) struct Accepted {
+    dialog: DialogId,
+    sent: oneshot::Sender<()>,
+}
+
+/// Why a REFER's `Refer-To` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferToError {
+    #[error("the REFER has no Refer-To header")]
+    Missing,
+    #[error("Refer-To `{0}` is not a SIP URI with a user part")]
+    Unparsable(String),
+    /// An attended transfer (RFC 3891 `Replaces`): hotline transfers blind.
+    #[error("a REFER with Replaces (attended transfer) is not supported; transfer blind")]
+    Replaces,
+}
+
+/// The user part of the URI in a `Refer-To` value (`<sip:402@host>`,
+/// `"Sales" <sip:sales@host;transport=udp>`, `sip:1002@host`, `tel:402`).
+pub fn refer_to_user(value: &str) -> Result<String, ReferToError> {
+    let bad = || ReferToError::Unparsable(value.trim().to_string());
+    let uri = match (value.find('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        (None, None) => value.split(';').next().unwrap_or_default(),
+        _ => return Err(bad()),
+    }
+    .trim();
+    let lower = uri.to_ascii_lowercase();
+    if lower
+        .split_once('?')
+        .is_some_and(|(_, headers)| headers.split('&').any(|h| h.starts_with("replaces=")))
+    {
+        return Err(ReferToError::Replaces);
+    }
+    let user = if let Some(rest) = lower.strip_prefix("tel:") {
+        &uri[uri.len() - rest.len()..]
+    } else {
+        let rest = lower
+            .strip_prefix("sip:")
+            .or_else(|| lower.strip_prefix("sips:"))
+            .ok_or_else(bad)?;
+        let rest = &uri[uri.len() - rest.len()..];
+        rest.split_once('@').ok_or_else(bad)?.0
+    };
+    // URI parameters and headers (`;user=phone`, `?Replaces=`) are not the user.
+    let user = user
+        .split([';', '?', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c == '<') {
+        return Err(bad());
+    }
+    Ok(user.to_string())
+}
+
+fn warning(text: &str) -> Header {
+    Header::Other(
+        "Warning".into(),
+        format!("399 hotline \"{}\"", text.replace('"', "'")),
+    )
+}
+
+async fn refuse(handle: &TransactionHandle, status: StatusCode, why: &str) {
+    info!(status = u16::from(status.clone()), why, "REFER refused");
+    if let Err(e) = handle.respond(status, Some(vec![warning(why)]), None).await {
+        debug!(error = %e, "could not refuse the REFER");
+    }
+}
+
+impl Actor {
+    /// An agent dialog is confirmed again after a request it received was
+    /// answered: a REFER's NOTIFYs may go now.
+    pub(super) fn refer_answered(&mut self, dialog: &DialogId) {
+        if let Some(i) = self.referred.iter().position(|a| &a.dialog == dialog) {
+            let _ = self.referred.swap_remove(i).sent.send(());
+        }
+    }
+
+    /// Where `user` (a Refer-To user part) sends the caller: a hotline
+    /// number first, then a queue, then an agent.
+    fn refer_target(&self, user: &str) -> Option<TransferTarget> {
+        let settings = &self.ctx.settings;
+        if let Some(number) = settings.numbers.get(user) {
+            return Some(match &number.target {
+                NumberTarget::Queue { queue, .. } => TransferTarget::Queue(queue.clone()),
+                NumberTarget::Ivr(flow) => TransferTarget::Ivr(flow.clone()),
+            });
+        }
+        if settings.queues.contains_key(user) {
+            return Some(TransferTarget::Queue(user.to_string()));
+        }
+        settings
+            .agents
+            .contains_key(user)
+            .then(|| TransferTarget::Agent(user.to_string()))
+    }
+
+    /// A REFER in one of the call's agent dialogs.
+    pub(super) async fn on_refer(&mut self, id: DialogId, req: Request, handle: TransactionHandle) {
+        let dialog = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .filter(|d| d.id() == id)
+            .cloned();
+        let Some(dialog) = dialog else {
+            return refuse(
+                &handle,
+                StatusCode::Forbidden,
+                "this phone is not the one connected to the caller",
+            )
+            .await;
+        };
+        let values: Vec<&str> = ["Refer-To", "r"]
+            .iter()
+            .flat_map(|name| header_values(&req.headers, name))
+            .collect();
+        let user = match values.as_slice() {
+            [] => Err(ReferToError::Missing),
+            [one] => refer_to_user(one),
+            [first, ..] => Err(ReferToError::Unparsable(first.to_string())),
+        };
+        let user = match user {
+            Ok(user) => user,
+            Err(ReferToError::Replaces) => {
+                let why = ReferToError::Replaces.to_string();
+                return refuse(&handle, StatusCode::NotImplemented, &why).await;
+            }
+            Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
+        };
+        let Some(target) = self.refer_target(&user) else {
+            let why = format!("`{user}` is no hotline number, queue or agent");
+            return refuse(&handle, StatusCode::NotFound, &why).await;
+        };
+        let survey = match &target {
+            TransferTarget::Survey => true,
+            TransferTarget::Ivr(flow) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
+            _ => false,
+        };
+        if !matches!(self.phase, Phase::Bridged) {
+            let why = "the call is not connected to this phone yet";
+            return refuse(&handle, StatusCode::Forbidden, why).await;
+        }
+        // The survey is no transfer: the limit does not apply to it.
+        if let Some(why) = self.transfer_refused().filter(|_| !survey) {
+            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
+            return refuse(&handle, status, &why).await;
+        }
+        info!(%user, ?target, "REFER accepted");
+        if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
+            debug!(error = %e, "could not accept the REFER");
+            return;
+        }
+        let (sent, answered) = oneshot::channel();
+        self.referred.push(Accepted { dialog: id, sent });
+        let outcome = self.transfer_from(target, false);
+        if let Err(why) = &outcome {
+            info!(%why, "the referred transfer failed");
+        }
+        report(&self.ctx, dialog, answered, outcome.is_ok());
+    }
+}
+
+/// Sends the REFER's NOTIFYs — 100 Trying, then 200 OK or 503 — and, when
+/// the transfer took effect, ends the transferor's dialog if its phone does
+/// not.
+fn report(
+    ctx: &EdgeContext,
+    dialog: InviteDialog,
+    answered: oneshot::Receiver<()>,
+    transferred: bool,
+) {
+    let dialogs = ctx.dialogs.clone();
+    tokio::spawn(async move {
+        if tokio::time::timeout(ANSWER_WAIT, answered).await.is_err() {
+            debug!("the REFER's 202 was not reported sent; NOTIFY anyway");
+        }
+        let last = if transferred {
+            "SIP/2.0 200 OK"
+        } else {
+            "SIP/2.0 503 Service Unavailable"
+        };
+        for (state, frag) in [
+            ("active;expires=60", "SIP/2.0 100 Trying"),
+            ("terminated;reason=noresource", last),
+        ] {
+            let headers = vec![
+                Header::Event("refer".into()),
+                Header::SubscriptionState(state.into()),
+                Header::ContentType("message/sipfrag;version=2.0".into()),
+            ];
+            if let Err(e) = dialog
+                .notify(Some(headers), Some(frag.as_bytes().to_vec()))
+                .await
+            {
+                debug!(error = %e, "NOTIFY to the transferor failed");
+            }
+        }
+        if !transferred {
+            return;
+        }
+        tokio::time::sleep(TRANSFEROR_GRACE).await;
+        if !dialog.state().is_terminated()
+            && let Err(e) = dialog.bye().await
+        {
+            debug!(error = %e, "BYE to the transferor failed");
+        }
+        dialogs.remove_dialog(&dialog.id());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_part_of_refer_to_is_the_target() {
+        for (value, user) in [
+            ("<sip:402@127.0.0.1:5060>", "402"),
+            (
+                "\"Sales\" <sip:sales@hotline.example;transport=udp>",
+                "sales",
+            ),
+            ("sip:1002@127.0.0.1;user=phone", "1002"),
+            ("<sips:409@h?Subject=x>", "409"),
+            ("<SIP:401@h>", "401"),
+            ("tel:402", "402"),
+            ("<sip:402;isub=1@h>", "402"),
+        ] {
+            assert_eq!(refer_to_user(value).as_deref(), Ok(user), "{value}");
+        }
+    }
+
+    #[test]
+    fn an_attended_transfer_with_replaces_is_told_apart() {
+        assert_eq!(
+            refer_to_user("<sip:1002@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
+            Err(ReferToError::Replaces)
+        );
+    }
+
+    #[test]
+    fn a_refer_to_without_a_sip_user_is_unparsable() {
+        for value in [
+            "",
+            "<>",
+            "<sip:h.example>",
+            "http://x/y",
+            "<sip:402@h",
+            "sip:@h",
+        ] {
+            assert!(
+                matches!(refer_to_user(value), Err(ReferToError::Unparsable(_))),
+                "{value}"
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The post-call survey (rulebook Q3): when the agent hangs up first, or the
+//! call is transferred to it, the caller is not hung up but runs its queue's
+//! survey flow; the key it presses there (`survey_score`, 1 to 5) becomes a
+//! [`Event::SurveyAnswered`] when the flow ends.
+
+use std::collections::BTreeMap;
+
+use tracing::info;
+
+use super::{Actor, Phase};
+use crate::events::{Event, ReleasedBy};
+
+/// The IVR variable a survey flow collects the score in.
+const SCORE_VAR: &str = "survey_score";
+
+/// Whom the caller rates: the agent and the queue it answered from.
+pub(super) struct Survey {
+    queue: String,
+    agent: String,
+}
+
+impl Actor {
+    /// The survey of the queue the connected agent answered from, with that
+    /// queue and agent: (flow, queue, agent).
+    pub(super) fn survey_flow(&self) -> Option<(String, String, String)> {
+        let connected = self.acd.connected.as_ref()?;
+        let flow = self
+            .ctx
+            .settings
+            .queues
+            .get(&connected.leg.queue)?
+            .survey
+            .clone()?;
+        Some((
+            flow,
+            connected.leg.queue.clone(),
+            connected.leg.agent.0.clone(),
+        ))
+    }
+
+    /// The agent hung up first: when the call's queue has a survey, the
+    /// agent is released and the caller runs it. False when there is none
+    /// (the caller is then hung up as before).
+    pub(super) fn agent_left_for_survey(&mut self) -> bool {
+        // A callback's customer, or a caller left waiting on a consultation,
+        // is hung up as before.
+        if !matches!(self.phase, Phase::Bridged)
+            || self.acd.callback.is_some()
+            || self.consult.is_some()
+        {
+            return false;
+        }
+        let Some((flow, queue, agent)) = self.survey_flow() else {
+            return false;
+        };
+        if self.release_agent(ReleasedBy::Agent).is_none() {
+            return false;
+        }
+        self.run_survey(&flow, queue, agent);
+        true
+    }
+
+    /// A transfer to the survey (CTI, or an agent's REFER to the survey's
+    /// number): the agent is released and the caller runs the survey.
+    pub(super) fn transfer_to_survey(&mut self, end_agent: bool) -> Result<(), String> {
+        if !matches!(self.phase, Phase::Bridged) {
+            return Err("only a call connected to an agent can be sent to the survey".into());
+        }
+        let Some((flow, queue, agent)) = self.survey_flow() else {
+            let queue = self.acd.connected.as_ref().map(|c| c.leg.queue.clone());
+            return Err(format!("queue {} has no survey", queue.unwrap_or_default()));
+        };
+        let Some(connected) = self.release_agent(ReleasedBy::System) else {
+            return Err("no agent on the call".into());
+        };
+        if end_agent && let Some(dialog) = connected.leg.answered() {
+            super::acd::end_dialog(&self.ctx, dialog.clone());
+        }
+        self.end_consult("cancelled");
+        self.end_monitor("transferred", true);
+        self.run_survey(&flow, queue, agent);
+        Ok(())
+    }
+
+    fn run_survey(&mut self, flow: &str, queue: String, agent: String) {
+        info!(%flow, %queue, %agent, "the caller runs the survey");
+        self.playing = None;
+        self.media.stream.stop();
+        self.survey = Some(Survey { queue, agent });
+        let mut vars = BTreeMap::new();
+        vars.insert("caller".to_string(), self.acd.caller.clone());
+        vars.insert("number".to_string(), self.acd.number.clone());
+        self.start_flow(flow, None, vars);
+    }
+
+    /// The survey flow ends (its own hangup or exit, or the caller hung
+    /// up): its score, if one was given, is published.
+    pub(super) fn survey_done(&mut self) {
+        let Some(survey) = self.survey.take() else {
+            return;
+        };
+        let Phase::Ivr(run, _) = &self.phase else {
+            return;
+        };
+        let score = run
+            .vars()
+            .get(SCORE_VAR)
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|s| (1..=5).contains(s));
+        match score {
+            Some(score) => {
+                info!(score, queue = %survey.queue, "survey answered");
+                self.ctx.bus.publish(Event::SurveyAnswered {
+                    call_id: self.call_id.clone(),
+                    queue: survey.queue,
+                    agent: survey.agent,
+                    score,
+                });
+            }
+            None => info!(queue = %survey.queue, "the survey ended without a score"),
+        }
+    }
+}
