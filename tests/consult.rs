@@ -364,3 +364,81 @@ fn past_the_transfer_limit_a_consultation_only_goes_back_to_the_caller() {
         caller.stop();
     });
 }
+
+#[test]
+fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with_replaces() {
+    let f = floor("");
+    let server = &f.server;
+    // Where hotline sends the consulted agent's voice for 1001's second dialog.
+    let (_consult_audio, consult_rtp) = rtp_socket();
+    std::thread::scope(|s| {
+        let agent_phone = s.spawn(|| {
+            Sipp::new("agent_attended_transfer")
+                .port(f.ports.0)
+                .auth("1001", "demo1001")
+                .args(&[
+                    "-d",
+                    "1500",
+                    "-key",
+                    "rtp_port",
+                    &f.agent.1.to_string(),
+                    "-key",
+                    "consult_rtp_port",
+                    &consult_rtp.to_string(),
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    &free_media_port().to_string(),
+                ])
+                .run(server)
+        });
+        let expert_phone = s.spawn(|| answering_phone(f.ports.1, f.expert.1).run(server));
+        let (mut caller_sip, caller) = call_in(server, "402", CALLER_HZ);
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        server.wait_event(
+            &[
+                "\"type\":\"consult_started\"",
+                "\"agent\":\"1001\"",
+                "\"target\":\"agent:1002\"",
+            ],
+            Duration::from_secs(10),
+        );
+        server.wait_event(
+            &["\"type\":\"consult_answered\"", "\"consultant\":\"1002\""],
+            Duration::from_secs(5),
+        );
+        server.wait_event(
+            &["\"type\":\"consult_ended\"", "\"outcome\":\"transferred\""],
+            Duration::from_secs(10),
+        );
+        server.wait_event(
+            &[
+                "\"type\":\"call_transferred\"",
+                "\"agent\":\"1001\"",
+                "\"to_agent\":\"1002\"",
+                "\"count\":1",
+            ],
+            Duration::from_secs(3),
+        );
+        // The phone saw 202, both NOTIFYs, the replaced dialog's BYE, and
+        // hung up the call's dialog.
+        agent_phone.join().unwrap().assert_ok(server);
+        let (from, to) = talk(1200);
+        f.hears(
+            &caller,
+            ("transferred", from, to),
+            &[
+                ("caller", EXPERT_HZ, true),
+                ("caller", AGENT_HZ, false),
+                ("expert", CALLER_HZ, true),
+            ],
+        );
+        caller_sip.bye();
+        expert_phone.join().unwrap().assert_ok(server);
+        caller.stop();
+    });
+    server.wait_event(
+        &["\"type\":\"call_released\"", "\"agent\":\"1002\""],
+        Duration::from_secs(3),
+    );
+}

@@ -106,17 +106,18 @@ fn a_refer_to_another_queues_number_reroutes_the_caller_and_a_second_one_is_refu
 }
 
 #[test]
-fn a_refer_to_an_unknown_target_an_unusable_refer_to_or_an_attended_transfer_is_refused_and_the_call_goes_on()
+fn a_refer_to_an_unknown_target_an_unusable_refer_to_or_a_foreign_replaces_is_refused_and_the_call_goes_on()
  {
     let server = Server::start(config());
     let port = free_port();
     register_agent(&server, "1001", port);
     let unknown = format!("<sip:499@{}>", server.sip_target());
+    // Replaces naming a dialog that is not this call's consultation.
     let attended = format!("<sip:1002@{}?Replaces=abc%40h>", server.sip_target());
     for (refer_to, code) in [
         (unknown.as_str(), 404),
         ("not a uri", 400),
-        (attended.as_str(), 501),
+        (attended.as_str(), 481),
     ] {
         std::thread::scope(|s| {
             let server = &server;

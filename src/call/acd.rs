@@ -751,26 +751,35 @@ impl Actor {
                 });
                 self.tell_router(Command::HoldStarted(router_call, agent));
             }
-            (true, false) => {
-                let held = self
-                    .acd
-                    .hold
-                    .take()
-                    .map_or(std::time::Duration::ZERO, |h| h.clock.held(now));
-                connected.hold_total += held;
-                connected.leg.media.stream.stop();
-                self.playing = None;
-                self.media.stream.stop();
-                info!(held_ms = ms(held), "call off hold");
-                self.ctx.bus.publish(Event::HoldEnded {
-                    call_id: self.call_id.clone(),
-                    agent: agent.0.clone(),
-                    held_ms: ms(held),
-                });
-                self.tell_router(Command::HoldEnded(router_call, agent));
-            }
+            (true, false) => self.end_hold(),
             _ => {}
         }
+    }
+
+    /// Ends the hold in progress, whatever the phones' media say (off hold,
+    /// or the agent who held hands the call over).
+    pub(super) fn end_hold(&mut self) {
+        let Some(connected) = self.acd.connected.as_mut() else {
+            self.acd.hold = None;
+            return;
+        };
+        let Some(hold) = self.acd.hold.take() else {
+            return;
+        };
+        let held = hold.clock.held(Instant::now());
+        connected.hold_total += held;
+        connected.leg.media.stream.stop();
+        self.playing = None;
+        self.media.stream.stop();
+        info!(held_ms = ms(held), "call off hold");
+        let agent = connected.leg.agent.clone();
+        let router_call = connected.router_call.clone();
+        self.ctx.bus.publish(Event::HoldEnded {
+            call_id: self.call_id.clone(),
+            agent: agent.0.clone(),
+            held_ms: ms(held),
+        });
+        self.tell_router(Command::HoldEnded(router_call, agent));
     }
 
     /// Passes a caller's INFO digit on to the agent's phone.

@@ -564,8 +564,36 @@ impl Actor {
     /// Attended transfer: the consulted agent takes the caller; the agent
     /// is released to wrap-up. Counts against `acd.max_transfers`.
     pub(super) fn complete_consult(&mut self) -> Result<(), String> {
-        let ready = self.consult.as_ref().is_some_and(|c| c.answered.is_some());
-        if !ready {
+        self.finish_consult(true).map(|_| ())
+    }
+
+    pub(super) fn consult_answered(&self) -> bool {
+        self.consult.as_ref().is_some_and(|c| c.answered.is_some())
+    }
+
+    /// Attended transfer asked by the agent's phone with REFER and Replaces
+    /// in `refer_dialog` (its call dialog or its consultation dialog): the
+    /// other of the two, the replaced one, is returned to be ended after the
+    /// final NOTIFY; the REFER's own dialog is left to the phone.
+    pub(super) fn complete_consult_by_refer(
+        &mut self,
+        refer_dialog: &InviteDialog,
+    ) -> Result<Option<InviteDialog>, String> {
+        let (phone, previous) = self.finish_consult(false)?;
+        let replaced = [phone, previous]
+            .into_iter()
+            .flatten()
+            .find(|d| d.id() != refer_dialog.id());
+        Ok(replaced)
+    }
+
+    /// Hands the caller to the consulted agent; `hang_up` ends the agent's
+    /// dialogs (call and consultation) at once, else they are returned.
+    fn finish_consult(
+        &mut self,
+        hang_up: bool,
+    ) -> Result<(Option<InviteDialog>, Option<InviteDialog>), String> {
+        if !self.consult_answered() {
             return Err("the consulted agent has not answered".into());
         }
         let max = self.ctx.settings.acd.max_transfers;
@@ -584,23 +612,31 @@ impl Actor {
         // The hold ends with the agent who started it.
         self.acd.consult_hold = false;
         self.hold_changed();
-        if let Some(phone) = consult.phone.take() {
-            end_dialog(&self.ctx, phone.dialog);
+        let phone = consult.phone.take().map(|p| p.dialog);
+        let previous = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .cloned();
+        if hang_up && let Some(phone) = &phone {
+            end_dialog(&self.ctx, phone.clone());
         }
-        self.hand_over(leg, consult.router_call, consult.started_at);
+        self.hand_over(leg, consult.router_call, consult.started_at, hang_up);
         info!("attended transfer completed");
         self.ctx.bus.publish(Event::ConsultEnded {
             call_id: self.call_id.clone(),
             outcome: "transferred",
         });
-        Ok(())
+        Ok((phone, previous))
     }
 
     /// The agent on the call leaves; `leg` (a consulted agent) takes over.
-    fn hand_over(&mut self, leg: AgentLeg, router_call: CallId, since: Instant) {
+    fn hand_over(&mut self, leg: AgentLeg, router_call: CallId, since: Instant, hang_up: bool) {
         self.end_monitor("transferred", true);
+        self.end_hold();
         if let Some(previous) = self.acd.connected.take() {
-            if let Some(dialog) = previous.leg.answered().cloned() {
+            if hang_up && let Some(dialog) = previous.leg.answered().cloned() {
                 end_dialog(&self.ctx, dialog);
             }
             self.release_event(&previous, ReleasedBy::System);
@@ -737,7 +773,7 @@ impl Actor {
                 fork.status = ForkStatus::Failed(None);
             }
         }
-        self.hand_over(leg, party.router_call, party.answered_at);
+        self.hand_over(leg, party.router_call, party.answered_at, false);
         true
     }
 
@@ -878,6 +914,35 @@ impl Actor {
             }
             DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Refer(id, req, handle) if phone => {
+                let dialog = self
+                    .consult
+                    .as_ref()
+                    .and_then(|c| c.phone.as_ref())
+                    .map(|p| p.dialog.clone());
+                let values = crate::sip::header_values(&req.headers, "Refer-To");
+                let compact = crate::sip::header_values(&req.headers, "r");
+                let value = values
+                    .first()
+                    .or(compact.first())
+                    .copied()
+                    .unwrap_or_default();
+                match (dialog, super::refer::refer_to_user(value)) {
+                    (Some(dialog), Err(super::refer::ReferToError::Replaces(replaced))) => {
+                        self.attended_refer(dialog, id, &replaced, handle).await;
+                    }
+                    _ => {
+                        // A blind transfer is asked in the call's own dialog.
+                        let warning = rsipstack::sip::Header::Other(
+                            "Warning".into(),
+                            "399 hotline \"a consultation dialog only completes an attended transfer (Refer-To with Replaces)\"".into(),
+                        );
+                        let _ = handle
+                            .respond(StatusCode::Forbidden, Some(vec![warning]), None)
+                            .await;
+                    }
+                }
             }
             DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)

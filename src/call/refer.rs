@@ -4,6 +4,10 @@
 //! (counted against `acd.max_transfers`, rulebook L6), and reports the
 //! outcome with NOTIFYs (`message/sipfrag`) in that dialog. The phone hangs
 //! up its dialog after the final NOTIFY; one that does not is hung up.
+//!
+//! A `Refer-To` with `Replaces` (RFC 3891) naming the agent's consultation
+//! dialog completes an attended transfer: the consulted agent takes the
+//! caller, and the replaced dialog is ended after the final NOTIFY.
 
 use std::time::Duration;
 
@@ -39,9 +43,10 @@ pub enum ReferToError {
     Missing,
     #[error("Refer-To `{0}` is not a SIP URI with a user part")]
     Unparsable(String),
-    /// An attended transfer (RFC 3891 `Replaces`): hotline transfers blind.
-    #[error("a REFER with Replaces (attended transfer) is not supported; transfer blind")]
-    Replaces,
+    /// An attended transfer (RFC 3891 `Replaces`), naming the Call-ID of
+    /// the dialog it replaces.
+    #[error("an attended transfer replacing the dialog {0}")]
+    Replaces(String),
 }
 
 /// The user part of the URI in a `Refer-To` value (`<sip:402@host>`,
@@ -55,11 +60,18 @@ pub fn refer_to_user(value: &str) -> Result<String, ReferToError> {
     }
     .trim();
     let lower = uri.to_ascii_lowercase();
-    if lower
-        .split_once('?')
-        .is_some_and(|(_, headers)| headers.split('&').any(|h| h.starts_with("replaces=")))
+    if let Some((_, headers)) = uri.split_once('?')
+        && let Some(replaces) = headers
+            .split('&')
+            .find(|h| h.to_ascii_lowercase().starts_with("replaces="))
     {
-        return Err(ReferToError::Replaces);
+        // `Replaces=CALL-ID;to-tag=..;from-tag=..`, escaped as a URI header.
+        let value = percent_decode(&replaces["replaces=".len()..]);
+        let call_id = value.split(';').next().unwrap_or_default().trim();
+        if call_id.is_empty() {
+            return Err(bad());
+        }
+        return Err(ReferToError::Replaces(call_id.to_string()));
     }
     let user = if let Some(rest) = lower.strip_prefix("tel:") {
         &uri[uri.len() - rest.len()..]
@@ -81,6 +93,30 @@ pub fn refer_to_user(value: &str) -> Result<String, ReferToError> {
         return Err(bad());
     }
     Ok(user.to_string())
+}
+
+/// Decodes `%XX` escapes (a malformed escape is kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn warning(text: &str) -> Header {
@@ -153,9 +189,8 @@ impl Actor {
         };
         let user = match user {
             Ok(user) => user,
-            Err(ReferToError::Replaces) => {
-                let why = ReferToError::Replaces.to_string();
-                return refuse(&handle, StatusCode::NotImplemented, &why).await;
+            Err(ReferToError::Replaces(replaced)) => {
+                return self.attended_refer(dialog, id, &replaced, handle).await;
             }
             Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
         };
@@ -188,7 +223,72 @@ impl Actor {
         if let Err(why) = &outcome {
             info!(%why, "the referred transfer failed");
         }
-        report(&self.ctx, dialog, answered, outcome.is_ok());
+        report(&self.ctx, dialog, answered, outcome.is_ok(), None);
+    }
+
+    /// A REFER with Replaces in the agent's call dialog or in its
+    /// consultation dialog, naming the other one: the consulted agent takes
+    /// the caller (attended transfer).
+    pub(super) async fn attended_refer(
+        &mut self,
+        dialog: InviteDialog,
+        id: DialogId,
+        replaced: &str,
+        handle: TransactionHandle,
+    ) {
+        let agent_dialog = self
+            .acd
+            .connected
+            .as_ref()
+            .and_then(|c| c.leg.answered())
+            .map(|d| d.id().call_id.clone());
+        let consult_dialog = self
+            .consult
+            .as_ref()
+            .and_then(|c| c.phone_call_id())
+            .map(str::to_string);
+        let names_the_other = match (
+            id.call_id == agent_dialog.clone().unwrap_or_default(),
+            &consult_dialog,
+            &agent_dialog,
+        ) {
+            (true, Some(consult), _) => consult == replaced,
+            (false, _, Some(agent)) => {
+                agent == replaced && consult_dialog.as_deref() == Some(id.call_id.as_str())
+            }
+            _ => false,
+        };
+        if !names_the_other {
+            let why = format!("Replaces names {replaced}, not this call's consultation");
+            return refuse(&handle, StatusCode::CallTransactionDoesNotExist, &why).await;
+        }
+        if let Some(why) = self.transfer_refused() {
+            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
+            return refuse(&handle, status, &why).await;
+        }
+        if !self.consult_answered() {
+            let why = "the consulted agent has not answered yet";
+            return refuse(
+                &handle,
+                StatusCode::Other(491, "Request Pending".into()),
+                why,
+            )
+            .await;
+        }
+        info!(%replaced, "REFER with Replaces accepted: attended transfer");
+        if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
+            debug!(error = %e, "could not accept the REFER");
+            return;
+        }
+        let (sent, answered) = oneshot::channel();
+        self.referred.push(Accepted { dialog: id, sent });
+        match self.complete_consult_by_refer(&dialog) {
+            Ok(replaced) => report(&self.ctx, dialog, answered, true, replaced),
+            Err(why) => {
+                info!(%why, "the attended transfer failed");
+                report(&self.ctx, dialog, answered, false, None);
+            }
+        }
     }
 }
 
@@ -200,6 +300,7 @@ fn report(
     dialog: InviteDialog,
     answered: oneshot::Receiver<()>,
     transferred: bool,
+    replaced: Option<InviteDialog>,
 ) {
     let dialogs = ctx.dialogs.clone();
     tokio::spawn(async move {
@@ -229,6 +330,13 @@ fn report(
         }
         if !transferred {
             return;
+        }
+        // The dialog an attended transfer replaced ends now (RFC 3891).
+        if let Some(replaced) = replaced {
+            if let Err(e) = replaced.bye().await {
+                debug!(error = %e, "BYE to the replaced dialog failed");
+            }
+            dialogs.remove_dialog(&replaced.id());
         }
         tokio::time::sleep(TRANSFEROR_GRACE).await;
         if !dialog.state().is_terminated()
@@ -266,8 +374,19 @@ mod tests {
     fn an_attended_transfer_with_replaces_is_told_apart() {
         assert_eq!(
             refer_to_user("<sip:1002@h?Replaces=abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>"),
-            Err(ReferToError::Replaces)
+            Err(ReferToError::Replaces("abc@h".into()))
         );
+        assert_eq!(
+            refer_to_user(
+                "<sip:1002@h;transport=udp?replaces=x///y@h%3bto-tag%3d1&Require=replaces>"
+            ),
+            Err(ReferToError::Replaces("x///y@h".into()))
+        );
+        assert!(matches!(
+            refer_to_user("<sip:1002@h?Replaces=%3Bto-tag%3D1>"),
+            Err(ReferToError::Unparsable(_))
+        ));
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 
     #[test]
