@@ -57,7 +57,7 @@ pub struct Done {
 }
 
 /// The call, if `who` may act on it.
-fn controllable(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiError> {
+pub(super) fn controllable(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiError> {
     let call = state
         .floor
         .call(id)
@@ -75,6 +75,22 @@ fn deliver(state: &ApiState, id: &str, command: CallCommand) -> Result<(), ApiEr
         Ok(())
     } else {
         Err(ApiError::not_found(format!("call {id} has just ended")))
+    }
+}
+
+/// Hands the call a command built around a reply channel and waits for the
+/// call's answer: a refusal is a 409 with the call's reason.
+pub(super) async fn ask(
+    state: &ApiState,
+    id: &str,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> CallCommand,
+) -> Result<(), ApiError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    deliver(state, id, command(reply))?;
+    match answer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
+        Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
     }
 }
 
@@ -186,13 +202,8 @@ pub async fn transfer(
             ));
         }
     };
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    deliver(&state, &id, CallCommand::Transfer { target, reply })?;
-    match answer.await {
-        Ok(Ok(())) => Ok(done(id, "transfer")),
-        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
-        Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
-    }
+    ask(&state, &id, |reply| CallCommand::Transfer { target, reply }).await?;
+    Ok(done(id, "transfer"))
 }
 
 /// Files the call under a category with notes; both go on its record.

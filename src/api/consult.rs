@@ -10,13 +10,12 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::Principal;
+use super::calls::{ask, controllable};
 use super::error::ApiError;
-use super::queues::may_see_call;
 use crate::call::CallCommand;
 use crate::call::consult::{ConsultCommand, ConsultTarget};
 
@@ -37,39 +36,6 @@ pub struct ConsultDone {
     pub call_id: String,
     /// consulting, transferred, conference, cancelled.
     pub action: &'static str,
-}
-
-fn may_control(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiError> {
-    let call = state
-        .floor
-        .call(id)
-        .ok_or_else(|| ApiError::not_found(format!("no live call {id}")))?;
-    if !may_see_call(who, &call) {
-        return Err(ApiError::forbidden(format!(
-            "call {id} is not yours to control"
-        )));
-    }
-    Ok(())
-}
-
-async fn ask(
-    state: &ApiState,
-    id: &str,
-    command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> ConsultCommand,
-) -> Result<(), ApiError> {
-    let (reply, answer) = oneshot::channel();
-    if !state
-        .edge
-        .calls
-        .deliver(id, CallCommand::Consult(command(reply)))
-    {
-        return Err(ApiError::not_found(format!("call {id} has just ended")));
-    }
-    match answer.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
-        Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
-    }
 }
 
 fn done(call_id: String, action: &'static str) -> Json<ConsultDone> {
@@ -104,8 +70,11 @@ pub async fn start_consult(
         (None, Some(queue)) => return Err(ApiError::invalid(format!("no queue {queue}"))),
         _ => return Err(ApiError::invalid("name exactly one of `agent` and `queue`")),
     };
-    may_control(&state, &who, &id)?;
-    ask(&state, &id, |reply| ConsultCommand::Start { target, reply }).await?;
+    controllable(&state, &who, &id)?;
+    ask(&state, &id, |reply| {
+        CallCommand::Consult(ConsultCommand::Start { target, reply })
+    })
+    .await?;
     Ok((axum::http::StatusCode::ACCEPTED, done(id, "consulting")))
 }
 
@@ -123,8 +92,11 @@ pub async fn transfer_consult(
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<ConsultDone>, ApiError> {
-    may_control(&state, &who, &id)?;
-    ask(&state, &id, |reply| ConsultCommand::Transfer { reply }).await?;
+    controllable(&state, &who, &id)?;
+    ask(&state, &id, |reply| {
+        CallCommand::Consult(ConsultCommand::Transfer { reply })
+    })
+    .await?;
     Ok(done(id, "transferred"))
 }
 
@@ -142,8 +114,11 @@ pub async fn conference(
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<ConsultDone>, ApiError> {
-    may_control(&state, &who, &id)?;
-    ask(&state, &id, |reply| ConsultCommand::Conference { reply }).await?;
+    controllable(&state, &who, &id)?;
+    ask(&state, &id, |reply| {
+        CallCommand::Consult(ConsultCommand::Conference { reply })
+    })
+    .await?;
     Ok(done(id, "conference"))
 }
 
@@ -159,7 +134,10 @@ pub async fn cancel_consult(
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<ConsultDone>, ApiError> {
-    may_control(&state, &who, &id)?;
-    ask(&state, &id, |reply| ConsultCommand::Cancel { reply }).await?;
+    controllable(&state, &who, &id)?;
+    ask(&state, &id, |reply| {
+        CallCommand::Consult(ConsultCommand::Cancel { reply })
+    })
+    .await?;
     Ok(done(id, "cancelled"))
 }

@@ -10,11 +10,11 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::Principal;
+use super::calls::ask;
 use super::error::ApiError;
 use super::queues::may_see_call;
 use crate::call::CallCommand;
@@ -63,27 +63,6 @@ fn may_monitor(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Sends `command` built around a reply channel and waits for the call's answer.
-async fn ask(
-    state: &ApiState,
-    id: &str,
-    command: impl FnOnce(oneshot::Sender<Result<(), String>>) -> MonitorCommand,
-) -> Result<(), ApiError> {
-    let (reply, answer) = oneshot::channel();
-    if !state
-        .edge
-        .calls
-        .deliver(id, CallCommand::Monitor(command(reply)))
-    {
-        return Err(ApiError::not_found(format!("call {id} has just ended")));
-    }
-    match answer.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
-        Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
-    }
-}
-
 /// Rings the supervisor's phone to monitor the call in `mode`. 409 when the
 /// call has no agent connected, another supervisor monitors it, or the phone
 /// is not registered; asking again for the same phone changes the mode.
@@ -111,10 +90,12 @@ pub async fn start_monitor(
         return Err(ApiError::invalid(format!("{phone} is not a phone account")));
     }
     let mode = body.mode;
-    ask(&state, &id, |reply| MonitorCommand::Start {
-        supervisor: phone,
-        mode,
-        reply,
+    ask(&state, &id, |reply| {
+        CallCommand::Monitor(MonitorCommand::Start {
+            supervisor: phone,
+            mode,
+            reply,
+        })
     })
     .await?;
     Ok((
@@ -142,9 +123,11 @@ pub async fn change_monitor(
 ) -> Result<Json<MonitorDone>, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     may_monitor(&state, &who, &id)?;
-    ask(&state, &id, |reply| MonitorCommand::Mode {
-        mode: body.mode,
-        reply,
+    ask(&state, &id, |reply| {
+        CallCommand::Monitor(MonitorCommand::Mode {
+            mode: body.mode,
+            reply,
+        })
     })
     .await?;
     Ok(Json(MonitorDone {
@@ -166,7 +149,10 @@ pub async fn stop_monitor(
     Path(id): Path<String>,
 ) -> Result<Json<MonitorDone>, ApiError> {
     may_monitor(&state, &who, &id)?;
-    ask(&state, &id, |reply| MonitorCommand::Stop { reply }).await?;
+    ask(&state, &id, |reply| {
+        CallCommand::Monitor(MonitorCommand::Stop { reply })
+    })
+    .await?;
     Ok(Json(MonitorDone {
         call_id: id,
         action: "stopped",

@@ -14,10 +14,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
-use super::media_session::MediaSession;
 use super::policy::{CallPolicy, HoldClock, HoldStep};
 use super::relay::{LegFormat, relay};
-use super::{Actor, CallCommand, Phase, sdp_header, sdp_warning};
+use super::{Actor, CallCommand, Phase, sdp_header};
 use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId, QueuePosition, RouterError};
 use crate::config::{HoldAction, Overflow};
 use crate::events::{Event, ReleasedBy};
@@ -377,17 +376,10 @@ impl Actor {
         bindings: &[crate::sip::registrar::Binding],
         now: Instant,
     ) -> Option<AgentLeg> {
-        let ip = self
-            .media
-            .rtp
-            .local_addr()
-            .map_or(self.media.advertised.ip(), |a| a.ip());
-        let room = self.ctx.media.clone();
-        let advertise = self.ctx.settings.sip.external.map(|a| a.ip());
-        let mut media = match MediaSession::open(&room, ip, advertise).await {
+        let mut media = match self.open_leg_media().await {
             Ok(media) => media,
-            Err(_) => {
-                warn!(agent = %agent, "no RTP ports for the agent leg");
+            Err(e) => {
+                warn!(agent = %agent, error = %e, "no RTP ports for the agent leg");
                 return None;
             }
         };
@@ -909,28 +901,9 @@ impl Actor {
                 let Some(connected) = self.acd.connected.as_mut() else {
                     return;
                 };
-                let media = &mut connected.leg.media;
-                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-                    (req.method == rsipstack::sip::Method::Invite).then(|| media.offer())
-                } else {
-                    match sdp::parse(&req.body).and_then(|o| media.answer(&o)) {
-                        Ok(answer) => Some(answer),
-                        Err(e) => {
-                            let _ = handle
-                                .respond(
-                                    StatusCode::NotAcceptableHere,
-                                    Some(vec![sdp_warning(&e)]),
-                                    None,
-                                )
-                                .await;
-                            return;
-                        }
-                    }
-                };
-                let headers = answer.as_ref().map(|_| vec![sdp_header()]);
-                let _ = handle
-                    .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
-                    .await;
+                if !super::answer_update(&mut connected.leg.media, &req, &handle).await {
+                    return;
+                }
                 if let (Some(c), Some(a)) = (
                     self.media.negotiated().map(LegFormat::from),
                     connected.leg.media.negotiated().map(LegFormat::from),

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{HeadersExt, StatusCode};
+use rsipstack::sip::StatusCode;
 use rsipstack::transaction::Transaction;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
-use super::{Actor, CallCommand, Phase, sdp_header, sdp_warning};
+use super::{Actor, CallCommand, Phase};
 use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
@@ -882,35 +882,14 @@ impl Actor {
                 } else {
                     consult.answered.as_mut().map(|l| &mut l.media)
                 };
-                let Some(media) = media else {
-                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
-                    return;
-                };
-                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-                    Ok(media.offer())
-                } else {
-                    sdp::parse(&req.body).and_then(|o| media.answer(&o))
-                };
-                let _ = match answer {
-                    Ok(answer) => {
-                        handle
-                            .respond(
-                                StatusCode::OK,
-                                Some(vec![sdp_header()]),
-                                Some(answer.into_bytes()),
-                            )
-                            .await
+                match media {
+                    Some(media) => {
+                        super::answer_update(media, &req, &handle).await;
                     }
-                    Err(e) => {
-                        handle
-                            .respond(
-                                StatusCode::NotAcceptableHere,
-                                Some(vec![sdp_warning(&e)]),
-                                None,
-                            )
-                            .await
+                    None => {
+                        let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
                     }
-                };
+                }
             }
             DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
@@ -958,63 +937,17 @@ impl Actor {
     /// call: its INVITE is answered here and the consultation starts.
     async fn answer_consult_phone(&mut self, incoming: IncomingConsult) {
         let IncomingConsult { mut tx, target } = incoming;
-        let offer = match sdp::parse(&tx.original.body) {
-            Ok(offer) => offer,
-            Err(e) => {
-                let _ = tx
-                    .reply_with(StatusCode::NotAcceptableHere, vec![sdp_warning(&e)], None)
-                    .await;
-                return;
-            }
+        let Some(phone) = self.take_phone_invite(&mut tx).await else {
+            return;
         };
-        let ip = self
-            .media
-            .rtp
-            .local_addr()
-            .map_or(self.media.advertised.ip(), |a| a.ip());
-        let advertise = self.ctx.settings.sip.external.map(|a| a.ip());
-        let mut media = match MediaSession::open(&self.ctx.media, ip, advertise).await {
-            Ok(media) => media,
-            Err(e) => {
-                warn!(error = %e, "no RTP ports for the consultation");
-                let _ = tx.reply(StatusCode::ServiceUnavailable).await;
-                return;
-            }
+        let dialog = phone.dialog.clone();
+        let answer = phone.answer.clone();
+        let side = PhoneSide {
+            media: phone.media,
+            dialog: phone.dialog,
+            sip_call_id: phone.sip_call_id,
         };
-        let answer = match media.answer(&offer) {
-            Ok(answer) => answer,
-            Err(e) => {
-                let _ = tx
-                    .reply_with(StatusCode::NotAcceptableHere, vec![sdp_warning(&e)], None)
-                    .await;
-                return;
-            }
-        };
-        let contact = crate::sip::local_contact(&self.ctx, &tx, "hotline");
-        let dialog = match self.ctx.dialogs.get_or_create_server_invite(
-            &tx,
-            self.acd.states.clone(),
-            None,
-            contact,
-        ) {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                warn!(error = %e, "cannot create the consultation dialog");
-                let _ = tx.reply(StatusCode::ServerInternalError).await;
-                return;
-            }
-        };
-        let sip_call_id = tx
-            .original
-            .call_id_header()
-            .map(|c| c.value().to_string())
-            .unwrap_or_default();
-        let phone = PhoneSide {
-            media,
-            dialog: dialog.clone(),
-            sip_call_id,
-        };
-        if let Err(why) = self.start_consult(target, Some(phone)).await {
+        if let Err(why) = self.start_consult(target, Some(side)).await {
             info!(%why, "consultation refused");
             let reason = format!("SIP;cause=480;text=\"{}\"", why.replace('"', "'"));
             let headers = vec![rsipstack::sip::Header::Other("Reason".into(), reason)];
@@ -1024,19 +957,11 @@ impl Actor {
             self.ctx.dialogs.remove_dialog(&dialog.id());
             return;
         }
-        // The agent hears the consulted agent ring... as soon as it answers;
-        // the dialog is answered at once so the agent's phone can REFER.
-        if let Err(e) = dialog.accept(Some(vec![sdp_header()]), Some(answer.into_bytes())) {
-            warn!(error = %e, "cannot answer the consultation");
+        // Answered at once: the agent hears the consulted agent as soon as it
+        // answers, and its phone may REFER.
+        if !super::accept_phone(&dialog, &answer, tx) {
             self.end_consult("failed");
-            return;
         }
-        let mut handler = dialog.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handler.handle(&mut tx).await {
-                debug!(error = %e, "the consultation INVITE transaction ended with an error");
-            }
-        });
     }
 }
 

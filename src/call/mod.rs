@@ -801,31 +801,10 @@ impl Actor {
                     }
                 }
             }
-            DialogState::Updated(_, req, handle) => {
-                // re-INVITE or UPDATE: a new offer (hold, resume, move) or none.
-                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-                    (req.method == Method::Invite).then(|| self.media.offer())
-                } else {
-                    match sdp::parse(&req.body).and_then(|o| self.media.answer(&o)) {
-                        Ok(answer) => Some(answer),
-                        Err(e) => {
-                            info!(error = %e, "new offer refused");
-                            let _ = handle
-                                .respond(
-                                    StatusCode::NotAcceptableHere,
-                                    Some(vec![sdp_warning(&e)]),
-                                    None,
-                                )
-                                .await;
-                            return None;
-                        }
-                    }
-                };
+            DialogState::Updated(_, req, handle)
+                if answer_update(&mut self.media, &req, &handle).await =>
+            {
                 info!(on_hold = self.media.on_hold(), "session updated");
-                let headers = answer.as_ref().map(|_| vec![sdp_header()]);
-                let _ = handle
-                    .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
-                    .await;
                 self.hold_changed();
             }
             DialogState::Info(_, req, handle) => {
@@ -861,6 +840,142 @@ impl Actor {
             _ => {}
         }
         None
+    }
+}
+
+/// Answers a re-INVITE or UPDATE of one leg (hold, resume, a move): a new
+/// offer gets this leg's answer, a re-INVITE without one gets an offer.
+/// False when the offer was refused (488 with the reason).
+pub(super) async fn answer_update(
+    media: &mut MediaSession,
+    req: &Request,
+    handle: &rsipstack::dialog::dialog::TransactionHandle,
+) -> bool {
+    let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+        (req.method == Method::Invite).then(|| media.offer())
+    } else {
+        match sdp::parse(&req.body).and_then(|o| media.answer(&o)) {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                info!(error = %e, "new offer refused");
+                let _ = handle
+                    .respond(
+                        StatusCode::NotAcceptableHere,
+                        Some(vec![sdp_warning(&e)]),
+                        None,
+                    )
+                    .await;
+                return false;
+            }
+        }
+    };
+    let headers = answer.as_ref().map(|_| vec![sdp_header()]);
+    let _ = handle
+        .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
+        .await;
+    true
+}
+
+/// A phone's INVITE taken into a call's dialogs (a supervisor's feature
+/// code, an agent's consultation): its media, dialog and SDP answer, not yet
+/// sent.
+pub(super) struct PhoneInvite {
+    pub media: MediaSession,
+    pub dialog: InviteDialog,
+    pub sip_call_id: String,
+    pub answer: String,
+}
+
+impl Actor {
+    /// Opens media for a leg of this call on the caller's address.
+    pub(super) async fn open_leg_media(&self) -> Result<MediaSession, String> {
+        let ip = self
+            .media
+            .rtp
+            .local_addr()
+            .map_or(self.media.advertised.ip(), |a| a.ip());
+        let advertise = self.ctx.settings.sip.external.map(|a| a.ip());
+        MediaSession::open(&self.ctx.media, ip, advertise)
+            .await
+            .map_err(|e| format!("no RTP ports for another leg: {e}"))
+    }
+
+    /// Answers the offer of a phone's INVITE and creates its dialog, whose
+    /// requests come to this actor; `None` when it was refused (488, 503,
+    /// 500 with the reason).
+    pub(super) async fn take_phone_invite(&self, tx: &mut Transaction) -> Option<PhoneInvite> {
+        let offer = match sdp::parse(&tx.original.body) {
+            Ok(offer) => offer,
+            Err(e) => {
+                refuse(tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
+            }
+        };
+        let mut media = match self.open_leg_media().await {
+            Ok(media) => media,
+            Err(e) => {
+                warn!(error = %e, "cannot take the phone's call");
+                refuse(tx, StatusCode::ServiceUnavailable, None).await;
+                return None;
+            }
+        };
+        let answer = match media.answer(&offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                refuse(tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
+            }
+        };
+        let contact = local_contact(&self.ctx, tx, "hotline");
+        let dialog = match self.ctx.dialogs.get_or_create_server_invite(
+            tx,
+            self.acd.states.clone(),
+            None,
+            contact,
+        ) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                warn!(error = %e, "cannot create the phone's dialog");
+                refuse(tx, StatusCode::ServerInternalError, None).await;
+                return None;
+            }
+        };
+        let sip_call_id = tx
+            .original
+            .call_id_header()
+            .map(|c| c.value().to_string())
+            .unwrap_or_default();
+        Some(PhoneInvite {
+            media,
+            dialog,
+            sip_call_id,
+            answer,
+        })
+    }
+}
+
+impl PhoneInvite {
+    pub(super) fn accept(&self, tx: Transaction) -> bool {
+        accept_phone(&self.dialog, &self.answer, tx)
+    }
+}
+
+/// Sends a phone's INVITE the 200 OK with `answer`; the INVITE transaction
+/// runs on beside the actor (retransmissions, the ACK).
+pub(super) fn accept_phone(dialog: &InviteDialog, answer: &str, mut tx: Transaction) -> bool {
+    {
+        let answer = answer.as_bytes().to_vec();
+        if let Err(e) = dialog.accept(Some(vec![sdp_header()]), Some(answer)) {
+            warn!(error = %e, "cannot answer the phone");
+            return false;
+        }
+        let mut handler = dialog.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handler.handle(&mut tx).await {
+                debug!(error = %e, "a phone's INVITE transaction ended with an error");
+            }
+        });
+        true
     }
 }
 

@@ -11,9 +11,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
+use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{HeadersExt, StatusCode};
+use rsipstack::sip::StatusCode;
 use rsipstack::transaction::Transaction;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -24,7 +24,7 @@ use super::acd::{Side, end_dialog};
 use super::agent_leg::{self, ForkFinal};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, Relayed, relay};
-use super::{Actor, Phase, sdp_header, sdp_warning};
+use super::{Actor, Phase};
 use crate::events::Event;
 use crate::media::mixer::{FRAME, MixStream, PcmQueue};
 use crate::media::rtp::HEADER_LEN;
@@ -441,18 +441,6 @@ impl Actor {
         Ok(())
     }
 
-    async fn open_leg_media(&self) -> Result<MediaSession, String> {
-        let ip = self
-            .media
-            .rtp
-            .local_addr()
-            .map_or(self.media.advertised.ip(), |a| a.ip());
-        let advertise = self.ctx.settings.sip.external.map(|a| a.ip());
-        MediaSession::open(&self.ctx.media, ip, advertise)
-            .await
-            .map_err(|e| format!("no RTP ports for the supervisor: {e}"))
-    }
-
     pub(super) fn is_monitor_fork(&self, fork: &str) -> bool {
         self.monitor.as_ref().is_some_and(|m| m.owns(fork))
     }
@@ -493,61 +481,18 @@ impl Actor {
             let _ = tx.reply_with(StatusCode::BusyHere, headers, None).await;
             return;
         }
-        let offer = match sdp::parse(&tx.original.body) {
-            Ok(offer) => offer,
-            Err(e) => {
-                let _ = tx
-                    .reply_with(StatusCode::NotAcceptableHere, vec![sdp_warning(&e)], None)
-                    .await;
-                return;
-            }
+        let Some(phone) = self.take_phone_invite(&mut tx).await else {
+            return;
         };
-        let mut media = match self.open_leg_media().await {
-            Ok(media) => media,
-            Err(e) => {
-                warn!(error = %e, "cannot monitor");
-                let _ = tx.reply(StatusCode::ServiceUnavailable).await;
-                return;
-            }
-        };
-        let answer = match media.answer(&offer) {
-            Ok(answer) => answer,
-            Err(e) => {
-                let _ = tx
-                    .reply_with(StatusCode::NotAcceptableHere, vec![sdp_warning(&e)], None)
-                    .await;
-                return;
-            }
-        };
-        let contact = crate::sip::local_contact(&self.ctx, &tx, "hotline");
-        let states: DialogStateSender = self.acd.states.clone();
-        let dialog = match self
-            .ctx
-            .dialogs
-            .get_or_create_server_invite(&tx, states, None, contact)
-        {
-            Ok(dialog) => dialog,
-            Err(e) => {
-                warn!(error = %e, "cannot create the supervisor's dialog");
-                let _ = tx.reply(StatusCode::ServerInternalError).await;
-                return;
-            }
-        };
-        let sip_call_id = tx
-            .original
-            .call_id_header()
-            .map(|c| c.value().to_string())
-            .unwrap_or_default();
-        if let Err(e) = dialog.accept(Some(vec![sdp_header()]), Some(answer.into_bytes())) {
-            warn!(error = %e, "cannot answer the supervisor");
+        if !phone.accept(tx) {
             return;
         }
-        let mut handler = dialog.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handler.handle(&mut tx).await {
-                debug!(error = %e, "the supervisor's INVITE transaction ended with an error");
-            }
-        });
+        let super::PhoneInvite {
+            media,
+            dialog,
+            sip_call_id,
+            ..
+        } = phone;
         self.monitor = Some(Monitor {
             supervisor,
             mode,
@@ -688,35 +633,9 @@ impl Actor {
                 self.end_monitor("supervisor_hung_up", false);
             }
             DialogState::Updated(_, req, handle) => {
-                let Some(monitor) = self.monitor.as_mut() else {
-                    return;
-                };
-                let media = &mut monitor.media;
-                let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
-                    Ok(media.offer())
-                } else {
-                    sdp::parse(&req.body).and_then(|o| media.answer(&o))
-                };
-                let _ = match answer {
-                    Ok(answer) => {
-                        handle
-                            .respond(
-                                StatusCode::OK,
-                                Some(vec![sdp_header()]),
-                                Some(answer.into_bytes()),
-                            )
-                            .await
-                    }
-                    Err(e) => {
-                        handle
-                            .respond(
-                                StatusCode::NotAcceptableHere,
-                                Some(vec![sdp_warning(&e)]),
-                                None,
-                            )
-                            .await
-                    }
-                };
+                if let Some(monitor) = self.monitor.as_mut() {
+                    super::answer_update(&mut monitor.media, &req, &handle).await;
+                }
             }
             DialogState::Info(_, req, handle) => {
                 let digit =
