@@ -1,12 +1,15 @@
 //! Per-frame media work: G.711 encode, decode and law-to-law transcode of one
 //! 20 ms frame (160 samples), relaying one bridged RTP packet from a caller
-//! to an agent, and in-band DTMF detection over one frame.
+//! to an agent (as it is, or with a supervisor's voice mixed in), and
+//! in-band DTMF detection over one frame.
 //! Run with `cargo bench --bench media`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use hotline::call::monitor::relay_mixed;
 use hotline::call::relay::{LegFormat, relay};
+use hotline::media::mixer::PcmQueue;
 use hotline::media::dtmf::InbandDetector;
 use hotline::media::g711::{Codec, transcode};
 
@@ -87,6 +90,24 @@ fn bridge(c: &mut Criterion) {
             b.iter(|| relay(black_box(&packet), &caller, &agent, black_box(&mut out)))
         });
     }
+    // Whisper or barge: the supervisor's queued 20 ms is added into the
+    // packet on its way (decode, saturating add, encode).
+    let mut pcm = [0i16; 960];
+    let supervisor = pcm_frame();
+    let mut queue = PcmQueue::default();
+    group.bench_function("pcmu_to_pcmu_160_mixed", |b| {
+        b.iter(|| {
+            queue.push(black_box(&supervisor));
+            relay_mixed(
+                black_box(&packet),
+                &caller,
+                &caller,
+                &mut queue,
+                &mut pcm,
+                black_box(&mut out),
+            )
+        })
+    });
     group.finish();
 }
 
