@@ -9,9 +9,9 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hotline::call::monitor::relay_mixed;
 use hotline::call::relay::{LegFormat, relay};
-use hotline::media::mixer::PcmQueue;
 use hotline::media::dtmf::InbandDetector;
 use hotline::media::g711::{Codec, transcode};
+use hotline::media::mixer::PcmQueue;
 
 const FRAME: usize = 160;
 

@@ -41,21 +41,25 @@ impl PcmQueue {
         let overflow = (self.len + pcm.len()).saturating_sub(QUEUE_SAMPLES);
         self.head = (self.head + overflow) % QUEUE_SAMPLES;
         self.len -= overflow;
-        for &s in pcm {
-            let tail = (self.head + self.len) % QUEUE_SAMPLES;
-            self.samples[tail] = s;
-            self.len += 1;
-        }
+        // The free space is at most two runs: up to the end, then from 0.
+        let tail = (self.head + self.len) % QUEUE_SAMPLES;
+        let first = pcm.len().min(QUEUE_SAMPLES - tail);
+        self.samples[tail..tail + first].copy_from_slice(&pcm[..first]);
+        self.samples[..pcm.len() - first].copy_from_slice(&pcm[first..]);
+        self.len += pcm.len();
     }
 
     /// Adds the oldest `out.len()` samples into `out` (saturating) and removes
     /// them; missing samples count as silence. Returns how many were there.
     pub fn mix_into(&mut self, out: &mut [i16]) -> usize {
         let n = out.len().min(self.len);
-        for o in out.iter_mut().take(n) {
-            *o = o.saturating_add(self.samples[self.head]);
-            self.head = (self.head + 1) % QUEUE_SAMPLES;
-        }
+        let first = n.min(QUEUE_SAMPLES - self.head);
+        mix_into(
+            &mut out[..first],
+            &self.samples[self.head..self.head + first],
+        );
+        mix_into(&mut out[first..n], &self.samples[..n - first]);
+        self.head = (self.head + n) % QUEUE_SAMPLES;
         self.len -= n;
         n
     }
@@ -158,6 +162,21 @@ mod tests {
         let mut out = vec![0i16; QUEUE_SAMPLES];
         q.mix_into(&mut out);
         assert_eq!(out[0], QUEUE_SAMPLES as i16);
+    }
+
+    #[test]
+    fn a_queue_wraps_around_its_end_in_order() {
+        let mut q = PcmQueue::default();
+        let mut out = vec![0i16; QUEUE_SAMPLES - 10];
+        q.push(&vec![1; QUEUE_SAMPLES - 10]);
+        q.mix_into(&mut out);
+        // Head and tail are now 10 samples before the end.
+        let run: Vec<i16> = (0..50).collect();
+        q.push(&run);
+        let mut out = vec![0i16; 50];
+        assert_eq!(q.mix_into(&mut out), 50);
+        assert_eq!(out, run);
+        assert!(q.is_empty());
     }
 
     #[test]
