@@ -247,6 +247,7 @@ impl Actor {
         let caller = Caller {
             call: router_call.clone(),
             queue: QueueId::from(queue.as_str()),
+            // Ahead of waiting callers: a caller already waits on hold for it.
             priority: u32::MAX,
             enqueued_at: Instant::now().into_std(),
             skills: Vec::new(),
@@ -768,11 +769,6 @@ impl Actor {
             ring_deadline: now,
         };
         // The agent's own dialog is over already: no BYE for it.
-        if let Some(connected) = self.acd.connected.as_mut() {
-            for fork in &mut connected.leg.forks {
-                fork.status = ForkStatus::Failed(None);
-            }
-        }
         self.hand_over(leg, party.router_call, party.answered_at, false);
         true
     }
