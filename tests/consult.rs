@@ -365,8 +365,9 @@ fn past_the_transfer_limit_a_consultation_only_goes_back_to_the_caller() {
     });
 }
 
-#[test]
-fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with_replaces() {
+/// 1001's phone dials `target`, 1002 answers the consultation, and the
+/// phone completes an attended transfer with REFER and Replaces.
+fn attended_transfer_from_the_phone(target: &str, consult_target: &str) {
     let f = floor("");
     let server = &f.server;
     // Where hotline sends the consulted agent's voice for 1001's second dialog.
@@ -379,6 +380,9 @@ fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with
                 .args(&[
                     "-d",
                     "1500",
+                    "-key",
+                    "target",
+                    target,
                     "-key",
                     "rtp_port",
                     &f.agent.1.to_string(),
@@ -399,7 +403,7 @@ fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with
             &[
                 "\"type\":\"consult_started\"",
                 "\"agent\":\"1001\"",
-                "\"target\":\"agent:1002\"",
+                &format!("\"target\":\"{consult_target}\""),
             ],
             Duration::from_secs(10),
         );
@@ -441,4 +445,14 @@ fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with
         &["\"type\":\"call_released\"", "\"agent\":\"1002\""],
         Duration::from_secs(3),
     );
+}
+
+#[test]
+fn the_agents_phone_consults_by_dialling_and_completes_an_attended_transfer_with_replaces() {
+    attended_transfer_from_the_phone("1002", "agent:1002");
+}
+
+#[test]
+fn the_agents_phone_consults_a_queue_by_its_name_and_hands_the_caller_over() {
+    attended_transfer_from_the_phone("sales", "queue:sales");
 }

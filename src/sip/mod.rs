@@ -587,8 +587,20 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
     if let Some((mode, agent)) = monitor_code(&ctx.settings.monitor, &dialled) {
         return handle_monitor_invite(ctx, tx, source, mode, agent.to_string()).await;
     }
-    if ctx.settings.agents.contains_key(&dialled) && !ctx.settings.numbers.contains_key(&dialled) {
-        return handle_consult_invite(ctx, tx, source, dialled).await;
+    // An agent id or a queue name (not a hotline number) is an agent's
+    // phone consulting from its call.
+    if !ctx.settings.numbers.contains_key(&dialled) {
+        use crate::call::consult::ConsultTarget;
+        let target = if ctx.settings.agents.contains_key(&dialled) {
+            Some(ConsultTarget::Agent(dialled.clone()))
+        } else if ctx.settings.queues.contains_key(&dialled) {
+            Some(ConsultTarget::Queue(dialled.clone()))
+        } else {
+            None
+        };
+        if let Some(target) = target {
+            return handle_consult_invite(ctx, tx, source, target).await;
+        }
     }
     let trunk = match admit(&ctx, &mut tx, source.ip()) {
         Ok(trunk) => trunk,
@@ -745,14 +757,14 @@ async fn call_of_agent(ctx: &EdgeContext, agent: &str) -> Result<Option<String>,
         .map(|c| c.0.to_string()))
 }
 
-/// An agent's phone dialled another agent: a consultation from the call the
-/// agent is on (the caller waits on hold), which the phone may complete
-/// with REFER and Replaces (attended transfer).
+/// An agent's phone dialled another agent or a queue: a consultation from
+/// the call the agent is on (the caller waits on hold), which the phone may
+/// complete with REFER and Replaces (attended transfer).
 async fn handle_consult_invite(
     ctx: Arc<EdgeContext>,
     mut tx: Transaction,
     source: SocketAddr,
-    target: String,
+    target: crate::call::consult::ConsultTarget,
 ) {
     let Some(agent) = phone_account(&ctx, &mut tx, source).await else {
         return;
@@ -760,22 +772,19 @@ async fn handle_consult_invite(
     let call = match call_of_agent(&ctx, &agent).await {
         Ok(Some(call)) => call,
         Ok(None) => {
-            info!(%agent, %target, "an agent dialled another agent while on no call");
+            info!(%agent, %target, "an agent dialled an agent or a queue while on no call");
             return refuse_with(
                 &mut tx,
                 403,
-                "Forbidden (an agent dials another agent only to consult during a call)",
+                "Forbidden (an agent dials an agent or a queue only to consult during a call)",
                 vec![],
             )
             .await;
         }
         Err(()) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
     };
-    use crate::call::consult::{ConsultCommand, ConsultTarget, IncomingConsult};
-    let incoming = IncomingConsult {
-        tx,
-        target: ConsultTarget::Agent(target),
-    };
+    use crate::call::consult::{ConsultCommand, IncomingConsult};
+    let incoming = IncomingConsult { tx, target };
     let command = crate::call::CallCommand::Consult(ConsultCommand::Incoming(Box::new(incoming)));
     if let Err(crate::call::CallCommand::Consult(ConsultCommand::Incoming(incoming))) =
         ctx.calls.try_deliver(&call, command)
