@@ -578,17 +578,25 @@ impl Server {
         panic!("hotline failed to start 3 times (ports in use?)\n{last_log}");
     }
 
-    /// Ok when the SIP TCP port accepts a connection; Err(true) if the
-    /// process exited, Err(false) on time-out.
+    /// Ok when the SIP TCP port and, when configured, the HTTP port accept
+    /// a connection (hotline opens HTTP after SIP); Err(true) if the process
+    /// exited, Err(false) on time-out.
     fn wait_ready(&mut self) -> Result<(), bool> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = self.sip_addr();
+        let mut addrs = vec![self.sip_addr()];
+        addrs.extend(
+            self.http_port
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+        );
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.exit = Some(st);
                 return Err(true);
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if addrs
+                .iter()
+                .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
