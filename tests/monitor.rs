@@ -57,7 +57,7 @@ impl Session {
     /// window end, expected audible).
     fn check(&self) {
         let (c, a, s) = (&self.caller, &self.agent, &self.supervisor);
-        assert_eq!(self.windows.len(), 4);
+        assert_eq!(self.windows.len(), 5);
         for &(mode, from, to) in &self.windows {
             let expect = |party: &Party, who: &str, hz: f64, audible: bool| {
                 let share = party.share(hz, from, to);
@@ -73,17 +73,18 @@ impl Session {
                     );
                 }
             };
+            let caller_silent = mode == "whisper, caller silent";
             expect(c, "the caller", AGENT_HZ, true);
             expect(c, "the caller", SUPERVISOR_HZ, mode == "barge");
-            expect(a, "the agent", CALLER_HZ, true);
+            expect(a, "the agent", CALLER_HZ, !caller_silent);
             expect(
                 a,
                 "the agent",
                 SUPERVISOR_HZ,
-                mode == "whisper" || mode == "barge",
+                mode.starts_with("whisper") || mode == "barge",
             );
             if mode != "none" {
-                expect(s, "the supervisor", CALLER_HZ, true);
+                expect(s, "the supervisor", CALLER_HZ, !caller_silent);
                 expect(s, "the supervisor", AGENT_HZ, true);
             }
         }
@@ -179,6 +180,13 @@ fn a_supervisor_listens_whispers_and_barges_from_the_api() {
         let whisper = patch("whisper");
         std::thread::sleep(Duration::from_millis(1500));
         windows.push(("whisper", whisper, Instant::now()));
+        // A caller that sends nothing (silence suppression) does not stop
+        // the whisper: it travels on a stream of its own.
+        caller.mute(true);
+        let silent = settle();
+        std::thread::sleep(Duration::from_millis(1200));
+        windows.push(("whisper, caller silent", silent, Instant::now()));
+        caller.mute(false);
         let barge = patch("barge");
         std::thread::sleep(Duration::from_millis(1500));
         windows.push(("barge", barge, Instant::now()));

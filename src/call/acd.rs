@@ -67,7 +67,7 @@ impl Connected {
 }
 
 /// A hold in progress.
-struct Hold {
+pub(super) struct Hold {
     clock: HoldClock,
     by: &'static str,
     /// The caller hears music again when the alert prompt ends.
@@ -96,7 +96,7 @@ pub struct AcdState {
     /// Agents being rung.
     pub(super) legs: Vec<AgentLeg>,
     pub connected: Option<Connected>,
-    hold: Option<Hold>,
+    pub(super) hold: Option<Hold>,
     /// Held over the CTI API (counts as the agent's hold).
     pub(super) api_hold: bool,
     /// The caller waits on hold while the agent consults someone.

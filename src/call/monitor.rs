@@ -124,8 +124,15 @@ pub struct Monitor {
     /// When the supervisor's phone answered; `None` while it rings.
     answered_at: Option<Instant>,
     next_tick: Instant,
+    /// When a packet of the caller, and of the agent, last went through.
+    last_from_caller: Instant,
+    last_from_agent: Instant,
     mix: Box<Mix>,
 }
+
+/// How long a side may send nothing (silence suppression, a hold) before the
+/// supervisor's voice for the other side travels on a stream of its own.
+const SILENT_SIDE: Duration = Duration::from_millis(60);
 
 /// The monitor's audio buffers, allocated once per session.
 struct Mix {
@@ -139,6 +146,10 @@ struct Mix {
     frame: [i16; FRAME],
     out: [u8; HEADER_LEN + MAX_SAMPLES],
     stream: MixStream,
+    /// The supervisor's voice alone, to the agent and to the caller, while
+    /// the side that usually carries it is silent.
+    to_agent: MixStream,
+    to_caller: MixStream,
 }
 
 impl Mix {
@@ -152,6 +163,8 @@ impl Mix {
             frame: [0; FRAME],
             out: [0; HEADER_LEN + MAX_SAMPLES],
             stream: MixStream::new(rand::random()),
+            to_agent: MixStream::new(rand::random()),
+            to_caller: MixStream::new(rand::random()),
         })
     }
 }
@@ -214,6 +227,8 @@ impl Monitor {
             sip_call_id,
             answered_at: Some(now),
             next_tick: now + TICK,
+            last_from_caller: now,
+            last_from_agent: now,
             mix: Mix::new(),
         }
     }
@@ -254,6 +269,10 @@ impl Monitor {
     ) -> Option<Relayed> {
         if !self.answered() {
             return relay(packet, from, to, out);
+        }
+        match from_side {
+            Side::Caller => self.last_from_caller = Instant::now(),
+            Side::Agent => self.last_from_agent = Instant::now(),
         }
         let mix = &mut *self.mix;
         let (tap, inject, mixed) = match from_side {
@@ -322,6 +341,43 @@ impl Monitor {
             {
                 self.media.relayed(sent);
             }
+        }
+    }
+
+    /// The supervisor's next 20 ms for `to` (the side that hears it), sent
+    /// on a stream of its own when the other side has been silent: whisper
+    /// and barge must not wait for the monitored parties to speak.
+    pub fn speak_alone(&mut self, now: Instant, to: Side, format: LegFormat, media: &MediaSession) {
+        let (hears, carrier_silent) = match to {
+            Side::Agent => (
+                self.mode.agent_hears_supervisor(),
+                now.saturating_duration_since(self.last_from_caller) > SILENT_SIDE,
+            ),
+            Side::Caller => (
+                self.mode.caller_hears_supervisor(),
+                now.saturating_duration_since(self.last_from_agent) > SILENT_SIDE,
+            ),
+        };
+        if !self.answered() || !hears || !carrier_silent {
+            return;
+        }
+        let mix = &mut *self.mix;
+        let (queue, stream) = match to {
+            Side::Agent => (&mut mix.for_agent, &mut mix.to_agent),
+            Side::Caller => (&mut mix.for_caller, &mut mix.to_caller),
+        };
+        if queue.len() < FRAME {
+            return;
+        }
+        let Some(remote) = media.remote() else {
+            return;
+        };
+        mix.frame = [0; FRAME];
+        queue.mix_into(&mut mix.frame);
+        if let Some(n) = stream.packet(format.codec, format.payload_type, &mix.frame, &mut mix.out)
+            && let Ok(sent) = media.rtp.try_send_to(&mix.out[..n], remote)
+        {
+            media.relayed(sent);
         }
     }
 
@@ -436,6 +492,8 @@ impl Actor {
             sip_call_id: fork.call_id,
             answered_at: None,
             next_tick: Instant::now(),
+            last_from_caller: Instant::now(),
+            last_from_agent: Instant::now(),
             mix: Mix::new(),
         });
         Ok(())
@@ -502,6 +560,8 @@ impl Actor {
             sip_call_id,
             answered_at: None,
             next_tick: Instant::now(),
+            last_from_caller: Instant::now(),
+            last_from_agent: Instant::now(),
             mix: Mix::new(),
         });
         self.monitor_started();
@@ -619,8 +679,24 @@ impl Actor {
             self.end_monitor("call_left_agent", true);
             return;
         }
-        if let Some(monitor) = self.monitor.as_mut() {
-            monitor.tick(now);
+        let Some(monitor) = self.monitor.as_mut() else {
+            return;
+        };
+        monitor.tick(now);
+        // While a consultation uses the agent's leg, it carries the
+        // consulted agent; a held caller hears the music.
+        if self.consult.is_some() {
+            return;
+        }
+        if let Some(connected) = self.acd.connected.as_ref()
+            && let Some(format) = connected.leg.media.negotiated().map(LegFormat::from)
+        {
+            monitor.speak_alone(now, Side::Agent, format, &connected.leg.media);
+        }
+        if self.acd.hold.is_none()
+            && let Some(format) = self.media.negotiated().map(LegFormat::from)
+        {
+            monitor.speak_alone(now, Side::Caller, format, &self.media);
         }
     }
 

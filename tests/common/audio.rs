@@ -23,6 +23,8 @@ pub struct Party {
         std::sync::atomic::AtomicUsize,
     )>,
     stop: Arc<AtomicBool>,
+    /// Sends nothing while set (silence suppression), still receiving.
+    muted: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -31,6 +33,8 @@ impl Party {
         let received: Heard = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (received.clone(), stop.clone());
+        let muted = Arc::new(AtomicBool::new(false));
+        let quiet = muted.clone();
         let sent = Arc::new((
             std::sync::atomic::AtomicUsize::new(0),
             std::sync::atomic::AtomicUsize::new(0),
@@ -57,7 +61,7 @@ impl Party {
                 }
                 if Instant::now() >= next {
                     next += Duration::from_millis(20);
-                    if let Some(peer) = peer {
+                    if let Some(peer) = peer.filter(|_| !quiet.load(Ordering::Relaxed)) {
                         let pcm: Vec<i16> = (0..160)
                             .map(|i| {
                                 let x = (t + i) as f64 / 8000.0;
@@ -85,8 +89,14 @@ impl Party {
             received,
             sent,
             stop,
+            muted,
             thread: Some(thread),
         }
+    }
+
+    /// Stops or resumes sending (a phone with silence suppression).
+    pub fn mute(&self, on: bool) {
+        self.muted.store(on, Ordering::Relaxed);
     }
 
     /// Packets sent, failed sends and packets received, for diagnostics.
