@@ -165,19 +165,10 @@ fn an_unanswered_offer_is_cancelled_at_six_seconds_and_the_next_agent_gets_the_c
                 .run(&server)
         });
         let answering = s.spawn(|| answering_agent(port2, 500, (0, "PCMU")).run(&server));
-        let caller = Sipp::new("caller_waits").service("402").args(&[
-            "-d",
-            "10000",
-            "-key",
-            "caller",
-            "402",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &free_media_port().to_string(),
-            "-timeout",
-            "30s",
-        ]);
+        let caller = Sipp::new("caller_waits")
+            .service("402")
+            .media()
+            .args(&["-d", "10000", "-key", "caller", "402", "-timeout", "30s"]);
         caller.run_ok(&server);
         let silent = silent.join().unwrap();
         silent.assert_ok(&server);
@@ -211,17 +202,8 @@ fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
         let agent = s.spawn(|| Sipp::new("agent_no_answer").port(port).run(&server));
         Sipp::new("caller_waits")
             .service("402")
-            .args(&[
-                "-d",
-                "2000",
-                "-key",
-                "caller",
-                "402",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &free_media_port().to_string(),
-            ])
+            .media()
+            .args(&["-d", "2000", "-key", "caller", "402"])
             .run_ok(&server);
         let agent = agent.join().unwrap();
         agent.assert_ok(&server);
@@ -259,35 +241,14 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
         let agent = s.spawn(|| {
             Sipp::new("agent_hold")
                 .port(port)
-                .args(&[
-                    "-d",
-                    "5000",
-                    "-recv_timeout",
-                    "40s",
-                    "-timeout",
-                    "60s",
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
-                ])
+                .media()
+                .args(&["-d", "5000", "-recv_timeout", "40s", "-timeout", "60s"])
                 .run(&server)
         });
         Sipp::new("caller_waits")
             .service("402")
-            .args(&[
-                "-d",
-                "42000",
-                "-key",
-                "caller",
-                "402",
-                "-timeout",
-                "60s",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &free_media_port().to_string(),
-            ])
+            .media()
+            .args(&["-d", "42000", "-key", "caller", "402", "-timeout", "60s"])
             .run_ok(&server);
         let agent = agent.join().unwrap();
         agent.assert_ok(&server);
@@ -432,18 +393,8 @@ fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_th
                 s.spawn(move || {
                     Sipp::new("agent_answer_race")
                         .port(port)
-                        .args(&[
-                            "-key",
-                            "pt",
-                            "0",
-                            "-key",
-                            "codec",
-                            "PCMU",
-                            "-mi",
-                            "127.0.0.1",
-                            "-mp",
-                            &free_media_port().to_string(),
-                        ])
+                        .media()
+                        .args(&["-key", "pt", "0", "-key", "codec", "PCMU"])
                         .run(server)
                 })
             })
@@ -759,19 +710,9 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
     // Nobody is on duty: the caller waits, hears the offer, presses 1, is hung up.
     Sipp::new("caller_leaves_number")
         .service("402")
+        .media()
         .args(&[
-            "-d",
-            "2500",
-            "-key",
-            "caller",
-            "5550100",
-            "-key",
-            "key",
-            "1",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &free_media_port().to_string(),
+            "-d", "2500", "-key", "caller", "5550100", "-key", "key", "1",
         ])
         .run_ok(&server);
     server.assert_event(&[
@@ -798,14 +739,8 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
         let customer = s.spawn(move || {
             Sipp::new("customer_answer")
                 .port(customer_port)
-                .args(&[
-                    "-d",
-                    "2000",
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
-                ])
+                .media()
+                .args(&["-d", "2000"])
                 .run(server)
         });
         let agent = s.spawn(move || {

@@ -116,17 +116,8 @@ fn a_consultation_becomes_a_three_way_call_and_the_agent_leaves_it() {
         let agent_phone = s.spawn(|| {
             Sipp::new("phone_answer_rtp_hangs_up")
                 .port(f.ports.0)
-                .args(&[
-                    "-d",
-                    "11000",
-                    "-key",
-                    "rtp_port",
-                    &f.agent.1.to_string(),
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
-                ])
+                .media()
+                .args(&["-d", "11000", "-key", "rtp_port", &f.agent.1.to_string()])
                 .run(server)
         });
         let expert_phone = s.spawn(|| answering_phone(f.ports.1, f.expert.1).run(server));
@@ -377,6 +368,7 @@ fn attended_transfer_from_the_phone(target: &str, consult_target: &str) {
             Sipp::new("agent_attended_transfer")
                 .port(f.ports.0)
                 .auth("1001", "demo1001")
+                .media()
                 .args(&[
                     "-d",
                     "1500",
@@ -389,10 +381,6 @@ fn attended_transfer_from_the_phone(target: &str, consult_target: &str) {
                     "-key",
                     "consult_rtp_port",
                     &consult_rtp.to_string(),
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
                 ])
                 .run(server)
         });

@@ -41,11 +41,7 @@ fn prompt(name: &str) -> Prompt {
 /// Runs a SIPp caller scenario against 400 (the main flow) and returns the server.
 fn sipp_calls_the_ivr(scenario: &str) -> Server {
     let server = ivr_server();
-    let media_port = free_media_port().to_string();
-    Sipp::new(scenario)
-        .service("400")
-        .args(&["-mi", "127.0.0.1", "-mp", &media_port])
-        .run_ok(&server);
+    Sipp::new(scenario).service("400").media().run_ok(&server);
     server
 }
 

@@ -64,14 +64,8 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         let holding = s.spawn(move || {
             Sipp::new("agent_hold")
                 .port(port2)
-                .args(&[
-                    "-d",
-                    "1000",
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
-                ])
+                .media()
+                .args(&["-d", "1000"])
                 .run(server)
         });
         caller("402", 8000).run_ok(server);

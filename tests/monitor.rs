@@ -234,6 +234,7 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
         Sipp::new("supervisor_dials")
             .service(code)
             .auth(account, &format!("demo{account}"))
+            .media()
             .args(&[
                 "-key",
                 "user",
@@ -243,10 +244,6 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
                 &supervisor_rtp.to_string(),
                 "-d",
                 "1500",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &free_media_port().to_string(),
             ])
     };
 

@@ -74,7 +74,7 @@ fn tone_agent(server: &Server, port: u16, seconds: usize, recv_timeout: &str) ->
         &server.dir.path().join("agent_tone.pcap"),
         &tone_pcmu(AGENT_HZ, seconds * 50),
     );
-    Sipp::new("agent_answer_pcap").port(port).args(&[
+    Sipp::new("agent_answer_pcap").port(port).media().args(&[
         "-d",
         "300",
         "-key",
@@ -83,10 +83,6 @@ fn tone_agent(server: &Server, port: u16, seconds: usize, recv_timeout: &str) ->
         "-key",
         "codec",
         "PCMU",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
         "-recv_timeout",
         recv_timeout,
         "-timeout",

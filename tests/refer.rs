@@ -33,7 +33,7 @@ fn config() -> TestConfig {
 /// REFERs the call to `refer_to` (a Refer-To value), expecting success
 /// (`agent_refer`) or a refusal (`agent_refer_refused`).
 fn referring_agent(scenario: &str, port: u16, talk_ms: u32, refer_to: &str) -> Sipp {
-    Sipp::new(scenario).port(port).args(&[
+    Sipp::new(scenario).port(port).media().args(&[
         "-d",
         &talk_ms.to_string(),
         "-key",
@@ -41,10 +41,6 @@ fn referring_agent(scenario: &str, port: u16, talk_ms: u32, refer_to: &str) -> S
         refer_to,
         "-timeout",
         "30s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
     ])
 }
 
@@ -145,19 +141,8 @@ fn a_refer_from_the_callers_side_is_not_allowed_and_the_agent_stays_on_the_call(
         // The caller REFERs 1.5 s after the answer, once connected to 1001.
         Sipp::new("caller_refers")
             .service("402")
-            .args(&[
-                "-d",
-                "1500",
-                "-key",
-                "caller",
-                "5550005",
-                "-timeout",
-                "30s",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &free_media_port().to_string(),
-            ])
+            .media()
+            .args(&["-d", "1500", "-key", "caller", "5550005", "-timeout", "30s"])
             .run_ok(server);
         agent.join().unwrap().assert_ok(server);
     });

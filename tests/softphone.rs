@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Sipp, TestConfig, free_media_port, free_port, http_get};
+use common::{Server, Sipp, TestConfig, free_port, http_get};
 
 /// Where Debian's baresip keeps its modules.
 fn baresip_modules() -> PathBuf {
@@ -276,17 +276,8 @@ fn queued_call_to_baresip(agent: &str, params: &str) -> (Server, String) {
     // 401 plays the greeting, queues the caller, and the phone answers by itself.
     Sipp::new("caller_waits")
         .service("401")
-        .args(&[
-            "-d",
-            "7000",
-            "-key",
-            "caller",
-            "5551234",
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &free_media_port().to_string(),
-        ])
+        .media()
+        .args(&["-d", "7000", "-key", "caller", "5551234"])
         .run_ok(&server);
     let agent_field = format!("\"agent\":\"{agent}\"");
     server.assert_event(&["\"type\":\"call_connected\"", &agent_field]);

@@ -66,7 +66,7 @@ fn wait_events(server: &Server, parts: &[String], count: usize) {
 
 /// An agent phone on `port` that answers after `answer_ms`.
 fn answering_agent(port: u16, answer_ms: u32) -> Sipp {
-    Sipp::new("agent_answer").port(port).args(&[
+    Sipp::new("agent_answer").port(port).media().args(&[
         "-d",
         &answer_ms.to_string(),
         "-key",
@@ -75,10 +75,6 @@ fn answering_agent(port: u16, answer_ms: u32) -> Sipp {
         "-key",
         "codec",
         "PCMU",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
         "-rtp_echo",
         "-timeout",
         "40s",
@@ -88,7 +84,7 @@ fn answering_agent(port: u16, answer_ms: u32) -> Sipp {
 /// A trunk caller `from` dialling `number`, on the line for `stay_ms`
 /// after hotline answers.
 fn caller(number: &str, from: &str, stay_ms: u32) -> Sipp {
-    Sipp::new("caller_waits").service(number).args(&[
+    Sipp::new("caller_waits").service(number).media().args(&[
         "-d",
         &stay_ms.to_string(),
         "-key",
@@ -96,10 +92,6 @@ fn caller(number: &str, from: &str, stay_ms: u32) -> Sipp {
         from,
         "-timeout",
         "40s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
     ])
 }
 

@@ -25,37 +25,32 @@ const SURVEY: &str = "[acd]\nwrap_up = \"0s\"\n\n\
 /// An agent's phone on `port` that answers at once and hangs up `talk_ms`
 /// later.
 fn agent_hanging_up(port: u16, talk_ms: u32) -> Sipp {
-    Sipp::new("agent_hangs_up").port(port).args(&[
+    Sipp::new("agent_hangs_up").port(port).media().args(&[
         "-d",
         &talk_ms.to_string(),
         "-timeout",
         "30s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
     ])
 }
 
 /// A caller from `number` to 402 that presses `digit` `after_ms` after
 /// hotline answered, then stays until hotline hangs up.
 fn caller_rating(number: &str, after_ms: u32, digit: &str) -> Sipp {
-    Sipp::new("caller_rates_call").service("402").args(&[
-        "-d",
-        &after_ms.to_string(),
-        "-key",
-        "caller",
-        number,
-        "-key",
-        "digit",
-        digit,
-        "-timeout",
-        "30s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
-    ])
+    Sipp::new("caller_rates_call")
+        .service("402")
+        .media()
+        .args(&[
+            "-d",
+            &after_ms.to_string(),
+            "-key",
+            "caller",
+            number,
+            "-key",
+            "digit",
+            digit,
+            "-timeout",
+            "30s",
+        ])
 }
 
 /// One call: the agent talks 1.5 s and hangs up; the caller presses
@@ -210,18 +205,9 @@ fn an_agent_refers_the_caller_to_the_survey_number_which_is_not_counted_as_a_tra
         let agent = s.spawn(|| {
             Sipp::new("agent_refer")
                 .port(agent_port)
+                .media()
                 .args(&[
-                    "-d",
-                    "1000",
-                    "-key",
-                    "refer_to",
-                    &refer_to,
-                    "-timeout",
-                    "30s",
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
+                    "-d", "1000", "-key", "refer_to", &refer_to, "-timeout", "30s",
                 ])
                 .run(server)
         });

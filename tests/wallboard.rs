@@ -586,18 +586,8 @@ fn the_wallboard_follows_queue_agents_and_breaches_live_in_a_browser() {
             Sipp::new("agent_hold")
                 .port(phone_1002)
                 // Resumes 2 s after the limit's alert, before the next one.
-                .args(&[
-                    "-d",
-                    "2000",
-                    "-recv_timeout",
-                    "30s",
-                    "-timeout",
-                    "40s",
-                    "-mi",
-                    "127.0.0.1",
-                    "-mp",
-                    &free_media_port().to_string(),
-                ])
+                .media()
+                .args(&["-d", "2000", "-recv_timeout", "30s", "-timeout", "40s"])
                 .run(server)
         });
         let talking = s.spawn(|| caller("402", 12_000).run(server));

@@ -432,13 +432,14 @@ impl Actor {
             if !leg.ringing() {
                 let leg = consult.legs.swap_remove(i);
                 let router_call = consult.router_call.clone();
+                let by_name = matches!(consult.target, ConsultTarget::Agent(_));
                 info!(agent = %leg.agent, "the consulted agent did not answer");
                 self.tell_router(Command::OfferFailed(
                     router_call,
                     leg.agent.clone(),
                     leg.failure(),
                 ));
-                if matches!(consult_target(self), Some(ConsultTarget::Agent(_))) {
+                if by_name {
                     self.end_consult("not_answered");
                 }
             }
@@ -530,24 +531,23 @@ impl Actor {
     }
 
     /// The agent's audio (from its call leg, or its consultation dialog)
-    /// goes to the consulted agent; false when no consultation takes it.
-    pub(super) fn relay_to_consultant(&mut self, packet: &[u8]) -> bool {
+    /// goes to the consulted agent.
+    pub(super) fn relay_to_consultant(&mut self, packet: &[u8]) {
         let Some(consult) = self.consult.as_mut() else {
-            return false;
+            return;
         };
         let (Some(leg), Some((own, consultant))) = (consult.answered.as_ref(), consult.formats)
         else {
-            return false;
+            return;
         };
         let Some(dst) = leg.media.remote() else {
-            return true;
+            return;
         };
         if let Some(out) = relay(packet, &own, &consultant, &mut consult.buf)
             && let Ok(sent) = leg.media.rtp.try_send_to(&consult.buf[..out.len()], dst)
         {
             leg.media.relayed(sent);
         }
-        true
     }
 
     /// RTP of the agent's own consultation dialog.
@@ -959,8 +959,4 @@ impl Actor {
             self.end_consult("failed");
         }
     }
-}
-
-fn consult_target(actor: &Actor) -> Option<&ConsultTarget> {
-    actor.consult.as_ref().map(|c| &c.target)
 }

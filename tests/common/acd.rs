@@ -43,8 +43,7 @@ pub fn register_agent(server: &Server, agent: &str, port: u16) {
 /// An agent phone on `port` that answers after `answer_ms` with `codec`
 /// (payload type, name) and echoes the RTP it receives.
 pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
-    let media_port = free_media_port().to_string();
-    Sipp::new("agent_answer").port(port).args(&[
+    Sipp::new("agent_answer").port(port).media().args(&[
         "-d",
         &answer_ms.to_string(),
         "-key",
@@ -53,10 +52,6 @@ pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
         "-key",
         "codec",
         codec.1,
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media_port,
         "-rtp_echo",
         "-timeout",
         "40s",
@@ -65,7 +60,7 @@ pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
 
 /// A SIPp caller to `number` that hangs up `stay_ms` after hotline answers.
 pub fn caller(number: &str, stay_ms: u32) -> Sipp {
-    Sipp::new("caller_waits").service(number).args(&[
+    Sipp::new("caller_waits").service(number).media().args(&[
         "-d",
         &stay_ms.to_string(),
         "-key",
@@ -73,16 +68,12 @@ pub fn caller(number: &str, stay_ms: u32) -> Sipp {
         number,
         "-timeout",
         "40s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
     ])
 }
 
 /// A SIPp caller to `number` that stays until hotline hangs up.
 pub fn caller_until_hung_up(number: &str) -> Sipp {
-    Sipp::new("caller_hung_up").service(number).args(&[
+    Sipp::new("caller_hung_up").service(number).media().args(&[
         "-key",
         "caller",
         number,
@@ -90,20 +81,12 @@ pub fn caller_until_hung_up(number: &str) -> Sipp {
         "30s",
         "-recv_timeout",
         "20s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
     ])
 }
 
 pub fn holding_agent(scenario: &str, port: u16) -> Sipp {
-    Sipp::new(scenario).port(port).args(&[
-        "-timeout",
-        "30s",
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
-    ])
+    Sipp::new(scenario)
+        .port(port)
+        .media()
+        .args(&["-timeout", "30s"])
 }

@@ -194,14 +194,10 @@ pub fn rtp_socket() -> (UdpSocket, u16) {
 }
 
 pub fn answering_phone(port: u16, rtp_port: u16) -> Sipp {
-    Sipp::new("phone_answer_rtp").port(port).args(&[
+    Sipp::new("phone_answer_rtp").port(port).media().args(&[
         "-key",
         "rtp_port",
         &rtp_port.to_string(),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &free_media_port().to_string(),
         "-timeout",
         "40s",
     ])

@@ -44,7 +44,9 @@ pub fn media_of(body: &str) -> Option<SocketAddr> {
 impl Caller {
     pub fn new(server: &Server) -> Caller {
         let sip = UdpClient::new(server);
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // From the port registry: a kernel-picked port may be one another
+        // test's server still sends to.
+        let (rtp, _) = super::audio::rtp_socket();
         rtp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let dialog = sip.dialog();
         Caller {

@@ -855,6 +855,12 @@ impl Sipp {
     pub fn key(self, name: &str, value: &str) -> Self {
         self.args(&["-key", name, value])
     }
+
+    /// SIPp's own RTP on loopback, on four ports of its own ([`free_media_port`]).
+    pub fn media(self) -> Self {
+        let port = free_media_port().to_string();
+        self.args(&["-mi", "127.0.0.1", "-mp", &port])
+    }
     /// Extra SIPp arguments; `-i X`, `-t t1` and `-m N` are understood.
     pub fn args(mut self, args: &[&str]) -> Self {
         let mut i = 0;
