@@ -44,7 +44,7 @@ pub enum RejectReason {
 }
 
 /// Who ended a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleasedBy {
     Caller,
