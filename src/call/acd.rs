@@ -491,6 +491,8 @@ impl Actor {
                 return;
             }
         };
+        let peer = leg.fork_mut(&fin.fork).and_then(|f| f.peer);
+        leg.media.set_signalling(peer.map(|a| a.ip()));
         let answer = sdp::parse(&response.body).and_then(|a| leg.media.accept_answer(&a));
         if let Err(e) = answer {
             warn!(agent = %leg.agent, error = %e, "the agent's phone answered with unusable SDP");

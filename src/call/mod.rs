@@ -290,6 +290,7 @@ async fn call_actor(
             return refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
         }
     };
+    media.set_signalling(Some(admitted.source.ip()));
     let local_sdp = match &offer {
         Some(offer) => match media.answer(offer) {
             Ok(answer) => answer,

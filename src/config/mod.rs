@@ -844,6 +844,10 @@ pub struct RawMedia {
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
     pub music_on_hold: String,
+    #[serde(with = "humantime_serde")]
+    pub latch_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rtp_timeout: Duration,
 }
 
 impl Default for RawMedia {
@@ -854,6 +858,8 @@ impl Default for RawMedia {
             rtp_port_min: 10000,
             rtp_port_max: 20000,
             music_on_hold: "moh/default".into(),
+            latch_window: Duration::from_secs(2),
+            rtp_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -869,6 +875,12 @@ pub struct MediaSettings {
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
     pub music_on_hold: String,
+    /// How long after an offer/answer a NAT'd peer's packets may latch a
+    /// source other than its SDP address (0-10s).
+    pub latch_window: Duration,
+    /// A leg that sends no RTP this long while due to (not on hold, not
+    /// muted by its SDP) ends the call; `None` = never.
+    pub rtp_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1795,6 +1807,18 @@ impl RawConfig {
                 ),
             );
         }
+        if m.latch_window > Duration::from_secs(10) {
+            issue(
+                "media.latch_window".into(),
+                "must not exceed 10s: a longer window lets a stranger's stream take a NAT'd caller's audio".into(),
+            );
+        }
+        if !m.rtp_timeout.is_zero() && m.rtp_timeout < Duration::from_secs(1) {
+            issue(
+                "media.rtp_timeout".into(),
+                "must be at least 1s (or \"0s\": never)".into(),
+            );
+        }
         if !matches!(m.language.as_str(), "en" | "zh") {
             issue(
                 "media.language".into(),
@@ -1919,6 +1943,8 @@ impl RawConfig {
                 rtp_port_min: self.media.rtp_port_min,
                 rtp_port_max: self.media.rtp_port_max,
                 music_on_hold: self.media.music_on_hold.clone(),
+                latch_window: self.media.latch_window,
+                rtp_timeout: nonzero(self.media.rtp_timeout),
             },
             queues,
             login_on_register: self.acd.login_on_register,

@@ -48,6 +48,8 @@ pub struct MediaRoom {
     pub prompts: Arc<PromptLibrary>,
     pub language: String,
     pub music_on_hold: String,
+    /// `media.latch_window`.
+    pub latch_window: std::time::Duration,
 }
 
 /// Loads the prompt library and checks that every prompt a flow, a number, a
@@ -175,6 +177,7 @@ impl MediaRoom {
             prompts: Arc::new(prompts),
             language: settings.media.language.clone(),
             music_on_hold: settings.media.music_on_hold.clone(),
+            latch_window: settings.media.latch_window,
         }
     }
 
