@@ -378,7 +378,7 @@ async fn call_actor(
         acd: acd::AcdState::new(
             &ctx,
             call_id.clone(),
-            admitted.trunk.outbound,
+            &admitted.trunk,
             caller.clone(),
             admitted.number.number.clone(),
             mailbox,
@@ -583,6 +583,10 @@ impl Actor {
             digit,
             via,
         });
+        if self.acd.number_entry.is_some() && matches!(self.phase, Phase::Queued) {
+            self.on_number_entry_digit(digit);
+            return;
+        }
         if self.is_callback_key(digit) {
             self.request_callback();
             return;

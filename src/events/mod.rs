@@ -297,6 +297,14 @@ pub enum Event {
         number: String,
         status: Option<u16>,
     },
+    /// A number hotline was to dial out through a trunk was refused by the
+    /// trunk's dial plan or its outbound ceilings (`reason`).
+    OutboundRefused {
+        call_id: String,
+        trunk: String,
+        number: String,
+        reason: String,
+    },
     // --- Recording (rulebook Q1) ---
     /// The call's recording file was created.
     RecordingStarted {

@@ -36,6 +36,9 @@ pub const QUEUE_PROMPTS: &[&str] = &[
     "thank_you_for_waiting",
     "leave_number",
     "callback_recorded",
+    "callback_confirm",
+    "callback_confirm_keys",
+    "callback_number_refused",
     "busy",
 ];
 

@@ -526,6 +526,7 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackRequested { call_id, .. }
         | Event::CallbackCompleted { call_id, .. }
         | Event::CallbackFailed { call_id, .. }
+        | Event::OutboundRefused { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
         | Event::CallTransferred { call_id, .. }
         | Event::RecordingStarted { call_id, .. }
