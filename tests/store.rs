@@ -424,3 +424,173 @@ fn after_kill_9_every_call_that_ended_a_batch_interval_before_is_on_disk() {
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[&later].disposition, "abandoned");
 }
+
+/// A call's recording: the file, its SHA-256, its length.
+type RecordingColumns = (Option<String>, Option<String>, Option<i64>);
+
+/// The recording columns of every call, by call id.
+fn recordings(path: &Path) -> HashMap<String, RecordingColumns> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT call_id, recording, recording_sha256, recording_ms FROM cdr")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// The value of a string field in an event's log line.
+fn event_field(line: &str, name: &str) -> String {
+    let json = &line[line.find('{').unwrap_or(0)..];
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    v[name].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_recordings() {
+    const AGENTS: u32 = 20;
+    const CALLS: usize = 50;
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("calls.db");
+    let recordings_dir = data.path().join("recordings");
+    let mut config = store_config(&format!(
+        "[store]\npath = {:?}\nbatch_interval = \"1s\"\n\n[recording]\ndir = {:?}\nflush_interval = \"1s\"\n",
+        db.display().to_string(),
+        recordings_dir.display().to_string()
+    ));
+    let agents: Vec<String> = (1001..1001 + AGENTS).map(|a| a.to_string()).collect();
+    for agent in &agents {
+        if !config.agents.iter().any(|(id, _)| id == agent) {
+            config.agents.push((agent.clone(), format!("demo{agent}")));
+        }
+        config = config.agent_queues(agent, &["support"]);
+    }
+    let server = Server::start(config.clone());
+    // Every agent's phone is the one SIPp phone on `port`.
+    let port = free_port();
+    for agent in &agents {
+        register_agent(&server, agent, port);
+    }
+    let callers = Sipp::new("caller_waits").service("402").media().args(&[
+        "-d", "60000", "-key", "caller", "5550100", "-m", "50", "-l", "50", "-r", "25", "-timeout",
+        "25s",
+    ]);
+    let phones = Sipp::new("agent_answer").port(port).media().args(&[
+        "-d",
+        "200",
+        "-key",
+        "pt",
+        "0",
+        "-key",
+        "codec",
+        "PCMU",
+        "-rtp_echo",
+        "-m",
+        "50",
+        "-timeout",
+        "25s",
+    ]);
+    let mut server = server;
+    let (live, recorded) = std::thread::scope(|s| {
+        let server = &server;
+        let phones = s.spawn(|| phones.run(server));
+        let callers = s.spawn(|| callers.run(server));
+        wait_events(server, &["\"type\":\"call_queued\"".to_string()], CALLS);
+        wait_events(
+            server,
+            &["\"type\":\"recording_started\"".to_string()],
+            AGENTS as usize,
+        );
+        // Past a batch interval, and a flush of every recording.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let live: Vec<String> = server
+            .events(&["\"type\":\"call_admitted\""])
+            .iter()
+            .map(|l| event_field(l, "call_id"))
+            .collect();
+        let recorded: HashMap<String, String> = server
+            .events(&["\"type\":\"recording_started\""])
+            .iter()
+            .map(|l| (event_field(l, "call_id"), event_field(l, "path")))
+            .collect();
+        assert!(server.events(&["\"type\":\"call_ended\""]).is_empty());
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &server.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // The phones and callers give up on the dead server: not the point.
+        let _ = phones.join();
+        let _ = callers.join();
+        (live, recorded)
+    });
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    assert_eq!(live.len(), CALLS);
+    assert_eq!(recorded.len(), AGENTS as usize);
+    assert!(cdr_rows(&db).is_empty(), "no call had ended");
+
+    // The next start on the same file and directory writes their records.
+    let again = Server::start(config);
+    assert!(
+        again.log().contains("got their records, as interrupted"),
+        "{}",
+        again.log()
+    );
+    let rows = cdr_rows(&db);
+    let files = recordings(&db);
+    assert_eq!(rows.len(), CALLS, "{rows:#?}");
+    for call_id in &live {
+        let row = &rows[call_id];
+        assert_eq!(row.disposition, "interrupted", "{call_id}: {row:?}");
+        assert_eq!(row.dialed.as_deref(), Some("402"));
+        assert_eq!(row.caller.as_deref(), Some("5550100"));
+        assert_eq!(row.queue.as_deref(), Some("support"));
+        assert!(
+            row.queued_at.is_some() && row.ended_at >= row.arrived_at,
+            "{row:?}"
+        );
+        let (path, sha, ms) = &files[call_id];
+        match recorded.get(call_id) {
+            Some(started) => {
+                assert_eq!(path.as_deref(), Some(started.as_str()));
+                assert!(row.answered_at.is_some() && row.agent.is_some(), "{row:?}");
+                // The file as it was left: its checksum, a WAV that parses,
+                // as long as the record says, up to a flush before the kill.
+                let bytes = std::fs::read(started).unwrap();
+                use sha2::Digest;
+                assert_eq!(
+                    sha.as_deref(),
+                    Some(hex::encode(sha2::Sha256::digest(&bytes)).as_str())
+                );
+                let wav = hound::WavReader::open(started).unwrap();
+                assert_eq!(wav.spec().channels, 2);
+                let wav_ms = i64::from(wav.duration()) * 1000 / 8000;
+                assert_eq!(Some(wav_ms), *ms, "{call_id}");
+                assert!(wav_ms >= 1_000, "{call_id}: {wav_ms} ms recorded");
+                let answered = row.answered_at.unwrap();
+                assert!(
+                    row.ended_at >= answered + wav_ms - 100,
+                    "{call_id} ends before its recording: {row:?}, {wav_ms} ms"
+                );
+                assert!(row.talk_ms >= wav_ms - 100, "{row:?}");
+            }
+            None => assert_eq!(path, &None, "{call_id}"),
+        }
+    }
+    let out = run_hotline(&["recordings", "verify", "--db", db.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{AGENTS} recording(s) verified")),
+        "{stdout}"
+    );
+}

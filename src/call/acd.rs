@@ -116,6 +116,10 @@ pub struct AcdState {
     pub(super) announce_at: Option<Instant>,
     /// Where the trunk the call came in on takes hotline's own calls.
     pub(super) trunk_outbound: Option<std::net::SocketAddr>,
+    /// The trunk the call came in on: its dial plan and outbound ceilings.
+    pub(super) trunk: crate::config::Trunk,
+    /// The caller is giving or confirming the number to be called back on.
+    pub(super) number_entry: Option<super::callback::NumberEntry>,
     /// When the caller is offered to leave a number (C3).
     pub(super) callback_offer_at: Option<Instant>,
     /// The caller heard the offer and may press the key.
@@ -133,7 +137,7 @@ impl AcdState {
     pub fn new(
         ctx: &EdgeContext,
         call_id: String,
-        trunk_outbound: Option<std::net::SocketAddr>,
+        trunk: &crate::config::Trunk,
         caller: String,
         number: String,
         mailbox: mpsc::UnboundedSender<CallCommand>,
@@ -164,7 +168,9 @@ impl AcdState {
             given_up: std::collections::HashMap::new(),
             max_wait_at: None,
             announce_at: None,
-            trunk_outbound,
+            trunk_outbound: trunk.outbound,
+            trunk: trunk.clone(),
+            number_entry: None,
             callback_offer_at: None,
             callback_offered: false,
             callback: None,
@@ -182,7 +188,9 @@ impl AcdState {
         let ring = self.legs.iter().map(|l| l.ring_deadline).min();
         let hold = self.hold.as_ref().map(|h| h.clock.deadline());
         let customer = self.callback.as_ref().and_then(|c| c.deadline);
+        let entry = self.number_entry.as_ref().map(|e| e.deadline);
         [
+            entry,
             ring,
             hold,
             self.max_wait_at,
@@ -491,6 +499,8 @@ impl Actor {
                 return;
             }
         };
+        let peer = leg.fork_mut(&fin.fork).and_then(|f| f.peer);
+        leg.media.set_signalling(peer.map(|a| a.ip()));
         let answer = sdp::parse(&response.body).and_then(|a| leg.media.accept_answer(&a));
         if let Err(e) = answer {
             warn!(agent = %leg.agent, error = %e, "the agent's phone answered with unusable SDP");
@@ -565,6 +575,7 @@ impl Actor {
             .filter(char::is_ascii_digit)
             .map(|d| format!("digit_{d}"))
             .collect();
+        self.acd.number_entry = None;
         if self.acd.callback.is_some() {
             // A callback: the agent is on the line, now the customer is called.
             self.dial_customer();
@@ -666,6 +677,9 @@ impl Actor {
             return;
         }
         self.acd.announce_at = every.map(|d| Instant::now() + d);
+        if self.acd.number_entry.is_some() {
+            return;
+        }
         // Not while an agent's phone rings: the caller may be connected any moment.
         let Some(position) = position.filter(|_| self.acd.legs.is_empty()) else {
             return;
@@ -961,6 +975,14 @@ impl Actor {
         if self.acd.callback_offer_at.is_some_and(|t| t <= now) {
             self.acd.callback_offer_at = None;
             self.offer_callback();
+        }
+        if self
+            .acd
+            .number_entry
+            .as_ref()
+            .is_some_and(|e| e.deadline <= now)
+        {
+            self.number_entry_timed_out();
         }
         if self
             .acd

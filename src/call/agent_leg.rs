@@ -47,6 +47,9 @@ pub struct Fork {
     pub call_id: String,
     pub dialog: InviteDialog,
     pub status: ForkStatus,
+    /// Where the phone's SIP comes from (its media may come from there too,
+    /// behind NAT).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// One agent being rung for a call, then talking on it.
@@ -160,6 +163,7 @@ pub fn ring(
     finals: mpsc::UnboundedSender<ForkFinal>,
 ) -> Result<Fork, String> {
     let tcp = target.tcp;
+    let peer = Some(target.address);
     let local = if tcp { ctx.tcp_addr } else { ctx.udp_addr }.ok_or_else(|| {
         format!(
             "no {} listener to reach {}",
@@ -219,6 +223,7 @@ pub fn ring(
         call_id,
         dialog,
         status: ForkStatus::Ringing,
+        peer,
     })
 }
 

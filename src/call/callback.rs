@@ -1,31 +1,61 @@
 //! Leave-a-number callback (rulebook C3): after `callback_after` in queue the
-//! caller hears how to leave its number; on the key the number is recorded,
-//! the caller hangs up, and the call keeps its place in the queue. When an
-//! agent answers it, hotline calls the customer through the trunk the call
-//! came in on (its `outbound` address) and bridges the two.
+//! caller hears how to leave its number; on the key, the number it called
+//! from is checked against the trunk's dial plan, read back, and recorded
+//! only once the caller confirms it (a refused number, or one the caller
+//! does not want, is replaced by one keyed in). The caller hangs up, and the
+//! call keeps its place in the queue. When an agent answers it, hotline
+//! calls the customer through the trunk the call came in on (its `outbound`
+//! address), within the trunk's outbound ceilings, and bridges the two.
 
 use std::time::Duration;
 
 use rsipstack::dialog::dialog::TerminatedReason;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, Dial, ForkFinal, ForkStatus, Target};
 use super::{Actor, Phase};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
+use crate::sip::dialplan::{DialRefusal, OutboundPermit};
 
 /// How long the called-back customer's phone may ring.
 const CUSTOMER_RING_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long the caller has to confirm or key a number after each prompt or key.
+const ENTRY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Numbers a caller may offer before the callback offer is given up.
+const ENTRY_ATTEMPTS: u32 = 3;
+
+/// Longest number a caller may key in.
+const ENTRY_MAX_DIGITS: usize = 20;
+
+/// The key that confirms the number read back, and ends a keyed-in number.
+const CONFIRM_KEY: char = '#';
+
 /// A callback in progress.
 pub struct Callback {
-    /// The number to call back (the caller's own number).
+    /// The number to call back, in E.164 ("+" and digits).
     pub number: String,
     /// The INVITE to the customer, once an agent answered.
     pub customer: Option<agent_leg::Fork>,
     /// When the customer's phone has rung long enough.
     pub deadline: Option<Instant>,
+    /// The outbound call counted against the trunk's ceilings while it lasts.
+    pub permit: Option<OutboundPermit>,
+}
+
+/// The caller is giving the number to be called back on.
+pub struct NumberEntry {
+    /// The allowed number read back, waiting for the caller's confirmation.
+    pub proposed: Option<String>,
+    /// Digits keyed so far.
+    pub digits: String,
+    /// Numbers offered so far (the caller's own counts as the first).
+    pub attempts: u32,
+    /// When the caller has waited too long to key anything.
+    pub deadline: Instant,
 }
 
 impl Actor {
@@ -51,25 +81,134 @@ impl Actor {
         self.play(&["leave_number".to_string()], false);
     }
 
-    /// The caller pressed the key: its number is recorded, it hears so and
-    /// is hung up; the call stays in the router with its place.
+    /// The caller pressed the key: the number it calls from is proposed.
     pub(super) fn request_callback(&mut self) {
+        let entry = NumberEntry {
+            proposed: None,
+            digits: String::new(),
+            attempts: 0,
+            deadline: Instant::now() + ENTRY_TIMEOUT,
+        };
+        self.acd.number_entry = Some(entry);
+        self.acd.announce_at = None;
+        let caller = self.acd.caller.clone();
+        self.propose_number(&caller);
+    }
+
+    /// Checks a number against the trunk's dial plan: an allowed one is read
+    /// back for confirmation, a refused one is an event and the caller is
+    /// asked for another.
+    fn propose_number(&mut self, number: &str) {
+        let checked = self.acd.trunk.dialplan.check(number);
+        let Some(entry) = self.acd.number_entry.as_mut() else {
+            return;
+        };
+        entry.attempts += 1;
+        entry.digits.clear();
+        entry.deadline = Instant::now() + ENTRY_TIMEOUT;
+        match checked {
+            Ok(e164) => {
+                let mut prompts = vec!["callback_confirm".to_string()];
+                prompts.extend(spoken_digits(number));
+                prompts.push("callback_confirm_keys".to_string());
+                entry.proposed = Some(format!("+{e164}"));
+                self.play(&prompts, false);
+            }
+            Err(reason) => {
+                entry.proposed = None;
+                let give_up = entry.attempts >= ENTRY_ATTEMPTS;
+                self.outbound_refused(number, reason);
+                if give_up {
+                    self.number_entry_given_up();
+                } else {
+                    self.play(&["callback_number_refused".to_string()], false);
+                }
+            }
+        }
+    }
+
+    /// A key while the caller gives its number: the confirmation key takes
+    /// the number read back, or ends a keyed-in number; `*` starts over.
+    pub(super) fn on_number_entry_digit(&mut self, digit: char) {
+        let Some(entry) = self.acd.number_entry.as_mut() else {
+            return;
+        };
+        entry.deadline = Instant::now() + ENTRY_TIMEOUT;
+        match digit {
+            CONFIRM_KEY if entry.digits.is_empty() => {
+                if let Some(number) = entry.proposed.take() {
+                    self.acd.number_entry = None;
+                    self.record_callback(number);
+                }
+            }
+            CONFIRM_KEY => {
+                let keyed = std::mem::take(&mut entry.digits);
+                self.propose_number(&keyed);
+            }
+            '*' => entry.digits.clear(),
+            d if d.is_ascii_digit() => {
+                if entry.digits.is_empty() {
+                    // The caller keys another number: the read-back stops.
+                    entry.proposed = None;
+                    self.playing = None;
+                    self.media.stream.stop();
+                }
+                if let Some(entry) = self.acd.number_entry.as_mut() {
+                    if entry.digits.len() < ENTRY_MAX_DIGITS {
+                        entry.digits.push(d);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Nothing keyed for too long: the caller goes on waiting, and may
+    /// press the callback key again.
+    pub(super) fn number_entry_timed_out(&mut self) {
+        debug!("no callback number given in time");
+        self.number_entry_given_up();
+    }
+
+    fn number_entry_given_up(&mut self) {
+        self.acd.number_entry = None;
+        if matches!(self.phase, Phase::Queued) {
+            self.playing = None;
+            self.after_prompt();
+        }
+    }
+
+    /// A number hotline will not dial: an event (counted by trunk and reason).
+    fn outbound_refused(&self, number: &str, reason: DialRefusal) {
+        info!(trunk = %self.acd.trunk.name, reason = reason.as_str(), "outbound number refused");
+        self.ctx.bus.publish(Event::OutboundRefused {
+            call_id: self.call_id.clone(),
+            trunk: self.acd.trunk.name.clone(),
+            number: number.to_string(),
+            reason: reason.as_str().to_string(),
+        });
+    }
+
+    /// The caller confirmed `number`: it is recorded, the caller hears so
+    /// and is hung up; the call stays in the router with its place.
+    fn record_callback(&mut self, number: String) {
         let queue = self
             .acd
             .wait
             .as_ref()
             .map(|w| w.queue.clone())
             .unwrap_or_default();
-        info!(%queue, number = %self.acd.caller, "callback requested");
+        info!(%queue, "callback requested");
         self.ctx.bus.publish(Event::CallbackRequested {
             call_id: self.call_id.clone(),
             queue,
-            number: self.acd.caller.clone(),
+            number: number.clone(),
         });
         self.acd.callback = Some(Callback {
-            number: self.acd.caller.clone(),
+            number,
             customer: None,
             deadline: None,
+            permit: None,
         });
         self.acd.max_wait_at = None;
         self.acd.announce_at = None;
@@ -117,6 +256,22 @@ impl Actor {
             return;
         };
         let number = callback.number.clone();
+        // Every number dialled out passes the dial plan and the ceilings here.
+        let admitted = self.acd.trunk.dialplan.check(&number).and_then(|_| {
+            self.ctx.outbound.admit(
+                &self.acd.trunk.name,
+                self.acd.trunk.outbound_limits,
+                Instant::now(),
+            )
+        });
+        let permit = match admitted {
+            Ok(permit) => permit,
+            Err(reason) => {
+                self.outbound_refused(&number, reason);
+                self.callback_failed(None);
+                return;
+            }
+        };
         if let Some(connected) = self.acd.connected.as_mut() {
             let hold = self
                 .ctx
@@ -149,6 +304,7 @@ impl Actor {
                 if let Some(callback) = self.acd.callback.as_mut() {
                     callback.customer = Some(fork);
                     callback.deadline = Some(Instant::now() + CUSTOMER_RING_LIMIT);
+                    callback.permit = Some(permit);
                 }
             }
             Err(e) => {
@@ -234,6 +390,15 @@ impl Actor {
         });
         self.acd.released = Some(ReleasedBy::System);
     }
+}
+
+/// The digit prompts that read a number out ("+" and separators are silent).
+fn spoken_digits(number: &str) -> Vec<String> {
+    number
+        .chars()
+        .filter(char::is_ascii_digit)
+        .map(|d| format!("digit_{d}"))
+        .collect()
 }
 
 fn callback_number(callback: &Option<Callback>) -> String {

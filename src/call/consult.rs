@@ -764,6 +764,7 @@ impl Actor {
                 call_id: sip_call_id,
                 dialog,
                 status: ForkStatus::Answered,
+                peer: None,
             }],
             offered_at: now,
             ring_deadline: now,

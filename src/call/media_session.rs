@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use crate::media::dtmf::{EventDetector, InbandDetector};
 use crate::media::g711::Codec;
 use crate::media::pacer::{MediaEvent, StreamHandle};
 use crate::media::rtp::{InboundStats, Latch, RtpError, RtpTotals, Verdict};
+
 use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescription};
 
 /// How a digit reached hotline.
@@ -30,6 +32,13 @@ pub struct MediaSession {
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
     negotiated: Option<Negotiated>,
     latch: Latch,
+    /// How long after an offer/answer a NAT'd peer's real source may latch.
+    latch_window: Duration,
+    /// Where the peer's SIP comes from, when known.
+    signalling: Option<IpAddr>,
+    /// Inbound packets when the silence clock last looked, and since when
+    /// no packet came while one was due.
+    heard: (u64, Instant),
     pub stats: InboundStats,
     totals: Arc<RtpTotals>,
     rfc4733: EventDetector,
@@ -65,6 +74,9 @@ impl MediaSession {
             events,
             negotiated: None,
             latch: Latch::default(),
+            latch_window: room.latch_window,
+            signalling: None,
+            heard: (0, Instant::now()),
             stats: InboundStats::default(),
             totals: room.rtp.clone(),
             rfc4733: EventDetector::default(),
@@ -73,6 +85,11 @@ impl MediaSession {
             session_id: u64::from(rand::random::<u32>()),
             version: 0,
         })
+    }
+
+    /// The peer's SIP comes from `ip`: a NAT'd peer's media may too.
+    pub fn set_signalling(&mut self, ip: Option<IpAddr>) {
+        self.signalling = ip;
     }
 
     fn next_local(&mut self) -> sdp::Local {
@@ -109,21 +126,16 @@ impl MediaSession {
     fn apply(&mut self, negotiated: Negotiated) {
         self.stream
             .set_codec(negotiated.codec, negotiated.payload_type);
-        let may_send = matches!(
-            negotiated.direction,
-            Direction::SendRecv | Direction::SendOnly
+        self.latch.expect(
+            negotiated.remote,
+            self.signalling,
+            Instant::now(),
+            self.latch_window,
         );
-        let remote = if may_send {
-            // Once the peer's packets arrived, their real source wins (NAT).
-            self.latch.peer().or(negotiated.remote)
-        } else {
-            None
-        };
-        if negotiated.remote.is_none() {
-            self.latch.reset();
-        }
-        self.stream.set_remote(remote);
         self.negotiated = Some(negotiated);
+        // Whether a packet is due changed: the silence clock starts again.
+        self.heard = (self.packets_in(), Instant::now());
+        self.stream.set_remote(self.remote());
     }
 
     pub fn negotiated(&self) -> Option<&Negotiated> {
@@ -137,15 +149,36 @@ impl MediaSession {
         })
     }
 
-    /// Where our RTP goes now: the latched source, else the SDP's address;
-    /// `None` while the peer holds.
+    /// Where our RTP goes now: the latched source, else the SDP's address
+    /// (unless the peer is behind NAT: it is not reachable there, so
+    /// nothing goes out before its packets show where it is); `None` while
+    /// the peer holds.
     pub fn remote(&self) -> Option<SocketAddr> {
         if self.on_hold() {
             return None;
         }
         self.latch
             .peer()
-            .or(self.negotiated.as_ref().and_then(|n| n.remote))
+            .or_else(|| self.latch.expected().filter(|_| !self.latch.behind_nat()))
+    }
+
+    /// Whether the peer is due to send us media (neither on hold nor muted
+    /// by its SDP: sendonly from our side, or inactive).
+    pub fn expects_media(&self) -> bool {
+        self.negotiated
+            .as_ref()
+            .is_some_and(|n| matches!(n.direction, Direction::SendRecv | Direction::RecvOnly))
+    }
+
+    /// How long the peer has sent nothing while it was due to; zero when
+    /// it is not due to send. Cheap: compares the packet counter with the
+    /// one seen at the last look, so looking every few seconds is enough.
+    pub fn silent_for(&mut self, now: Instant) -> Duration {
+        let packets = self.packets_in();
+        if !self.expects_media() || packets != self.heard.0 {
+            self.heard = (packets, now);
+        }
+        now.saturating_duration_since(self.heard.1)
     }
 
     /// Takes one inbound RTP datagram: whether it was accepted (from the
@@ -165,17 +198,9 @@ impl MediaSession {
     /// digits (an agent's keys are not hotline's business); whether it was
     /// accepted.
     pub fn accept(&mut self, source: SocketAddr, packet: &[u8]) -> bool {
-        // The address the peer's SDP gave always wins the latch: a stray
-        // stream (an old call's sender still aiming at a reused port) that
-        // arrived first must not hold it.
-        if self.negotiated.as_ref().and_then(|n| n.remote) == Some(source)
-            && self.latch.peer().is_some_and(|peer| peer != source)
-        {
-            self.latch.reset();
-        }
-        match self.latch.judge(source, packet, &self.stats) {
-            Verdict::Drop => {
-                self.totals.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.latch.judge(source, packet, &self.stats, Instant::now) {
+            Verdict::Drop(reason) => {
+                self.totals.dropped(reason);
                 return false;
             }
             Verdict::Accept { latched: true } if !self.on_hold() => {
@@ -222,5 +247,6 @@ impl MediaSession {
     pub fn dropped(&self) -> u64 {
         self.stats.dropped_source.load(Ordering::Relaxed)
             + self.stats.dropped_malformed.load(Ordering::Relaxed)
+            + self.stats.dropped_unconfirmed.load(Ordering::Relaxed)
     }
 }

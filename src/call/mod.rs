@@ -290,6 +290,7 @@ async fn call_actor(
             return refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
         }
     };
+    media.set_signalling(Some(admitted.source.ip()));
     let local_sdp = match &offer {
         Some(offer) => match media.answer(offer) {
             Ok(answer) => answer,
@@ -378,7 +379,7 @@ async fn call_actor(
         acd: acd::AcdState::new(
             &ctx,
             call_id.clone(),
-            admitted.trunk.outbound,
+            &admitted.trunk,
             caller.clone(),
             admitted.number.number.clone(),
             mailbox,
@@ -583,6 +584,10 @@ impl Actor {
             digit,
             via,
         });
+        if self.acd.number_entry.is_some() && matches!(self.phase, Phase::Queued) {
+            self.on_number_entry_digit(digit);
+            return;
+        }
         if self.is_callback_key(digit) {
             self.request_callback();
             return;

@@ -844,6 +844,10 @@ pub struct RawMedia {
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
     pub music_on_hold: String,
+    #[serde(with = "humantime_serde")]
+    pub latch_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub rtp_timeout: Duration,
 }
 
 impl Default for RawMedia {
@@ -854,6 +858,8 @@ impl Default for RawMedia {
             rtp_port_min: 10000,
             rtp_port_max: 20000,
             music_on_hold: "moh/default".into(),
+            latch_window: Duration::from_secs(2),
+            rtp_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -869,6 +875,12 @@ pub struct MediaSettings {
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
     pub music_on_hold: String,
+    /// How long after an offer/answer a NAT'd peer's packets may latch a
+    /// source other than its SDP address (0-10s).
+    pub latch_window: Duration,
+    /// A leg that sends no RTP this long while due to (not on hold, not
+    /// muted by its SDP) ends the call; `None` = never.
+    pub rtp_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -995,7 +1007,7 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTrunk {
     pub sources: Vec<String>,
@@ -1003,6 +1015,39 @@ pub struct RawTrunk {
     pub password: String,
     pub numbers: Vec<String>,
     pub outbound: String,
+    /// The outbound dial plan and ceilings (see `crate::sip::dialplan`).
+    pub country_code: String,
+    pub national_prefix: String,
+    pub international_prefix: String,
+    pub outbound_min_digits: usize,
+    pub outbound_max_digits: usize,
+    pub outbound_allow: Vec<String>,
+    pub max_outbound_calls: u32,
+    pub max_outbound_per_hour: u32,
+}
+
+impl Default for RawTrunk {
+    fn default() -> Self {
+        let limits = crate::sip::dialplan::OutboundLimits::default();
+        Self {
+            sources: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            numbers: Vec::new(),
+            outbound: String::new(),
+            country_code: "86".into(),
+            national_prefix: "0".into(),
+            international_prefix: "00".into(),
+            outbound_min_digits: 8,
+            outbound_max_digits: crate::sip::dialplan::E164_MAX_DIGITS,
+            outbound_allow: crate::sip::dialplan::DEFAULT_ALLOW
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            max_outbound_calls: limits.max_concurrent,
+            max_outbound_per_hour: limits.max_per_hour,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1259,6 +1304,10 @@ pub struct Trunk {
     /// Where hotline sends its own calls over this trunk (callbacks); none:
     /// callers from this trunk are not offered a callback.
     pub outbound: Option<SocketAddr>,
+    /// Which numbers hotline may dial over this trunk.
+    pub dialplan: crate::sip::dialplan::DialPlan,
+    /// Ceilings on hotline's own calls over this trunk.
+    pub outbound_limits: crate::sip::dialplan::OutboundLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1776,12 +1825,53 @@ impl RawConfig {
                     }
                 },
             };
+            let dialplan = match crate::sip::dialplan::DialPlan::new(
+                raw.country_code.trim(),
+                raw.national_prefix.trim(),
+                raw.international_prefix.trim(),
+                raw.outbound_min_digits,
+                raw.outbound_max_digits,
+                &raw.outbound_allow,
+            ) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let field = match e {
+                        crate::sip::dialplan::DialPlanError::CountryCode(_) => "country_code",
+                        crate::sip::dialplan::DialPlanError::NationalPrefix(_) => "national_prefix",
+                        crate::sip::dialplan::DialPlanError::InternationalPrefix(_) => {
+                            "international_prefix"
+                        }
+                        crate::sip::dialplan::DialPlanError::Pattern { .. } => "outbound_allow",
+                        crate::sip::dialplan::DialPlanError::Lengths { .. } => {
+                            "outbound_min_digits"
+                        }
+                    };
+                    issue(format!("{key}.{field}"), e.to_string());
+                    crate::sip::dialplan::DialPlan::default()
+                }
+            };
+            for (field, value) in [
+                ("max_outbound_calls", raw.max_outbound_calls),
+                ("max_outbound_per_hour", raw.max_outbound_per_hour),
+            ] {
+                if value == 0 {
+                    issue(
+                        format!("{key}.{field}"),
+                        "must be at least 1 (leave `outbound` empty for no outbound calls)".into(),
+                    );
+                }
+            }
             trunks.push(Trunk {
                 name: name.clone(),
                 sources,
                 credentials,
                 numbers: raw.numbers.clone(),
                 outbound,
+                dialplan,
+                outbound_limits: crate::sip::dialplan::OutboundLimits {
+                    max_concurrent: raw.max_outbound_calls,
+                    max_per_hour: raw.max_outbound_per_hour,
+                },
             });
         }
 
@@ -1793,6 +1883,18 @@ impl RawConfig {
                     "RTP ports {}-{} must be an even first port of at least 1024 below the last port",
                     m.rtp_port_min, m.rtp_port_max
                 ),
+            );
+        }
+        if m.latch_window > Duration::from_secs(10) {
+            issue(
+                "media.latch_window".into(),
+                "must not exceed 10s: a longer window lets a stranger's stream take a NAT'd caller's audio".into(),
+            );
+        }
+        if !m.rtp_timeout.is_zero() && m.rtp_timeout < Duration::from_secs(1) {
+            issue(
+                "media.rtp_timeout".into(),
+                "must be at least 1s (or \"0s\": never)".into(),
             );
         }
         if !matches!(m.language.as_str(), "en" | "zh") {
@@ -1919,6 +2021,8 @@ impl RawConfig {
                 rtp_port_min: self.media.rtp_port_min,
                 rtp_port_max: self.media.rtp_port_max,
                 music_on_hold: self.media.music_on_hold.clone(),
+                latch_window: self.media.latch_window,
+                rtp_timeout: nonzero(self.media.rtp_timeout),
             },
             queues,
             login_on_register: self.acd.login_on_register,
@@ -2914,6 +3018,49 @@ add_skills = ["general", "french"]
         assert_eq!(s.queues["support"].max_len, Some(7));
         assert_eq!(s.queues["support"].callback_key, '9');
         assert_eq!(s.queues["sales"].max_len, None);
+    }
+
+    #[test]
+    fn the_trunk_dial_plan_defaults_to_national_numbers_and_bad_values_name_their_key() {
+        let s = load("[trunks.t]\nsources = [\"192.0.2.0/24\"]\noutbound = \"192.0.2.1:5060\"\n")
+            .unwrap();
+        let t = s.trunks.iter().find(|t| t.name == "t").unwrap();
+        assert_eq!(t.dialplan, crate::sip::dialplan::DialPlan::default());
+        assert_eq!(t.dialplan.check("13800138000"), Ok("8613800138000".into()));
+        assert!(t.dialplan.check("+441632960000").is_err());
+        assert_eq!(
+            t.outbound_limits,
+            crate::sip::dialplan::OutboundLimits::default()
+        );
+        let s = load(
+            "[trunks.t]\nsources = [\"192.0.2.0/24\"]\ncountry_code = \"44\"\noutbound_allow = [\"447[0-9]{9}\"]\nmax_outbound_calls = 2\nmax_outbound_per_hour = 5\n",
+        )
+        .unwrap();
+        let t = s.trunks.iter().find(|t| t.name == "t").unwrap();
+        assert_eq!(t.dialplan.check("07700900123"), Ok("447700900123".into()));
+        assert_eq!(t.outbound_limits.max_concurrent, 2);
+        assert_eq!(t.outbound_limits.max_per_hour, 5);
+        for (text, key) in [
+            ("country_code = \"+86\"", "trunks.t.country_code"),
+            ("national_prefix = \"o\"", "trunks.t.national_prefix"),
+            (
+                "international_prefix = \"+\"",
+                "trunks.t.international_prefix",
+            ),
+            ("outbound_allow = [\"(\"]", "trunks.t.outbound_allow"),
+            ("outbound_max_digits = 16", "trunks.t.outbound_min_digits"),
+            ("max_outbound_calls = 0", "trunks.t.max_outbound_calls"),
+            (
+                "max_outbound_per_hour = 0",
+                "trunks.t.max_outbound_per_hour",
+            ),
+        ] {
+            let err = load(&format!(
+                "[trunks.t]\nsources = [\"192.0.2.0/24\"]\n{text}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(keys(err), vec![key.to_string()], "{text}");
+        }
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub enum RejectReason {
 }
 
 /// Who ended a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleasedBy {
     Caller,
@@ -296,6 +296,14 @@ pub enum Event {
         call_id: String,
         number: String,
         status: Option<u16>,
+    },
+    /// A number hotline was to dial out through a trunk was refused by the
+    /// trunk's dial plan or its outbound ceilings (`reason`).
+    OutboundRefused {
+        call_id: String,
+        trunk: String,
+        number: String,
+        reason: String,
     },
     // --- Recording (rulebook Q1) ---
     /// The call's recording file was created.

@@ -36,6 +36,9 @@ pub const QUEUE_PROMPTS: &[&str] = &[
     "thank_you_for_waiting",
     "leave_number",
     "callback_recorded",
+    "callback_confirm",
+    "callback_confirm_keys",
+    "callback_number_refused",
     "busy",
 ];
 
@@ -48,6 +51,8 @@ pub struct MediaRoom {
     pub prompts: Arc<PromptLibrary>,
     pub language: String,
     pub music_on_hold: String,
+    /// `media.latch_window`.
+    pub latch_window: std::time::Duration,
 }
 
 /// Loads the prompt library and checks that every prompt a flow, a number, a
@@ -175,6 +180,7 @@ impl MediaRoom {
             prompts: Arc::new(prompts),
             language: settings.media.language.clone(),
             music_on_hold: settings.media.music_on_hold.clone(),
+            latch_window: settings.media.latch_window,
         }
     }
 

@@ -787,6 +787,9 @@ mod tests {
         "busy",
         "blocked",
         "lookup_failed",
+        "callback_confirm",
+        "callback_confirm_keys",
+        "callback_number_refused",
     ];
 
     #[test]

@@ -9,7 +9,8 @@
 //! else are dropped and counted.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
@@ -20,13 +21,13 @@ pub enum RtpError {
     NoFreePorts { ip: IpAddr, min: u16, max: u16 },
 }
 
-/// Hands out RTP/RTCP port pairs from an even-numbered range, round robin so a
-/// port just released is not reused at once (late packets of the old call).
+/// Hands out RTP/RTCP port pairs from an even-numbered range at random, so
+/// the next call's ports cannot be guessed from the last one's and a port
+/// just released is rarely reused at once (late packets of the old call).
 #[derive(Debug)]
 pub struct PortPool {
     min: u16,
     max: u16,
-    next: AtomicU16,
 }
 
 /// A call's RTP and RTCP sockets.
@@ -36,57 +37,44 @@ pub struct RtpPorts {
     pub rtcp: UdpSocket,
 }
 
+/// Random picks before the pool walks the range from a random pair (a
+/// nearly full range).
+const RANDOM_TRIES: u16 = 16;
+
 impl PortPool {
     /// `min` is rounded up to even; the last pair is the one whose RTCP port fits below `max`.
     pub fn new(min: u16, max: u16) -> PortPool {
-        let min = min + (min % 2);
-        PortPool {
-            min,
-            max,
-            next: AtomicU16::new(min),
-        }
+        let min = min.saturating_add(min % 2);
+        PortPool { min, max }
     }
 
     fn pairs(&self) -> u16 {
         (self.max.saturating_sub(self.min).saturating_add(1)) / 2
     }
 
-    /// Binds the next free pair on `ip`.
+    /// Binds a free pair on `ip`, chosen at random.
     pub async fn allocate(&self, ip: IpAddr) -> Result<RtpPorts, RtpError> {
         let pairs = self.pairs();
-        for _ in 0..pairs {
-            let port = self.next_port();
-            let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
-                continue;
-            };
-            let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await else {
-                continue;
-            };
-            return Ok(RtpPorts { rtp, rtcp });
+        if pairs > 0 {
+            let start = rand::random_range(0..pairs);
+            let random = (0..RANDOM_TRIES.min(pairs)).map(|_| rand::random_range(0..pairs));
+            let walk = (0..pairs).map(|i| (start + i) % pairs);
+            for index in random.chain(walk) {
+                let port = self.min + index * 2;
+                let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
+                    continue;
+                };
+                let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await else {
+                    continue;
+                };
+                return Ok(RtpPorts { rtp, rtcp });
+            }
         }
         Err(RtpError::NoFreePorts {
             ip,
             min: self.min,
             max: self.max,
         })
-    }
-
-    fn next_port(&self) -> u16 {
-        let pairs = self.pairs().max(1);
-        let mut current = self.next.load(Ordering::Relaxed);
-        loop {
-            let index = (current.wrapping_sub(self.min) / 2 + 1) % pairs;
-            let following = self.min + index * 2;
-            match self.next.compare_exchange_weak(
-                current,
-                following,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return current,
-                Err(seen) => current = seen,
-            }
-        }
     }
 }
 
@@ -168,6 +156,10 @@ pub struct RtpTotals {
     pub packets_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub dropped: AtomicU64,
+    /// `dropped`, by [`DropReason`].
+    pub dropped_foreign: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_unconfirmed: AtomicU64,
     pub relayed_packets: AtomicU64,
     pub relayed_bytes: AtomicU64,
 }
@@ -176,6 +168,16 @@ impl RtpTotals {
     pub fn received(&self, bytes: usize) {
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let counter = match reason {
+            DropReason::ForeignSource => &self.dropped_foreign,
+            DropReason::Malformed => &self.dropped_malformed,
+            DropReason::Unconfirmed => &self.dropped_unconfirmed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn relayed(&self, bytes: usize) {
@@ -190,9 +192,36 @@ impl RtpTotals {
 pub struct InboundStats {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
+    /// From a source other than the latched peer (or, before the latch, one
+    /// that may not take it).
     pub dropped_source: AtomicU64,
     pub dropped_malformed: AtomicU64,
+    /// From a NAT'd peer's candidate source before its SSRC was confirmed.
+    pub dropped_unconfirmed: AtomicU64,
     pub rtcp_packets: AtomicU64,
+}
+
+/// Why an inbound datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not from the peer: another source after the latch, or one that may
+    /// not take it (outside the window, not behind the peer's NAT).
+    ForeignSource,
+    /// Not RTP version 2.
+    Malformed,
+    /// A candidate for a NAT'd peer's source whose SSRC is not yet confirmed.
+    Unconfirmed,
+}
+
+impl DropReason {
+    /// The `reason` label of the drop counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::ForeignSource => "foreign_source",
+            DropReason::Malformed => "malformed",
+            DropReason::Unconfirmed => "unconfirmed_source",
+        }
+    }
 }
 
 /// What to do with an inbound datagram.
@@ -201,14 +230,48 @@ pub enum Verdict {
     /// From the peer: use it. `latched` is true for the packet that fixed the peer's address.
     Accept { latched: bool },
     /// From somewhere else, or not RTP.
-    Drop,
+    Drop(DropReason),
 }
 
-/// Symmetric RTP: the first valid packet fixes where the peer really is; later
-/// packets from other sources are dropped (media injection, stray streams).
+/// Packets in a row, from one source with one SSRC, that make a NAT'd
+/// peer's real address.
+pub const CONFIRM_PACKETS: u32 = 3;
+
+/// Whether an address is one a peer behind NAT would write into its SDP:
+/// private, shared (carrier-grade NAT), link-local or unspecified.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Where a leg's RTP may come from. The address of the peer's SDP always
+/// takes the latch. Another source takes it only when the peer looks
+/// NAT'd (its SDP address is private and is not where its SIP came from),
+/// only from the IP its SIP came from, only within a window after the
+/// offer/answer, and only after [`CONFIRM_PACKETS`] packets in a row with
+/// one SSRC. Once latched, every other source is dropped: whoever sprays
+/// the RTP ports neither hijacks the stream nor gets its audio.
 #[derive(Debug, Clone, Default)]
 pub struct Latch {
     peer: Option<SocketAddr>,
+    /// The address the peer's SDP gave.
+    expected: Option<SocketAddr>,
+    /// Set when the peer looks NAT'd: the IP its packets may come from
+    /// instead (where its SIP came from), and until when.
+    nat: Option<(IpAddr, Instant)>,
+    /// A NAT'd peer's candidate source, its SSRC, and packets seen in a row.
+    candidate: Option<(SocketAddr, u32, u32)>,
 }
 
 impl Latch {
@@ -216,37 +279,116 @@ impl Latch {
         self.peer
     }
 
+    /// Where the peer's SDP says its media is.
+    pub fn expected(&self) -> Option<SocketAddr> {
+        self.expected
+    }
+
+    /// Whether the peer looks NAT'd (its packets may come from elsewhere).
+    pub fn behind_nat(&self) -> bool {
+        self.nat.is_some()
+    }
+
+    /// A new offer/answer says the peer's media is at `remote`; its SIP came
+    /// from `signalling` (if known). A changed address forgets the latch;
+    /// a NAT'd peer may latch another source until `now + window`.
+    pub fn expect(
+        &mut self,
+        remote: Option<SocketAddr>,
+        signalling: Option<IpAddr>,
+        now: Instant,
+        window: Duration,
+    ) {
+        if remote != self.expected {
+            self.peer = None;
+            self.candidate = None;
+        }
+        self.expected = remote;
+        self.nat = match (remote, signalling) {
+            (Some(remote), Some(signalling))
+                if self.peer.is_none() && is_private(remote.ip()) && remote.ip() != signalling =>
+            {
+                Some((signalling, now + window))
+            }
+            _ => None,
+        };
+    }
+
     /// Judges a datagram from `source`; `packet` must look like RTP version 2.
-    pub fn judge(&mut self, source: SocketAddr, packet: &[u8], stats: &InboundStats) -> Verdict {
+    /// `now` is asked only for a candidate source of a NAT'd peer.
+    pub fn judge(
+        &mut self,
+        source: SocketAddr,
+        packet: &[u8],
+        stats: &InboundStats,
+        now: impl FnOnce() -> Instant,
+    ) -> Verdict {
         if packet.len() < HEADER_LEN || packet[0] >> 6 != 2 {
             stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
-            return Verdict::Drop;
+            return Verdict::Drop(DropReason::Malformed);
         }
-        match self.peer {
-            Some(peer) if peer == source => {}
-            Some(_) => {
-                stats.dropped_source.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Drop;
+        let latched = if self.peer == Some(source) {
+            false
+        } else if self.expected == Some(source) {
+            self.peer = Some(source);
+            self.nat = None;
+            true
+        } else if self.peer.is_some() {
+            stats.dropped_source.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Drop(DropReason::ForeignSource);
+        } else {
+            match self.nat_candidate(source, packet, now) {
+                Ok(()) => true,
+                Err(reason) => {
+                    let counter = match reason {
+                        DropReason::Unconfirmed => &stats.dropped_unconfirmed,
+                        _ => &stats.dropped_source,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    return Verdict::Drop(reason);
+                }
             }
-            None => {
-                self.peer = Some(source);
-                stats.packets.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .bytes
-                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
-                return Verdict::Accept { latched: true };
-            }
-        }
+        };
         stats.packets.fetch_add(1, Ordering::Relaxed);
         stats
             .bytes
             .fetch_add(packet.len() as u64, Ordering::Relaxed);
-        Verdict::Accept { latched: false }
+        Verdict::Accept { latched }
     }
 
-    /// Forget the peer (after a re-INVITE moved the media).
+    /// A packet from elsewhere than the SDP address, before any latch: Ok
+    /// when it confirms a NAT'd peer's source (and latched it).
+    fn nat_candidate(
+        &mut self,
+        source: SocketAddr,
+        packet: &[u8],
+        now: impl FnOnce() -> Instant,
+    ) -> Result<(), DropReason> {
+        let Some((signalling, until)) = self.nat else {
+            return Err(DropReason::ForeignSource);
+        };
+        if source.ip() != signalling || now() > until {
+            return Err(DropReason::ForeignSource);
+        }
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let seen = match self.candidate {
+            Some((at, same, seen)) if at == source && same == ssrc => seen + 1,
+            _ => 1,
+        };
+        if seen < CONFIRM_PACKETS {
+            self.candidate = Some((source, ssrc, seen));
+            return Err(DropReason::Unconfirmed);
+        }
+        self.candidate = None;
+        self.nat = None;
+        self.peer = Some(source);
+        Ok(())
+    }
+
+    /// Forget the peer (the media went away).
     pub fn reset(&mut self) {
         self.peer = None;
+        self.candidate = None;
     }
 }
 
@@ -282,6 +424,27 @@ mod tests {
         ));
         drop(b);
         assert!(pool.allocate(ip).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn ports_are_picked_at_random_not_in_sequence() {
+        let pool = PortPool::new(40000, 40399);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut ports = Vec::new();
+        for _ in 0..12 {
+            let pair = pool.allocate(ip).await.unwrap();
+            ports.push(pair.rtp.local_addr().unwrap().port());
+            // released at once: a sequential pool would hand out the next
+        }
+        assert!(
+            ports
+                .iter()
+                .all(|p| p % 2 == 0 && (40000..40400).contains(p))
+        );
+        let steps_of_two = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+        assert!(steps_of_two < 3, "ports follow each other: {ports:?}");
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 8, "ports repeat: {ports:?}");
     }
 
     #[test]
@@ -320,28 +483,177 @@ mod tests {
         );
     }
 
-    #[test]
-    fn latch_fixes_the_first_source_and_drops_the_rest() {
-        let stats = InboundStats::default();
-        let mut latch = Latch::default();
+    fn rtp_packet(ssrc: u32) -> Vec<u8> {
         let mut s = OutgoingStream::new();
+        s.ssrc = ssrc;
         let mut buf = [0u8; 200];
         let n = s.write_packet(0, &[0; 160], 160, &mut buf);
-        let nat: SocketAddr = "203.0.113.5:40000".parse().unwrap();
-        let other: SocketAddr = "198.51.100.9:5004".parse().unwrap();
+        buf[..n].to_vec()
+    }
+
+    const WINDOW: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn only_the_sdp_address_latches_a_peer_that_is_not_behind_nat() {
+        let stats = InboundStats::default();
+        let mut latch = Latch::default();
+        let sdp: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        let sprayer: SocketAddr = "198.51.100.9:5004".parse().unwrap();
+        let t0 = Instant::now();
+        latch.expect(Some(sdp), Some(sdp.ip()), t0, WINDOW);
+        let p = rtp_packet(7);
+        // A sprayer that gets there first latches nothing, however steady.
+        for _ in 0..10 {
+            assert_eq!(
+                latch.judge(sprayer, &p, &stats, || t0),
+                Verdict::Drop(DropReason::ForeignSource)
+            );
+        }
+        assert_eq!(latch.peer(), None);
         assert_eq!(
-            latch.judge(nat, &buf[..n], &stats),
+            latch.judge(sdp, &p, &stats, || t0),
             Verdict::Accept { latched: true }
         );
         assert_eq!(
-            latch.judge(nat, &buf[..n], &stats),
+            latch.judge(sdp, &p, &stats, || t0),
             Verdict::Accept { latched: false }
         );
-        assert_eq!(latch.judge(other, &buf[..n], &stats), Verdict::Drop);
-        assert_eq!(latch.judge(nat, b"junk", &stats), Verdict::Drop);
-        assert_eq!(latch.peer(), Some(nat));
+        assert_eq!(
+            latch.judge(sprayer, &p, &stats, || t0),
+            Verdict::Drop(DropReason::ForeignSource)
+        );
+        assert_eq!(
+            latch.judge(sdp, b"junk", &stats, || t0),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        assert_eq!(latch.peer(), Some(sdp));
         assert_eq!(stats.packets.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.dropped_source.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dropped_source.load(Ordering::Relaxed), 11);
         assert_eq!(stats.dropped_malformed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_natd_peer_latches_its_real_source_once_its_ssrc_holds_within_the_window() {
+        let stats = InboundStats::default();
+        let mut latch = Latch::default();
+        let sdp: SocketAddr = "192.168.1.20:4000".parse().unwrap();
+        let public: IpAddr = "203.0.113.5".parse().unwrap();
+        let real = SocketAddr::new(public, 61000);
+        let t0 = Instant::now();
+        latch.expect(Some(sdp), Some(public), t0, WINDOW);
+        assert!(latch.behind_nat());
+        // Another host may not take it, nor a changing SSRC.
+        let elsewhere: SocketAddr = "198.51.100.9:61000".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                latch.judge(elsewhere, &rtp_packet(1), &stats, || t0),
+                Verdict::Drop(DropReason::ForeignSource)
+            );
+        }
+        for ssrc in [1, 2, 1, 2] {
+            assert_eq!(
+                latch.judge(real, &rtp_packet(ssrc), &stats, || t0),
+                Verdict::Drop(DropReason::Unconfirmed)
+            );
+        }
+        assert_eq!(latch.peer(), None);
+        let p = rtp_packet(9);
+        assert_eq!(
+            latch.judge(real, &p, &stats, || t0),
+            Verdict::Drop(DropReason::Unconfirmed)
+        );
+        assert_eq!(
+            latch.judge(real, &p, &stats, || t0),
+            Verdict::Drop(DropReason::Unconfirmed)
+        );
+        assert_eq!(
+            latch.judge(real, &p, &stats, || t0),
+            Verdict::Accept { latched: true }
+        );
+        assert_eq!(latch.peer(), Some(real));
+        let other_port = SocketAddr::new(public, 61002);
+        assert_eq!(
+            latch.judge(other_port, &p, &stats, || t0),
+            Verdict::Drop(DropReason::ForeignSource)
+        );
+    }
+
+    #[test]
+    fn after_the_window_a_natd_peer_latches_only_its_sdp_address() {
+        let stats = InboundStats::default();
+        let mut latch = Latch::default();
+        let sdp: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let real: SocketAddr = "203.0.113.5:61000".parse().unwrap();
+        let t0 = Instant::now();
+        latch.expect(Some(sdp), Some(real.ip()), t0, WINDOW);
+        let late = t0 + WINDOW + Duration::from_millis(1);
+        let p = rtp_packet(9);
+        for _ in 0..5 {
+            assert_eq!(
+                latch.judge(real, &p, &stats, || late),
+                Verdict::Drop(DropReason::ForeignSource)
+            );
+        }
+        assert_eq!(latch.peer(), None);
+    }
+
+    #[test]
+    fn a_new_address_in_the_sdp_forgets_the_latch_and_the_same_one_keeps_it() {
+        let stats = InboundStats::default();
+        let mut latch = Latch::default();
+        let first: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        let moved: SocketAddr = "203.0.113.5:40100".parse().unwrap();
+        let t0 = Instant::now();
+        latch.expect(Some(first), None, t0, WINDOW);
+        latch.judge(first, &rtp_packet(1), &stats, || t0);
+        latch.expect(Some(first), None, t0, WINDOW);
+        assert_eq!(latch.peer(), Some(first));
+        latch.expect(Some(moved), None, t0, WINDOW);
+        assert_eq!(latch.peer(), None);
+        assert_eq!(
+            latch.judge(first, &rtp_packet(1), &stats, || t0),
+            Verdict::Drop(DropReason::ForeignSource)
+        );
+    }
+
+    #[test]
+    fn private_ranges_are_recognised() {
+        for ip in [
+            "10.0.0.1",
+            "172.16.3.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["127.0.0.1", "203.0.113.5", "100.128.0.1", "2001:db8::1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a sprayer sends, from wherever, the latch never moves
+        /// away from a peer that is not behind NAT once it spoke.
+        #[test]
+        fn no_foreign_packet_moves_a_latched_peer(
+            sources in proptest::collection::vec((proptest::prelude::any::<[u8; 4]>(), 1u16.., proptest::prelude::any::<u32>()), 1..50)
+        ) {
+            let stats = InboundStats::default();
+            let mut latch = Latch::default();
+            let peer: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+            let t0 = Instant::now();
+            latch.expect(Some(peer), Some(peer.ip()), t0, WINDOW);
+            latch.judge(peer, &rtp_packet(1), &stats, || t0);
+            for (ip, port, ssrc) in sources {
+                let source = SocketAddr::from((ip, port));
+                let verdict = latch.judge(source, &rtp_packet(ssrc), &stats, || t0);
+                proptest::prop_assert_eq!(verdict == Verdict::Drop(DropReason::ForeignSource), source != peer);
+                proptest::prop_assert_eq!(latch.peer(), Some(peer));
+            }
+        }
     }
 }

@@ -69,6 +69,7 @@ pub struct Metrics {
     callbacks_requested: IntCounterVec,
     callbacks_completed: IntCounterVec,
     callbacks_failed: IntCounterVec,
+    outbound_refused: IntCounterVec,
     queue_wait: HistogramVec,
     abandon_wait: HistogramVec,
     offer_ring: HistogramVec,
@@ -281,6 +282,12 @@ impl Metrics {
                 "Callbacks whose customer could not be reached.",
                 q,
             )?,
+            outbound_refused: counter_vec(
+                &r,
+                "hotline_outbound_refused_total",
+                "Numbers hotline did not dial out, by trunk and reason (dial plan or ceiling).",
+                &["trunk", "reason"],
+            )?,
             queue_wait: histogram_vec(
                 &r,
                 "hotline_queue_wait_seconds",
@@ -481,6 +488,12 @@ impl Metrics {
         for flow in settings.ivr.keys() {
             m.ivr_exits.with_label_values(&[flow.as_str(), "hangup"]);
         }
+        for trunk in settings.trunks.iter().filter(|t| t.outbound.is_some()) {
+            for reason in crate::sip::dialplan::DialRefusal::ALL {
+                m.outbound_refused
+                    .with_label_values(&[trunk.name.as_str(), reason.as_str()]);
+            }
+        }
         m.breaks_over_limit.with_label_values(&["no-answer"]);
         for mode in ["listen", "whisper", "barge"] {
             m.monitor_mode_changes.with_label_values(&[mode]);
@@ -626,6 +639,11 @@ impl Metrics {
             Event::CallbackFailed { call_id, .. } => {
                 let queue = self.queue_of(call_id);
                 self.callbacks_failed.with_label_values(&[&queue]).inc();
+            }
+            Event::OutboundRefused { trunk, reason, .. } => {
+                self.outbound_refused
+                    .with_label_values(&[trunk.as_str(), reason.as_str()])
+                    .inc();
             }
             Event::HoldWarning { call_id, .. } => {
                 let queue = self.queue_of(call_id);

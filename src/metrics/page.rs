@@ -288,4 +288,21 @@ fn rtp(out: &mut String, ctx: &EdgeContext) {
         family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    family(
+        out,
+        "hotline_rtp_packets_rejected_total",
+        "counter",
+        "Inbound RTP packets dropped, by reason: foreign_source (not the latched peer), malformed, unconfirmed_source (a NAT'd peer's source before its SSRC held).",
+    );
+    for (reason, counter) in [
+        ("foreign_source", &totals.dropped_foreign),
+        ("malformed", &totals.dropped_malformed),
+        ("unconfirmed_source", &totals.dropped_unconfirmed),
+    ] {
+        let _ = writeln!(
+            out,
+            "hotline_rtp_packets_rejected_total{{reason=\"{reason}\"}} {}",
+            load(counter)
+        );
+    }
 }

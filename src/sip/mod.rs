@@ -6,6 +6,7 @@
 //! `call` room; everything else is answered here. It knows nothing of queues or IVR.
 
 pub mod auth;
+pub mod dialplan;
 pub mod digest;
 pub mod registrar;
 pub mod screen;
@@ -66,6 +67,8 @@ pub struct EdgeContext {
     pub router: crate::acd::RouterHandle,
     /// SIP messages in and out, by method and code.
     pub sip_stats: Arc<stats::SipStats>,
+    /// hotline's own calls out through each trunk, against its ceilings.
+    pub outbound: Arc<dialplan::OutboundGate>,
 }
 
 /// The running SIP edge.
@@ -167,6 +170,7 @@ impl SipEdge {
             tcp_addr,
             router,
             sip_stats,
+            outbound: Arc::default(),
         });
 
         let inner = endpoint.inner.clone();

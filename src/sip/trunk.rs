@@ -97,6 +97,8 @@ mod tests {
             }),
             numbers: numbers.iter().map(|s| s.to_string()).collect(),
             outbound: None,
+            dialplan: Default::default(),
+            outbound_limits: Default::default(),
         }
     }
 

@@ -30,6 +30,10 @@ use crate::events::{Event, ReleasedBy, Stamped};
 ///    IVR flow, during a greeting, or after the blocklist prompt.
 /// 7. `Failed`: hotline ended the call before answering it, or the call's
 ///    end was never seen (see [`Assembler::expire`]).
+///
+/// `Interrupted` is never decided by the events: it is the row rebuilt at
+/// the next start, from the event log, for a call that was live when the
+/// process died (a kill, a crash; see `store::recover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     Answered,
@@ -39,6 +43,7 @@ pub enum Disposition {
     Ivr,
     Callback,
     Failed,
+    Interrupted,
 }
 
 impl Disposition {
@@ -52,6 +57,7 @@ impl Disposition {
             Disposition::Ivr => "ivr",
             Disposition::Callback => "callback",
             Disposition::Failed => "failed",
+            Disposition::Interrupted => "interrupted",
         }
     }
 }
@@ -526,6 +532,7 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallbackRequested { call_id, .. }
         | Event::CallbackCompleted { call_id, .. }
         | Event::CallbackFailed { call_id, .. }
+        | Event::OutboundRefused { call_id, .. }
         | Event::CallDispositionSet { call_id, .. }
         | Event::CallTransferred { call_id, .. }
         | Event::RecordingStarted { call_id, .. }

@@ -5,6 +5,8 @@
 //! ends) or JSON lines (one object per row). Every column is printed under
 //! its name; times (`*_at`) as RFC 3339 UTC with milliseconds,
 //! `late_answer` as true/false, NULL as an empty CSV field or JSON null.
+//! A CSV text cell that a spreadsheet would take for a formula starts with
+//! a single quote; JSON lines carry every value as stored.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -74,7 +76,7 @@ pub fn export(
                     if i > 0 {
                         line.push(',');
                     }
-                    line.push_str(&csv_field(&value.text()));
+                    line.push_str(&csv_field(&value.csv_text()));
                 }
                 Format::Json => {
                     line.push(if i == 0 { '{' } else { ',' });
@@ -115,6 +117,15 @@ impl Shown {
         }
     }
 
+    /// The text of a CSV cell: free text that a spreadsheet would take for
+    /// a formula is neutralised (numbers stay numbers).
+    fn csv_text(&self) -> String {
+        match self {
+            Shown::Text(v) => neutralise_formula(v),
+            other => other.text(),
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         match self {
             Shown::Null => serde_json::Value::Null,
@@ -143,6 +154,17 @@ fn shown(column: &str, value: Value) -> Shown {
 pub fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is
+/// read as a formula by spreadsheets (CSV injection): such text gets a
+/// leading single quote, which makes it plain text there.
+pub fn neutralise_formula(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
     } else {
         text.to_string()
     }
@@ -239,6 +261,31 @@ mod tests {
     fn times_are_printed_as_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339_ms(1_795_428_000_250), "2026-11-23T10:00:00.250Z");
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_a_spreadsheet_would_run_as_a_formula_is_neutralised() {
+        for formula in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1+2",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            assert_eq!(neutralise_formula(formula), format!("'{formula}"));
+        }
+        for plain in [
+            "",
+            "customer called back",
+            "1001",
+            "2026-11-23T10:00:00.000Z",
+            "'quoted",
+        ] {
+            assert_eq!(neutralise_formula(plain), plain);
+        }
+        assert_eq!(Shown::Int(-5).csv_text(), "-5", "numbers stay numbers");
+        assert_eq!(Shown::Text("-5".into()).csv_text(), "'-5");
     }
 
     #[test]

@@ -8,13 +8,15 @@
 //! batches in one transaction every `store.batch_interval`. Nothing on the
 //! call path waits for the disk. [`Store::close`] writes everything accepted
 //! before the process exits; after a crash, the calls that ended more than
-//! one interval earlier are on disk.
+//! one interval earlier are on disk, and the calls that were live get their
+//! records at the next start ([`recover`]).
 //!
 //! Reading (`hotline cdr export`) is in [`export`]; it works while the
 //! server writes (WAL).
 
 pub mod cdr;
 pub mod export;
+pub mod recover;
 pub mod schema;
 mod writer;
 
@@ -66,6 +68,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("cannot write the records of the calls the last run left live in {path}: {source}")]
+    Recover {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot start the store's writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -80,6 +87,8 @@ pub struct StoreStats {
     pub rows_written: AtomicU64,
     /// Rows accepted and not yet committed.
     pub pending: AtomicU64,
+    /// Calls left without a record by a dead process and recovered at start.
+    pub recovered: AtomicU64,
 }
 
 /// The handle of a running store. Dropping it without [`Store::close`]
@@ -97,8 +106,25 @@ impl Store {
     /// writer thread. Events are handed over with [`Store::record`] or, from
     /// the bus, with [`Store::follow`].
     pub fn open(path: &Path, options: WriterOptions) -> Result<Store, StoreError> {
-        let conn = schema::open_for_writing(path, options.busy_timeout)?;
+        let mut conn = schema::open_for_writing(path, options.busy_timeout)?;
         let stats = Arc::new(StoreStats::default());
+        match recover::recover(&mut conn) {
+            Ok(0) => {}
+            Ok(calls) => {
+                stats.recovered.store(calls as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    path = %path.display(),
+                    calls,
+                    "calls live when the last run died got their records, as interrupted"
+                );
+            }
+            Err(source) => {
+                return Err(StoreError::Recover {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
         let (inbox, messages) = std::sync::mpsc::channel();
         let writer = Writer::new(conn, path.to_path_buf(), stats.clone(), options);
         let thread = std::thread::Builder::new()

@@ -57,6 +57,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX cdr_recording ON cdr(recording_started_at) WHERE recording IS NOT NULL;",
     // 3: the post-call survey's score (rulebook Q3).
     "ALTER TABLE cdr ADD COLUMN survey_score INTEGER;",
+    // 4: events by time, for the retention sweep and the crash recovery.
+    "CREATE INDEX events_at ON events(at);",
 ];
 
 /// The schema version this hotline writes.

@@ -407,3 +407,108 @@ async fn writer_throughput() {
     );
     assert_eq!(count(&path, "cdr"), 5_000);
 }
+
+/// The events of `answered_call` up to the answer, then the recording's
+/// start: a call live when the process died.
+fn live_recorded_call(id: &str, t0: u64, recording: &Path) -> Vec<Stamped> {
+    let mut events: Vec<Stamped> = answered_call(id, t0).into_iter().take(4).collect();
+    events.push(Stamped {
+        at: at(t0 + 1_030),
+        event: Event::RecordingStarted {
+            call_id: id.into(),
+            path: recording.display().to_string(),
+        },
+    });
+    events
+}
+
+/// call_id, disposition, arrived_at, ended_at, recording, its SHA-256 and
+/// length.
+type RecoveredRow = (
+    String,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+#[tokio::test]
+async fn calls_live_when_the_process_died_get_interrupted_records_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let wav_path = dir.path().join("live.wav");
+    let mut wav = crate::recording::wav::WavFile::create(&wav_path, 2).unwrap();
+    // Two seconds of stereo, the header brought up to date.
+    wav.append(&[0; 64_000], 0).unwrap();
+    drop(wav);
+    let t0 = 1_800_000_000_000;
+    let store = Store::open(&path, quick()).unwrap();
+    for e in live_recorded_call("live", t0, &wav_path) {
+        store.record(e);
+    }
+    for e in answered_call("ended", t0) {
+        store.record(e);
+    }
+    // A call in the queue, no recording.
+    for e in answered_call("queued", t0).into_iter().take(2) {
+        store.record(e);
+    }
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 1, "only the ended call has a record");
+    // A call whose end was logged but whose record was lost.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM cdr WHERE call_id = 'ended'", [])
+        .unwrap();
+    drop(conn);
+
+    let store = Store::open(&path, quick()).unwrap();
+    assert_eq!(store.stats().recovered.load(Ordering::Relaxed), 3);
+    store.close().await;
+    let conn = Connection::open(&path).unwrap();
+    let rows: Vec<RecoveredRow> = conn
+        .prepare(
+            "SELECT call_id, disposition, arrived_at, ended_at, recording, recording_sha256,
+                    recording_ms FROM cdr ORDER BY call_id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let (ended, live, queued) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!((ended.0.as_str(), ended.1.as_str()), ("ended", "answered"));
+    assert_eq!(ended.3, t0 as i64 + 5_021);
+    assert_eq!((live.0.as_str(), live.1.as_str()), ("live", "interrupted"));
+    assert_eq!(live.2, t0 as i64);
+    assert_eq!(live.4.as_deref(), Some(wav_path.to_str().unwrap()));
+    let (sha, _) = crate::recording::writer::sha256_of(&wav_path).unwrap();
+    assert_eq!(live.5.as_deref(), Some(sha.as_str()));
+    assert_eq!(live.6, Some(2_000));
+    // It ends where its recording does, not at its last event.
+    assert_eq!(live.3, t0 as i64 + 1_030 + 2_000, "{live:?}");
+    assert_eq!(
+        (queued.0.as_str(), queued.1.as_str()),
+        ("queued", "interrupted")
+    );
+    assert_eq!(queued.3, t0 as i64 + 10);
+    assert_eq!(queued.4, None);
+
+    // Recovered once: the next start finds nothing more.
+    let store = Store::open(&path, quick()).unwrap();
+    assert_eq!(store.stats().recovered.load(Ordering::Relaxed), 0);
+    store.close().await;
+    assert_eq!(count(&path, "cdr"), 3);
+}

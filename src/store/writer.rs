@@ -59,7 +59,7 @@ pub(super) enum Msg {
     Close,
 }
 
-struct EventRow {
+pub(super) struct EventRow {
     at: i64,
     call_id: Option<String>,
     kind: String,
@@ -262,7 +262,7 @@ impl Writer {
 
 /// One transaction: the events, then the records. Returns the Call-IDs
 /// whose record already existed.
-fn write_batch(
+pub(super) fn write_batch(
     conn: &mut Connection,
     events: &VecDeque<EventRow>,
     cdrs: &VecDeque<Cdr>,

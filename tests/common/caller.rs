@@ -84,6 +84,34 @@ impl Caller {
         ok
     }
 
+    /// Like [`Caller::invite`], with `from` as the user of the From header
+    /// (the caller's number as the trunk presents it).
+    pub fn invite_from(&mut self, from: &str, number: &str, body: &str) -> SipMsg {
+        let uri = format!("sip:{number}@{}", self.dialog.server);
+        let mut extra = vec![format!("Contact: <sip:caller@{}>", self.sip.local())];
+        if !body.is_empty() {
+            extra.push("Content-Type: application/sdp".into());
+        }
+        let invite = self
+            .dialog
+            .request("INVITE", &uri, number, &extra, body)
+            .replacen(
+                &format!("From: <sip:{number}@"),
+                &format!("From: <sip:{from}@"),
+                1,
+            );
+        self.sip.send(&invite);
+        let ok = self
+            .sip
+            .final_response("INVITE", Duration::from_secs(5))
+            .expect("a final response to the INVITE");
+        if ok.status() == Some(200) {
+            self.to = ok.header("To").unwrap().to_string();
+            self.server_rtp = media_of(&ok.body);
+        }
+        ok
+    }
+
     pub fn in_dialog(&mut self, method: &str, content_type: Option<&str>, body: &str) -> String {
         let cseq = if method == "ACK" {
             1

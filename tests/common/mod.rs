@@ -157,6 +157,8 @@ pub struct TestConfig {
     pub agent_queues: Vec<(String, Vec<String>)>,
     /// Appended verbatim to the generated file.
     pub extra: String,
+    /// Lines of the `[media]` section (e.g. "rtp_timeout = \"3s\"").
+    pub media: String,
 }
 
 impl Default for TestConfig {
@@ -204,6 +206,7 @@ impl Default for TestConfig {
                 .collect(),
             agent_queues: Vec::new(),
             extra: String::new(),
+            media: String::new(),
         }
     }
 }
@@ -324,6 +327,13 @@ impl TestConfig {
     }
 
     /// The TOML text for SIP on `sip_port` and HTTP on `http_port`.
+    /// Adds `lines` to the `[media]` section.
+    pub fn media(mut self, lines: &str) -> Self {
+        self.media.push_str(lines);
+        self.media.push('\n');
+        self
+    }
+
     pub fn render(&self, sip_port: u16, http_port: Option<u16>) -> String {
         let mut s = String::new();
         let addr = |on: bool| {
@@ -401,6 +411,7 @@ impl TestConfig {
             let (min, max) = rtp_port_block();
             writeln!(s, "rtp_port_min = {min}\nrtp_port_max = {max}").unwrap();
         }
+        s.push_str(&self.media);
         let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
         writeln!(
             s,
@@ -604,6 +615,19 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The first and last port of the server's RTP range, as its config
+    /// file says.
+    pub fn rtp_range(&self) -> (u16, u16) {
+        let text = fs::read_to_string(&self.config_path).unwrap();
+        let value = |key: &str| -> u16 {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key)?.trim().strip_prefix('='))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{key} in the server's config"))
+        };
+        (value("rtp_port_min"), value("rtp_port_max"))
     }
 
     pub fn sip_addr(&self) -> SocketAddr {
