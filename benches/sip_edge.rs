@@ -1,5 +1,6 @@
 //! The SIP edge's per-message work: screening a datagram, checking a parsed
-//! request, and digest verification. Run with `cargo bench --bench sip_edge`.
+//! request, digest verification, and the ceilings and lockout looked up for
+//! each new INVITE or authentication. Run with `cargo bench --bench sip_edge`.
 
 use std::hint::black_box;
 
@@ -61,5 +62,60 @@ fn digest_auth(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, screening, digest_auth);
+/// What each new INVITE adds: the source's token bucket, the live Call-ID
+/// lookup and a call slot taken and given back; and what each
+/// authentication adds: the lockout lookup and the digest uri comparison.
+fn edge_limits(c: &mut Criterion) {
+    use hotline::sip::auth::uri_matches;
+    use hotline::sip::limits::{CallSlots, SourceRate};
+    use hotline::sip::lockout::{Lockout, LockoutPolicy};
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::{Duration, Instant};
+
+    let sources: Vec<IpAddr> = (0..1000u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i)))
+        .collect();
+    let rate = SourceRate::new(1e9, 1_000_000);
+    let slots = CallSlots::new(1000);
+    let mut n = 0usize;
+    c.bench_function("new_invite_checks", |b| {
+        b.iter(|| {
+            n = (n + 1) % sources.len();
+            let now = Instant::now();
+            let admitted = rate.admit(black_box(sources[n]), now).is_ok();
+            let call_id = "5b0c3f2ad6a94d6f9b1b5c2e7e1a0c11";
+            let in_use = slots.in_use(black_box(call_id));
+            let slot = slots.take(call_id, "carrier", 100).ok();
+            (admitted, in_use, slot.is_some())
+        })
+    });
+    let lockout = Lockout::new(LockoutPolicy {
+        max_failures_per_user: 5,
+        max_failures_per_source: 100,
+        window: Duration::from_secs(60),
+        ban_time: Duration::from_secs(300),
+    });
+    for (i, ip) in sources.iter().enumerate() {
+        lockout.record_failure(*ip, &format!("{}", 1000 + i % 50), Instant::now());
+    }
+    c.bench_function("auth_lockout_and_uri_checks", |b| {
+        b.iter(|| {
+            n = (n + 1) % sources.len();
+            let banned = lockout.banned(black_box(sources[n]), "1001", Instant::now());
+            let same = uri_matches(
+                black_box("sip:401@127.0.0.1:5060"),
+                black_box("sip:401@127.0.0.1:5060"),
+            );
+            (banned.is_some(), same)
+        })
+    });
+    let nonces = digest::NonceIssuer::new(Duration::from_secs(300));
+    let bound = [192u8, 0, 2, 1];
+    let nonce = nonces.issue_bound(1_800_000_000, &bound);
+    c.bench_function("nonce_check_bound", |b| {
+        b.iter(|| nonces.check_bound(black_box(&nonce), 1_800_000_010, &bound))
+    });
+}
+
+criterion_group!(benches, screening, digest_auth, edge_limits);
 criterion_main!(benches);

@@ -2,20 +2,27 @@
 //! serves the metrics room's page (Prometheus text format), the demo
 //! account service behind the default IVR, the CTI API under `/api/v1` and
 //! the supervisors' wallboard at `/`.
+//!
+//! The listener accepts connections itself so that it can bound them: past
+//! `limits.http_max_connections` a new connection is closed at once, and a
+//! client that does not send a complete request head within
+//! `limits.http_header_timeout` (slowloris) is disconnected.
 
 mod wallboard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::sip::EdgeContext;
+use crate::sip::limits::EdgeLimits;
 
 pub struct HttpServer {
     cancel: CancellationToken,
@@ -87,6 +94,7 @@ pub async fn start(
     api: Arc<crate::api::ApiState>,
 ) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let limits = ctx.limits.clone();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -102,14 +110,78 @@ pub async fn start(
         .merge(wallboard::routes());
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "HTTP listener stopped");
-        }
-    });
+    let task = tokio::spawn(serve(listener, app, limits, stop));
     Ok(HttpServer { cancel, task })
+}
+
+/// Gives back an HTTP connection's place when it ends.
+struct OpenConnection(Arc<EdgeLimits>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.http_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Arc<EdgeLimits>,
+    stop: CancellationToken,
+) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.settings.http_header_timeout);
+    let max = limits.settings.http_max_connections;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most likely: let some close first.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if limits.http_open.load(Ordering::Acquire) >= max {
+            limits.http_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "HTTP connection refused: too many open");
+            continue;
+        }
+        limits.http_open.fetch_add(1, Ordering::AcqRel);
+        let open = OpenConnection(limits.clone());
+        let router = hyper_util::service::TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&router, request)
+        });
+        let connection = http1
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let open = open;
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                if e.is_timeout() {
+                    open.0.http_header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "HTTP client sent no complete request head in time");
+                } else {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            }
+            drop(open);
+        });
+    }
 }

@@ -227,6 +227,7 @@ fn trunk_authenticates_with_407() {
     let run = Sipp::new("uac_trunk_auth")
         .service("401")
         .auth("carrier", "secret")
+        .args(&["-auth_uri", &format!("401@{}", server.sip_addr())])
         .local_ip("127.0.0.1")
         .run_ok(&server);
     let codes: Vec<u16> = run.codes().into_iter().filter(|c| *c >= 200).collect();
@@ -263,6 +264,7 @@ fn trunk_without_sources_authenticates_with_407() {
     let run = Sipp::new("uac_trunk_auth")
         .service("401")
         .auth("carrier", "secret")
+        .args(&["-auth_uri", &format!("401@{}", server.sip_addr())])
         .local_ip("127.0.0.1")
         .run_ok(&server);
     let codes: Vec<u16> = run.codes().into_iter().filter(|c| *c >= 200).collect();
@@ -282,6 +284,7 @@ fn trunk_with_wrong_password_is_challenged_then_banned() {
     let run = Sipp::new("uac_trunk_auth_wrong")
         .service("401")
         .auth("carrier", "wrong")
+        .args(&["-auth_uri", &format!("401@{}", server.sip_addr())])
         .local_ip("127.0.0.1")
         .run_ok(&server);
     let finals: Vec<u16> = run.codes().into_iter().filter(|c| *c >= 200).collect();

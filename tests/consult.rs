@@ -368,6 +368,7 @@ fn attended_transfer_from_the_phone(target: &str, consult_target: &str) {
             Sipp::new("agent_attended_transfer")
                 .port(f.ports.0)
                 .auth("1001", "demo1001")
+                .args(&["-auth_uri", &format!("{target}@{}", server.sip_addr())])
                 .media()
                 .args(&[
                     "-d",

@@ -234,6 +234,7 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
         Sipp::new("supervisor_dials")
             .service(code)
             .auth(account, &format!("demo{account}"))
+            .args(&["-auth_uri", &format!("{code}@{}", server.sip_addr())])
             .media()
             .args(&[
                 "-key",

@@ -8,6 +8,7 @@
 
 mod agents;
 pub mod auth;
+mod bans;
 mod calls;
 mod consult;
 pub mod error;
@@ -95,6 +96,7 @@ impl ApiState {
         (name = "queues", description = "Queues and their figures"),
         (name = "events", description = "The live event stream"),
         (name = "recordings", description = "Call recordings (read only: there is no delete)"),
+        (name = "bans", description = "Lockouts from SIP authentication (admins only)"),
     )
 )]
 struct ApiDoc;
@@ -141,6 +143,7 @@ fn documented() -> OpenApiRouter<Shared> {
         .routes(routes!(events::events))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))
+        .routes(routes!(bans::list_bans))
 }
 
 /// The API routes (with their state); `/api/v1/openapi.json` serves their
@@ -188,6 +191,7 @@ mod tests {
             "/api/v1/events",
             "/api/v1/recordings",
             "/api/v1/recordings/{call_id}",
+            "/api/v1/bans",
         ] {
             assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");
         }

@@ -91,6 +91,7 @@ pub struct RawConfig {
     pub api: RawApi,
     pub recording: RawRecording,
     pub monitor: RawMonitor,
+    pub limits: RawLimits,
 }
 
 /// `[monitor]`: supervisors joining live calls from their phones.
@@ -950,6 +951,7 @@ pub struct RawAuth {
     #[serde(with = "humantime_serde")]
     pub nonce_ttl: Duration,
     pub max_failures: u32,
+    pub max_failures_per_source: u32,
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
     #[serde(with = "humantime_serde")]
@@ -962,9 +964,135 @@ impl Default for RawAuth {
             algorithms: vec![DigestAlgorithm::Md5],
             nonce_ttl: Duration::from_secs(300),
             max_failures: 5,
+            max_failures_per_source: 100,
             failure_window: Duration::from_secs(60),
             ban_time: Duration::from_secs(300),
         }
+    }
+}
+
+/// `[limits]`: ceilings that keep a flood from one place from taking the
+/// service from everyone else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_calls: usize,
+    pub invite_rate: f64,
+    pub invite_burst: u32,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    #[serde(with = "humantime_serde")]
+    pub tcp_first_message_timeout: Duration,
+    pub http_max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_calls: 1000,
+            invite_rate: 20.0,
+            invite_burst: 40,
+            tcp_max_connections: 1000,
+            tcp_max_connections_per_source: 100,
+            tcp_first_message_timeout: Duration::from_secs(10),
+            http_max_connections: 256,
+            http_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated `[limits]`, with each trunk's own `max_calls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsSettings {
+    /// Calls up at once in total; 0: no ceiling.
+    pub max_calls: usize,
+    /// Per trunk name, where one is set.
+    pub trunk_max_calls: BTreeMap<String, usize>,
+    /// New INVITEs a second per source address; 0: no limit.
+    pub invite_rate: f64,
+    pub invite_burst: u32,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    pub tcp_first_message_timeout: Duration,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        RawLimits::default().resolve(BTreeMap::new())
+    }
+}
+
+impl RawLimits {
+    fn resolve(&self, trunk_max_calls: BTreeMap<String, usize>) -> LimitsSettings {
+        LimitsSettings {
+            max_calls: self.max_calls,
+            trunk_max_calls,
+            invite_rate: self.invite_rate,
+            invite_burst: self.invite_burst,
+            tcp_max_connections: self.tcp_max_connections,
+            tcp_max_connections_per_source: self.tcp_max_connections_per_source,
+            tcp_first_message_timeout: self.tcp_first_message_timeout,
+            http_max_connections: self.http_max_connections,
+            http_header_timeout: self.http_header_timeout,
+        }
+    }
+
+    fn check(
+        &self,
+        trunks: &BTreeMap<String, RawTrunk>,
+        issues: &mut Vec<ConfigIssue>,
+    ) -> LimitsSettings {
+        let mut issue = |key: &str, message: &str| {
+            issues.push(ConfigIssue {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if !self.invite_rate.is_finite() || self.invite_rate < 0.0 {
+            issue(
+                "limits.invite_rate",
+                "must be a number of INVITEs a second, 0 or more (0: no limit)",
+            );
+        }
+        if self.invite_burst == 0 {
+            issue("limits.invite_burst", "must be at least 1");
+        }
+        if self.tcp_max_connections == 0 {
+            issue("limits.tcp_max_connections", "must be at least 1");
+        }
+        if self.tcp_max_connections_per_source == 0
+            || self.tcp_max_connections_per_source > self.tcp_max_connections
+        {
+            issue(
+                "limits.tcp_max_connections_per_source",
+                "must be between 1 and limits.tcp_max_connections",
+            );
+        }
+        if self.tcp_first_message_timeout < Duration::from_millis(100) {
+            issue(
+                "limits.tcp_first_message_timeout",
+                "must be at least 100ms (a connection that sends no complete message within it is closed)",
+            );
+        }
+        if self.http_max_connections == 0 {
+            issue("limits.http_max_connections", "must be at least 1");
+        }
+        if self.http_header_timeout < Duration::from_millis(100) {
+            issue(
+                "limits.http_header_timeout",
+                "must be at least 100ms (a client that sends no complete request head within it is disconnected)",
+            );
+        }
+        let trunk_max_calls = trunks
+            .iter()
+            .filter(|(_, t)| t.max_calls > 0)
+            .map(|(name, t)| (name.clone(), t.max_calls))
+            .collect();
+        self.resolve(trunk_max_calls)
     }
 }
 
@@ -1024,6 +1152,8 @@ pub struct RawTrunk {
     pub outbound_allow: Vec<String>,
     pub max_outbound_calls: u32,
     pub max_outbound_per_hour: u32,
+    /// Calls from this trunk up at once; 0: only `limits.max_calls`.
+    pub max_calls: usize,
 }
 
 impl Default for RawTrunk {
@@ -1046,6 +1176,7 @@ impl Default for RawTrunk {
                 .collect(),
             max_outbound_calls: limits.max_concurrent,
             max_outbound_per_hour: limits.max_per_hour,
+            max_calls: 0,
         }
     }
 }
@@ -1100,6 +1231,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub recording: RecordingSettings,
     pub monitor: MonitorSettings,
+    pub limits: LimitsSettings,
 }
 
 /// `[acd]`: how calls are offered to agents and how agents are paced.
@@ -1283,6 +1415,7 @@ pub struct AuthSettings {
     pub algorithms: Vec<DigestAlgorithm>,
     pub nonce_ttl: Duration,
     pub max_failures: u32,
+    pub max_failures_per_source: u32,
     pub failure_window: Duration,
     pub ban_time: Duration,
 }
@@ -1672,11 +1805,17 @@ impl RawConfig {
         if a.max_failures == 0 {
             issue(
                 "auth.max_failures".into(),
-                "must be at least 1 (a source is banned after this many failures)".into(),
+                "must be at least 1 (a user is locked out from an address after this many failures)".into(),
             );
         }
         if a.failure_window.is_zero() {
             issue("auth.failure_window".into(), "must be at least 1s".into());
+        }
+        if a.max_failures_per_source < a.max_failures {
+            issue(
+                "auth.max_failures_per_source".into(),
+                "must be at least auth.max_failures (it counts every user's failures from one address together)".into(),
+            );
         }
 
         if self.log.level.trim().is_empty()
@@ -1979,6 +2118,7 @@ impl RawConfig {
         let queues = self.check_queues(&mut issues);
         let api = self.check_api(&agents, &queues, &mut issues);
         let monitor = self.monitor.check(&agents, &mut issues);
+        let limits = self.limits.check(&self.trunks, &mut issues);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -2003,6 +2143,7 @@ impl RawConfig {
                 algorithms: self.auth.algorithms,
                 nonce_ttl: self.auth.nonce_ttl,
                 max_failures: self.auth.max_failures,
+                max_failures_per_source: self.auth.max_failures_per_source,
                 failure_window: self.auth.failure_window,
                 ban_time: self.auth.ban_time,
             },
@@ -2031,6 +2172,7 @@ impl RawConfig {
             api,
             recording: self.recording.resolve(),
             monitor,
+            limits,
             blocklist: self
                 .blocklist
                 .numbers
@@ -2535,6 +2677,34 @@ sources = ["300.0.0.0/8"]
     fn both_ivr_and_queue_is_ambiguous() {
         let err = load("[numbers.\"7\"]\nivr = \"a\"\nqueue = \"b\"\n").unwrap_err();
         assert_eq!(keys(err), vec!["numbers.7".to_string()]);
+    }
+
+    #[test]
+    fn limits_have_defaults_and_name_the_bad_key() {
+        let s = load("").unwrap();
+        assert_eq!(s.limits, LimitsSettings::default());
+        assert_eq!(s.limits.max_calls, 1000);
+        assert_eq!(s.auth.max_failures_per_source, 100);
+        let s = load(
+            "[limits]\nmax_calls = 2\ninvite_rate = 0.5\n[trunks.t]\nsources = [\"10.0.0.0/8\"]\nmax_calls = 1\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_calls, 2);
+        assert_eq!(s.limits.invite_rate, 0.5);
+        assert_eq!(s.limits.trunk_max_calls.get("t"), Some(&1));
+        let err = load(
+            "[limits]\ninvite_burst = 0\ntcp_max_connections_per_source = 5000\nhttp_header_timeout = \"0s\"\n[auth]\nmax_failures = 10\nmax_failures_per_source = 3\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        for key in [
+            "limits.invite_burst",
+            "limits.tcp_max_connections_per_source",
+            "limits.http_header_timeout",
+            "auth.max_failures_per_source",
+        ] {
+            assert!(keys.contains(&key.to_string()), "{key} not in {keys:?}");
+        }
     }
 
     #[test]

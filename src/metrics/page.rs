@@ -107,6 +107,7 @@ pub fn render(src: &Sources<'_>) -> String {
         live_state(&mut out, snapshot);
     }
     sip(&mut out, ctx);
+    edge_limits(&mut out, ctx);
     rtp(&mut out, ctx);
     if let Some(store) = src.store {
         family(
@@ -246,6 +247,110 @@ fn sip(out: &mut String, ctx: &EdgeContext) {
             "hotline_sip_responses_received_total{{method=\"{method}\",code=\"{code}\"}} {n}"
         );
     }
+}
+
+/// The edge's ceilings and lockouts: what they refused and what is open.
+fn edge_limits(out: &mut String, ctx: &EdgeContext) {
+    use crate::sip::limits::Refusal;
+    use std::sync::atomic::Ordering::Relaxed;
+    let limits = &ctx.limits;
+    family(
+        out,
+        "hotline_sip_refused_total",
+        "counter",
+        "Requests and connections the SIP edge refused at a ceiling or lockout, by reason.",
+    );
+    for refusal in Refusal::ALL {
+        let _ = writeln!(
+            out,
+            "hotline_sip_refused_total{{reason=\"{}\"}} {}",
+            refusal.label(),
+            limits.refused.get(refusal)
+        );
+    }
+    let now = std::time::Instant::now();
+    let (users, sources) = ctx.lockout.active(now);
+    let (user_bans, source_bans) = ctx.lockout.imposed();
+    family(
+        out,
+        "hotline_sip_auth_lockouts_total",
+        "counter",
+        "Lockouts from authentication imposed, by scope (one user from an address, or the address).",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_sip_auth_lockouts_total{{scope=\"user\"}} {user_bans}"
+    );
+    let _ = writeln!(
+        out,
+        "hotline_sip_auth_lockouts_total{{scope=\"source\"}} {source_bans}"
+    );
+    family(
+        out,
+        "hotline_sip_auth_lockouts_active",
+        "gauge",
+        "Lockouts from authentication in force, by scope.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_sip_auth_lockouts_active{{scope=\"user\"}} {users}"
+    );
+    let _ = writeln!(
+        out,
+        "hotline_sip_auth_lockouts_active{{scope=\"source\"}} {sources}"
+    );
+    let (_, per_trunk) = limits.calls.counts();
+    family(
+        out,
+        "hotline_trunk_calls_active",
+        "gauge",
+        "Calls from trunks holding a place under the call ceilings, by trunk.",
+    );
+    for (trunk, n) in per_trunk {
+        let _ = writeln!(
+            out,
+            "hotline_trunk_calls_active{{trunk=\"{}\"}} {n}",
+            escape(&trunk)
+        );
+    }
+    family(
+        out,
+        "hotline_sip_tcp_connections",
+        "gauge",
+        "SIP/TCP connections open from peers.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_sip_tcp_connections {}",
+        limits.tcp.open_count()
+    );
+    family(
+        out,
+        "hotline_http_connections",
+        "gauge",
+        "HTTP connections open.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_http_connections {}",
+        limits.http_open.load(Relaxed)
+    );
+    family(
+        out,
+        "hotline_http_refused_total",
+        "counter",
+        "HTTP connections refused or closed by the listener's limits, by reason.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_http_refused_total{{reason=\"max_connections\"}} {}",
+        limits.http_refused.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "hotline_http_refused_total{{reason=\"header_timeout\"}} {}",
+        limits.http_header_timeouts.load(Relaxed)
+    );
 }
 
 fn rtp(out: &mut String, ctx: &EdgeContext) {

@@ -3,7 +3,11 @@
 //! Joins the pure digest maths ([`super::digest`]) with policy: which algorithms
 //! are offered, when a nonce is stale rather than wrong, replay protection (each
 //! nonce's count must grow, so a captured Authorization cannot be sent again),
-//! and how failures feed the per-source [`AuthThrottle`].
+//! the digest `uri` matching the Request-URI, and how failures feed the
+//! [`Lockout`]. Each nonce is bound to the address it was sent to, and only a
+//! wrong answer to such a nonce from that address counts as a failure: an
+//! unknown user or a made-up nonce is simply challenged again, so nobody can
+//! get a carrier or a colleague locked out with spoofed datagrams.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 
 use super::digest::{self, Algorithm, NonceCheck, NonceIssuer};
-use super::throttle::{AuthThrottle, FailureVerdict};
+use super::lockout::{Ban, FailureVerdict, Lockout};
 use crate::config::{AuthSettings, DigestAlgorithm};
 
 /// What to do with a request after looking at its credentials.
@@ -23,8 +27,17 @@ pub enum AuthOutcome {
     /// No usable credentials yet: challenge (stale = the password was right but
     /// the nonce is old, so the phone may retry silently).
     Challenge { stale: bool },
-    /// Wrong credentials: challenge again, and the source was charged a failure.
-    Failed { reason: String, banned: bool },
+    /// Wrong credentials to a nonce of ours: challenge again, or refuse when
+    /// this failure started a lockout.
+    Failed {
+        username: String,
+        reason: String,
+        lockout: Option<Ban>,
+    },
+    /// The user (or the whole address) is locked out: refused unchecked.
+    LockedOut(Ban),
+    /// Credentials that cannot belong to this request (400 Bad Request).
+    BadRequest { reason: String },
 }
 
 #[derive(Debug)]
@@ -33,7 +46,7 @@ pub struct DigestAuthority {
     algorithms: Vec<Algorithm>,
     nonces: NonceIssuer,
     opaque: String,
-    throttle: Arc<AuthThrottle>,
+    lockout: Arc<Lockout>,
     /// Highest nonce count seen per nonce, and when the nonce was first used.
     nonce_counts: DashMap<String, (u32, Instant)>,
     nonce_ttl: Duration,
@@ -46,8 +59,39 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The bytes a nonce is bound to: the address it was sent to.
+fn bound(source: IpAddr) -> Vec<u8> {
+    match source {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    }
+}
+
+/// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6, RFC 2617
+/// §3.2.2.5): the same text, or the same scheme, user, host and port.
+pub fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    let (a, b) = (digest_uri.trim(), request_uri.trim());
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (
+        rsipstack::sip::uri::parse_uri(a),
+        rsipstack::sip::uri::parse_uri(b),
+    ) else {
+        return false;
+    };
+    let user = |u: &rsipstack::sip::Uri| u.auth.as_ref().map(|a| a.user.clone());
+    a.scheme == b.scheme
+        && user(&a) == user(&b)
+        && a.host_with_port
+            .host
+            .to_string()
+            .eq_ignore_ascii_case(&b.host_with_port.host.to_string())
+        && a.host_with_port.port == b.host_with_port.port
+}
+
 impl DigestAuthority {
-    pub fn new(realm: &str, settings: &AuthSettings, throttle: Arc<AuthThrottle>) -> Self {
+    pub fn new(realm: &str, settings: &AuthSettings, lockout: Arc<Lockout>) -> Self {
         let algorithms = settings
             .algorithms
             .iter()
@@ -63,7 +107,7 @@ impl DigestAuthority {
             algorithms,
             nonces,
             opaque,
-            throttle,
+            lockout,
             nonce_counts: DashMap::new(),
             nonce_ttl: settings.nonce_ttl,
         }
@@ -92,13 +136,14 @@ impl DigestAuthority {
         true
     }
 
-    pub fn throttle(&self) -> &AuthThrottle {
-        &self.throttle
+    pub fn lockout(&self) -> &Lockout {
+        &self.lockout
     }
 
-    /// One challenge header value per offered algorithm, strongest first.
-    pub fn challenges(&self, stale: bool) -> Vec<String> {
-        let nonce = self.nonces.issue(unix_now());
+    /// One challenge header value per offered algorithm, strongest first,
+    /// with a nonce only `source` can answer.
+    pub fn challenges(&self, stale: bool, source: IpAddr) -> Vec<String> {
+        let nonce = self.nonces.issue_bound(unix_now(), &bound(source));
         digest::challenges(&self.realm, &nonce, &self.opaque, &self.algorithms, stale)
     }
 
@@ -108,42 +153,56 @@ impl DigestAuthority {
         &self,
         credentials: impl IntoIterator<Item = &'a str>,
         method: &str,
+        request_uri: &str,
         source: IpAddr,
         password_of: impl Fn(&str) -> Option<String>,
     ) -> AuthOutcome {
+        let now = Instant::now();
         let mut ours = None;
         for value in credentials {
-            match digest::parse_credentials(value) {
-                Ok(creds) if creds.realm == self.realm => {
-                    ours = Some(Ok(creds));
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => ours = Some(Err(e)),
+            if let Ok(creds) = digest::parse_credentials(value)
+                && creds.realm == self.realm
+            {
+                ours = Some(creds);
+                break;
             }
         }
-        let creds = match ours {
-            None => return AuthOutcome::Challenge { stale: false },
-            Some(Err(e)) => return self.fail(source, format!("malformed credentials: {e}")),
-            Some(Ok(creds)) => creds,
+        // Unreadable or foreign credentials prove nothing: a new challenge.
+        let Some(creds) = ours else {
+            return AuthOutcome::Challenge { stale: false };
         };
+        if !uri_matches(&creds.uri, request_uri) {
+            return AuthOutcome::BadRequest {
+                reason: "Bad Request (digest uri does not match the Request-URI)".into(),
+            };
+        }
+        if let Some(ban) = self.lockout.banned(source, &creds.username, now) {
+            return AuthOutcome::LockedOut(ban);
+        }
         if !self.algorithms.contains(&creds.algorithm) {
-            return self.fail(
-                source,
-                format!("algorithm {} was not offered", creds.algorithm.name()),
-            );
+            return AuthOutcome::Challenge { stale: false };
         }
         let Some(password) = password_of(&creds.username) else {
-            return self.fail(source, format!("unknown user {:?}", creds.username));
+            return AuthOutcome::Challenge { stale: false };
         };
-        if creds.qop.is_none() {
-            // Without qop there is no nonce count, so no protection from replay.
-            return self.fail(source, "credentials without qop=auth".into());
-        }
-        if !digest::verify(&creds, method, &password) {
-            return self.fail(source, format!("wrong password for {:?}", creds.username));
-        }
-        match self.nonces.check(&creds.nonce, unix_now()) {
+        let right = digest::verify(&creds, method, &password);
+        match self
+            .nonces
+            .check_bound(&creds.nonce, unix_now(), &bound(source))
+        {
+            // Not a nonce we gave this address: a guess or a spoof costs
+            // nothing but a new challenge (stale when the password was right,
+            // e.g. a nonce from before a restart).
+            NonceCheck::Invalid => AuthOutcome::Challenge { stale: right },
+            _ if creds.qop.is_none() => {
+                // Without qop there is no nonce count, so no protection from replay.
+                self.fail(source, creds.username, "credentials without qop=auth", now)
+            }
+            _ if !right => {
+                let reason = format!("wrong password for {:?}", creds.username);
+                self.fail(source, creds.username, &reason, now)
+            }
+            NonceCheck::Stale => AuthOutcome::Challenge { stale: true },
             NonceCheck::Valid => {
                 let nc = creds.nc.as_deref().unwrap_or("");
                 if self.fresh_count(&creds.nonce, nc) {
@@ -156,49 +215,55 @@ impl DigestAuthority {
                     AuthOutcome::Challenge { stale: true }
                 }
             }
-            // The password was right: an expired nonce, or one from before a
-            // restart, only needs a fresh one.
-            NonceCheck::Stale | NonceCheck::Invalid => AuthOutcome::Challenge { stale: true },
         }
     }
 
-    fn fail(&self, source: IpAddr, reason: String) -> AuthOutcome {
-        let banned = matches!(
-            self.throttle.record_failure(source, Instant::now()),
-            FailureVerdict::Banned { .. }
-        );
-        AuthOutcome::Failed { reason, banned }
+    fn fail(&self, source: IpAddr, username: String, reason: &str, now: Instant) -> AuthOutcome {
+        let lockout = match self.lockout.record_failure(source, &username, now) {
+            FailureVerdict::Banned(ban) => Some(ban),
+            FailureVerdict::Counted { .. } => None,
+        };
+        AuthOutcome::Failed {
+            username,
+            reason: reason.to_string(),
+            lockout,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::lockout::{BanScope, LockoutPolicy};
     use std::time::Duration;
 
     const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9));
+    const URI: &str = "sip:127.0.0.1";
 
     fn authority(max_failures: u32) -> DigestAuthority {
         let settings = AuthSettings {
             algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
             nonce_ttl: Duration::from_secs(300),
             max_failures,
+            max_failures_per_source: 100,
             failure_window: Duration::from_secs(60),
             ban_time: Duration::from_secs(300),
         };
         DigestAuthority::new(
             "hotline",
             &settings,
-            Arc::new(AuthThrottle::new(
-                max_failures,
-                settings.failure_window,
-                settings.ban_time,
-            )),
+            Arc::new(Lockout::new(LockoutPolicy {
+                max_failures_per_user: max_failures,
+                max_failures_per_source: 100,
+                window: settings.failure_window,
+                ban_time: settings.ban_time,
+            })),
         )
     }
 
-    fn nonce_of(a: &DigestAuthority) -> String {
-        let challenge = a.challenges(false).remove(0);
+    fn nonce_for(a: &DigestAuthority, source: IpAddr) -> String {
+        let challenge = a.challenges(false, source).remove(0);
         challenge
             .split("nonce=\"")
             .nth(1)
@@ -207,29 +272,36 @@ mod tests {
             .to_string()
     }
 
-    fn answer(a: &DigestAuthority, password: &str, algorithm: Algorithm) -> String {
-        let nonce = nonce_of(a);
+    fn answer_as(
+        a: &DigestAuthority,
+        user: &str,
+        password: &str,
+        algorithm: Algorithm,
+        source: IpAddr,
+    ) -> String {
+        let nonce = nonce_for(a, source);
         digest::authorization_value(
-            "1001",
-            password,
-            "hotline",
-            &nonce,
-            "sip:127.0.0.1",
-            "REGISTER",
-            algorithm,
-            "abcdef",
-            1,
-            None,
+            user, password, "hotline", &nonce, URI, "REGISTER", algorithm, "abcdef", 1, None,
         )
     }
 
+    fn answer(a: &DigestAuthority, password: &str, algorithm: Algorithm) -> String {
+        answer_as(a, "1001", password, algorithm, SRC)
+    }
+
     fn lookup(user: &str) -> Option<String> {
-        (user == "1001").then(|| "demo1001".to_string())
+        ["1001", "1002"]
+            .contains(&user)
+            .then(|| format!("demo{user}"))
+    }
+
+    fn auth(a: &DigestAuthority, value: &str, source: IpAddr) -> AuthOutcome {
+        a.authenticate([value], "REGISTER", URI, source, lookup)
     }
 
     #[test]
     fn challenges_offer_every_configured_algorithm_in_order() {
-        let c = authority(5).challenges(false);
+        let c = authority(5).challenges(false, SRC);
         assert_eq!(c.len(), 2);
         assert!(c[0].contains("algorithm=SHA-256"), "{}", c[0]);
         assert!(c[1].contains("algorithm=MD5"), "{}", c[1]);
@@ -240,10 +312,10 @@ mod tests {
     fn no_credentials_is_a_challenge_not_a_failure() {
         let a = authority(1);
         assert_eq!(
-            a.authenticate([], "REGISTER", SRC, lookup),
+            a.authenticate([], "REGISTER", URI, SRC, lookup),
             AuthOutcome::Challenge { stale: false }
         );
-        assert!(!a.throttle().is_banned(SRC, Instant::now()));
+        assert_eq!(a.lockout().tracked(), 0);
     }
 
     #[test]
@@ -252,7 +324,7 @@ mod tests {
         for alg in [Algorithm::Sha256, Algorithm::Md5] {
             let value = answer(&a, "demo1001", alg);
             assert_eq!(
-                a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+                auth(&a, &value, SRC),
                 AuthOutcome::Authenticated {
                     username: "1001".into()
                 }
@@ -261,19 +333,70 @@ mod tests {
     }
 
     #[test]
-    fn wrong_password_fails_and_bans_at_the_limit() {
+    fn wrong_password_fails_and_locks_the_user_out_at_the_limit() {
         let a = authority(2);
-        let value = answer(&a, "wrong", Algorithm::Md5);
-        let first = a.authenticate([value.as_str()], "REGISTER", SRC, lookup);
+        let first = auth(&a, &answer(&a, "wrong", Algorithm::Md5), SRC);
         assert!(
-            matches!(first, AuthOutcome::Failed { banned: false, .. }),
+            matches!(first, AuthOutcome::Failed { lockout: None, .. }),
             "{first:?}"
         );
-        let second = a.authenticate([value.as_str()], "REGISTER", SRC, lookup);
+        let second = auth(&a, &answer(&a, "wrong", Algorithm::Md5), SRC);
         assert!(
-            matches!(second, AuthOutcome::Failed { banned: true, .. }),
+            matches!(&second, AuthOutcome::Failed { lockout: Some(ban), .. } if ban.scope == BanScope::User("1001".into())),
             "{second:?}"
         );
+        // Even the right password is refused now, from that address only...
+        let right = answer(&a, "demo1001", Algorithm::Md5);
+        assert!(matches!(auth(&a, &right, SRC), AuthOutcome::LockedOut(_)));
+        // ...while a colleague behind the same address still registers.
+        let colleague = answer_as(&a, "1002", "demo1002", Algorithm::Md5, SRC);
+        assert!(matches!(
+            auth(&a, &colleague, SRC),
+            AuthOutcome::Authenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_users_and_foreign_nonces_cost_nothing() {
+        let a = authority(1);
+        let unknown = answer_as(&a, "9999", "x", Algorithm::Md5, SRC);
+        for _ in 0..10 {
+            assert_eq!(
+                auth(&a, &unknown, SRC),
+                AuthOutcome::Challenge { stale: false }
+            );
+        }
+        // A nonce issued to another address (a spoofer cannot read ours).
+        let spoofed = answer_as(&a, "1001", "wrong", Algorithm::Md5, OTHER);
+        for _ in 0..10 {
+            assert_eq!(
+                auth(&a, &spoofed, SRC),
+                AuthOutcome::Challenge { stale: false }
+            );
+        }
+        // A made-up nonce.
+        let made_up = digest::authorization_value(
+            "1001",
+            "wrong",
+            "hotline",
+            "abc",
+            URI,
+            "REGISTER",
+            Algorithm::Md5,
+            "c",
+            1,
+            None,
+        );
+        assert_eq!(
+            auth(&a, &made_up, SRC),
+            AuthOutcome::Challenge { stale: false }
+        );
+        assert_eq!(a.lockout().tracked(), 0);
+        let right = answer(&a, "demo1001", Algorithm::Md5);
+        assert!(matches!(
+            auth(&a, &right, SRC),
+            AuthOutcome::Authenticated { .. }
+        ));
     }
 
     #[test]
@@ -282,7 +405,7 @@ mod tests {
         let other = authority(5);
         let value = answer(&other, "demo1001", Algorithm::Md5);
         assert_eq!(
-            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            auth(&a, &value, SRC),
             AuthOutcome::Challenge { stale: true }
         );
     }
@@ -292,9 +415,35 @@ mod tests {
         let a = authority(5);
         let value = answer(&a, "demo1001", Algorithm::Sha256);
         assert!(matches!(
-            a.authenticate([value.as_str()], "INVITE", SRC, lookup),
+            a.authenticate([value.as_str()], "INVITE", URI, SRC, lookup),
             AuthOutcome::Failed { .. }
         ));
+    }
+
+    #[test]
+    fn the_digest_uri_must_be_the_request_uri() {
+        let a = authority(5);
+        let value = answer(&a, "demo1001", Algorithm::Md5);
+        assert!(matches!(
+            a.authenticate(
+                [value.as_str()],
+                "REGISTER",
+                "sip:elsewhere.example",
+                SRC,
+                lookup
+            ),
+            AuthOutcome::BadRequest { .. }
+        ));
+        assert!(uri_matches("sip:127.0.0.1", "SIP:127.0.0.1"));
+        assert!(uri_matches(
+            "sip:400@127.0.0.1:5060",
+            "sip:400@127.0.0.1:5060;transport=udp"
+        ));
+        assert!(!uri_matches(
+            "sip:400@127.0.0.1:5060",
+            "sip:401@127.0.0.1:5060"
+        ));
+        assert!(!uri_matches("sip:127.0.0.1:5060", "sip:127.0.0.1:5070"));
     }
 
     #[test]
@@ -302,11 +451,11 @@ mod tests {
         let a = authority(5);
         let value = answer(&a, "demo1001", Algorithm::Md5);
         assert!(matches!(
-            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            auth(&a, &value, SRC),
             AuthOutcome::Authenticated { .. }
         ));
         assert_eq!(
-            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            auth(&a, &value, SRC),
             AuthOutcome::Challenge { stale: true }
         );
         // the next count on the same nonce is fine
@@ -315,7 +464,7 @@ mod tests {
         let response = digest::expected_response(&creds, "REGISTER", "demo1001");
         let next = next.replace(&creds.response, &response);
         assert!(matches!(
-            a.authenticate([next.as_str()], "REGISTER", SRC, lookup),
+            auth(&a, &next, SRC),
             AuthOutcome::Authenticated { .. }
         ));
     }
@@ -323,7 +472,7 @@ mod tests {
     #[test]
     fn credentials_without_qop_are_refused() {
         let a = authority(5);
-        let nonce = nonce_of(&a);
+        let nonce = nonce_for(&a, SRC);
         let mut creds = digest::parse_credentials(&format!(
             "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"x\""
         ))
@@ -333,10 +482,7 @@ mod tests {
             "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{}\"",
             creds.response
         );
-        assert!(matches!(
-            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
-            AuthOutcome::Failed { .. }
-        ));
+        assert!(matches!(auth(&a, &value, SRC), AuthOutcome::Failed { .. }));
     }
 
     #[test]
@@ -344,7 +490,7 @@ mod tests {
         let a = authority(5);
         let value = answer(&a, "demo1001", Algorithm::Md5).replace("hotline", "elsewhere");
         assert_eq!(
-            a.authenticate([value.as_str()], "REGISTER", SRC, lookup),
+            auth(&a, &value, SRC),
             AuthOutcome::Challenge { stale: false }
         );
     }

@@ -430,13 +430,19 @@ impl NonceIssuer {
 
     /// Issues a nonce stamped with `now_unix_secs`.
     pub fn issue(&self, now_unix_secs: u64) -> String {
-        let mut random = [0u8; 8];
-        rand::fill(&mut random[..]);
-        self.issue_with(now_unix_secs, random)
+        self.issue_bound(now_unix_secs, &[])
     }
 
-    fn issue_with(&self, ts: u64, random: [u8; 8]) -> String {
-        let mac = self.mac(ts, &random);
+    /// Issues a nonce that only [`check_bound`](Self::check_bound) with the
+    /// same `bound` bytes (e.g. the address it was sent to) accepts.
+    pub fn issue_bound(&self, now_unix_secs: u64, bound: &[u8]) -> String {
+        let mut random = [0u8; 8];
+        rand::fill(&mut random[..]);
+        self.issue_with(now_unix_secs, random, bound)
+    }
+
+    fn issue_with(&self, ts: u64, random: [u8; 8], bound: &[u8]) -> String {
+        let mac = self.mac(ts, &random, bound);
         format!(
             "{:016x}.{}.{}",
             ts,
@@ -445,20 +451,27 @@ impl NonceIssuer {
         )
     }
 
-    fn mac(&self, ts: u64, random: &[u8; 8]) -> [u8; 32] {
+    fn mac(&self, ts: u64, random: &[u8; 8], bound: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.secret);
         h.update(ts.to_be_bytes());
         h.update(random);
+        h.update(bound);
         h.finalize().into()
     }
 
     /// Checks a nonce previously returned by [`issue`](Self::issue).
     pub fn check(&self, nonce: &str, now_unix_secs: u64) -> NonceCheck {
+        self.check_bound(nonce, now_unix_secs, &[])
+    }
+
+    /// Checks a nonce from [`issue_bound`](Self::issue_bound): one issued
+    /// with other `bound` bytes is [`NonceCheck::Invalid`].
+    pub fn check_bound(&self, nonce: &str, now_unix_secs: u64, bound: &[u8]) -> NonceCheck {
         let Some((ts, random, mac)) = split_nonce(nonce) else {
             return NonceCheck::Invalid;
         };
-        let expected = self.mac(ts, &random);
+        let expected = self.mac(ts, &random, bound);
         if !ct_eq(&expected[..16], &mac) {
             return NonceCheck::Invalid;
         }

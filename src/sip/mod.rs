@@ -8,9 +8,12 @@
 pub mod auth;
 pub mod dialplan;
 pub mod digest;
+pub mod limits;
+pub mod lockout;
 pub mod registrar;
 pub mod screen;
 pub mod stats;
+pub mod tcp;
 pub mod throttle;
 pub mod trunk;
 
@@ -25,15 +28,15 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Header, HeadersExt, Method, StatusCode, Transport};
 use rsipstack::transaction::Transaction;
 use rsipstack::transaction::endpoint::{Endpoint, EndpointOption};
-use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::auth::{AuthOutcome, DigestAuthority};
+use self::limits::{EdgeLimits, SlotRefusal};
+use self::lockout::{Ban, BanScope, Lockout, LockoutPolicy};
 use self::registrar::{ContactRequest, Contacts, RegisterError, RegisterRequest, Registrar};
-use self::throttle::AuthThrottle;
 use self::trunk::{NumberLookup, SourceAdmission, TrunkTable};
 use crate::config::{Agent, HotlineNumber, Settings, Trunk};
 use crate::events::{Event, EventBus, RejectReason};
@@ -69,6 +72,10 @@ pub struct EdgeContext {
     pub sip_stats: Arc<stats::SipStats>,
     /// hotline's own calls out through each trunk, against its ceilings.
     pub outbound: Arc<dialplan::OutboundGate>,
+    /// Who is locked out of authenticating, and why.
+    pub lockout: Arc<Lockout>,
+    /// Call, rate and connection ceilings, and their refusals.
+    pub limits: Arc<EdgeLimits>,
 }
 
 /// The running SIP edge.
@@ -103,6 +110,7 @@ impl SipEdge {
         let external = settings.sip.external;
         let mut udp_addr = None;
         let mut tcp_addr = None;
+        let mut tcp_listener = None;
         if let Some(addr) = settings.sip.udp {
             let socket = tokio::net::UdpSocket::bind(addr)
                 .await
@@ -116,21 +124,21 @@ impl SipEdge {
             transport_layer.add_transport(conn.into());
         }
         if let Some(addr) = settings.sip.tcp {
-            // Bind here first so a busy port is reported with its config key.
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot bind SIP TCP listener on {addr} (sip.tcp)"))?;
-            let listener = TcpListenerConnection::new(addr, external)
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot bind SIP TCP listener on {addr} (sip.tcp)"))?;
-            tcp_addr = Some(SocketAddr::try_from(listener.get_addr().addr.clone()).unwrap_or(addr));
-            transport_layer.add_transport(listener.into());
+            let bound = listener.local_addr()?;
+            tcp_addr = Some(external.unwrap_or(bound));
+            tcp_listener = Some(listener);
         }
 
-        let throttle = Arc::new(AuthThrottle::new(
-            settings.auth.max_failures,
-            settings.auth.failure_window,
-            settings.auth.ban_time,
-        ));
+        let lockout = Arc::new(Lockout::new(LockoutPolicy {
+            max_failures_per_user: settings.auth.max_failures,
+            max_failures_per_source: settings.auth.max_failures_per_source,
+            window: settings.auth.failure_window,
+            ban_time: settings.auth.ban_time,
+        }));
+        let limits = Arc::new(EdgeLimits::new(&settings.limits));
         let t1 = settings.sip.t1;
         let option = EndpointOption {
             t1,
@@ -145,7 +153,7 @@ impl SipEdge {
             .with_user_agent(&server)
             .with_option(option)
             .with_transport_inspector(Box::new(screen::Screen {
-                throttle: throttle.clone(),
+                limits: limits.clone(),
                 server: server.clone(),
             }))
             .build();
@@ -158,8 +166,8 @@ impl SipEdge {
         let ctx = Arc::new(EdgeContext {
             registrar: Registrar::new(settings.registrar.clone(), bus.clone()),
             trunks: TrunkTable::new(settings.trunks.clone(), settings.numbers.clone()),
-            agent_auth: DigestAuthority::new(&realm, &settings.auth, throttle.clone()),
-            trunk_auth: DigestAuthority::new(&realm, &settings.auth, throttle.clone()),
+            agent_auth: DigestAuthority::new(&realm, &settings.auth, lockout.clone()),
+            trunk_auth: DigestAuthority::new(&realm, &settings.auth, lockout.clone()),
             settings: settings.clone(),
             bus,
             dialogs,
@@ -171,7 +179,22 @@ impl SipEdge {
             router,
             sip_stats,
             outbound: Arc::default(),
+            lockout,
+            limits: limits.clone(),
         });
+        if let (Some(listener), Some(addr)) = (tcp_listener, tcp_addr) {
+            let local = SipAddr {
+                r#type: Some(Transport::Tcp),
+                addr: addr.into(),
+            };
+            tcp::serve(
+                listener,
+                local,
+                endpoint.inner.clone(),
+                limits,
+                cancel.child_token(),
+            );
+        }
 
         let inner = endpoint.inner.clone();
         tokio::spawn(async move {
@@ -213,7 +236,8 @@ impl SipEdge {
                         _ = tick.tick() => {
                             let now = Instant::now();
                             ctx.registrar.sweep(now);
-                            ctx.agent_auth.throttle().sweep(now);
+                            ctx.lockout.sweep(now);
+                            ctx.limits.invite_rate.sweep(now);
                             ctx.agent_auth.sweep(now);
                             ctx.trunk_auth.sweep(now);
                         }
@@ -408,21 +432,18 @@ async fn handle_register(ctx: &EdgeContext, tx: &mut Transaction) {
 
     let credentials = header_values(&tx.original.headers, "Authorization");
     let agents = &ctx.settings.agents;
-    let outcome = ctx
-        .agent_auth
-        .authenticate(credentials, "REGISTER", source.ip(), |user| {
-            agents.get(user).map(|a: &Agent| a.password.clone())
-        });
-    match outcome {
-        AuthOutcome::Authenticated { username } if username == aor => {}
-        AuthOutcome::Authenticated { username } => {
-            warn!(%source, %username, %aor, "credentials do not match the registered AOR");
-            return refuse_with(tx, 403, "Credentials do not match the To user", vec![]).await;
-        }
-        AuthOutcome::Challenge { stale } => return challenge(ctx, tx, false, stale).await,
-        AuthOutcome::Failed { reason, banned } => {
-            return auth_failed(ctx, tx, source, "REGISTER", reason, banned, false).await;
-        }
+    let request_uri = tx.original.uri.to_string();
+    let outcome =
+        ctx.agent_auth
+            .authenticate(credentials, "REGISTER", &request_uri, source.ip(), |user| {
+                agents.get(user).map(|a: &Agent| a.password.clone())
+            });
+    let Some(username) = settle_auth(ctx, tx, source, "REGISTER", outcome, false).await else {
+        return;
+    };
+    if username != aor {
+        warn!(%source, %username, %aor, "credentials do not match the registered AOR");
+        return refuse_with(tx, 403, "Credentials do not match the To user", vec![]).await;
     }
 
     let contacts = match register_contacts(tx) {
@@ -499,55 +520,84 @@ async fn challenge(ctx: &EdgeContext, tx: &mut Transaction, proxy: bool, stale: 
             &ctx.agent_auth,
         )
     };
+    let Some(source) = source_of(tx) else {
+        return refuse_with(tx, 400, "Unknown source", vec![]).await;
+    };
     let headers = authority
-        .challenges(stale)
+        .challenges(stale, source.ip())
         .into_iter()
         .map(|v| other(name, v))
         .collect();
     reply(tx, status, headers).await;
 }
 
-async fn auth_failed(
+/// Answers a request whose credentials did not authenticate it, or returns
+/// the authenticated username.
+async fn settle_auth(
     ctx: &EdgeContext,
     tx: &mut Transaction,
     source: SocketAddr,
     method: &str,
-    reason: String,
-    banned: bool,
+    outcome: AuthOutcome,
     proxy: bool,
-) {
-    warn!(%source, method, %reason, banned, "authentication failed");
-    let username = header_values(
-        &tx.original.headers,
-        if proxy {
-            "Proxy-Authorization"
-        } else {
-            "Authorization"
-        },
-    )
-    .first()
-    .and_then(|v| digest::parse_credentials(v).ok())
-    .map(|c| c.username);
-    ctx.bus.publish(Event::AuthFailed {
-        source,
-        username,
-        method: method.to_string(),
-        reason,
-    });
-    if banned {
-        ctx.bus.publish(Event::SourceBanned {
-            source: source.ip(),
-            ban_secs: ctx.agent_auth.throttle().ban_time().as_secs(),
-        });
-        return refuse_with(
-            tx,
-            403,
-            "Forbidden (too many failed authentications)",
-            vec![],
-        )
-        .await;
+) -> Option<String> {
+    match outcome {
+        AuthOutcome::Authenticated { username } => return Some(username),
+        AuthOutcome::Challenge { stale } => challenge(ctx, tx, proxy, stale).await,
+        AuthOutcome::BadRequest { reason } => {
+            info!(%source, method, %reason, "credentials refused");
+            refuse_with(tx, 400, &reason, vec![]).await;
+        }
+        AuthOutcome::LockedOut(ban) => {
+            debug!(%source, method, reason = %ban.reason(), "authentication while locked out");
+            ctx.limits.refused.count(limits::Refusal::AuthLockedOut);
+            refuse_locked_out(tx, &ban).await;
+        }
+        AuthOutcome::Failed {
+            username,
+            reason,
+            lockout,
+        } => {
+            warn!(%source, method, %reason, locked_out = lockout.is_some(), "authentication failed");
+            ctx.bus.publish(Event::AuthFailed {
+                source,
+                username: Some(username),
+                method: method.to_string(),
+                reason,
+            });
+            match lockout {
+                Some(ban) => {
+                    warn!(%source, reason = %ban.reason(), scope = ban.scope.label(), "authentication locked out");
+                    ctx.bus.publish(Event::SourceBanned {
+                        source: source.ip(),
+                        ban_secs: ctx.lockout.policy().ban_time.as_secs(),
+                    });
+                    refuse_locked_out(tx, &ban).await;
+                }
+                None => challenge(ctx, tx, proxy, false).await,
+            }
+        }
     }
-    challenge(ctx, tx, proxy, false).await;
+    None
+}
+
+async fn refuse_locked_out(tx: &mut Transaction, ban: &Ban) {
+    let reason = match ban.scope {
+        BanScope::User(_) => "Forbidden (too many failed authentications for this user)",
+        BanScope::Source => "Forbidden (too many failed authentications from this address)",
+    };
+    let retry = ban
+        .until
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1);
+    refuse_with(
+        tx,
+        403,
+        reason,
+        vec![other("Retry-After", retry.to_string())],
+    )
+    .await;
 }
 
 /// Who is calling, once admitted.
@@ -588,6 +638,21 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         )
         .await;
     }
+    if let Err(wait) = ctx.limits.invite_rate.admit(source.ip(), Instant::now()) {
+        ctx.limits.refused.count(limits::Refusal::InviteRate);
+        debug!(%source, %call_id, "INVITE above the source's rate");
+        let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return refuse_with(
+            &mut tx,
+            503,
+            "Service Unavailable (too many calls from this address)",
+            vec![other("Retry-After", retry.to_string())],
+        )
+        .await;
+    }
+    if ctx.limits.calls.in_use(&call_id) {
+        return refuse_call_id_in_use(&ctx, &mut tx, source, &call_id).await;
+    }
     if let Some((mode, agent)) = monitor_code(&ctx.settings.monitor, &dialled) {
         return handle_monitor_invite(ctx, tx, source, mode, agent.to_string()).await;
     }
@@ -608,9 +673,9 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
     }
     let trunk = match admit(&ctx, &mut tx, source.ip()) {
         Ok(trunk) => trunk,
-        Err(Refusal::Challenge { stale }) => return challenge(&ctx, &mut tx, true, stale).await,
-        Err(Refusal::Failed { reason, banned }) => {
-            return auth_failed(&ctx, &mut tx, source, "INVITE", reason, banned, true).await;
+        Err(Refusal::Auth(outcome)) => {
+            settle_auth(&ctx, &mut tx, source, "INVITE", outcome, true).await;
+            return;
         }
         Err(Refusal::NotATrunk) => {
             info!(%source, %call_id, "INVITE from a source no trunk admits");
@@ -651,6 +716,28 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
             return refuse_with(&mut tx, 403, "Forbidden (caller blocked)", vec![]).await;
         }
     }
+    let trunk_max = ctx.limits.trunk_max_calls(&trunk.name);
+    let slot = match ctx.limits.calls.take(&call_id, &trunk.name, trunk_max) {
+        Ok(slot) => slot,
+        Err(SlotRefusal::CallIdInUse) => {
+            return refuse_call_id_in_use(&ctx, &mut tx, source, &call_id).await;
+        }
+        Err(refusal) => {
+            let (counted, phrase) = match refusal {
+                SlotRefusal::TrunkMaxCalls { .. } => (
+                    limits::Refusal::TrunkMaxCalls,
+                    "Service Unavailable (too many calls from this trunk)",
+                ),
+                _ => (
+                    limits::Refusal::MaxCalls,
+                    "Service Unavailable (too many calls)",
+                ),
+            };
+            ctx.limits.refused.count(counted);
+            info!(%source, %call_id, trunk = %trunk.name, ?refusal, "call refused at a ceiling");
+            return refuse_with(&mut tx, 503, phrase, vec![other("Retry-After", "5")]).await;
+        }
+    };
     let admitted = Admitted {
         trunk,
         number,
@@ -659,6 +746,28 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         caller,
     };
     crate::call::run_inbound(ctx, tx, admitted).await;
+    drop(slot);
+}
+
+/// A new INVITE (no To tag) carrying the Call-ID of a live call. RFC 3261
+/// §8.2.2.2 answers a request that looks like another copy of an INVITE
+/// already being served (a merged or looped request) with 482 Loop Detected,
+/// which a UAC does not retry as it is; the live call is left untouched.
+async fn refuse_call_id_in_use(
+    ctx: &EdgeContext,
+    tx: &mut Transaction,
+    source: SocketAddr,
+    call_id: &str,
+) {
+    ctx.limits.refused.count(limits::Refusal::CallIdInUse);
+    info!(%source, %call_id, "new INVITE with the Call-ID of a live call");
+    refuse_with(
+        tx,
+        482,
+        "Loop Detected (Call-ID belongs to a live call)",
+        vec![],
+    )
+    .await;
 }
 
 /// The mode and agent id of a dialled monitoring feature code (`*41` + agent).
@@ -732,22 +841,13 @@ async fn phone_account(
 ) -> Option<String> {
     let credentials = header_values(&tx.original.headers, "Authorization");
     let agents = &ctx.settings.agents;
-    let outcome = ctx
-        .agent_auth
-        .authenticate(credentials, "INVITE", source.ip(), |user| {
-            agents.get(user).map(|a: &Agent| a.password.clone())
-        });
-    match outcome {
-        AuthOutcome::Authenticated { username } => Some(username),
-        AuthOutcome::Challenge { stale } => {
-            challenge(ctx, tx, false, stale).await;
-            None
-        }
-        AuthOutcome::Failed { reason, banned } => {
-            auth_failed(ctx, tx, source, "INVITE", reason, banned, false).await;
-            None
-        }
-    }
+    let request_uri = tx.original.uri.to_string();
+    let outcome =
+        ctx.agent_auth
+            .authenticate(credentials, "INVITE", &request_uri, source.ip(), |user| {
+                agents.get(user).map(|a: &Agent| a.password.clone())
+            });
+    settle_auth(ctx, tx, source, "INVITE", outcome, false).await
 }
 
 /// The call `agent` is talking on (or holding), per the router.
@@ -799,8 +899,8 @@ async fn handle_consult_invite(
 }
 
 enum Refusal {
-    Challenge { stale: bool },
-    Failed { reason: String, banned: bool },
+    /// Not authenticated (yet): answered by [`settle_auth`].
+    Auth(AuthOutcome),
     NotATrunk,
 }
 
@@ -817,9 +917,10 @@ fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trun
             .find_map(|t| t.credentials.as_ref().filter(|c| c.username == user))
             .map(|c| c.password.clone())
     };
+    let request_uri = tx.original.uri.to_string();
     match ctx
         .trunk_auth
-        .authenticate(credentials, "INVITE", source, password_of)
+        .authenticate(credentials, "INVITE", &request_uri, source, password_of)
     {
         AuthOutcome::Authenticated { username } => candidates
             .iter()
@@ -830,8 +931,7 @@ fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trun
             })
             .map(|t| (*t).clone())
             .ok_or(Refusal::NotATrunk),
-        AuthOutcome::Challenge { stale } => Err(Refusal::Challenge { stale }),
-        AuthOutcome::Failed { reason, banned } => Err(Refusal::Failed { reason, banned }),
+        outcome => Err(Refusal::Auth(outcome)),
     }
 }
 

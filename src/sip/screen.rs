@@ -2,8 +2,11 @@
 //!
 //! Owns the rules that keep bad input from reaching (or stalling) the stack:
 //! requests missing a mandatory header, a CSeq that contradicts the method, a bad
-//! Content-Length, Max-Forwards exhausted, sources banned for failed logins, and
-//! datagrams the SIP parser cannot read at all. Each gets a precise 4xx/5xx with
+//! Content-Length, Max-Forwards exhausted, and datagrams the SIP parser cannot
+//! read at all. (Failed logins lock out authentication only, in the digest
+//! authority: nothing here refuses a source as a whole, so a spoofed source
+//! cannot cost a real one its service.) It also gives back the place of each
+//! SIP/TCP connection the stack reports closed. Each gets a precise 4xx/5xx with
 //! a reason phrase saying what was wrong, or silence when no answer can be
 //! addressed. Checks are pure functions; the two adapters at the bottom plug them
 //! into rsipstack (the transport-event inspector and the UDP socket seam).
@@ -11,7 +14,6 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rsipstack::sip::{
     Header, HeadersExt, Method, Request, Response, Scheme, SipMessage, StatusCode, Version,
@@ -20,7 +22,7 @@ use rsipstack::transaction::endpoint::TransportEventInspector;
 use rsipstack::transport::{SipAddr, SipConnection, TransportEvent};
 
 use super::ALLOW;
-use super::throttle::AuthThrottle;
+use super::limits::EdgeLimits;
 
 /// A request refused at the door.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,9 +241,10 @@ fn raw_response(head: &[u8], rejection: &Rejection, server: &str) -> Option<Vec<
     Some(out.into_bytes())
 }
 
-/// Plugs [`check_request`] and the ban list into rsipstack, for every transport.
+/// Plugs [`check_request`] into rsipstack, for every transport, and watches
+/// SIP/TCP connections close.
 pub struct Screen {
-    pub throttle: Arc<AuthThrottle>,
+    pub limits: Arc<EdgeLimits>,
     pub server: String,
 }
 
@@ -275,16 +278,17 @@ impl Screen {
 #[async_trait::async_trait]
 impl TransportEventInspector for Screen {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
+        if let TransportEvent::Closed(conn) = &event {
+            if conn.transport() == rsipstack::sip::Transport::Tcp
+                && let Some(peer) = conn.get_remote_addr().and_then(socket_addr)
+            {
+                self.limits.tcp.release(peer);
+            }
+            return Some(event);
+        }
         let TransportEvent::Incoming(SipMessage::Request(req), conn, from) = &event else {
             return Some(event);
         };
-        if let Some(src) = socket_addr(from) {
-            if self.throttle.is_banned(src.ip(), Instant::now()) {
-                let rejection = Rejection::new(403, "Forbidden (too many failed authentications)");
-                self.refuse(req, rejection, conn, from).await;
-                return None;
-            }
-        }
         if let Err(rejection) = check_request(req, !conn.is_reliable()) {
             self.refuse(req, rejection, conn, from).await;
             return None;
