@@ -64,11 +64,12 @@ struct HttpState {
     registry: prometheus::Registry,
     started: std::time::Instant,
     store: Option<Arc<crate::store::StoreStats>>,
+    api: Arc<crate::api::ApiState>,
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let snapshot = state.router.snapshot().await.ok();
-    let body = crate::metrics::render(&crate::metrics::Sources {
+    let mut body = crate::metrics::render(&crate::metrics::Sources {
         registry: &state.registry,
         edge: &state.edge,
         snapshot: snapshot.as_ref(),
@@ -82,6 +83,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             }
         }),
     });
+    state.api.render_metrics(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -105,6 +107,7 @@ pub async fn start(
             registry,
             started: std::time::Instant::now(),
             store,
+            api: api.clone(),
         })
         .merge(crate::api::routes(api))
         .merge(wallboard::routes());

@@ -2,8 +2,13 @@
 //! bus: a numbered journal of recent events (the WebSocket's resume window),
 //! the live calls with their queue and agent (who may see which event), and
 //! per-queue counts for today and the last 15 minutes (service level).
+//!
+//! The journal is bounded in entries and in bytes of JSON; an event larger
+//! than an entry may be (texts from callers, agents' notes, IVR variables)
+//! is kept with its long texts cut short and marked `"truncated": true`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +29,38 @@ pub struct Entry {
     pub call_id: Option<String>,
     pub agent: Option<String>,
     pub queue: Option<String>,
+    /// Size of `json`, serialized.
+    pub bytes: usize,
+}
+
+/// The journal's bounds and what they cost.
+#[derive(Debug)]
+pub struct JournalLimits {
+    /// Bytes of JSON kept at most.
+    pub max_bytes: usize,
+    /// Largest entry; larger events are cut down.
+    pub entry_max_bytes: usize,
+}
+
+impl Default for JournalLimits {
+    fn default() -> Self {
+        let limits = crate::config::ApiLimits::default();
+        JournalLimits {
+            max_bytes: limits.journal_max_bytes,
+            entry_max_bytes: limits.journal_entry_max_bytes,
+        }
+    }
+}
+
+/// Counters of the journal, for the metrics page.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Events whose texts were cut to fit an entry.
+    pub truncated: AtomicU64,
+    /// Entries dropped before their turn to keep the bytes bound.
+    pub evicted_for_bytes: AtomicU64,
+    /// Bytes of JSON held now.
+    pub bytes: AtomicU64,
 }
 
 /// A live call as the API lists it.
@@ -76,6 +113,7 @@ pub struct QueueFigures {
 struct Inner {
     next_cursor: u64,
     journal: VecDeque<Entry>,
+    journal_bytes: usize,
     calls: HashMap<String, LiveCall>,
     queues: HashMap<String, QueueCounts>,
     paused: std::collections::HashSet<String>,
@@ -87,6 +125,8 @@ pub struct Floor {
     inner: Arc<Mutex<Inner>>,
     live: broadcast::Sender<Entry>,
     service_level: Arc<HashMap<String, Duration>>,
+    limits: Arc<JournalLimits>,
+    stats: Arc<JournalStats>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -101,11 +141,23 @@ fn field(json: &serde_json::Value, name: &str) -> Option<String> {
 
 impl Floor {
     pub fn new(service_level: HashMap<String, Duration>) -> Floor {
+        Floor::with_limits(service_level, JournalLimits::default())
+    }
+
+    /// A floor whose journal keeps to `limits`.
+    pub fn with_limits(service_level: HashMap<String, Duration>, limits: JournalLimits) -> Floor {
         Floor {
             inner: Arc::default(),
             live: broadcast::channel(1024).0,
             service_level: Arc::new(service_level),
+            limits: Arc::new(limits),
+            stats: Arc::default(),
         }
+    }
+
+    /// The journal's counters.
+    pub fn journal_stats(&self) -> &JournalStats {
+        &self.stats
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -133,9 +185,10 @@ impl Floor {
 
     /// Takes one event into the journal, the live calls and the counts.
     pub fn record(&self, stamped: &Stamped) {
-        let Ok(json) = serde_json::to_value(stamped) else {
+        let Ok(mut json) = serde_json::to_value(stamped) else {
             return;
         };
+        let mut bytes = json.to_string().len();
         let at = unix_ms(stamped.at);
         let mut inner = self.lock();
         let call_id = field(&json, "call_id");
@@ -146,6 +199,12 @@ impl Floor {
         if let Event::CallEnded { call_id, .. } = &stamped.event {
             inner.calls.remove(call_id);
         }
+        // Who the event concerns is taken before any cut: the visibility
+        // of a cut-down event is the event's own.
+        if bytes > self.limits.entry_max_bytes {
+            bytes = cut_down(&mut json, self.limits.entry_max_bytes);
+            self.stats.truncated.fetch_add(1, Ordering::Relaxed);
+        }
         let cursor = inner.next_cursor;
         inner.next_cursor += 1;
         let entry = Entry {
@@ -154,12 +213,31 @@ impl Floor {
             call_id,
             agent,
             queue,
+            bytes,
         };
-        if inner.journal.len() == JOURNAL_LEN {
-            inner.journal.pop_front();
+        let mut evicted = 0;
+        while inner.journal.len() >= JOURNAL_LEN
+            || (!inner.journal.is_empty() && inner.journal_bytes + bytes > self.limits.max_bytes)
+        {
+            let Some(old) = inner.journal.pop_front() else {
+                break;
+            };
+            inner.journal_bytes -= old.bytes;
+            if inner.journal.len() + 1 < JOURNAL_LEN {
+                evicted += 1;
+            }
         }
+        inner.journal_bytes += bytes;
         inner.journal.push_back(entry.clone());
+        self.stats
+            .bytes
+            .store(inner.journal_bytes as u64, Ordering::Relaxed);
         drop(inner);
+        if evicted > 0 {
+            self.stats
+                .evicted_for_bytes
+                .fetch_add(evicted, Ordering::Relaxed);
+        }
         let _ = self.live.send(entry);
     }
 
@@ -348,6 +426,48 @@ impl Floor {
     }
 }
 
+/// Longest text kept in a cut-down event.
+const CUT_TEXT_CHARS: usize = 256;
+
+/// Cuts the texts of an oversized event to [`CUT_TEXT_CHARS`] and marks it
+/// `"truncated": true`; if that is still over `max_bytes`, only its type,
+/// time and the names of who it concerns are kept (each cut as well).
+/// Returns the size it ends with.
+fn cut_down(json: &mut serde_json::Value, max_bytes: usize) -> usize {
+    fn cut_texts(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                if let Some((at, _)) = text.char_indices().nth(CUT_TEXT_CHARS) {
+                    text.truncate(at);
+                    text.push('…');
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(cut_texts),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(cut_texts),
+            _ => {}
+        }
+    }
+    cut_texts(json);
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("truncated".into(), true.into());
+    }
+    let bytes = json.to_string().len();
+    if bytes <= max_bytes {
+        return bytes;
+    }
+    let mut kept = serde_json::Map::new();
+    if let Some(fields) = json.as_object() {
+        for name in ["at", "type", "call_id", "agent", "queue"] {
+            if let Some(value) = fields.get(name) {
+                kept.insert(name.into(), value.clone());
+            }
+        }
+    }
+    kept.insert("truncated".into(), true.into());
+    *json = serde_json::Value::Object(kept);
+    json.to_string().len()
+}
+
 /// Days since the epoch in UTC: "today" for the counts.
 fn day_of(ms: u64) -> u64 {
     ms / 86_400_000
@@ -384,4 +504,101 @@ fn count(inner: &mut Inner, queue: &str, at: u64, answered: bool, within_sl: boo
         answered,
         within_sl,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped(event: Event) -> Stamped {
+        Stamped {
+            at: SystemTime::now(),
+            event,
+        }
+    }
+
+    fn notes(call: usize, len: usize) -> Stamped {
+        stamped(Event::CallDispositionSet {
+            call_id: format!("call-{call}"),
+            category: "sales".into(),
+            notes: "=x".repeat(len / 2),
+        })
+    }
+
+    #[test]
+    fn an_oversized_event_is_kept_cut_down_and_counted() {
+        let floor = Floor::with_limits(
+            HashMap::new(),
+            JournalLimits {
+                max_bytes: 1_000_000,
+                entry_max_bytes: 1_024,
+            },
+        );
+        floor.record(&notes(1, 200_000));
+        floor.record(&notes(2, 100));
+        let stats = floor.journal_stats();
+        assert_eq!(stats.truncated.load(Ordering::Relaxed), 1);
+        let entries = floor.since(0).map(|mut e| {
+            e.insert(0, floor.lock().journal[0].clone());
+            e
+        });
+        let entries = entries.unwrap();
+        assert_eq!(entries.len(), 2);
+        let cut = &entries[0];
+        assert!(cut.bytes <= 1_024, "{}", cut.bytes);
+        assert_eq!(cut.json.to_string().len(), cut.bytes);
+        assert_eq!(cut.json["truncated"], true);
+        assert_eq!(cut.json["type"], "call_disposition_set");
+        assert_eq!(cut.call_id.as_deref(), Some("call-1"));
+        assert_eq!(floor.history("call-1").len(), 1, "still the call's history");
+        assert!(entries[1].json.get("truncated").is_none());
+        // An event with nothing but huge texts keeps its type and call.
+        let huge_agent = stamped(Event::CallConnected {
+            call_id: "call-3".into(),
+            agent: "a".repeat(300),
+            queue: "q".repeat(300),
+            waited_ms: 0,
+            ring_ms: 0,
+            late: false,
+        });
+        floor.record(&huge_agent);
+        let last = floor.lock().journal.back().cloned().unwrap();
+        assert!(last.bytes <= 1_024 + 64, "{}", last.bytes);
+        assert_eq!(last.json["call_id"], "call-3");
+        assert_eq!(last.agent.as_deref(), Some("a".repeat(300).as_str()));
+    }
+
+    #[test]
+    fn the_journal_keeps_to_its_byte_bound_dropping_the_oldest() {
+        let floor = Floor::with_limits(
+            HashMap::new(),
+            JournalLimits {
+                max_bytes: 64 * 1024,
+                entry_max_bytes: 4 * 1024,
+            },
+        );
+        for n in 0..2_000 {
+            floor.record(&notes(n, 3_000));
+            let bytes = floor.journal_stats().bytes.load(Ordering::Relaxed);
+            assert!(bytes <= 64 * 1024, "{bytes} bytes after {n}");
+        }
+        let inner = floor.lock();
+        let held: usize = inner.journal.iter().map(|e| e.bytes).sum();
+        assert_eq!(held, inner.journal_bytes);
+        assert!(inner.journal.len() < 30, "{}", inner.journal.len());
+        assert_eq!(
+            inner.journal.back().unwrap().cursor,
+            1_999,
+            "the newest stays"
+        );
+        drop(inner);
+        assert!(
+            floor
+                .journal_stats()
+                .evicted_for_bytes
+                .load(Ordering::Relaxed)
+                > 1_900
+        );
+        assert_eq!(floor.journal_stats().truncated.load(Ordering::Relaxed), 0);
+    }
 }

@@ -31,7 +31,6 @@ use self::auth::Tokens;
 use self::floor::Floor;
 use crate::acd::RouterHandle;
 use crate::sip::EdgeContext;
-use crate::sip::throttle::AuthThrottle;
 
 /// Everything the API handlers share.
 pub struct ApiState {
@@ -39,7 +38,7 @@ pub struct ApiState {
     pub router: RouterHandle,
     pub floor: Floor,
     pub tokens: Tokens,
-    pub throttle: AuthThrottle,
+    pub throttle: auth::FailedAuths,
 }
 
 /// Axum's state for the API routes.
@@ -65,19 +64,74 @@ impl ApiState {
             .iter()
             .map(|(name, q)| (name.clone(), q.service_level))
             .collect();
-        let floor = Floor::new(service_level);
+        let limits = settings.api.limits;
+        let floor = Floor::with_limits(
+            service_level,
+            floor::JournalLimits {
+                max_bytes: limits.journal_max_bytes,
+                entry_max_bytes: limits.journal_entry_max_bytes,
+            },
+        );
         floor.follow(bus);
         Arc::new(ApiState {
             tokens: Tokens::new(settings.api.tokens.clone()),
-            throttle: AuthThrottle::new(
+            throttle: auth::FailedAuths::new(
                 settings.auth.max_failures,
                 settings.auth.failure_window,
                 settings.auth.ban_time,
+                settings.api.limits.max_failed_sources,
             ),
             edge,
             router,
             floor,
         })
+    }
+}
+
+impl ApiState {
+    /// The API's own bounds on the metrics page, in the text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let journal = self.floor.journal_stats();
+        let families: [(&str, &str, &str, u64); 5] = [
+            (
+                "hotline_api_auth_failure_sources",
+                "gauge",
+                "Source addresses in the API's failed-authentication table.",
+                self.throttle.tracked_sources() as u64,
+            ),
+            (
+                "hotline_api_auth_failure_sources_evicted_total",
+                "counter",
+                "Sources pushed out of the full failed-authentication table while their window or ban ran.",
+                self.throttle.evicted(),
+            ),
+            (
+                "hotline_api_journal_bytes",
+                "gauge",
+                "Bytes of event JSON held by the live-event journal.",
+                journal.bytes.load(Relaxed),
+            ),
+            (
+                "hotline_api_journal_truncated_total",
+                "counter",
+                "Events cut down to api.journal_entry_max_bytes in the live-event journal.",
+                journal.truncated.load(Relaxed),
+            ),
+            (
+                "hotline_api_journal_evicted_total",
+                "counter",
+                "Journal entries dropped early to keep api.journal_max_bytes.",
+                journal.evicted_for_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
 }
 

@@ -200,15 +200,44 @@ impl Default for MonitorSettings {
 pub struct RawApi {
     pub not_ready_reasons: Vec<String>,
     pub tokens: BTreeMap<String, RawApiToken>,
+    pub max_failed_sources: usize,
+    pub journal_max_bytes: usize,
+    pub journal_entry_max_bytes: usize,
 }
 
 impl Default for RawApi {
     fn default() -> Self {
+        let limits = ApiLimits::default();
         Self {
             not_ready_reasons: ["break", "lunch", "training", "meeting", "after-call-work"]
                 .map(String::from)
                 .to_vec(),
             tokens: BTreeMap::new(),
+            max_failed_sources: limits.max_failed_sources,
+            journal_max_bytes: limits.journal_max_bytes,
+            journal_entry_max_bytes: limits.journal_entry_max_bytes,
+        }
+    }
+}
+
+/// The API's memory bounds (`api.max_failed_sources`, `api.journal_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Source addresses the failed-authentication table holds at most.
+    pub max_failed_sources: usize,
+    /// Bytes of event JSON the live-event journal holds at most.
+    pub journal_max_bytes: usize,
+    /// Largest journal entry; a larger event is kept with its long texts
+    /// cut short.
+    pub journal_entry_max_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_failed_sources: 10_000,
+            journal_max_bytes: 16 * 1024 * 1024,
+            journal_entry_max_bytes: 8 * 1024,
         }
     }
 }
@@ -262,6 +291,7 @@ pub struct ApiToken {
 pub struct ApiSettings {
     pub not_ready_reasons: Vec<String>,
     pub tokens: Vec<ApiToken>,
+    pub limits: ApiLimits,
 }
 
 /// `[metrics]`: what the metrics page shows beyond the defaults.
@@ -1726,9 +1756,33 @@ impl RawConfig {
                 sha256,
             });
         }
+        let api = &self.api;
+        if api.max_failed_sources == 0 {
+            issue("api.max_failed_sources".into(), "must be at least 1".into());
+        }
+        if api.journal_entry_max_bytes < 512 {
+            issue(
+                "api.journal_entry_max_bytes".into(),
+                format!("{} is too small: at least 512", api.journal_entry_max_bytes),
+            );
+        }
+        if api.journal_max_bytes < api.journal_entry_max_bytes {
+            issue(
+                "api.journal_max_bytes".into(),
+                format!(
+                    "{} is smaller than one entry (api.journal_entry_max_bytes = {})",
+                    api.journal_max_bytes, api.journal_entry_max_bytes
+                ),
+            );
+        }
         ApiSettings {
             not_ready_reasons: self.api.not_ready_reasons.clone(),
             tokens,
+            limits: ApiLimits {
+                max_failed_sources: api.max_failed_sources,
+                journal_max_bytes: api.journal_max_bytes,
+                journal_entry_max_bytes: api.journal_entry_max_bytes,
+            },
         }
     }
 

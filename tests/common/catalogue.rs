@@ -56,6 +56,11 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_survey_responses_total",
     "hotline_survey_satisfaction_ratio",
     "hotline_survey_satisfaction_target_ratio",
+    "hotline_api_auth_failure_sources",
+    "hotline_api_auth_failure_sources_evicted_total",
+    "hotline_api_journal_bytes",
+    "hotline_api_journal_truncated_total",
+    "hotline_api_journal_evicted_total",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.
