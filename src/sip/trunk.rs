@@ -111,6 +111,7 @@ mod tests {
                         description: String::new(),
                         target: NumberTarget::Ivr("main".into()),
                         answer_after: Duration::ZERO,
+                        max_duration: None,
                     },
                 )
             })
