@@ -623,6 +623,13 @@ impl Actor {
             });
         }
         info!("caller and agent bridged");
+        let queue_max = self
+            .ctx
+            .settings
+            .queues
+            .get(&connected.leg.queue)
+            .and_then(|q| q.max_duration);
+        self.lifetime.connected(connected.answered_at, queue_max);
         self.start_recording();
         self.hold_changed();
     }
@@ -1295,6 +1302,7 @@ impl Actor {
     /// router told. The agent's dialog is the caller's to end.
     pub(super) fn release_agent(&mut self, by: ReleasedBy) -> Option<Connected> {
         let connected = self.acd.connected.take()?;
+        self.lifetime.disconnected();
         self.release_event(&connected, by);
         self.acd.hold = None;
         self.acd.api_hold = false;
@@ -1313,6 +1321,7 @@ impl Actor {
         let Some(connected) = self.acd.connected.take() else {
             return;
         };
+        self.lifetime.disconnected();
         self.end_consult("cancelled");
         self.end_monitor("requeued", true);
         self.acd.hold = None;

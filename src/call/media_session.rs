@@ -162,12 +162,18 @@ impl MediaSession {
             .or_else(|| self.latch.expected().filter(|_| !self.latch.behind_nat()))
     }
 
-    /// Whether the peer is due to send us media (neither on hold nor muted
-    /// by its SDP: sendonly from our side, or inactive).
+    /// Whether the peer is due to send us media: both directions are on
+    /// (no hold, no sendonly/recvonly/inactive) and it has an address.
     pub fn expects_media(&self) -> bool {
         self.negotiated
             .as_ref()
-            .is_some_and(|n| matches!(n.direction, Direction::SendRecv | Direction::RecvOnly))
+            .is_some_and(|n| n.direction == Direction::SendRecv && n.remote.is_some())
+    }
+
+    /// The silence clock starts again at `now` (the call is on hold: the
+    /// peer owes us nothing meanwhile).
+    pub fn excuse_silence(&mut self, now: Instant) {
+        self.heard = (self.packets_in(), now);
     }
 
     /// How long the peer has sent nothing while it was due to; zero when

@@ -12,6 +12,7 @@ mod acd;
 pub mod agent_leg;
 mod callback;
 pub mod consult;
+pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
 pub mod monitor;
@@ -392,6 +393,10 @@ async fn call_actor(
         conference: None,
         survey: None,
         referred: Vec::new(),
+        lifetime: lifetime::Lifetime::new(
+            ctx.settings.media.rtp_timeout,
+            admitted.number.max_duration,
+        ),
     };
     if ended.is_none() {
         let mut vars = BTreeMap::new();
@@ -467,6 +472,8 @@ struct Actor {
     survey: Option<survey::Survey>,
     /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
     referred: Vec<refer::Accepted>,
+    /// The bounds that end the call when its end never comes.
+    lifetime: lifetime::Lifetime,
 }
 
 impl Actor {
@@ -756,6 +763,7 @@ impl Actor {
                     self.on_acd_timers(now).await;
                     self.on_monitor_timer(now);
                     self.on_consult_timer(now);
+                    self.on_lifetime_timers(now);
                 }
             }
         }
@@ -766,11 +774,18 @@ impl Actor {
         let far = Instant::now() + Duration::from_secs(86400);
         let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
         let consult = self.consult.as_ref().and_then(consult::Consult::deadline);
-        [self.timer, self.acd.next_deadline(), monitor, consult]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        let lifetime = self.lifetime.deadline();
+        [
+            self.timer,
+            self.acd.next_deadline(),
+            monitor,
+            consult,
+            lifetime,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
     }
 
     /// A request or state change of the caller's dialog; returns who ended
@@ -783,6 +798,7 @@ impl Actor {
         match state {
             DialogState::Confirmed(..) if !self.answered => {
                 self.answered = true;
+                self.lifetime.answered(Instant::now());
                 self.ctx.bus.publish(Event::CallAnswered {
                     call_id: self.call_id.clone(),
                 });

@@ -809,6 +809,9 @@ pub struct RawQueue {
     /// The post-call survey's IVR flow (rulebook Q3); empty: none.
     pub survey: String,
     pub survey_target: f64,
+    /// Longest talk with an agent of this queue; zero: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
 }
 
 impl Default for RawQueue {
@@ -833,6 +836,7 @@ impl Default for RawQueue {
             record: true,
             survey: String::new(),
             survey_target: 0.96,
+            max_duration: Duration::ZERO,
         }
     }
 }
@@ -1220,6 +1224,8 @@ pub struct RawNumber {
     pub greeting: String,
     #[serde(with = "humantime_serde")]
     pub answer_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1365,6 +1371,9 @@ pub struct Queue {
     pub survey: Option<String>,
     /// Share of survey scores of 4 or 5 the queue aims at.
     pub survey_target: Ratio,
+    /// Longest talk from an agent's answer: then the call ends (reason
+    /// `max_duration`); `None` = no limit.
+    pub max_duration: Option<Duration>,
 }
 
 /// A share between 0 and 1, checked finite at load (so it compares as a
@@ -1399,6 +1408,7 @@ impl Queue {
             record: raw.record,
             survey: None,
             survey_target: Ratio(raw.survey_target),
+            max_duration: nonzero(raw.max_duration),
         }
     }
 }
@@ -1495,6 +1505,9 @@ pub struct HotlineNumber {
     pub description: String,
     pub target: NumberTarget,
     pub answer_after: Duration,
+    /// Longest call from hotline's answer: then it ends (reason
+    /// `max_duration`); `None` = no limit.
+    pub max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1948,6 +1961,7 @@ impl RawConfig {
                         description: raw.description.clone(),
                         target,
                         answer_after: raw.answer_after,
+                        max_duration: nonzero(raw.max_duration),
                     },
                 );
             }
@@ -2429,6 +2443,7 @@ impl RawConfig {
                     record: raw.record,
                     survey: (!survey.is_empty()).then(|| survey.to_string()),
                     survey_target: Ratio(raw.survey_target),
+                    max_duration: nonzero(raw.max_duration),
                 },
             );
         }
@@ -3321,7 +3336,7 @@ add_skills = ["general", "french"]
         let acd = documented("[acd]", "# --- Queues");
         let queue = documented("# [queues.NAME]", "[queues.support]");
         assert_eq!(acd.len(), 14, "{acd:#?}");
-        assert_eq!(queue.len(), 19, "{queue:#?}");
+        assert_eq!(queue.len(), 20, "{queue:#?}");
         let text = format!(
             "[acd]\n{}\n[queues.q]\n{}\n",
             acd.join("\n"),
@@ -3330,6 +3345,35 @@ add_skills = ["general", "french"]
         let s = load(&text).unwrap_or_else(|e| panic!("{e}\n--- documented ---\n{text}"));
         assert_eq!(s.acd, AcdSettings::default());
         assert_eq!(s.queues["q"], Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn media_call_bounds_take_their_documented_defaults_and_are_checked() {
+        let documented = documented("[media]", "[log]");
+        assert!(documented.iter().any(|l| l.starts_with("rtp_timeout")));
+        let s = load(&format!("[media]\n{}\n", documented.join("\n"))).unwrap();
+        assert_eq!(s.media.latch_window, Duration::from_secs(2));
+        assert_eq!(s.media.rtp_timeout, Some(Duration::from_secs(60)));
+        let defaults = load("").unwrap();
+        assert_eq!(defaults.media.latch_window, s.media.latch_window);
+        assert_eq!(defaults.media.rtp_timeout, s.media.rtp_timeout);
+        assert_eq!(
+            load("[media]\nrtp_timeout = \"0s\"\n")
+                .unwrap()
+                .media
+                .rtp_timeout,
+            None
+        );
+        let err = load("[media]\nrtp_timeout = \"200ms\"\nlatch_window = \"30s\"\n").unwrap_err();
+        let keys = issue_keys(&err);
+        assert!(keys.contains(&"media.rtp_timeout".to_string()), "{err}");
+        assert!(keys.contains(&"media.latch_window".to_string()), "{err}");
+        let s = load("[numbers.\"500\"]\nqueue = \"q\"\nmax_duration = \"2h\"\n[queues.q]\nmax_duration = \"1h\"\n").unwrap();
+        assert_eq!(
+            s.numbers["500"].max_duration,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(s.queues["q"].max_duration, Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub enum Event {
         /// Whether the call had been answered before it ended.
         answered: bool,
     },
+    /// Hotline ended a call whose end never came: `rtp_timeout` (a leg sent
+    /// no RTP while it should), `session_expired` (an RFC 4028 session
+    /// timer ran out unrefreshed), `max_duration` (the number's or queue's
+    /// longest call). `CallEnded` follows, released by the system.
+    CallExpired {
+        call_id: String,
+        reason: &'static str,
+    },
     MediaStarted {
         call_id: String,
         codec: String,

@@ -87,6 +87,7 @@ pub struct Metrics {
     monitor_active: prometheus::IntGauge,
     consultations: IntCounterVec,
     released: IntCounterVec,
+    calls_expired: IntCounterVec,
     staffing_below_minimum: IntCounterVec,
     auth_failures: IntCounter,
     bans: IntCounter,
@@ -400,6 +401,12 @@ impl Metrics {
                 "Connected calls ended, by who hung up first.",
                 &["queue", "released_by"],
             )?,
+            calls_expired: counter_vec(
+                &r,
+                "hotline_calls_expired_total",
+                "Calls hotline ended because their end never came, by reason (rtp_timeout, session_expired, max_duration).",
+                &["reason"],
+            )?,
             staffing_below_minimum: counter_vec(
                 &r,
                 "hotline_staffing_below_minimum_total",
@@ -495,6 +502,9 @@ impl Metrics {
             }
         }
         m.breaks_over_limit.with_label_values(&["no-answer"]);
+        for reason in crate::call::lifetime::EXPIRY_REASONS {
+            m.calls_expired.with_label_values(&[reason]);
+        }
         for mode in ["listen", "whisper", "barge"] {
             m.monitor_mode_changes.with_label_values(&[mode]);
             for via in ["api", "phone"] {
@@ -683,6 +693,9 @@ impl Metrics {
                         .with_label_values(&[agent])
                         .inc_by(talk_ms / 1000);
                 }
+            }
+            Event::CallExpired { reason, .. } => {
+                self.calls_expired.with_label_values(&[reason]).inc();
             }
             Event::CallTransferred { from_queue, .. } => {
                 self.transfers.with_label_values(&[from_queue]).inc();

@@ -113,6 +113,7 @@ mod tests {
                         description: String::new(),
                         target: NumberTarget::Ivr("main".into()),
                         answer_after: Duration::ZERO,
+                        max_duration: None,
                     },
                 )
             })

@@ -509,6 +509,7 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::CallRejected { call_id, .. }
         | Event::CallAnswered { call_id }
         | Event::CallEnded { call_id, .. }
+        | Event::CallExpired { call_id, .. }
         | Event::MediaStarted { call_id, .. }
         | Event::MediaStopped { call_id, .. }
         | Event::IvrNodeEntered { call_id, .. }

@@ -1,0 +1,132 @@
+//! Calls whose end never comes are ended by hotline: a caller gone silent
+//! (no BYE, no RTP) at the RTP inactivity timeout, a call at its queue's
+//! longest length. Both legs get BYE, the agent goes to wrap-up, and the
+//! reason is published and stored with the call's events.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::acd::*;
+use common::*;
+use rusqlite::Connection;
+
+const WRAP_UP_1001: [&str; 3] = [
+    "\"type\":\"agent_state_changed\"",
+    "\"agent\":\"1001\"",
+    "\"state\":\"wrap-up\"",
+];
+
+/// The event types stored for each call, in order, after the server stopped.
+fn stored_events(db: &Path) -> Vec<(String, String, String)> {
+    let conn = Connection::open(db).unwrap();
+    conn.prepare("SELECT coalesce(call_id, ''), type, json FROM events ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Stops the server (its store writes what it holds); the database stays
+/// in the server's directory while `server` lives.
+fn stop(server: &mut Server) -> std::path::PathBuf {
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+    server.dir.path().join("hotline.db")
+}
+
+/// Runs one call to 402 answered by agent 1001 whose caller sends no RTP
+/// and never hangs up; returns the caller's and the agent's SIPp runs and
+/// how long the call lasted after the agent answered.
+fn silent_call(server: &Server) -> (SippRun, SippRun, Duration) {
+    let agent_port = free_port();
+    register_agent(server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| answering_agent(agent_port, 200, (0, "PCMU")).run(server));
+        let caller = s.spawn(|| caller_until_hung_up("402").run(server));
+        server.wait_event(&["\"type\":\"call_connected\""], Duration::from_secs(10));
+        let connected = Instant::now();
+        let caller = caller.join().unwrap();
+        let agent = agent.join().unwrap();
+        (caller, agent, connected.elapsed())
+    })
+}
+
+#[test]
+fn a_caller_that_vanishes_after_the_agent_answers_is_released_at_the_rtp_timeout() {
+    let mut server = Server::start(
+        acd_config("[acd]\nwrap_up = \"2s\"\n")
+            .media("rtp_timeout = \"3s\"")
+            .http(true),
+    );
+    let (caller, agent, lasted) = silent_call(&server);
+    caller.assert_ok(&server);
+    agent.assert_ok(&server);
+    assert!(
+        caller.received().iter().any(|m| m.method() == Some("BYE")),
+        "the caller got BYE"
+    );
+    assert!(
+        agent.received().iter().any(|m| m.method() == Some("BYE")),
+        "the agent got BYE"
+    );
+    assert!(
+        lasted >= Duration::from_millis(2500) && lasted < Duration::from_secs(15),
+        "released after about the 3 s timeout: {lasted:?}"
+    );
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"rtp_timeout\""],
+        Duration::from_secs(3),
+    );
+    server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        page.contains("hotline_calls_expired_total{reason=\"rtp_timeout\"} 1"),
+        "{page}"
+    );
+    let db = stop(&mut server);
+    let events = stored_events(&db);
+    let expired: Vec<_> = events
+        .iter()
+        .filter(|(_, kind, _)| kind == "call_expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "{events:?}");
+    assert!(expired[0].2.contains("rtp_timeout"));
+    let conn = Connection::open(&db).unwrap();
+    let (released_by, disposition): (String, String) = conn
+        .query_row(
+            "SELECT released_by, disposition FROM cdr WHERE call_id = ?1",
+            [&expired[0].0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (released_by.as_str(), disposition.as_str()),
+        ("system", "answered")
+    );
+}
+
+#[test]
+fn a_call_is_ended_at_its_queues_longest_length() {
+    // The silence clock is off: only the length ends the call.
+    let server = Server::start(
+        acd_config("[acd]\nwrap_up = \"2s\"\n[queues.support]\nmax_duration = \"3s\"\n")
+            .media("rtp_timeout = \"0s\""),
+    );
+    let (caller, agent, lasted) = silent_call(&server);
+    caller.assert_ok(&server);
+    agent.assert_ok(&server);
+    assert!(
+        lasted >= Duration::from_millis(2500) && lasted < Duration::from_secs(10),
+        "ended after about 3 s of talk: {lasted:?}"
+    );
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
+    server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
+}
