@@ -1,6 +1,7 @@
 //! The HTTP listener: `/healthz` answers while the server runs, `/metrics`
 //! serves the metrics room's page (Prometheus text format), the demo
-//! account service behind the default IVR, the CTI API under `/api/v1` and
+//! account service behind the default IVR (only with `demo.balance_service`),
+//! the CTI API under `/api/v1` and
 //! the supervisors' wallboard at `/`.
 //!
 //! The listener accepts connections itself so that it can bound them: past
@@ -97,10 +98,14 @@ pub async fn start(
 ) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let limits = ctx.limits.clone();
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/demo/balance", get(demo_balance))
+        .route("/metrics", get(metrics));
+    // Unauthenticated by design: served only when the demo asks for it.
+    if ctx.settings.demo.balance_service {
+        app = app.route("/demo/balance", get(demo_balance));
+    }
+    let app = app
         .with_state(HttpState {
             edge: ctx,
             router,

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
+            Ok(settings) if settings.check_demo_exposure().is_err() => demo_exposed(&settings),
             Ok(settings) => match hotline::media::load_prompts(&settings) {
                 Ok(prompts) => {
                     println!("{settings}, {} prompt(s)", prompts.len());
@@ -172,6 +173,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if settings.check_demo_exposure().is_err() {
+                return demo_exposed(&settings);
+            }
             hotline::init_logging(&settings);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -189,6 +193,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Demo secrets on a listener off loopback: each key is named, exit status 2.
+fn demo_exposed(settings: &Settings) -> ExitCode {
+    if let Err(e) = settings.check_demo_exposure() {
+        eprintln!("{e}");
+    }
+    ExitCode::from(2)
 }
 
 /// `hotline recordings verify`.

@@ -895,3 +895,94 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
         "{metrics}"
     );
 }
+
+/// The default config's `main` flow (and the demo section inside it), its
+/// lookup pointed at the test's own HTTP port.
+fn default_main_flow() -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml"),
+    )
+    .unwrap();
+    let start = text.find("[ivr.main]").expect("[ivr.main]");
+    let end = text[start..]
+        .find("# --- Agents")
+        .map_or(text.len(), |i| start + i);
+    text[start..end].replace("127.0.0.1:8080", "127.0.0.1:{http_port}")
+}
+
+#[test]
+fn a_wrong_pin_reaches_no_log_event_screen_pop_or_api() {
+    const PIN: &str = "97531864";
+    const ADMIN: &str = "pin-test-admin";
+    let admin_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(ADMIN.as_bytes()))
+    };
+    let config = acd_config(&format!(
+        "[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{admin_sha}\"\n\n\
+         [queues.support]\nannounce_agent = false\n\n[queues.sales]\n\n{}",
+        default_main_flow()
+    ))
+    .http(true)
+    .log_level("info,hotline::events=debug");
+    let server = Server::start(config);
+    let port = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_agent(agent_port, 300, (0, "PCMU")).run(server));
+        let mut caller = Caller::new(server);
+        let offer = sdp_offer(caller.rtp_addr(), "0", "");
+        assert_eq!(caller.invite("400", &offer).status(), Some(200));
+        caller.ack("");
+        caller.receive(3);
+        // Eight digits fill the PIN (max_digits = 8): no terminator needed.
+        for key in "91001#".chars().chain(PIN.chars()) {
+            caller.info(key);
+        }
+        server.wait_event(
+            &["\"type\":\"ivr_node_entered\"", "\"node\":\"pin_wrong\""],
+            Duration::from_secs(10),
+        );
+        // The caller goes on to an agent: the screen pop shows no PIN.
+        let offered = server.wait_event(
+            &["\"type\":\"call_offered\"", "\"agent\":\"1001\""],
+            Duration::from_secs(15),
+        );
+        assert!(offered.contains("\"pin\":\"***\""), "{offered}");
+        assert!(offered.contains("\"account\":\"1001\""), "{offered}");
+        let bridged = server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        let call_id = bridged
+            .split("\"call_id\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("call_id")
+            .to_string();
+        let (status, body) = http_request(
+            port,
+            "GET",
+            &format!("/api/v1/calls/{call_id}"),
+            Some(ADMIN),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains(PIN), "{body}");
+        assert!(body.contains("\"pin\":\"***\""), "{body}");
+        caller.bye();
+        agent.join().unwrap().assert_ok(server);
+    });
+    // Only the keys outside the PIN were events.
+    let keys: String = server
+        .events(&["\"type\":\"dtmf_received\""])
+        .iter()
+        .filter_map(|l| l.split("\"digit\":\"").nth(1)?.chars().next())
+        .collect();
+    assert_eq!(keys, "91001#");
+    let log = server.log();
+    assert!(!log.contains(PIN), "the PIN is in the log:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.contains("DTMF")),
+        "keys are logged at info:\n{log}"
+    );
+}

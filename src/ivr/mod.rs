@@ -178,6 +178,31 @@ impl IvrRun {
         &self.vars
     }
 
+    /// The variables as others may see them (screen pop, API, events): the
+    /// flow's sensitive ones masked.
+    pub fn shown_vars(&self) -> BTreeMap<String, String> {
+        let secret = self.flow.sensitive_vars();
+        self.vars
+            .iter()
+            .map(|(k, v)| {
+                let shown = if secret.contains(k.as_str()) {
+                    crate::config::ivr::MASK.to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), shown)
+            })
+            .collect()
+    }
+
+    /// Whether the caller is keying a secret (a sensitive `collect` node).
+    pub fn collecting_secret(&self) -> bool {
+        self.flow
+            .nodes
+            .get(&self.node)
+            .is_some_and(crate::config::ivr::Node::is_sensitive_collect)
+    }
+
     /// The nodes visited, in order.
     pub fn path(&self) -> &[String] {
         &self.path

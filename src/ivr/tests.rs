@@ -389,3 +389,89 @@ fn say_reads_digits_and_points() {
     );
     assert!(say_prompts("abc").is_empty());
 }
+
+const SECRETS: &str = r#"
+start = "account"
+[nodes.account]
+type = "collect"
+prompts = ["enter_account"]
+var = "account"
+max_digits = 4
+next = "pin"
+failure = "q"
+[nodes.pin]
+type = "collect"
+prompts = ["enter_pin"]
+var = "pin"
+max_digits = 4
+next = "code"
+failure = "q"
+[nodes.code]
+type = "collect"
+prompts = ["enter_pin"]
+var = "code"
+max_digits = 2
+sensitive = true
+next = "q"
+failure = "q"
+[nodes.q]
+type = "queue"
+queue = "support"
+"#;
+
+#[test]
+fn secrets_are_masked_and_known_while_they_are_keyed() {
+    let (mut run, _) = IvrRun::start(flow(SECRETS), BTreeMap::new(), monday_noon_utc);
+    assert!(!run.collecting_secret(), "an account number is no secret");
+    run.on(Input::PromptsDone);
+    for d in "1001".chars() {
+        run.on(Input::Digit(d));
+    }
+    assert_eq!(run.node(), "pin");
+    assert!(run.collecting_secret(), "pin, by its name");
+    run.on(Input::PromptsDone);
+    for d in "4321".chars() {
+        run.on(Input::Digit(d));
+    }
+    assert_eq!(run.node(), "code");
+    assert!(run.collecting_secret(), "code, marked sensitive");
+    run.on(Input::PromptsDone);
+    for d in "77".chars() {
+        run.on(Input::Digit(d));
+    }
+    assert_eq!(run.vars()["pin"], "4321", "the flow itself still has it");
+    let shown = run.shown_vars();
+    assert_eq!(shown["account"], "1001");
+    assert_eq!(shown["pin"], "***");
+    assert_eq!(shown["code"], "***");
+}
+
+#[test]
+fn secret_names_are_recognised() {
+    use crate::config::ivr::is_sensitive_name;
+    for name in [
+        "pin",
+        "PIN",
+        "account_pin",
+        "pin2",
+        "password",
+        "new_password",
+        "card",
+        "card_number",
+        "cardno",
+        "cvv",
+        "passcode",
+    ] {
+        assert!(is_sensitive_name(name), "{name}");
+    }
+    for name in [
+        "account",
+        "caller",
+        "spinner",
+        "balance",
+        "survey_score",
+        "number",
+    ] {
+        assert!(!is_sensitive_name(name), "{name}");
+    }
+}

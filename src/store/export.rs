@@ -161,9 +161,13 @@ pub fn csv_field(text: &str) -> String {
 
 /// A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return is
 /// read as a formula by spreadsheets (CSV injection): such text gets a
-/// leading single quote, which makes it plain text there.
+/// leading single quote, which makes it plain text there. A signed number
+/// (a caller in E.164, `-3`) computes nothing and is left as it is.
 pub fn neutralise_formula(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let signed_number = text.len() > 1
+        && text.starts_with(['+', '-'])
+        && text[1..].bytes().all(|b| b.is_ascii_digit());
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) && !signed_number {
         format!("'{text}")
     } else {
         text.to_string()
