@@ -483,6 +483,9 @@ pub struct RawStore {
     pub path: String,
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
+    pub max_pending: usize,
+    pub refusals_per_second: u32,
+    pub retention: RawRetention,
 }
 
 impl Default for RawStore {
@@ -491,17 +494,73 @@ impl Default for RawStore {
             enabled: true,
             path: "hotline.db".into(),
             batch_interval: Duration::from_secs(1),
+            max_pending: 100_000,
+            refusals_per_second: 10,
+            retention: RawRetention::default(),
         }
     }
+}
+
+/// `[store.retention]`: how long events and call records are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// A duration ("90d") or "forever".
+    pub events: String,
+    pub cdrs: String,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            events: "90d".into(),
+            cdrs: "forever".into(),
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Shortest retention: a call live at a crash is recovered from the events
+/// of its last day, and its record must not be swept meanwhile.
+const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A retention as written: "forever" (`None`) or a duration of a day or
+/// more.
+fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let keep = humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration (\"90d\", \"1y\") nor \"forever\": {e}")
+    })?;
+    if keep < MIN_RETENTION {
+        return Err(format!(
+            "{} is too short: at least 1 day, or \"forever\"",
+            humantime::format_duration(keep)
+        ));
+    }
+    Ok(Some(keep))
 }
 
 impl RawStore {
     /// The settings as written, unchecked (see [`RawStore::check`]).
     fn resolve(&self) -> StoreSettings {
+        let defaults = RawRetention::default();
+        let keep = |text: &str, default: &str| {
+            parse_retention(text).unwrap_or_else(|_| parse_retention(default).unwrap_or(None))
+        };
         StoreSettings {
             enabled: self.enabled,
             path: PathBuf::from(self.path.trim()),
             batch_interval: self.batch_interval,
+            max_pending: self.max_pending,
+            refusals_per_second: self.refusals_per_second,
+            retention_events: keep(&self.retention.events, &defaults.events),
+            retention_cdrs: keep(&self.retention.cdrs, &defaults.cdrs),
+            retention_sweep_interval: self.retention.sweep_interval,
         }
     }
 
@@ -522,6 +581,33 @@ impl RawStore {
                 ),
             });
         }
+        if self.max_pending < 1_000 {
+            issues.push(ConfigIssue {
+                key: "store.max_pending".into(),
+                message: format!("{} is too small: at least 1000 rows", self.max_pending),
+            });
+        }
+        for (key, text) in [
+            ("store.retention.events", &self.retention.events),
+            ("store.retention.cdrs", &self.retention.cdrs),
+        ] {
+            if let Err(message) = parse_retention(text) {
+                issues.push(ConfigIssue {
+                    key: key.into(),
+                    message,
+                });
+            }
+        }
+        let sweep = self.retention.sweep_interval;
+        if sweep < Duration::from_secs(60) || sweep > Duration::from_secs(24 * 3600) {
+            issues.push(ConfigIssue {
+                key: "store.retention.sweep_interval".into(),
+                message: format!(
+                    "{} is out of range: expected between 1m and 1d",
+                    humantime::format_duration(sweep)
+                ),
+            });
+        }
     }
 }
 
@@ -535,6 +621,16 @@ pub struct StoreSettings {
     /// How often accepted records are written (100ms-60s): after a crash,
     /// calls that ended longer ago than this are on disk.
     pub batch_interval: Duration,
+    /// Rows kept in memory while the database cannot be written.
+    pub max_pending: usize,
+    /// Refusals (rejected INVITEs, failed authentications) stored per
+    /// second at most; the rest are only counted.
+    pub refusals_per_second: u32,
+    /// How long events and call records are kept (`None`: forever).
+    pub retention_events: Option<Duration>,
+    pub retention_cdrs: Option<Duration>,
+    /// How often rows past their retention are deleted.
+    pub retention_sweep_interval: Duration,
 }
 
 impl Default for StoreSettings {
