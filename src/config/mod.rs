@@ -3133,14 +3133,77 @@ add_skills = ["general", "french"]
 
     #[test]
     fn store_options_take_their_documented_defaults() {
-        let documented = documented("[store]", "# --- Recording");
-        assert_eq!(documented.len(), 3, "{documented:#?}");
-        let s = load(&format!("[store]\n{}\n", documented.join("\n"))).unwrap();
+        let retention = documented("# [store.retention]", "# --- Recording");
+        let documented = documented("[store]", "# [store.retention]");
+        assert_eq!(documented.len(), 5, "{documented:#?}");
+        assert_eq!(retention.len(), 3, "{retention:#?}");
+        let s = load(&format!(
+            "[store]\n{}\n[store.retention]\n{}\n",
+            documented.join("\n"),
+            retention.join("\n")
+        ))
+        .unwrap();
         assert_eq!(s.store, StoreSettings::default());
         assert_eq!(load("").unwrap().store, StoreSettings::default());
         assert!(s.store.enabled);
         assert_eq!(s.store.path, PathBuf::from("hotline.db"));
         assert_eq!(s.store.batch_interval, Duration::from_secs(1));
+        assert_eq!(s.store.max_pending, 100_000);
+        assert_eq!(s.store.refusals_per_second, 10);
+        assert_eq!(
+            s.store.retention_events,
+            Some(Duration::from_secs(90 * 24 * 3600))
+        );
+        assert_eq!(s.store.retention_cdrs, None, "records are kept forever");
+        assert_eq!(s.store.retention_sweep_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn store_bounds_and_retention_are_read_and_checked() {
+        let s = load(
+            "[store]\nmax_pending = 5000\nrefusals_per_second = 0\n\
+             [store.retention]\nevents = \"30d\"\ncdrs = \"2y\"\nsweep_interval = \"10m\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.store.max_pending, 5_000);
+        assert_eq!(s.store.refusals_per_second, 0);
+        assert_eq!(
+            s.store.retention_events,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(s.store.retention_cdrs.is_some());
+        assert_eq!(s.store.retention_sweep_interval, Duration::from_secs(600));
+        let s = load("[store.retention]\nevents = \"forever\"\n").unwrap();
+        assert_eq!(s.store.retention_events, None);
+        for (text, key) in [
+            ("[store]\nmax_pending = 10\n", "store.max_pending"),
+            (
+                "[store.retention]\nevents = \"1h\"\n",
+                "store.retention.events",
+            ),
+            (
+                "[store.retention]\ncdrs = \"never\"\n",
+                "store.retention.cdrs",
+            ),
+            (
+                "[store.retention]\nsweep_interval = \"1s\"\n",
+                "store.retention.sweep_interval",
+            ),
+            ("[api]\nmax_failed_sources = 0\n", "api.max_failed_sources"),
+            (
+                "[api]\njournal_entry_max_bytes = 10\n",
+                "api.journal_entry_max_bytes",
+            ),
+            ("[api]\njournal_max_bytes = 1000\n", "api.journal_max_bytes"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert_eq!(keys(err), vec![key], "{text}");
+        }
+        let api = load("").unwrap().api.limits;
+        assert_eq!(api, ApiLimits::default());
+        assert_eq!(api.max_failed_sources, 10_000);
+        assert_eq!(api.journal_max_bytes, 16 * 1024 * 1024);
+        assert_eq!(api.journal_entry_max_bytes, 8 * 1024);
     }
 
     #[test]

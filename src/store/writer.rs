@@ -279,7 +279,12 @@ impl Writer {
                 Ok(0) => {}
                 Ok(rows) => {
                     expired.fetch_add(rows, Ordering::Relaxed);
-                    info!(table, rows, kept_for = %humantime::format_duration(keep), "rows past their retention deleted");
+                    info!(
+                        table,
+                        rows,
+                        kept_days = keep.as_secs() / 86_400,
+                        "rows past their retention deleted"
+                    );
                 }
                 Err(e) => {
                     warn!(path = %self.path.display(), table, error = %e, "the retention sweep failed; it is tried again later");
