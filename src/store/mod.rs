@@ -130,11 +130,15 @@ impl Store {
                     "calls live when the last run died got their records, as interrupted"
                 );
             }
+            // A full disk must not keep hotline from taking calls: the
+            // rows are still missing, the next start tries again.
             Err(source) => {
-                return Err(StoreError::Recover {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                let e = StoreError::Recover {
                     path: path.to_path_buf(),
                     source,
-                });
+                };
+                error!(error = %e, "the calls of the last run stay without records for now");
             }
         }
         let (inbox, messages) = std::sync::mpsc::channel();
