@@ -457,11 +457,22 @@ fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_reco
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("calls.db");
     let recordings_dir = data.path().join("recordings");
-    let mut config = store_config(&format!(
+    let config = store_config(&format!(
         "[store]\npath = {:?}\nbatch_interval = \"1s\"\n\n[recording]\ndir = {:?}\nflush_interval = \"1s\"\n",
         db.display().to_string(),
         recordings_dir.display().to_string()
     ));
+    // The API lists the recordings of the interrupted calls too.
+    let admin = "store-admin-token";
+    let token_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(admin.as_bytes()))
+    };
+    let mut config = config
+        .extra(&format!(
+            "[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{token_sha256}\"\n"
+        ))
+        .http(true);
     let agents: Vec<String> = (1001..1001 + AGENTS).map(|a| a.to_string()).collect();
     for agent in &agents {
         if !config.agents.iter().any(|(id, _)| id == agent) {
@@ -593,6 +604,24 @@ fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_reco
         stdout.contains(&format!("{AGENTS} recording(s) verified")),
         "{stdout}"
     );
+    let (status, body) = http_request(
+        again.http_port.unwrap(),
+        "GET",
+        "/api/v1/recordings",
+        Some(admin),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = listed
+        .as_array()
+        .or_else(|| listed["recordings"].as_array())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(listed.len(), AGENTS as usize, "{body}");
+    for r in listed {
+        let call_id = r["call_id"].as_str().unwrap();
+        assert_eq!(r["sha256"], files[call_id].1.as_deref().unwrap(), "{r}");
+    }
 }
 
 /// The value of one series on a metrics page (0 when absent).
