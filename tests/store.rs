@@ -1,7 +1,10 @@
 //! Call records end to end: the real server with SIPp callers and agents
 //! writes one `cdr` row per call into its SQLite file; `hotline cdr export`
 //! prints them; a server killed with SIGKILL keeps every call that ended
-//! more than one batch interval before, and starts again on the same file.
+//! more than one batch interval before, and starts again on the same file,
+//! where the calls that were live get `interrupted` records with their
+//! recordings; a flood of refusals is counted, not stored row by row; rows
+//! past their retention are deleted.
 
 mod common;
 
@@ -452,8 +455,9 @@ fn event_field(line: &str, name: &str) -> String {
 
 #[test]
 fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_recordings() {
-    const AGENTS: u32 = 20;
-    const CALLS: usize = 50;
+    // Every agent bridged and recorded, and a few callers still queued.
+    const AGENTS: u32 = 50;
+    const CALLS: usize = 55;
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("calls.db");
     let recordings_dir = data.path().join("recordings");
@@ -486,9 +490,10 @@ fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_reco
     for agent in &agents {
         register_agent(&server, agent, port);
     }
+    let calls = CALLS.to_string();
     let callers = Sipp::new("caller_waits").service("402").media().args(&[
-        "-d", "60000", "-key", "caller", "5550100", "-m", "50", "-l", "50", "-r", "25", "-timeout",
-        "25s",
+        "-d", "60000", "-key", "caller", "5550100", "-m", &calls, "-l", &calls, "-r", "25",
+        "-timeout", "25s",
     ]);
     let phones = Sipp::new("agent_answer").port(port).media().args(&[
         "-d",
