@@ -81,6 +81,13 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
                 errors: s.errors.load(Relaxed),
                 rows_written: s.rows_written.load(Relaxed),
                 pending: s.pending.load(Relaxed),
+                write_failures: s.write_failures.load(Relaxed),
+                failing: s.failing.load(Relaxed),
+                rows_dropped: s.rows_dropped.load(Relaxed),
+                recovered: s.recovered.load(Relaxed),
+                refusals_unsampled: s.refusals_unsampled.load(Relaxed),
+                events_expired: s.events_expired.load(Relaxed),
+                cdrs_expired: s.cdrs_expired.load(Relaxed),
             }
         }),
     });

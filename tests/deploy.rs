@@ -42,6 +42,7 @@ const ALERTS: &[&str] = &[
     "HotlineRingNoAnswerSpike",
     "HotlineAuthFailureBurst",
     "HotlineStoreErrors",
+    "HotlineStoreWriteFailing",
     "HotlineRecordingFailures",
     "HotlineSatisfactionBelowTarget",
 ];

@@ -1,7 +1,10 @@
 //! Call records end to end: the real server with SIPp callers and agents
 //! writes one `cdr` row per call into its SQLite file; `hotline cdr export`
 //! prints them; a server killed with SIGKILL keeps every call that ended
-//! more than one batch interval before, and starts again on the same file.
+//! more than one batch interval before, and starts again on the same file,
+//! where the calls that were live get `interrupted` records with their
+//! recordings; a flood of refusals is counted, not stored row by row; rows
+//! past their retention are deleted.
 
 mod common;
 
@@ -452,16 +455,28 @@ fn event_field(line: &str, name: &str) -> String {
 
 #[test]
 fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_recordings() {
-    const AGENTS: u32 = 20;
-    const CALLS: usize = 50;
+    // Every agent bridged and recorded, and a few callers still queued.
+    const AGENTS: u32 = 50;
+    const CALLS: usize = 55;
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("calls.db");
     let recordings_dir = data.path().join("recordings");
-    let mut config = store_config(&format!(
+    let config = store_config(&format!(
         "[store]\npath = {:?}\nbatch_interval = \"1s\"\n\n[recording]\ndir = {:?}\nflush_interval = \"1s\"\n",
         db.display().to_string(),
         recordings_dir.display().to_string()
     ));
+    // The API lists the recordings of the interrupted calls too.
+    let admin = "store-admin-token";
+    let token_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(admin.as_bytes()))
+    };
+    let mut config = config
+        .extra(&format!(
+            "[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{token_sha256}\"\n"
+        ))
+        .http(true);
     let agents: Vec<String> = (1001..1001 + AGENTS).map(|a| a.to_string()).collect();
     for agent in &agents {
         if !config.agents.iter().any(|(id, _)| id == agent) {
@@ -475,9 +490,10 @@ fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_reco
     for agent in &agents {
         register_agent(&server, agent, port);
     }
+    let calls = CALLS.to_string();
     let callers = Sipp::new("caller_waits").service("402").media().args(&[
-        "-d", "60000", "-key", "caller", "5550100", "-m", "50", "-l", "50", "-r", "25", "-timeout",
-        "25s",
+        "-d", "60000", "-key", "caller", "5550100", "-m", &calls, "-l", &calls, "-r", "25",
+        "-timeout", "25s",
     ]);
     let phones = Sipp::new("agent_answer").port(port).media().args(&[
         "-d",
@@ -593,4 +609,161 @@ fn after_kill_9_the_calls_that_were_live_get_interrupted_records_with_their_reco
         stdout.contains(&format!("{AGENTS} recording(s) verified")),
         "{stdout}"
     );
+    let (status, body) = http_request(
+        again.http_port.unwrap(),
+        "GET",
+        "/api/v1/recordings",
+        Some(admin),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = listed
+        .as_array()
+        .or_else(|| listed["recordings"].as_array())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(listed.len(), AGENTS as usize, "{body}");
+    for r in listed {
+        let call_id = r["call_id"].as_str().unwrap();
+        assert_eq!(r["sha256"], files[call_id].1.as_deref().unwrap(), "{r}");
+    }
+}
+
+/// The value of one series on a metrics page (0 when absent).
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits up to 10 s for `text` in the server's log.
+fn wait_log(server: &Server, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{text}` in the log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn count_rows(db: &Path, table: &str) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_refused_invites_is_counted_in_full_and_stored_at_a_bounded_rate() {
+    const FLOOD: u32 = 2_000;
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("calls.db");
+    let config = store_config(&format!(
+        "[store]\npath = {:?}\nrefusals_per_second = 10\n",
+        db.display().to_string()
+    ))
+    .http(true)
+    .log_level("info");
+    let server = Server::start(config);
+    let started = std::time::Instant::now();
+    let run = Sipp::new("uac_unknown_number").service("499").args(&[
+        "-m",
+        &FLOOD.to_string(),
+        "-r",
+        "500",
+        "-l",
+        "200",
+        "-timeout",
+        "60s",
+    ]);
+    let run = run.run(&server);
+    let flood_secs = started.elapsed().as_secs_f64();
+    // Past a batch interval: everything accepted is written.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    let rejected = metric(
+        &page,
+        "hotline_calls_rejected_total{reason=\"unknown_number\"}",
+    );
+    let unsampled = metric(&page, "hotline_store_refusals_unsampled_total");
+    let rows = count_rows(&db, "cdr");
+    let events = count_rows(&db, "events");
+    eprintln!(
+        "{rejected} INVITEs refused in {flood_secs:.1} s: {rows} records, {events} events stored, {unsampled} only counted"
+    );
+    assert!(
+        rejected >= f64::from(FLOOD) * 0.95,
+        "{rejected} refusals counted\n{}",
+        run.report()
+    );
+    // At most 10 a second over the flood (and the second it started in).
+    let bound = 10 * (flood_secs.ceil() as i64 + 2);
+    assert!(rows <= bound, "{rows} records for {flood_secs:.1} s");
+    assert!(events <= bound, "{events} events for {flood_secs:.1} s");
+    assert!(rows >= 10, "refusals are still sampled: {rows}");
+    assert_eq!(
+        rows as f64 + unsampled,
+        rejected,
+        "every refusal is either stored or counted as unsampled"
+    );
+}
+
+#[test]
+fn events_and_records_past_their_retention_are_deleted_at_start() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("calls.db");
+    let day: i64 = 24 * 3600 * 1000;
+    let now = now_ms();
+    {
+        let conn = hotline::store::schema::open_for_writing(
+            &db,
+            hotline::store::schema::DEFAULT_BUSY_TIMEOUT,
+        )
+        .unwrap();
+        for (id, age_days) in [("ancient", 400), ("old", 91), ("recent", 89), ("today", 0)] {
+            let at = now - age_days * day;
+            conn.execute(
+                "INSERT INTO events (at, call_id, type, json) VALUES (?1, ?2, 'call_ended', '{}')",
+                rusqlite::params![at, id],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO cdr (call_id, arrived_at, ended_at, disposition) VALUES (?1, ?2, ?2, 'ivr')",
+                rusqlite::params![id, at],
+            )
+            .unwrap();
+        }
+    }
+    let ids = |table: &str| -> Vec<String> {
+        Connection::open(&db)
+            .unwrap()
+            .prepare(&format!("SELECT call_id FROM {table} ORDER BY call_id"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // The defaults: events for 90 days, records forever.
+    let config = store_config(&format!("[store]\npath = {:?}\n", db.display().to_string()));
+    let mut server = Server::start(config);
+    wait_log(&server, "rows past their retention deleted");
+    assert_eq!(ids("events"), ["recent", "today"]);
+    assert_eq!(ids("cdr"), ["ancient", "old", "recent", "today"]);
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+
+    // Records kept for a year.
+    let config = store_config(&format!(
+        "[store]\npath = {:?}\n[store.retention]\ncdrs = \"365d\"\n",
+        db.display().to_string()
+    ));
+    let server = Server::start(config);
+    wait_log(&server, "rows past their retention deleted");
+    assert_eq!(ids("cdr"), ["old", "recent", "today"]);
+    assert_eq!(ids("events"), ["recent", "today"]);
 }

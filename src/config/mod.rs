@@ -521,6 +521,9 @@ pub struct RawStore {
     pub path: String,
     #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
+    pub max_pending: usize,
+    pub refusals_per_second: u32,
+    pub retention: RawRetention,
 }
 
 impl Default for RawStore {
@@ -529,17 +532,73 @@ impl Default for RawStore {
             enabled: true,
             path: "hotline.db".into(),
             batch_interval: Duration::from_secs(1),
+            max_pending: 100_000,
+            refusals_per_second: 10,
+            retention: RawRetention::default(),
         }
     }
+}
+
+/// `[store.retention]`: how long events and call records are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// A duration ("90d") or "forever".
+    pub events: String,
+    pub cdrs: String,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            events: "90d".into(),
+            cdrs: "forever".into(),
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Shortest retention: a call live at a crash is recovered from the events
+/// of its last day, and its record must not be swept meanwhile.
+const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A retention as written: "forever" (`None`) or a duration of a day or
+/// more.
+fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let keep = humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration (\"90d\", \"1y\") nor \"forever\": {e}")
+    })?;
+    if keep < MIN_RETENTION {
+        return Err(format!(
+            "{} is too short: at least 1 day, or \"forever\"",
+            humantime::format_duration(keep)
+        ));
+    }
+    Ok(Some(keep))
 }
 
 impl RawStore {
     /// The settings as written, unchecked (see [`RawStore::check`]).
     fn resolve(&self) -> StoreSettings {
+        let defaults = RawRetention::default();
+        let keep = |text: &str, default: &str| {
+            parse_retention(text).unwrap_or_else(|_| parse_retention(default).unwrap_or(None))
+        };
         StoreSettings {
             enabled: self.enabled,
             path: PathBuf::from(self.path.trim()),
             batch_interval: self.batch_interval,
+            max_pending: self.max_pending,
+            refusals_per_second: self.refusals_per_second,
+            retention_events: keep(&self.retention.events, &defaults.events),
+            retention_cdrs: keep(&self.retention.cdrs, &defaults.cdrs),
+            retention_sweep_interval: self.retention.sweep_interval,
         }
     }
 
@@ -560,6 +619,33 @@ impl RawStore {
                 ),
             });
         }
+        if self.max_pending < 1_000 {
+            issues.push(ConfigIssue {
+                key: "store.max_pending".into(),
+                message: format!("{} is too small: at least 1000 rows", self.max_pending),
+            });
+        }
+        for (key, text) in [
+            ("store.retention.events", &self.retention.events),
+            ("store.retention.cdrs", &self.retention.cdrs),
+        ] {
+            if let Err(message) = parse_retention(text) {
+                issues.push(ConfigIssue {
+                    key: key.into(),
+                    message,
+                });
+            }
+        }
+        let sweep = self.retention.sweep_interval;
+        if sweep < Duration::from_secs(60) || sweep > Duration::from_secs(24 * 3600) {
+            issues.push(ConfigIssue {
+                key: "store.retention.sweep_interval".into(),
+                message: format!(
+                    "{} is out of range: expected between 1m and 1d",
+                    humantime::format_duration(sweep)
+                ),
+            });
+        }
     }
 }
 
@@ -573,6 +659,16 @@ pub struct StoreSettings {
     /// How often accepted records are written (100ms-60s): after a crash,
     /// calls that ended longer ago than this are on disk.
     pub batch_interval: Duration,
+    /// Rows kept in memory while the database cannot be written.
+    pub max_pending: usize,
+    /// Refusals (rejected INVITEs, failed authentications) stored per
+    /// second at most; the rest are only counted.
+    pub refusals_per_second: u32,
+    /// How long events and call records are kept (`None`: forever).
+    pub retention_events: Option<Duration>,
+    pub retention_cdrs: Option<Duration>,
+    /// How often rows past their retention are deleted.
+    pub retention_sweep_interval: Duration,
 }
 
 impl Default for StoreSettings {
@@ -3517,14 +3613,77 @@ add_skills = ["general", "french"]
 
     #[test]
     fn store_options_take_their_documented_defaults() {
-        let documented = documented("[store]", "# --- Recording");
-        assert_eq!(documented.len(), 3, "{documented:#?}");
-        let s = load(&format!("[store]\n{}\n", documented.join("\n"))).unwrap();
+        let retention = documented("# [store.retention]", "# --- Recording");
+        let documented = documented("[store]", "# [store.retention]");
+        assert_eq!(documented.len(), 5, "{documented:#?}");
+        assert_eq!(retention.len(), 3, "{retention:#?}");
+        let s = load(&format!(
+            "[store]\n{}\n[store.retention]\n{}\n",
+            documented.join("\n"),
+            retention.join("\n")
+        ))
+        .unwrap();
         assert_eq!(s.store, StoreSettings::default());
         assert_eq!(load("").unwrap().store, StoreSettings::default());
         assert!(s.store.enabled);
         assert_eq!(s.store.path, PathBuf::from("hotline.db"));
         assert_eq!(s.store.batch_interval, Duration::from_secs(1));
+        assert_eq!(s.store.max_pending, 100_000);
+        assert_eq!(s.store.refusals_per_second, 10);
+        assert_eq!(
+            s.store.retention_events,
+            Some(Duration::from_secs(90 * 24 * 3600))
+        );
+        assert_eq!(s.store.retention_cdrs, None, "records are kept forever");
+        assert_eq!(s.store.retention_sweep_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn store_bounds_and_retention_are_read_and_checked() {
+        let s = load(
+            "[store]\nmax_pending = 5000\nrefusals_per_second = 0\n\
+             [store.retention]\nevents = \"30d\"\ncdrs = \"2y\"\nsweep_interval = \"10m\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.store.max_pending, 5_000);
+        assert_eq!(s.store.refusals_per_second, 0);
+        assert_eq!(
+            s.store.retention_events,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(s.store.retention_cdrs.is_some());
+        assert_eq!(s.store.retention_sweep_interval, Duration::from_secs(600));
+        let s = load("[store.retention]\nevents = \"forever\"\n").unwrap();
+        assert_eq!(s.store.retention_events, None);
+        for (text, key) in [
+            ("[store]\nmax_pending = 10\n", "store.max_pending"),
+            (
+                "[store.retention]\nevents = \"1h\"\n",
+                "store.retention.events",
+            ),
+            (
+                "[store.retention]\ncdrs = \"never\"\n",
+                "store.retention.cdrs",
+            ),
+            (
+                "[store.retention]\nsweep_interval = \"1s\"\n",
+                "store.retention.sweep_interval",
+            ),
+            ("[api]\nmax_failed_sources = 0\n", "api.max_failed_sources"),
+            (
+                "[api]\njournal_entry_max_bytes = 10\n",
+                "api.journal_entry_max_bytes",
+            ),
+            ("[api]\njournal_max_bytes = 1000\n", "api.journal_max_bytes"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert_eq!(keys(err), vec![key], "{text}");
+        }
+        let api = load("").unwrap().api.limits;
+        assert_eq!(api, ApiLimits::default());
+        assert_eq!(api.max_failed_sources, 10_000);
+        assert_eq!(api.journal_max_bytes, 16 * 1024 * 1024);
+        assert_eq!(api.journal_entry_max_bytes, 8 * 1024);
     }
 
     #[test]

@@ -27,6 +27,13 @@ pub struct StoreFigures {
     pub errors: u64,
     pub rows_written: u64,
     pub pending: u64,
+    pub write_failures: u64,
+    pub failing: bool,
+    pub rows_dropped: u64,
+    pub recovered: u64,
+    pub refusals_unsampled: u64,
+    pub events_expired: u64,
+    pub cdrs_expired: u64,
 }
 
 const AGENT_STATES: [&str; 7] = [
@@ -135,6 +142,7 @@ pub fn render(src: &Sources<'_>) -> String {
             "Rows accepted and not yet written.",
         );
         let _ = writeln!(out, "hotline_store_pending {}", store.pending);
+        store_bounds(&mut out, &store);
     }
     out
 }
@@ -410,4 +418,60 @@ fn rtp(out: &mut String, ctx: &EdgeContext) {
             load(counter)
         );
     }
+}
+
+/// The store's alarms and bounds.
+fn store_bounds(out: &mut String, store: &StoreFigures) {
+    let simple: [(&str, &str, &str, u64); 5] = [
+        (
+            "hotline_store_write_failures_total",
+            "counter",
+            "Batches the CDR store could not write (full disk, lock, I/O); they are kept and retried.",
+            store.write_failures,
+        ),
+        (
+            "hotline_store_write_failing",
+            "gauge",
+            "1 while the CDR store cannot write and records wait in memory.",
+            u64::from(store.failing),
+        ),
+        (
+            "hotline_store_rows_dropped_total",
+            "counter",
+            "Rows dropped over store.max_pending while the database could not be written.",
+            store.rows_dropped,
+        ),
+        (
+            "hotline_store_calls_recovered_total",
+            "counter",
+            "Calls live when the last run died, given interrupted records at start.",
+            store.recovered,
+        ),
+        (
+            "hotline_store_refusals_unsampled_total",
+            "counter",
+            "Refused INVITEs and failed authentications counted but not stored (over store.refusals_per_second).",
+            store.refusals_unsampled,
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        out,
+        "hotline_store_retention_deleted_total",
+        "counter",
+        "Rows deleted past their retention (store.retention), by table.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_store_retention_deleted_total{{table=\"events\"}} {}",
+        store.events_expired
+    );
+    let _ = writeln!(
+        out,
+        "hotline_store_retention_deleted_total{{table=\"cdr\"}} {}",
+        store.cdrs_expired
+    );
 }

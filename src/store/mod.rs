@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 pub use cdr::{Cdr, CdrBuilder, Disposition};
-pub use writer::WriterOptions;
+pub use writer::{Retention, WriterOptions};
 
 use crate::config::StoreSettings;
 use crate::events::{EventBus, Stamped};
@@ -89,6 +89,18 @@ pub struct StoreStats {
     pub pending: AtomicU64,
     /// Calls left without a record by a dead process and recovered at start.
     pub recovered: AtomicU64,
+    /// Batches that could not be written (a full disk, a lock, I/O).
+    pub write_failures: AtomicU64,
+    /// The last write failed: rows wait in memory (an alarm).
+    pub failing: std::sync::atomic::AtomicBool,
+    /// Rows dropped over `store.max_pending` while the database could not
+    /// be written.
+    pub rows_dropped: AtomicU64,
+    /// Refusals counted and not stored (over `store.refusals_per_second`).
+    pub refusals_unsampled: AtomicU64,
+    /// Rows deleted past their retention.
+    pub events_expired: AtomicU64,
+    pub cdrs_expired: AtomicU64,
 }
 
 /// The handle of a running store. Dropping it without [`Store::close`]
@@ -118,11 +130,15 @@ impl Store {
                     "calls live when the last run died got their records, as interrupted"
                 );
             }
+            // A full disk must not keep hotline from taking calls: the
+            // rows are still missing, the next start tries again.
             Err(source) => {
-                return Err(StoreError::Recover {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                let e = StoreError::Recover {
                     path: path.to_path_buf(),
                     source,
-                });
+                };
+                error!(error = %e, "the calls of the last run stay without records for now");
             }
         }
         let (inbox, messages) = std::sync::mpsc::channel();
@@ -145,6 +161,13 @@ impl Store {
     pub fn start(settings: &StoreSettings, bus: &EventBus) -> Result<Store, StoreError> {
         let options = WriterOptions {
             batch_interval: settings.batch_interval,
+            max_pending: settings.max_pending,
+            refusals_per_second: settings.refusals_per_second,
+            retention: Retention {
+                events: settings.retention_events,
+                cdrs: settings.retention_cdrs,
+                sweep_every: settings.retention_sweep_interval,
+            },
             ..WriterOptions::default()
         };
         let mut store = Store::open(&settings.path, options)?;

@@ -258,6 +258,7 @@ async fn the_store_follows_the_bus_and_close_takes_the_last_events() {
         enabled: true,
         path: path.clone(),
         batch_interval: Duration::from_secs(60),
+        ..StoreSettings::default()
     };
     let store = Store::start(&settings, &bus).unwrap();
     for e in answered_call("call-1", 1_800_000_000_000) {
@@ -333,6 +334,9 @@ async fn a_locked_database_counts_errors_and_the_batch_is_retried() {
         7,
         "6 events and a CDR"
     );
+    // The alarm is up while the rows wait.
+    assert!(stats.failing.load(Ordering::Relaxed));
+    assert!(stats.write_failures.load(Ordering::Relaxed) >= 2);
     locker.execute_batch("ROLLBACK").unwrap();
     assert!(
         eventually(Duration::from_secs(3), || stats
@@ -342,6 +346,8 @@ async fn a_locked_database_counts_errors_and_the_batch_is_retried() {
         "the kept batch was not written: {stats:?}"
     );
     assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
+    assert!(!stats.failing.load(Ordering::Relaxed), "the alarm clears");
+    assert_eq!(stats.rows_dropped.load(Ordering::Relaxed), 0);
     store.close().await;
     assert_eq!(count(&path, "cdr"), 1);
 }
@@ -511,4 +517,126 @@ async fn calls_live_when_the_process_died_get_interrupted_records_at_the_next_st
     assert_eq!(store.stats().recovered.load(Ordering::Relaxed), 0);
     store.close().await;
     assert_eq!(count(&path, "cdr"), 3);
+}
+
+fn refused(n: usize) -> Stamped {
+    Stamped {
+        at: SystemTime::now(),
+        event: Event::CallRejected {
+            call_id: format!("flood-{n}"),
+            number: "999".into(),
+            source: "127.0.0.2:5060".parse().unwrap(),
+            status: 404,
+            reason: crate::events::RejectReason::UnknownNumber,
+        },
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_stored_at_a_bounded_rate_and_the_rest_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            refusals_per_second: 5,
+            ..quick()
+        },
+    )
+    .unwrap();
+    for n in 0..2_000 {
+        store.record(refused(n));
+    }
+    store.record(Stamped {
+        at: SystemTime::now(),
+        event: Event::AuthFailed {
+            source: "127.0.0.3:5060".parse().unwrap(),
+            username: Some("x".repeat(10)),
+            method: "REGISTER".into(),
+            reason: "wrong password".into(),
+        },
+    });
+    // Calls that were admitted are never sampled away.
+    for e in answered_call("real", 1_800_000_000_000) {
+        store.record(e);
+    }
+    let stats = store.stats();
+    store.close().await;
+    let rejected_rows = count(&path, "cdr") - 1;
+    let refusal_events = count(&path, "events") - 6;
+    // The flood took less than a few seconds: at most 5 in each.
+    assert!(
+        (5..=20).contains(&refusal_events),
+        "{refusal_events} refusals stored"
+    );
+    assert!(rejected_rows <= refusal_events && rejected_rows >= refusal_events - 1);
+    let unsampled = stats.refusals_unsampled.load(Ordering::Relaxed) as i64;
+    assert_eq!(refusal_events + unsampled, 2_001, "every refusal counted");
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+    let real: String = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT disposition FROM cdr WHERE call_id = 'real'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(real, "answered");
+}
+
+#[tokio::test]
+async fn rows_past_their_retention_are_deleted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    let day: i64 = 24 * 3600 * 1000;
+    let now = super::cdr::unix_ms(SystemTime::now());
+    {
+        let conn = schema::open_for_writing(&path, schema::DEFAULT_BUSY_TIMEOUT).unwrap();
+        for (n, age_days) in [(0, 100), (1, 91), (2, 89), (3, 1)] {
+            let at = now - age_days * day;
+            conn.execute(
+                "INSERT INTO events (at, call_id, type, json) VALUES (?1, ?2, 'call_ended', '{}')",
+                rusqlite::params![at, format!("c{n}")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO cdr (call_id, arrived_at, ended_at, disposition) VALUES (?1, ?2, ?2, 'ivr')",
+                rusqlite::params![format!("c{n}"), at],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(
+        &path,
+        WriterOptions {
+            retention: Retention {
+                events: Some(Duration::from_secs(90 * 24 * 3600)),
+                cdrs: Some(Duration::from_secs(95 * 24 * 3600)),
+                sweep_every: Duration::from_secs(3600),
+            },
+            ..quick()
+        },
+    )
+    .unwrap();
+    let stats = store.stats();
+    assert!(
+        eventually(Duration::from_secs(3), || stats
+            .events_expired
+            .load(Ordering::Relaxed)
+            == 2),
+        "{stats:?}"
+    );
+    assert_eq!(stats.cdrs_expired.load(Ordering::Relaxed), 1);
+    store.close().await;
+    let conn = Connection::open(&path).unwrap();
+    let ids = |table: &str| -> Vec<String> {
+        conn.prepare(&format!("SELECT call_id FROM {table} ORDER BY call_id"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(ids("events"), ["c2", "c3"]);
+    assert_eq!(ids("cdr"), ["c1", "c2", "c3"]);
 }

@@ -1,7 +1,16 @@
 //! The writer thread: the only connection that writes. It folds events into
 //! call records and writes batches, one transaction each, every
 //! `batch_interval` or as soon as `batch_rows` rows wait. A batch that
-//! cannot be written stays pending and is tried again at the next interval.
+//! cannot be written (a full disk, a lock) stays pending, raises the alarm
+//! (`StoreStats::failing`) and is tried again at the next interval; only
+//! past `max_pending` rows are the oldest events, then the oldest records,
+//! dropped (and counted).
+//!
+//! Refusals (INVITEs refused before admission, failed authentications)
+//! are written at most `refusals_per_second` a second: a flood from the
+//! network is counted, not stored row by row. The retention sweep deletes
+//! events and records older than `store.retention` at start and then
+//! periodically.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -15,7 +24,7 @@ use tracing::{error, info, warn};
 
 use super::StoreStats;
 use super::cdr::{Assembler, Cdr, call_id_of, unix_ms};
-use crate::events::Stamped;
+use crate::events::{Event, Stamped};
 
 /// How the writer batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +39,11 @@ pub struct WriterOptions {
     pub max_pending: usize,
     /// How long a write waits for a lock held by another connection.
     pub busy_timeout: Duration,
+    /// Refusals (rejected INVITEs, failed authentications) stored per
+    /// second at most; the others are only counted.
+    pub refusals_per_second: u32,
+    /// What is kept how long.
+    pub retention: Retention,
 }
 
 impl Default for WriterOptions {
@@ -39,9 +53,34 @@ impl Default for WriterOptions {
             batch_rows: 1_000,
             max_pending: 100_000,
             busy_timeout: super::schema::DEFAULT_BUSY_TIMEOUT,
+            refusals_per_second: 10,
+            retention: Retention::default(),
         }
     }
 }
+
+/// How long rows are kept (`None`: forever) and how often the old ones are
+/// deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub events: Option<Duration>,
+    pub cdrs: Option<Duration>,
+    pub sweep_every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            events: Some(Duration::from_secs(90 * 24 * 3600)),
+            cdrs: None,
+            sweep_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Rows deleted by one retention sweep in one transaction, so that the
+/// sweep never holds the write lock long.
+const SWEEP_CHUNK: i64 = 5_000;
 
 /// A call in progress with no event for this long lost its end (events
 /// lost by a lagging subscriber): its row is written as it stands.
@@ -78,6 +117,8 @@ pub(super) struct Writer {
     failing: bool,
     /// Rows dropped over the cap since it was last reported.
     dropped: u64,
+    /// The second of the refusals counted and how many were stored in it.
+    refusal_window: (Option<Instant>, u32),
 }
 
 impl Writer {
@@ -97,6 +138,7 @@ impl Writer {
             cdrs: VecDeque::new(),
             failing: false,
             dropped: 0,
+            refusal_window: (None, 0),
         }
     }
 
@@ -106,6 +148,8 @@ impl Writer {
         let interval = self.options.batch_interval;
         let mut next_write = Instant::now() + interval;
         let mut next_stale_check = Instant::now() + STALE_CHECK_EVERY;
+        self.sweep_retention();
+        let mut next_sweep = Instant::now() + self.options.retention.sweep_every;
         loop {
             let now = Instant::now();
             let received = if now >= next_write {
@@ -126,6 +170,10 @@ impl Writer {
                         self.expire_stale();
                         next_stale_check = now + STALE_CHECK_EVERY;
                     }
+                    if now >= next_sweep {
+                        self.sweep_retention();
+                        next_sweep = Instant::now() + self.options.retention.sweep_every;
+                    }
                     self.write();
                     next_write = Instant::now() + interval;
                 }
@@ -144,8 +192,34 @@ impl Writer {
             .store(self.pending() as u64, Ordering::Relaxed);
     }
 
+    /// Whether a refusal may be stored now: `refusals_per_second` in each
+    /// second, counted from the first refusal of the second.
+    fn sample_refusal(&mut self, now: Instant) -> bool {
+        let (start, stored) = &mut self.refusal_window;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *stored = 0;
+        }
+        if *stored < self.options.refusals_per_second {
+            *stored += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Queues the event's row and, when it ends a call, the call's record.
     fn accept(&mut self, stamped: &Stamped) {
+        let refusal = matches!(
+            stamped.event,
+            Event::CallRejected { .. } | Event::AuthFailed { .. }
+        );
+        if refusal && !self.sample_refusal(Instant::now()) {
+            self.stats
+                .refusals_unsampled
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match serde_json::to_value(stamped) {
             Ok(value) => {
                 let kind = value
@@ -162,6 +236,8 @@ impl Writer {
             }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failing.store(true, Ordering::Relaxed);
                 error!(error = %e, "an event could not be serialized for the store");
             }
         }
@@ -179,6 +255,41 @@ impl Writer {
             }
             self.dropped += 1;
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.rows_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes the events and records older than their retention, a chunk
+    /// per transaction; a failure is logged and tried at the next sweep.
+    fn sweep_retention(&mut self) {
+        let retention = self.options.retention;
+        let now = SystemTime::now();
+        let tables = [
+            ("events", "at", retention.events, &self.stats.events_expired),
+            ("cdr", "ended_at", retention.cdrs, &self.stats.cdrs_expired),
+        ];
+        for (table, column, keep, expired) in tables {
+            let Some(keep) = keep else {
+                continue;
+            };
+            let Some(before) = now.checked_sub(keep) else {
+                continue;
+            };
+            match delete_older(&self.conn, table, column, unix_ms(before)) {
+                Ok(0) => {}
+                Ok(rows) => {
+                    expired.fetch_add(rows, Ordering::Relaxed);
+                    info!(
+                        table,
+                        rows,
+                        kept_days = keep.as_secs() / 86_400,
+                        "rows past their retention deleted"
+                    );
+                }
+                Err(e) => {
+                    warn!(path = %self.path.display(), table, error = %e, "the retention sweep failed; it is tried again later");
+                }
+            }
         }
     }
 
@@ -220,6 +331,7 @@ impl Writer {
                 self.cdrs.clear();
                 self.stats.rows_written.fetch_add(rows, Ordering::Relaxed);
                 self.update_pending();
+                self.stats.failing.store(false, Ordering::Relaxed);
                 if self.failing {
                     info!(path = %self.path.display(), rows, "the call database is writable again");
                     self.failing = false;
@@ -228,6 +340,8 @@ impl Writer {
             }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failing.store(true, Ordering::Relaxed);
                 error!(
                     path = %self.path.display(),
                     error = %e,
@@ -256,6 +370,28 @@ impl Writer {
                 calls = self.assembler.len(),
                 "calls still in progress when the store closed: their events are stored, they have no record"
             );
+        }
+    }
+}
+
+/// Deletes the rows of `table` whose `column` is before `before` (unix
+/// ms), [`SWEEP_CHUNK`] per transaction; returns how many.
+fn delete_older(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    before: i64,
+) -> rusqlite::Result<u64> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE rowid IN
+            (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"
+    );
+    let mut total = 0u64;
+    loop {
+        let deleted = conn.execute(&sql, params![before, SWEEP_CHUNK])?;
+        total += deleted as u64;
+        if (deleted as i64) < SWEEP_CHUNK {
+            return Ok(total);
         }
     }
 }

@@ -61,6 +61,12 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_api_journal_bytes",
     "hotline_api_journal_truncated_total",
     "hotline_api_journal_evicted_total",
+    "hotline_store_write_failures_total",
+    "hotline_store_write_failing",
+    "hotline_store_rows_dropped_total",
+    "hotline_store_calls_recovered_total",
+    "hotline_store_refusals_unsampled_total",
+    "hotline_store_retention_deleted_total",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.
