@@ -85,6 +85,7 @@ pub struct Metrics {
     monitor_sessions: IntCounterVec,
     monitor_mode_changes: IntCounterVec,
     monitor_active: prometheus::IntGauge,
+    monitor_refused: IntCounterVec,
     consultations: IntCounterVec,
     released: IntCounterVec,
     staffing_below_minimum: IntCounterVec,
@@ -388,6 +389,12 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            monitor_refused: counter_vec(
+                &r,
+                "hotline_monitor_refused_total",
+                "Requests to monitor an agent refused, by via (phone, api) and reason (not_supervisor, out_of_scope, foreign_phone).",
+                &["via", "reason"],
+            )?,
             consultations: counter_vec(
                 &r,
                 "hotline_consultations_total",
@@ -495,6 +502,13 @@ impl Metrics {
             }
         }
         m.breaks_over_limit.with_label_values(&["no-answer"]);
+        for (via, reason) in [
+            ("phone", "not_supervisor"),
+            ("phone", "out_of_scope"),
+            ("api", "foreign_phone"),
+        ] {
+            m.monitor_refused.with_label_values(&[via, reason]);
+        }
         for mode in ["listen", "whisper", "barge"] {
             m.monitor_mode_changes.with_label_values(&[mode]);
             for via in ["api", "phone"] {
@@ -701,6 +715,9 @@ impl Metrics {
             }
             Event::MonitorModeChanged { mode, .. } => {
                 self.monitor_mode_changes.with_label_values(&[mode]).inc();
+            }
+            Event::MonitorRefused { via, reason, .. } => {
+                self.monitor_refused.with_label_values(&[via, reason]).inc();
             }
             Event::MonitorEnded {
                 duration_ms: Some(_),
