@@ -119,6 +119,9 @@ fn lookup_meets(kind: Service) {
         }
     };
     stop.store(true, Ordering::Relaxed);
+    eprintln!(
+        "{kind:?}: failure branch after {entered:?}, longest audio gap {longest_gap:?}, {audible} audible packets"
+    );
     assert!(
         server
             .events(&["\"type\":\"ivr_node_entered\"", "\"node\":\"found\""])
