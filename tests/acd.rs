@@ -986,3 +986,152 @@ fn a_wrong_pin_reaches_no_log_event_screen_pop_or_api() {
         "keys are logged at info:\n{log}"
     );
 }
+
+#[test]
+fn a_caller_whose_number_is_refused_keys_in_another_confirms_it_and_is_called_back_there() {
+    let customer_port = free_port();
+    let config = acd_config(&format!(
+        "[trunks.local]\nsources = [\"127.0.0.0/8\"]\noutbound = \"127.0.0.1:{customer_port}\"\n\n\
+         [queues.support]\ncallback_after = \"1s\"\nannounce_agent = false\n"
+    ))
+    .no_trunks();
+    let server = Server::start(config);
+    let mut caller = Caller::new(&server);
+    let offer = sdp_offer(caller.rtp_addr(), "0", "");
+    assert_eq!(
+        caller.invite_from("anonymous", "402", &offer).status(),
+        Some(200)
+    );
+    caller.ack("");
+    server.wait_event(
+        &[
+            "\"type\":\"prompt_started\"",
+            "\"prompts\":[\"leave_number\"]",
+        ],
+        Duration::from_secs(10),
+    );
+    caller.info('1');
+    server.wait_event(
+        &["\"type\":\"outbound_refused\"", "\"reason\":\"malformed\""],
+        Duration::from_secs(5),
+    );
+    // A fixed line in national format, then # to end it, then # to confirm
+    // it once read back.
+    for key in "01012345678#".chars() {
+        caller.info(key);
+    }
+    server.wait_event(
+        &[
+            "\"type\":\"prompt_started\"",
+            "\"prompts\":[\"callback_confirm\",\"digit_0\",\"digit_1\",\"digit_0\"",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(
+        server
+            .events(&["\"type\":\"callback_requested\""])
+            .is_empty(),
+        "recorded before the caller confirmed it"
+    );
+    caller.info('#');
+    server.wait_event(
+        &[
+            "\"type\":\"callback_requested\"",
+            "\"number\":\"+861012345678\"",
+        ],
+        Duration::from_secs(5),
+    );
+    let agent_port = free_port();
+    std::thread::scope(|s| {
+        let server = &server;
+        let customer = s.spawn(move || {
+            Sipp::new("customer_answer")
+                .port(customer_port)
+                .media()
+                .args(&["-d", "1000"])
+                .run(server)
+        });
+        let agent = s.spawn(move || {
+            register_agent(server, "1001", agent_port);
+            answering_agent(agent_port, 300, (0, "PCMU")).run(server)
+        });
+        agent.join().unwrap().assert_ok(server);
+        let customer = customer.join().unwrap();
+        customer.assert_ok(server);
+        let invite = customer
+            .received()
+            .into_iter()
+            .find(|m| m.method() == Some("INVITE"))
+            .expect("the customer was called");
+        assert!(
+            invite.raw.starts_with("INVITE sip:+861012345678@"),
+            "{}",
+            invite.raw
+        );
+    });
+    server.assert_event(&[
+        "\"type\":\"callback_completed\"",
+        "\"number\":\"+861012345678\"",
+    ]);
+}
+
+#[test]
+fn a_trunks_hourly_ceiling_stops_the_next_callback_from_being_dialled() {
+    let customer_port = free_port();
+    let config = acd_config(&format!(
+        "[trunks.local]\nsources = [\"127.0.0.0/8\"]\noutbound = \"127.0.0.1:{customer_port}\"\n\
+         max_outbound_per_hour = 1\n\n\
+         [acd]\nwrap_up = \"1s\"\n\n\
+         [queues.support]\ncallback_after = \"1s\"\nannounce_agent = false\n"
+    ))
+    .no_trunks()
+    .http(true);
+    let server = Server::start(config);
+    for number in ["13800138000", "13900139000"] {
+        Sipp::new("caller_leaves_number")
+            .service("402")
+            .media()
+            .args(&[
+                "-d", "2500", "-key", "caller", number, "-key", "key", "1", "-key", "confirm", "#",
+            ])
+            .run_ok(&server);
+    }
+    assert_eq!(server.events(&["\"type\":\"callback_requested\""]).len(), 2);
+    let agent_port = free_port();
+    std::thread::scope(|s| {
+        let server = &server;
+        let customer = s.spawn(move || {
+            Sipp::new("customer_answer")
+                .port(customer_port)
+                .media()
+                .args(&["-d", "1000"])
+                .run(server)
+        });
+        register_agent(server, "1001", agent_port);
+        // The first callback is dialled and talks; the second one, within
+        // the hour, is not dialled: the agent is released.
+        answering_agent(agent_port, 300, (0, "PCMU"))
+            .run(server)
+            .assert_ok(server);
+        customer.join().unwrap().assert_ok(server);
+        answering_agent(agent_port, 300, (0, "PCMU"))
+            .run(server)
+            .assert_ok(server);
+    });
+    server.wait_event(
+        &[
+            "\"type\":\"outbound_refused\"",
+            "\"trunk\":\"local\"",
+            "\"reason\":\"hourly_limit\"",
+        ],
+        Duration::from_secs(10),
+    );
+    server.assert_event(&["\"type\":\"callback_failed\""]);
+    assert_eq!(server.events(&["\"type\":\"callback_completed\""]).len(), 1);
+    let metrics = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        metrics
+            .contains("hotline_outbound_refused_total{reason=\"hourly_limit\",trunk=\"local\"} 1"),
+        "{metrics}"
+    );
+}

@@ -872,6 +872,41 @@ fn kamailio_moves_a_call_past_failed_nodes_to_hotline() {
     };
     client.send(in_dialog("ACK", dialog.cseq));
     std::thread::sleep(Duration::from_millis(300));
+
+    // A forged in-dialog request: a To-tag and a Route naming Kamailio, but
+    // no dialog it set up, its Request-URI a number behind another node.
+    // Kamailio must refuse it, not relay it.
+    let target = FakeNode::start(Some("200 OK"));
+    let forged = |route: &str| {
+        format!(
+            "INVITE sip:+19005550100@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch={};rport\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:401@{}>;tag=forged\r\nTo: <sip:+19005550100@{}>;tag=forged-to\r\nCall-ID: forged-{}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{}>\r\nContent-Length: 0\r\n\r\n",
+            target.addr,
+            client.local(),
+            Dialog::branch(),
+            edge.ip(),
+            edge.ip(),
+            Dialog::branch(),
+            client.local(),
+        )
+    };
+    // With a bare Route, and with the real call's Record-Route copied.
+    let copied = record_route.first().cloned().unwrap_or_default();
+    for route in [format!("<sip:{edge};lr>"), copied] {
+        let refused = client.transact(&forged(&route));
+        assert_status(
+            &refused,
+            403,
+            &format!("forged in-dialog INVITE via {route}"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        target.invites.load(Ordering::Relaxed),
+        0,
+        "Kamailio relayed a request of no dialog it knows:\n{}",
+        kamailio.log()
+    );
+
     let bye = client.transact(&in_dialog("BYE", dialog.cseq + 1));
     assert_status(&bye, 200, "BYE through Kamailio");
     server.assert_alive();
@@ -1080,6 +1115,21 @@ fn kubernetes_config_passes_check_config_with_the_pod_environment() {
         "{summary}"
     );
     assert!(summary.contains("http 127.0.0.1:8080"), "{summary}");
+    // Trunks are admitted by source address alone: each one names specific
+    // addresses, never a whole private range of the cluster.
+    let settings = hotline::config::Settings::from_toml(toml, "configmap", &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!settings.trunks.is_empty());
+    for trunk in &settings.trunks {
+        for net in &trunk.sources {
+            let narrowest = if net.addr().is_ipv4() { 24 } else { 64 };
+            assert!(
+                net.prefix_len() >= narrowest,
+                "trunk {} trusts all of {net} as a carrier",
+                trunk.name
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

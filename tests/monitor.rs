@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const ADMIN: &str = "monitor-admin-token";
+const SUPPORT_SUPERVISOR: &str = "monitor-support-supervisor";
 const CALLER_HZ: f64 = 400.0;
 const AGENT_HZ: f64 = 1000.0;
 const SUPERVISOR_HZ: f64 = 1700.0;
@@ -21,16 +22,21 @@ fn sha256(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-/// Agent 1001 serves support; 2001 is a supervisor's phone account.
+/// Agent 1001 serves support; 2001 is the phone of the support supervisor
+/// (token SUPPORT_SUPERVISOR), 2002 the phone of the sales supervisor.
 fn monitor_config() -> TestConfig {
     let mut config = acd_config(&format!(
         "[acd]\nwrap_up = \"1s\"\n\
          [queues.support]\nannounce_agent = false\n[queues.sales]\n\
-         [monitor]\nsupervisors = [\"2001\"]\n\
-         [api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{}\"\n",
-        sha256(ADMIN)
+         [monitor]\nsupervisors = [\"2001\", \"2002\"]\n\
+         queues = {{ \"2001\" = [\"support\"], \"2002\" = [\"sales\"] }}\n\
+         [api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{}\"\n\
+         [api.tokens.support]\nrole = \"supervisor\"\nqueues = [\"support\"]\nphones = [\"2001\"]\nsha256 = \"{}\"\n",
+        sha256(ADMIN),
+        sha256(SUPPORT_SUPERVISOR)
     ));
     config.agents.push(("2001".into(), "demo2001".into()));
+    config.agents.push(("2002".into(), "demo2002".into()));
     config.http(true)
 }
 
@@ -329,4 +335,87 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
         metrics.contains("hotline_monitor_sessions_total{mode=\"listen\",via=\"phone\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_supervisor_reaches_only_agents_of_its_queues_and_rings_only_its_own_phone() {
+    let server = Server::start(monitor_config());
+    let http = server.http_port.unwrap();
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    let (_agent_socket, agent_rtp) = rtp_socket();
+    let (_supervisor_socket, supervisor_rtp) = rtp_socket();
+    let dial = |account: &str, code: &str| {
+        Sipp::new("supervisor_dials")
+            .service(code)
+            .auth(account, &format!("demo{account}"))
+            .media()
+            .args(&[
+                "-key",
+                "user",
+                account,
+                "-key",
+                "rtp_port",
+                &supervisor_rtp.to_string(),
+                "-d",
+                "500",
+            ])
+    };
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent_phone = s.spawn(move || answering_phone(agent_port, agent_rtp).run(server));
+        let (mut caller_sip, caller) = call_in(server, "402", CALLER_HZ);
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        // The sales supervisor's phone: agent 1001 serves support only.
+        let run = dial("2002", "*411001").run(server);
+        assert!(!run.success());
+        assert!(run.messages.contains("403 Forbidden"), "{}", run.messages);
+        server.assert_event(&[
+            "\"type\":\"monitor_refused\"",
+            "\"supervisor\":\"2002\"",
+            "\"reason\":\"out_of_scope\"",
+        ]);
+        assert!(server.events(&["\"type\":\"monitor_started\""]).is_empty());
+
+        // The API: the support supervisor may not make another phone listen.
+        let (_, body) = http_request(http, "GET", "/api/v1/calls", Some(ADMIN), None);
+        let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = calls[0]["call_id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/calls/{id}/monitor");
+        for phone in ["1002", "2002"] {
+            let (status, body) = http_request(
+                http,
+                "POST",
+                &path,
+                Some(SUPPORT_SUPERVISOR),
+                Some(&format!(r#"{{"mode":"listen","phone":"{phone}"}}"#)),
+            );
+            assert_eq!(status, 403, "{phone}: {body}");
+        }
+        server.assert_event(&[
+            "\"type\":\"monitor_refused\"",
+            "\"via\":\"api\"",
+            "\"reason\":\"foreign_phone\"",
+        ]);
+        // Its own phone passes (not registered here, so 409 from the call).
+        let (status, body) = http_request(
+            http,
+            "POST",
+            &path,
+            Some(SUPPORT_SUPERVISOR),
+            Some(r#"{"mode":"listen"}"#),
+        );
+        assert_eq!(status, 409, "{body}");
+        assert!(server.events(&["\"type\":\"monitor_started\""]).is_empty());
+        caller_sip.bye();
+        agent_phone.join().unwrap().assert_ok(server);
+        caller.stop();
+    });
+    let metrics = http_get(http, "/metrics");
+    for series in [
+        "hotline_monitor_refused_total{reason=\"out_of_scope\",via=\"phone\"} 1",
+        "hotline_monitor_refused_total{reason=\"foreign_phone\",via=\"api\"} 2",
+    ] {
+        assert!(metrics.contains(series), "{series}\n{metrics}");
+    }
 }

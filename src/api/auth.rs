@@ -24,6 +24,8 @@ pub struct Principal {
     pub role: ApiRole,
     pub agent: Option<String>,
     pub queues: Vec<String>,
+    /// A supervisor's own phones (monitoring rings only these).
+    pub phones: Vec<String>,
 }
 
 impl Principal {
@@ -81,6 +83,7 @@ impl Tokens {
             role: t.role,
             agent: t.agent.clone(),
             queues: t.queues.clone(),
+            phones: t.phones.clone(),
         })
     }
 }
@@ -313,6 +316,7 @@ mod tests {
             agent: (role == ApiRole::Agent).then(|| "1001".into()),
             queues: vec!["support".into()],
             sha256: Sha256::digest(secret.as_bytes()).into(),
+            phones: Vec::new(),
         }
     }
 

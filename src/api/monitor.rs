@@ -25,8 +25,9 @@ use crate::config::ApiRole;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StartMonitor {
     pub mode: MonitorMode,
-    /// The supervisor's phone (a registered account); defaults to the
-    /// token's `agent`.
+    /// The supervisor's phone (a registered account): one of a supervisor
+    /// token's `phones` (the only one when it has one), any phone for an
+    /// admin.
     #[serde(default)]
     pub phone: Option<String>,
 }
@@ -63,6 +64,31 @@ fn may_monitor(state: &ApiState, who: &Principal, id: &str) -> Result<(), ApiErr
     Ok(())
 }
 
+/// The phone to ring for `who`: a supervisor's own (its token's `phones`;
+/// the only one when it names none), any phone an admin names. Nobody can
+/// make another agent's phone listen in.
+fn monitoring_phone(who: &Principal, named: Option<String>) -> Result<String, ApiError> {
+    match who.role {
+        ApiRole::Admin => named.ok_or_else(|| ApiError::invalid("name the supervisor's `phone`")),
+        ApiRole::Supervisor => match named {
+            Some(phone) if who.phones.contains(&phone) => Ok(phone),
+            Some(phone) => Err(ApiError::forbidden(format!(
+                "{phone} is not one of this supervisor's phones"
+            ))),
+            None => match who.phones.as_slice() {
+                [only] => Ok(only.clone()),
+                [] => Err(ApiError::forbidden(
+                    "this supervisor token has no phones (api.tokens.NAME.phones)",
+                )),
+                _ => Err(ApiError::invalid(
+                    "name which of this supervisor's phones to ring (`phone`)",
+                )),
+            },
+        },
+        ApiRole::Agent => Err(ApiError::forbidden("monitoring is for supervisors")),
+    }
+}
+
 /// Rings the supervisor's phone to monitor the call in `mode`. 409 when the
 /// call has no agent connected, another supervisor monitors it, or the phone
 /// is not registered; asking again for the same phone changes the mode.
@@ -81,11 +107,20 @@ pub async fn start_monitor(
 ) -> Result<(axum::http::StatusCode, Json<MonitorDone>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
     may_monitor(&state, &who, &id)?;
-    let Some(phone) = body.phone.or(who.agent.clone()) else {
-        return Err(ApiError::invalid(
-            "name the supervisor's `phone` (this token has no agent account)",
-        ));
-    };
+    let named = body.phone.clone();
+    let phone = monitoring_phone(&who, body.phone).inspect_err(|_| {
+        if let Some(phone) = named {
+            state
+                .edge
+                .bus
+                .publish(crate::events::Event::MonitorRefused {
+                    supervisor: who.name.clone(),
+                    agent: phone,
+                    via: "api",
+                    reason: "foreign_phone",
+                });
+        }
+    })?;
     if !state.edge.settings.agents.contains_key(&phone) {
         return Err(ApiError::invalid(format!("{phone} is not a phone account")));
     }

@@ -1065,6 +1065,7 @@ impl Actor {
         self.acd.max_wait_at = None;
         self.acd.announce_at = None;
         self.acd.callback_offer_at = None;
+        self.acd.number_entry = None;
         let config = self.ctx.settings.queues.get(&queue);
         let target = config.map(|q| q.overflow.clone()).unwrap_or_default();
         let prompt = config.and_then(|q| q.overflow_prompt.clone());

@@ -31,6 +31,9 @@ const ENTRY_ATTEMPTS: u32 = 3;
 /// Longest number a caller may key in.
 const ENTRY_MAX_DIGITS: usize = 20;
 
+/// The most characters of a refused number an event carries.
+const MAX_SHOWN_NUMBER: usize = 32;
+
 /// The key that confirms the number read back, and ends a keyed-in number.
 const CONFIRM_KEY: char = '#';
 
@@ -184,7 +187,8 @@ impl Actor {
         self.ctx.bus.publish(Event::OutboundRefused {
             call_id: self.call_id.clone(),
             trunk: self.acd.trunk.name.clone(),
-            number: number.to_string(),
+            // A caller's From can be any text: the event keeps a bounded part.
+            number: number.chars().take(MAX_SHOWN_NUMBER).collect(),
             reason: reason.as_str().to_string(),
         });
     }

@@ -540,6 +540,11 @@ impl Actor {
                 }
                 Action::StartTimer(d) => self.timer = Some(Instant::now() + d),
                 Action::Lookup { url, timeout } => {
+                    // The caller hears the music while the service answers,
+                    // never silence; the next node's prompts replace it.
+                    let moh = self.ctx.media.music_on_hold(None);
+                    self.playing = None;
+                    self.media.stream.play(moh, true);
                     let reply = self.lookups.0.clone();
                     tokio::spawn(async move {
                         let _ = reply.send(lookup::fetch(&url, timeout).await);

@@ -139,6 +139,8 @@ pub struct RawMonitor {
     pub listen_code: String,
     pub whisper_code: String,
     pub barge_code: String,
+    /// Per supervisor phone, the queues whose agents it may monitor.
+    pub queues: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RawMonitor {
@@ -148,6 +150,7 @@ impl Default for RawMonitor {
             listen_code: "*41".into(),
             whisper_code: "*42".into(),
             barge_code: "*43".into(),
+            queues: BTreeMap::new(),
         }
     }
 }
@@ -156,8 +159,25 @@ impl RawMonitor {
     fn check(
         &self,
         agents: &BTreeMap<String, Agent>,
+        queues: &BTreeMap<String, Queue>,
         issues: &mut Vec<ConfigIssue>,
     ) -> MonitorSettings {
+        for (phone, scope) in &self.queues {
+            if !self.supervisors.iter().any(|s| s.trim() == phone) {
+                issues.push(ConfigIssue {
+                    key: format!("monitor.queues.{phone}"),
+                    message: format!("{phone:?} is not listed in monitor.supervisors"),
+                });
+            }
+            for (i, queue) in scope.iter().enumerate() {
+                if !queues.contains_key(queue) {
+                    issues.push(ConfigIssue {
+                        key: format!("monitor.queues.{phone}[{i}]"),
+                        message: format!("`{queue}` is not a queue (not under [queues])"),
+                    });
+                }
+            }
+        }
         for (i, account) in self.supervisors.iter().enumerate() {
             if !agents.contains_key(account.trim()) {
                 issues.push(ConfigIssue {
@@ -200,12 +220,26 @@ impl RawMonitor {
                 });
             }
         }
+        let supervisors: std::collections::BTreeSet<String> = self
+            .supervisors
+            .iter()
+            .map(|s| s.trim().to_string())
+            .collect();
+        let scopes = supervisors
+            .iter()
+            .map(|phone| {
+                let scope = self.queues.get(phone).cloned().unwrap_or_else(|| {
+                    agents
+                        .get(phone)
+                        .map(|a| a.queues.clone())
+                        .unwrap_or_default()
+                });
+                (phone.clone(), scope)
+            })
+            .collect();
         MonitorSettings {
-            supervisors: self
-                .supervisors
-                .iter()
-                .map(|s| s.trim().to_string())
-                .collect(),
+            supervisors,
+            scopes,
             listen_code: self.listen_code.clone(),
             whisper_code: self.whisper_code.clone(),
             barge_code: self.barge_code.clone(),
@@ -218,6 +252,9 @@ impl RawMonitor {
 pub struct MonitorSettings {
     /// Phone accounts allowed to dial the feature codes.
     pub supervisors: std::collections::BTreeSet<String>,
+    /// Per supervisor phone, the queues whose agents its feature codes
+    /// reach (`monitor.queues`, else the phone account's own `queues`).
+    pub scopes: BTreeMap<String, Vec<String>>,
     pub listen_code: String,
     pub whisper_code: String,
     pub barge_code: String,
@@ -227,7 +264,19 @@ impl Default for MonitorSettings {
     /// The documented defaults.
     fn default() -> Self {
         let mut issues = Vec::new();
-        RawMonitor::default().check(&BTreeMap::new(), &mut issues)
+        RawMonitor::default().check(&BTreeMap::new(), &BTreeMap::new(), &mut issues)
+    }
+}
+
+impl MonitorSettings {
+    /// Whether `supervisor`'s phone may monitor an agent serving
+    /// `agent_queues`: one of them must be in the supervisor's scope.
+    pub fn may_monitor(&self, supervisor: &str, agent_queues: &[String]) -> bool {
+        self.supervisors.contains(supervisor)
+            && self
+                .scopes
+                .get(supervisor)
+                .is_some_and(|scope| agent_queues.iter().any(|q| scope.contains(q)))
     }
 }
 
@@ -287,6 +336,8 @@ pub struct RawApiToken {
     pub agent: String,
     pub queues: Vec<String>,
     pub sha256: String,
+    /// Supervisor tokens: the phone accounts the API may ring for them.
+    pub phones: Vec<String>,
 }
 
 /// Who a CTI token speaks for.
@@ -321,6 +372,9 @@ pub struct ApiToken {
     pub queues: Vec<String>,
     /// SHA-256 of the token.
     pub sha256: [u8; 32],
+    /// The phones of a `supervisor` token: the only ones the API rings to
+    /// monitor a call for it.
+    pub phones: Vec<String>,
 }
 
 /// `[api]`, checked.
@@ -1963,6 +2017,20 @@ impl RawConfig {
                     );
                 }
             }
+            if role != ApiRole::Supervisor && !raw.phones.is_empty() {
+                issue(
+                    format!("{key}.phones"),
+                    "only supervisor tokens have phones (an admin may name any phone)".into(),
+                );
+            }
+            for (i, phone) in raw.phones.iter().enumerate() {
+                if !agents.contains_key(phone) {
+                    issue(
+                        format!("{key}.phones[{i}]"),
+                        format!("`{phone}` is not a phone account (not under [agents])"),
+                    );
+                }
+            }
             let mut sha256 = [0u8; 32];
             if hex::decode_to_slice(raw.sha256.trim(), &mut sha256).is_err() {
                 issue(
@@ -1977,6 +2045,7 @@ impl RawConfig {
                 agent,
                 queues: raw.queues.clone(),
                 sha256,
+                phones: raw.phones.clone(),
             });
         }
         let api = &self.api;
@@ -2395,7 +2464,7 @@ impl RawConfig {
         self.recording.check(&mut issues);
         let queues = self.check_queues(&mut issues);
         let api = self.check_api(&agents, &queues, &mut issues);
-        let monitor = self.monitor.check(&agents, &mut issues);
+        let monitor = self.monitor.check(&agents, &queues, &mut issues);
         let limits = self.limits.check(&self.trunks, &mut issues);
         let demo = DemoSettings {
             balance_service: self.demo.balance_service,
@@ -3518,6 +3587,47 @@ add_skills = ["general", "french"]
     }
 
     #[test]
+    fn supervision_scopes_and_phones_are_checked() {
+        let base = "[queues.support]\n[queues.sales]\n\
+            [agents.\"2001\"]\npassword = \"x\"\nqueues = [\"sales\"]\n\
+            [agents.\"2002\"]\npassword = \"y\"\n";
+        let s = load(&format!(
+            "{base}[monitor]\nsupervisors = [\"2001\", \"2002\"]\nqueues = {{ \"2002\" = [\"support\"] }}\n"
+        ))
+        .unwrap();
+        let queues = |q: &[&str]| q.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            s.monitor.may_monitor("2001", &queues(&["sales"])),
+            "its own queues"
+        );
+        assert!(!s.monitor.may_monitor("2001", &queues(&["support"])));
+        assert!(s.monitor.may_monitor("2002", &queues(&["support", "x"])));
+        assert!(!s.monitor.may_monitor("2002", &queues(&["sales"])));
+        assert!(
+            !s.monitor.may_monitor("1001", &queues(&["sales"])),
+            "no supervisor"
+        );
+        let err = load(&format!(
+            "{base}[monitor]\nsupervisors = [\"2001\"]\nqueues = {{ \"2002\" = [\"nope\"] }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            keys(err),
+            vec!["monitor.queues.2002", "monitor.queues.2002[0]"]
+        );
+        let token = "sha256 = \"fc08215c254a6e44742d4ed0717935f6fa3e854b7f896d7171b0c476071b3c53\"";
+        let err = load(&format!(
+            "{base}[api.tokens.a]\nrole = \"admin\"\nphones = [\"2001\"]\n{token}\n\
+             [api.tokens.s]\nrole = \"supervisor\"\nqueues = [\"sales\"]\nphones = [\"9\"]\n{token}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            keys(err),
+            vec!["api.tokens.a.phones", "api.tokens.s.phones[0]"]
+        );
+    }
+
+    #[test]
     fn a_bad_environment_value_names_the_variable() {
         let env = BTreeMap::from([("HOTLINE__ACD__HOLD_ACTION".to_string(), "drop".to_string())]);
         let err = Settings::from_toml("", "test.toml", &env).unwrap_err();
@@ -3594,7 +3704,7 @@ add_skills = ["general", "french"]
     #[test]
     fn monitor_options_take_their_documented_defaults_and_are_checked() {
         let documented = documented("[monitor]", "[metrics]");
-        assert_eq!(documented.len(), 4, "{documented:#?}");
+        assert_eq!(documented.len(), 5, "{documented:#?}");
         let s = load(&format!("[monitor]\n{}\n", documented.join("\n"))).unwrap();
         assert_eq!(s.monitor, MonitorSettings::default());
         assert_eq!(s.monitor.listen_code, "*41");

@@ -361,6 +361,16 @@ pub enum Event {
         /// How long the supervisor was on; `None` when its phone never answered.
         duration_ms: Option<u64>,
     },
+    /// A request to monitor an agent was refused: `via` "phone" (a feature
+    /// code) or "api"; `reason` not_supervisor, out_of_scope (the agent
+    /// serves none of the supervisor's queues) or foreign_phone (the API
+    /// was asked to ring a phone that is not the supervisor's).
+    MonitorRefused {
+        supervisor: String,
+        agent: String,
+        via: &'static str,
+        reason: &'static str,
+    },
     /// The agent consults another agent or a queue; the caller waits on hold.
     ConsultStarted {
         call_id: String,

@@ -85,6 +85,7 @@ pub struct Metrics {
     monitor_sessions: IntCounterVec,
     monitor_mode_changes: IntCounterVec,
     monitor_active: prometheus::IntGauge,
+    monitor_refused: IntCounterVec,
     consultations: IntCounterVec,
     released: IntCounterVec,
     calls_expired: IntCounterVec,
@@ -389,6 +390,12 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            monitor_refused: counter_vec(
+                &r,
+                "hotline_monitor_refused_total",
+                "Requests to monitor an agent refused, by via (phone, api) and reason (not_supervisor, out_of_scope, foreign_phone).",
+                &["via", "reason"],
+            )?,
             consultations: counter_vec(
                 &r,
                 "hotline_consultations_total",
@@ -504,6 +511,13 @@ impl Metrics {
         m.breaks_over_limit.with_label_values(&["no-answer"]);
         for reason in crate::call::lifetime::EXPIRY_REASONS {
             m.calls_expired.with_label_values(&[reason]);
+        }
+        for (via, reason) in [
+            ("phone", "not_supervisor"),
+            ("phone", "out_of_scope"),
+            ("api", "foreign_phone"),
+        ] {
+            m.monitor_refused.with_label_values(&[via, reason]);
         }
         for mode in ["listen", "whisper", "barge"] {
             m.monitor_mode_changes.with_label_values(&[mode]);
@@ -714,6 +728,9 @@ impl Metrics {
             }
             Event::MonitorModeChanged { mode, .. } => {
                 self.monitor_mode_changes.with_label_values(&[mode]).inc();
+            }
+            Event::MonitorRefused { via, reason, .. } => {
+                self.monitor_refused.with_label_values(&[via, reason]).inc();
             }
             Event::MonitorEnded {
                 duration_ms: Some(_),

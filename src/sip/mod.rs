@@ -803,9 +803,33 @@ async fn handle_monitor_invite(
     let Some(supervisor) = phone_account(&ctx, &mut tx, source).await else {
         return;
     };
+    let refused = |reason: &'static str| crate::events::Event::MonitorRefused {
+        supervisor: supervisor.clone(),
+        agent: agent.clone(),
+        via: "phone",
+        reason,
+    };
     if !ctx.settings.monitor.supervisors.contains(&supervisor) {
         warn!(%source, %supervisor, "monitoring feature code from a phone that is no supervisor's");
+        ctx.bus.publish(refused("not_supervisor"));
         return refuse_with(&mut tx, 403, "Forbidden (not a supervisor)", vec![]).await;
+    }
+    let agent_queues = ctx
+        .settings
+        .agents
+        .get(&agent)
+        .map(|a| a.queues.as_slice())
+        .unwrap_or_default();
+    if !ctx.settings.monitor.may_monitor(&supervisor, agent_queues) {
+        warn!(%supervisor, %agent, "monitoring feature code for an agent outside the supervisor's queues");
+        ctx.bus.publish(refused("out_of_scope"));
+        return refuse_with(
+            &mut tx,
+            403,
+            "Forbidden (not an agent of your queues)",
+            vec![],
+        )
+        .await;
     }
     let call = match call_of_agent(&ctx, &agent).await {
         Ok(call) => call,

@@ -555,7 +555,8 @@ pub fn call_id_of(event: &Event) -> Option<&str> {
         | Event::SourceBanned { .. }
         | Event::AgentStateChanged { .. }
         | Event::BreakOverLimit { .. }
-        | Event::StaffingBelowMinimum { .. } => None,
+        | Event::StaffingBelowMinimum { .. }
+        | Event::MonitorRefused { .. } => None,
     }
 }
 
