@@ -350,6 +350,7 @@ fn a_supervisor_reaches_only_agents_of_its_queues_and_rings_only_its_own_phone()
             .service(code)
             .auth(account, &format!("demo{account}"))
             .media()
+            .args(&["-auth_uri", &format!("{code}@{}", server.sip_addr())])
             .args(&[
                 "-key",
                 "user",

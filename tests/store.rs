@@ -663,7 +663,10 @@ fn a_flood_of_refused_invites_is_counted_in_full_and_stored_at_a_bounded_rate() 
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("calls.db");
     let config = store_config(&format!(
-        "[store]\npath = {:?}\nrefusals_per_second = 10\n",
+        "[store]\npath = {:?}\nrefusals_per_second = 10\n\
+         # The flood comes from one address: past the edge's per-source rate,\n\
+         # so that every INVITE reaches admission and its refusal.\n\
+         [limits]\ninvite_rate = 0\n",
         db.display().to_string()
     ))
     .http(true)

@@ -285,11 +285,14 @@ mod tests {
             "1001",
             "2026-11-23T10:00:00.000Z",
             "'quoted",
+            "+15550001",
+            "-5",
         ] {
             assert_eq!(neutralise_formula(plain), plain);
         }
         assert_eq!(Shown::Int(-5).csv_text(), "-5", "numbers stay numbers");
-        assert_eq!(Shown::Text("-5".into()).csv_text(), "'-5");
+        assert_eq!(Shown::Text("-5".into()).csv_text(), "-5");
+        assert_eq!(Shown::Text("-5-cmd".into()).csv_text(), "'-5-cmd");
     }
 
     #[test]
