@@ -528,6 +528,17 @@ fn floods_are_held_at_their_ceilings_while_a_real_caller_reaches_an_agent() {
             "{}",
             refused("invite_rate")
         );
+        let busy = flood
+            .responses()
+            .into_iter()
+            .find(|m| m.status() == Some(503))
+            .expect("a 503 to the flood");
+        assert!(
+            busy.header("Retry-After")
+                .is_some_and(|v| v.trim().parse::<u32>().is_ok_and(|s| s > 0)),
+            "503 without Retry-After:\n{}",
+            busy.raw
+        );
         assert!(refused("trunk_max_calls") >= 1.0);
         assert!(connected >= 1500, "only {connected} TCP connections made");
         let tcp_refused = refused("tcp_connections") + refused("tcp_connections_per_source");
