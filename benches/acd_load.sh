@@ -23,6 +23,7 @@ agent_port=$(free_port)
   printf '[sip]\nudp = "127.0.0.1:%s"\ntcp = "127.0.0.1:%s"\n' "$port" "$port"
   printf '[http]\nlisten = ""\n[log]\nlevel = "warn"\n'
   printf '[auth]\nmax_failures = 1000000\n'
+  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
   printf '[media]\nrtp_port_min = 20000\nrtp_port_max = 40000\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'
   printf '[numbers."402"]\nqueue = "support"\n'

@@ -17,8 +17,10 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   printf '[sip]\nudp = "127.0.0.1:%s"\ntcp = "127.0.0.1:%s"\n' "$port" "$port"
   printf '[http]\nlisten = ""\n[log]\nlevel = "warn"\n'
   printf '[auth]\nmax_failures = 1000000\n'
+  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'
   printf '[numbers."401"]\nqueue = "support"\n'
+  printf '[queues.support]\n'
   printf '[registrar]\nmax_contacts = 20\n'
   printf '[agents."2001"]\npassword = "load-test"\n'
 } > "$work/hotline.toml"

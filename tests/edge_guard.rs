@@ -528,6 +528,17 @@ fn floods_are_held_at_their_ceilings_while_a_real_caller_reaches_an_agent() {
             "{}",
             refused("invite_rate")
         );
+        let busy = flood
+            .responses()
+            .into_iter()
+            .find(|m| m.status() == Some(503))
+            .expect("a 503 to the flood");
+        assert!(
+            busy.header("Retry-After")
+                .is_some_and(|v| v.trim().parse::<u32>().is_ok_and(|s| s > 0)),
+            "503 without Retry-After:\n{}",
+            busy.raw
+        );
         assert!(refused("trunk_max_calls") >= 1.0);
         assert!(connected >= 1500, "only {connected} TCP connections made");
         let tcp_refused = refused("tcp_connections") + refused("tcp_connections_per_source");
@@ -549,4 +560,56 @@ fn floods_are_held_at_their_ceilings_while_a_real_caller_reaches_an_agent() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn calls_beyond_the_ceiling_get_503_with_retry_after() {
+    let server = Server::start(TestConfig::new().extra("[limits]\nmax_calls = 1\n"));
+    let mut first = Caller::new(&server);
+    let offer = sdp_offer(first.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    let ok = first.invite("401", &offer);
+    assert_status(&Some(ok), 200, "the first call");
+    first.ack("");
+
+    let second = UdpClient::bind("127.0.0.6", &server);
+    let mut d = second.dialog();
+    let uri = format!("sip:401@{}", server.sip_addr());
+    let invite = d.request(
+        "INVITE",
+        &uri,
+        "401",
+        &[
+            format!("Contact: <sip:y@{}>", second.local()),
+            "Content-Type: application/sdp".into(),
+        ],
+        &offer,
+    );
+    second.send(&invite);
+    let r = second.final_response("INVITE", Duration::from_secs(5));
+    assert_status(&r, 503, "a second call over max_calls = 1");
+    let retry = r.as_ref().and_then(|m| m.header("Retry-After"));
+    assert!(
+        retry.is_some_and(|v| v.trim().parse::<u32>().is_ok_and(|s| s > 0)),
+        "Retry-After: {retry:?}"
+    );
+    first.bye();
+    // Its place is free again once the first call has ended.
+    server.wait_event(&["\"type\":\"call_ended\""], Duration::from_secs(5));
+    let mut third = Caller::new(&server);
+    let offer = sdp_offer(third.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = third.invite("401", &offer);
+        if r.status() == Some(200) {
+            third.ack("");
+            third.bye();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no place after the first call ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        third = Caller::new(&server);
+    }
 }

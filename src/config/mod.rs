@@ -1172,7 +1172,8 @@ pub struct RawAuth {
     #[serde(with = "humantime_serde")]
     pub nonce_ttl: Duration,
     pub max_failures: u32,
-    pub max_failures_per_source: u32,
+    /// Unset: 100, or max_failures when that is higher.
+    pub max_failures_per_source: Option<u32>,
     #[serde(with = "humantime_serde")]
     pub failure_window: Duration,
     #[serde(with = "humantime_serde")]
@@ -1185,7 +1186,7 @@ impl Default for RawAuth {
             algorithms: vec![DigestAlgorithm::Md5],
             nonce_ttl: Duration::from_secs(300),
             max_failures: 5,
-            max_failures_per_source: 100,
+            max_failures_per_source: None,
             failure_window: Duration::from_secs(60),
             ban_time: Duration::from_secs(300),
         }
@@ -2157,7 +2158,9 @@ impl RawConfig {
         if a.failure_window.is_zero() {
             issue("auth.failure_window".into(), "must be at least 1s".into());
         }
-        if a.max_failures_per_source < a.max_failures {
+        if a.max_failures_per_source
+            .is_some_and(|n| n < a.max_failures)
+        {
             issue(
                 "auth.max_failures_per_source".into(),
                 "must be at least auth.max_failures (it counts every user's failures from one address together)".into(),
@@ -2494,7 +2497,10 @@ impl RawConfig {
                 algorithms: self.auth.algorithms,
                 nonce_ttl: self.auth.nonce_ttl,
                 max_failures: self.auth.max_failures,
-                max_failures_per_source: self.auth.max_failures_per_source,
+                max_failures_per_source: self
+                    .auth
+                    .max_failures_per_source
+                    .unwrap_or(self.auth.max_failures.max(100)),
                 failure_window: self.auth.failure_window,
                 ban_time: self.auth.ban_time,
             },
@@ -3038,6 +3044,8 @@ sources = ["300.0.0.0/8"]
         assert_eq!(s.limits, LimitsSettings::default());
         assert_eq!(s.limits.max_calls, 1000);
         assert_eq!(s.auth.max_failures_per_source, 100);
+        let s = load("[auth]\nmax_failures = 1000\n").unwrap();
+        assert_eq!(s.auth.max_failures_per_source, 1000);
         let s = load(
             "[limits]\nmax_calls = 2\ninvite_rate = 0.5\n[trunks.t]\nsources = [\"10.0.0.0/8\"]\nmax_calls = 1\n",
         )

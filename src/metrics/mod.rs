@@ -428,7 +428,7 @@ impl Metrics {
             bans: counter(
                 &r,
                 "hotline_bans_total",
-                "Source addresses banned after repeated failures.",
+                "Lockouts from authentication after repeated failures (a user from an address, or an address).",
             )?,
             events_lost: counter(
                 &r,

@@ -446,6 +446,16 @@ mod tests {
         assert!(!uri_matches("sip:127.0.0.1:5060", "sip:127.0.0.1:5070"));
     }
 
+    proptest::proptest! {
+        /// Whatever a peer writes as digest uri, comparing never panics, and
+        /// a URI always names itself.
+        #[test]
+        fn uri_comparison_is_total_and_reflexive(a in ".{0,40}", b in "sip:[a-z0-9@.:;=]{0,30}") {
+            let _ = uri_matches(&a, &b);
+            proptest::prop_assert!(uri_matches(&b, &b));
+        }
+    }
+
     #[test]
     fn a_replayed_authorization_is_not_accepted_twice() {
         let a = authority(5);

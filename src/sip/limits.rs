@@ -287,6 +287,8 @@ impl ConnectionSlots {
     }
 
     /// Takes a place for a connection from `peer`; released by [`Self::release`].
+    /// Called by the one accept loop only, so the check and the count cannot
+    /// interleave with another open.
     pub fn open(&self, peer: SocketAddr) -> Result<(), Refusal> {
         if self.count.load(Ordering::Acquire) >= self.total {
             return Err(Refusal::TcpTotal);

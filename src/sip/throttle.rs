@@ -1,9 +1,12 @@
-//! Brute-force protection for digest authentication.
+//! Brute-force protection per source address, for the CTI API's bearer
+//! tokens (a TCP peer's address cannot be spoofed). SIP digest
+//! authentication uses [`super::lockout`] instead, which counts per user and
+//! only answers to nonces issued to the address.
 //!
 //! Counts failed authentications per source address in a fixed window; a source
-//! that reaches the limit is banned for a while, and every request from it is
-//! refused with 403 until the ban ends. Lookups are lock-free per address
-//! (DashMap shards), so a flood from one source does not slow the others.
+//! that reaches the limit is banned for a while, and its requests are refused
+//! until the ban ends. Lookups are lock-free per address (DashMap shards), so a
+//! flood from one source does not slow the others.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
