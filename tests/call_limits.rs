@@ -130,3 +130,64 @@ fn a_call_is_ended_at_its_queues_longest_length() {
     server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
     server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
 }
+
+#[test]
+fn a_session_refresh_that_gets_no_answer_ends_the_call_and_a_short_interval_gets_422() {
+    // Session timers as a test can afford them: 3 s at least, 4 s asked.
+    let server = Server::start(
+        acd_config("")
+            .sip("session_expires = \"4s\"\nmin_se = \"3s\"")
+            .media("rtp_timeout = \"0s\"")
+            .http(true),
+    );
+    let started = Instant::now();
+    let run = Sipp::new("caller_session_timer")
+        .service("402")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    let lasted = started.elapsed();
+    run.assert_ok(&server);
+    let codes = run.codes();
+    assert!(
+        codes.contains(&422),
+        "the 1 s interval was refused: {codes:?}"
+    );
+    let too_small = run
+        .responses()
+        .into_iter()
+        .find(|m| m.status() == Some(422))
+        .unwrap();
+    assert_eq!(too_small.header("Min-SE").map(str::trim), Some("3"));
+    let update = run
+        .received()
+        .into_iter()
+        .find(|m| m.method() == Some("UPDATE"))
+        .expect("hotline refreshed the session");
+    assert!(
+        update
+            .header("Session-Expires")
+            .is_some_and(|v| v.starts_with('3')),
+        "{:?}",
+        update.header("Session-Expires")
+    );
+    assert!(
+        lasted < Duration::from_secs(12),
+        "the call ended when the session ran out: {lasted:?}"
+    );
+    server.wait_event(
+        &[
+            "\"type\":\"call_expired\"",
+            "\"reason\":\"session_expired\"",
+        ],
+        Duration::from_secs(3),
+    );
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    for line in [
+        "hotline_calls_expired_total{reason=\"session_expired\"} 1",
+        "hotline_session_refreshes_total{result=\"sent_failed\"} 1",
+        "hotline_session_interval_too_small_total{direction=\"sent\"} 1",
+    ] {
+        assert!(page.contains(line), "{line} on the page:\n{page}");
+    }
+}

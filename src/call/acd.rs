@@ -338,6 +338,7 @@ impl Actor {
                 let _ = reply.send(self.transfer(target));
             }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
             CallCommand::Monitor(command) => self.on_monitor_command(command).await,
             CallCommand::Consult(command) => self.on_consult_command(command).await,
             CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
@@ -384,12 +385,16 @@ impl Actor {
             }
         };
         let offer = media.offer();
+        let session_timer = super::timer_settings(&self.ctx)
+            .map(|t| super::session_timer::uac_headers(t.session_expires, t.min_se, false))
+            .unwrap_or_default();
         let mut forks = Vec::new();
         for binding in bindings {
             let dial = agent_leg::Dial {
                 from_user: &self.acd.caller,
                 display: Some(queue),
                 header: Some((&self.acd.policy.queue_header, queue)),
+                session_timer: session_timer.clone(),
             };
             match agent_leg::ring(
                 &self.ctx,
@@ -561,6 +566,14 @@ impl Actor {
             .get(&leg.queue)
             .is_none_or(|q| q.announce_agent);
         self.acd.connected = Some(Connected::new(leg, now, self.call()));
+        self.lifetime.agent_session = super::timer_settings(&self.ctx).map(|timers| {
+            let (interval, we_refresh) =
+                super::session_timer::from_answer(&response, timers.session_expires);
+            super::lifetime::LegSession {
+                timer: super::session_timer::SessionTimer::start(interval, we_refresh, now),
+                allows_update: super::session_timer::allows_update(&response.headers),
+            }
+        });
         let digits: Vec<String> = agent
             .0
             .chars()
@@ -783,6 +796,17 @@ impl Actor {
         self.tell_router(Command::HoldEnded(router_call, agent));
     }
 
+    /// Both legs' formats after either side's media changed.
+    pub(super) fn update_formats(&mut self) {
+        if let (Some(connected), Some(caller)) = (
+            self.acd.connected.as_mut(),
+            self.media.negotiated().map(LegFormat::from),
+        ) && let Some(agent) = connected.leg.media.negotiated().map(LegFormat::from)
+        {
+            connected.formats = Some((caller, agent));
+        }
+    }
+
     /// Passes a caller's INFO digit on to the agent's phone.
     pub(super) fn forward_info(&self, req: &Request) {
         let Some(dialog) = self
@@ -907,12 +931,21 @@ impl Actor {
                 }
             }
             DialogState::Updated(_, req, handle) if ours => {
+                let Some(refresh) = self.peer_refresh(Side::Agent, &req, &handle).await else {
+                    return;
+                };
+                let extra = refresh.as_ref().map(|r| r.0.clone()).unwrap_or_default();
                 let Some(connected) = self.acd.connected.as_mut() else {
                     return;
                 };
-                if !super::answer_update(&mut connected.leg.media, &req, &handle).await {
+                if !super::answer_update_with(&mut connected.leg.media, &req, &handle, extra).await
+                {
                     return;
                 }
+                self.peer_refreshed(Side::Agent, refresh);
+                let Some(connected) = self.acd.connected.as_mut() else {
+                    return;
+                };
                 if let (Some(c), Some(a)) = (
                     self.media.negotiated().map(LegFormat::from),
                     connected.leg.media.negotiated().map(LegFormat::from),

@@ -131,6 +131,8 @@ pub struct Dial<'a> {
     pub display: Option<&'a str>,
     /// An extra header (name, value), e.g. the queue header.
     pub header: Option<(&'a str, &'a str)>,
+    /// Session timer headers (RFC 4028) the INVITE carries.
+    pub session_timer: Vec<Header>,
 }
 
 /// Where an outgoing INVITE goes: a registered phone, or a trunk.
@@ -197,9 +199,15 @@ pub fn ring(
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
         contact: parse(&format!("sip:hotline@{host}:{}{transport}", local.port()))?,
-        headers: dial
-            .header
-            .map(|(name, value)| vec![Header::Other(name.to_string(), value.to_string())]),
+        headers: {
+            let mut headers: Vec<Header> = dial
+                .header
+                .map(|(name, value)| Header::Other(name.to_string(), value.to_string()))
+                .into_iter()
+                .collect();
+            headers.extend(dial.session_timer.iter().cloned());
+            (!headers.is_empty()).then_some(headers)
+        },
         call_id: Some(call_id.clone()),
         ..Default::default()
     };

@@ -116,6 +116,17 @@ impl MediaSession {
         sdp::offer(&local, Direction::SendRecv)
     }
 
+    /// An offer that repeats what was agreed (a session refresh by
+    /// re-INVITE): the same direction, so a held call stays held.
+    pub fn refresh_offer(&mut self) -> String {
+        let direction = self
+            .negotiated
+            .as_ref()
+            .map_or(Direction::SendRecv, |n| n.direction);
+        let local = self.next_local();
+        sdp::offer(&local, direction)
+    }
+
     /// The peer's answer to our offer.
     pub fn accept_answer(&mut self, answer: &SessionDescription) -> Result<(), SdpError> {
         let negotiated = sdp::accept_answer(answer)?;
