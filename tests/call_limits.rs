@@ -191,3 +191,88 @@ fn a_session_refresh_that_gets_no_answer_ends_the_call_and_a_short_interval_gets
         assert!(page.contains(line), "{line} on the page:\n{page}");
     }
 }
+
+#[test]
+fn an_agent_phone_that_asks_for_a_longer_interval_is_invited_again_and_its_silence_ends_the_call() {
+    // hotline asks the agent's phone for 3 s; the phone wants at least 5 s
+    // (422), gets it, refreshes itself and never does.
+    let server = Server::start(
+        acd_config("[acd]\nwrap_up = \"2s\"\n")
+            .sip("session_expires = \"3s\"\nmin_se = \"2s\"")
+            .media("rtp_timeout = \"0s\"")
+            .http(true),
+    );
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::new("agent_session_timer")
+                .port(agent_port)
+                .media()
+                .args(&["-key", "min_se", "5", "-timeout", "30s"])
+                .run(&server)
+        });
+        // The caller answers the refreshes hotline sends it (every 1.5 s).
+        let caller = s.spawn(|| {
+            Sipp::new("caller_refreshed")
+                .service("402")
+                .media()
+                .args(&["-timeout", "30s"])
+                .run(&server)
+        });
+        server.wait_event(&["\"type\":\"call_connected\""], Duration::from_secs(10));
+        let connected = Instant::now();
+        let agent = agent.join().unwrap();
+        let lasted = connected.elapsed();
+        agent.assert_ok(&server);
+        let asked: Vec<String> = agent
+            .received()
+            .iter()
+            .filter(|m| m.method() == Some("INVITE"))
+            .map(|m| m.header("Session-Expires").unwrap_or("").trim().to_string())
+            .collect();
+        assert_eq!(
+            asked,
+            ["3", "5"],
+            "asked for 3 s, then for the phone's Min-SE"
+        );
+        let call_ids: Vec<_> = agent
+            .received()
+            .iter()
+            .filter(|m| m.method() == Some("INVITE"))
+            .map(|m| m.header("Call-ID").map(str::to_string))
+            .collect();
+        assert_eq!(call_ids[0], call_ids[1], "the retry keeps the Call-ID");
+        let caller = caller.join().unwrap();
+        caller.assert_ok(&server);
+        assert!(
+            caller.received().iter().any(|m| m.method() == Some("BYE")),
+            "the caller got BYE too"
+        );
+        assert!(
+            lasted < Duration::from_secs(9),
+            "ended when the 5 s session ran out: {lasted:?}"
+        );
+    });
+    server.wait_event(
+        &[
+            "\"type\":\"call_expired\"",
+            "\"reason\":\"session_expired\"",
+        ],
+        Duration::from_secs(3),
+    );
+    server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        page.contains("hotline_session_interval_too_small_total{direction=\"received\"} 1"),
+        "{page}"
+    );
+    let ok = page
+        .lines()
+        .find_map(|l| l.strip_prefix("hotline_session_refreshes_total{result=\"sent_ok\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        ok.is_some_and(|n| n >= 1),
+        "the caller's refreshes were answered: {ok:?}"
+    );
+}

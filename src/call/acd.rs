@@ -486,6 +486,16 @@ impl Actor {
         };
         let status = fork.status;
         let dialog = fork.dialog.clone();
+        if status == ForkStatus::Ringing
+            && let Some(too_small) = fin.response.as_ref().filter(|r| agent_leg::code(r) == 422)
+            && self.ring_again_after_422(i, &fin.fork, too_small)
+        {
+            return;
+        }
+        let leg = &mut self.acd.legs[i];
+        let Some(fork) = leg.fork_mut(&fin.fork) else {
+            return;
+        };
         let response = match fin.response {
             Some(r) if agent_leg::is_success(&r) && status == ForkStatus::Ringing => r,
             other => {
@@ -591,6 +601,78 @@ impl Actor {
             self.play(&prompts, false);
         } else {
             self.bridge();
+        }
+    }
+
+    /// A phone of leg `i` answered its INVITE 422 Session Interval Too
+    /// Small: the INVITE goes again, same Call-ID, asking for the phone's
+    /// `Min-SE` (when hotline would accept that long an interval: at most
+    /// ten times `sip.session_expires`). False when it does not.
+    fn ring_again_after_422(
+        &mut self,
+        i: usize,
+        fork_id: &str,
+        response: &rsipstack::sip::Response,
+    ) -> bool {
+        let Some(timers) = super::timer_settings(&self.ctx) else {
+            return false;
+        };
+        let Some(min_se) = super::session_timer::min_se_of(response) else {
+            return false;
+        };
+        let asked = std::time::Duration::from_secs(min_se);
+        if asked > timers.session_expires.saturating_mul(10) {
+            return false;
+        }
+        let leg = &self.acd.legs[i];
+        let Some(again) = leg
+            .forks
+            .iter()
+            .find(|f| f.call_id == fork_id)
+            .and_then(|f| f.again.clone())
+        else {
+            return false;
+        };
+        let queue = leg.queue.clone();
+        let dial = agent_leg::Dial {
+            from_user: &self.acd.caller,
+            display: Some(&queue),
+            header: Some((&self.acd.policy.queue_header, &queue)),
+            session_timer: super::session_timer::uac_headers(asked, asked, false),
+        };
+        let target = agent_leg::Target {
+            uri: &again.uri,
+            address: again.address,
+            tcp: again.tcp,
+        };
+        let fork = agent_leg::ring_as(
+            &self.ctx,
+            target,
+            &dial,
+            again.offer.clone(),
+            self.acd.states.clone(),
+            self.acd.finals.0.clone(),
+            fork_id.to_string(),
+        );
+        match fork {
+            Ok(fork) => {
+                info!(
+                    min_se,
+                    "the phone wants a longer session interval: INVITE again"
+                );
+                super::session_timer::Totals::count(
+                    &self.ctx.calls.session_timers.retried_after_422,
+                );
+                let leg = &mut self.acd.legs[i];
+                if let Some(slot) = leg.forks.iter_mut().find(|f| f.call_id == fork_id) {
+                    *slot = fork;
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot send the INVITE again");
+                false
+            }
         }
     }
 

@@ -768,6 +768,7 @@ impl Actor {
                 dialog,
                 status: ForkStatus::Answered,
                 peer: None,
+                again: None,
             }],
             offered_at: now,
             ring_deadline: now,
