@@ -17,7 +17,6 @@ use crate::media::dtmf::{EventDetector, InbandDetector};
 use crate::media::g711::Codec;
 use crate::media::pacer::{MediaEvent, StreamHandle};
 use crate::media::rtp::{InboundStats, Latch, RtpError, RtpTotals, Verdict};
-
 use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescription};
 
 /// How a digit reached hotline.
