@@ -276,3 +276,52 @@ fn an_agent_phone_that_asks_for_a_longer_interval_is_invited_again_and_its_silen
         "the caller's refreshes were answered: {ok:?}"
     );
 }
+
+#[test]
+fn a_caller_without_update_is_refreshed_by_re_invite_until_its_numbers_longest_call_ends_it() {
+    let server = Server::start(
+        acd_config("[numbers.\"403\"]\nqueue = \"support\"\nmax_duration = \"5s\"\n")
+            .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
+            .http(true),
+    );
+    let started = Instant::now();
+    let run = Sipp::new("caller_refreshed_reinvite")
+        .service("403")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    let lasted = started.elapsed();
+    run.assert_ok(&server);
+    let refreshes = run
+        .received()
+        .iter()
+        .filter(|m| m.method() == Some("INVITE"))
+        .count();
+    assert!(
+        refreshes >= 2,
+        "refreshed every second by re-INVITE: {refreshes}"
+    );
+    assert!(
+        lasted >= Duration::from_millis(4500) && lasted < Duration::from_secs(12),
+        "ended at the number's 5 s: {lasted:?}"
+    );
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        server
+            .events(&[
+                "\"type\":\"call_expired\"",
+                "\"reason\":\"session_expired\""
+            ])
+            .is_empty(),
+        "the answered refreshes kept the session"
+    );
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    let sent_ok = page
+        .lines()
+        .find_map(|l| l.strip_prefix("hotline_session_refreshes_total{result=\"sent_ok\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(sent_ok.is_some_and(|n| n >= 2), "{sent_ok:?}");
+}
