@@ -418,7 +418,7 @@ impl TestConfig {
         // Each server of this process takes RTP ports of its own: a party of
         // one test still sending to a port its server released must not be
         // latched by another test's server that took the port next.
-        if !self.extra.contains("rtp_port_min") {
+        if !self.extra.contains("rtp_port_min") && !self.media.contains("rtp_port_min") {
             let (min, max) = rtp_port_block();
             writeln!(s, "rtp_port_min = {min}\nrtp_port_max = {max}").unwrap();
         }
