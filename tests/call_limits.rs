@@ -325,3 +325,39 @@ fn a_caller_without_update_is_refreshed_by_re_invite_until_its_numbers_longest_c
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(sent_ok.is_some_and(|n| n >= 2), "{sent_ok:?}");
 }
+
+#[test]
+fn a_refused_refresh_is_tried_again_by_re_invite_and_the_call_lives_on() {
+    let server = Server::start(
+        acd_config("[numbers.\"404\"]\nqueue = \"support\"\nmax_duration = \"4s\"\n")
+            .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
+            .http(true),
+    );
+    let run = Sipp::new("caller_refuses_update")
+        .service("404")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    run.assert_ok(&server);
+    let count = |method: &str| {
+        run.received()
+            .iter()
+            .filter(|m| m.method() == Some(method))
+            .count()
+    };
+    assert_eq!(count("UPDATE"), 1, "UPDATE once, refused");
+    assert!(count("INVITE") >= 1, "then re-INVITEs");
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        server
+            .events(&[
+                "\"type\":\"call_expired\"",
+                "\"reason\":\"session_expired\""
+            ])
+            .is_empty(),
+        "a refused refresh does not end the session"
+    );
+}

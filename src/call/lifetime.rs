@@ -10,11 +10,11 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::acd::{Side, end_dialog};
-use super::session_timer::{self, Due, SessionTimer, Totals};
-use super::{Actor, CallCommand, agent_leg, sdp_header};
+use super::session_timer::{self, Due, RefreshOutcome, SessionTimer, Totals};
+use super::{Actor, CallCommand, sdp_header};
 use crate::events::{Event, ReleasedBy};
 
 /// The reasons a call expires, as events and metrics name them.
@@ -220,6 +220,7 @@ impl Actor {
         tracing::debug!(?side, update = allows_update, "session refresh");
         tokio::spawn(async move {
             let mut headers = session_timer::uac_headers(interval, min_se, true);
+            let offer_sent = offer.clone();
             let answer = match offer {
                 None => dialog.update(Some(headers), None).await,
                 Some(offer) => {
@@ -229,28 +230,25 @@ impl Actor {
                         .await
                 }
             };
+            let update = offer_sent.is_none();
             let result = match answer {
-                Ok(Some(resp)) if agent_leg::is_success(&resp) => {
-                    let (interval, we_refresh) = session_timer::from_answer(&resp, interval);
-                    Ok((resp.body, interval, we_refresh))
-                }
-                Ok(Some(resp)) => Err(format!("answered {}", agent_leg::code(&resp))),
-                Ok(None) => Err("no answer".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(response) => RefreshOutcome::of(response.as_ref(), update, interval),
+                Err(e) => RefreshOutcome::Lost(e.to_string()),
             };
             let _ = mailbox.send(CallCommand::Refreshed { side, result });
         });
     }
 
-    /// The outcome of a session refresh hotline sent.
-    pub(super) fn on_refreshed(
-        &mut self,
-        side: Side,
-        result: Result<(Vec<u8>, Duration, bool), String>,
-    ) {
+    /// The outcome of a session refresh hotline sent: a refused one is
+    /// tried again before the session expires, a lost one ends the call.
+    pub(super) fn on_refreshed(&mut self, side: Side, result: RefreshOutcome) {
         let totals = &self.ctx.calls.session_timers;
         match result {
-            Ok((body, interval, we_refresh)) => {
+            RefreshOutcome::Refreshed {
+                body,
+                interval,
+                we_refresh,
+            } => {
                 Totals::count(&totals.refreshes_ok);
                 if !body.iter().all(|b| b.is_ascii_whitespace()) {
                     self.on_refresh_answer(side, &body);
@@ -258,7 +256,18 @@ impl Actor {
                 self.lifetime
                     .refreshed(side, interval, we_refresh, Instant::now());
             }
-            Err(e) => {
+            RefreshOutcome::Refused {
+                code,
+                update_refused,
+            } => {
+                Totals::count(&totals.refreshes_failed);
+                info!(?side, code, "session refresh refused: trying again");
+                if let Some(session) = self.lifetime.session_mut(side).as_mut() {
+                    session.allows_update &= !update_refused;
+                    session.timer.retry(Instant::now());
+                }
+            }
+            RefreshOutcome::Lost(e) => {
                 Totals::count(&totals.refreshes_failed);
                 warn!(?side, error = %e, "session refresh failed");
                 if self.lifetime.session_mut(side).is_some() {

@@ -93,12 +93,10 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
-    /// The outcome of a session refresh hotline sent on `side`'s dialog:
-    /// the answer's body (SDP for a re-INVITE), the interval and whether
-    /// hotline refreshes next; or why it failed.
+    /// The outcome of a session refresh hotline sent on `side`'s dialog.
     Refreshed {
         side: acd::Side,
-        result: Result<(Vec<u8>, Duration, bool), String>,
+        result: session_timer::RefreshOutcome,
     },
     /// A supervisor's monitoring of the call (rulebook Q2).
     Monitor(monitor::MonitorCommand),

@@ -220,6 +220,50 @@ pub fn min_se_of(response: &Response) -> Option<u64> {
         .and_then(parse_min_se)
 }
 
+/// How a refresh hotline sent went.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// 2xx: the answer's body (SDP for a re-INVITE), the interval, and
+    /// whether hotline refreshes next.
+    Refreshed {
+        body: Vec<u8>,
+        interval: Duration,
+        we_refresh: bool,
+    },
+    /// The peer is there but refused this refresh (491 glare, 405 or 501 to
+    /// an UPDATE, a 5xx): the session lives on until it expires, and hotline
+    /// tries again, by re-INVITE when the UPDATE was refused.
+    Refused { code: u16, update_refused: bool },
+    /// No answer, 408 or 481 (RFC 4028 §10): the session is gone.
+    Lost(String),
+}
+
+impl RefreshOutcome {
+    /// The outcome of a refresh (`update`: sent as UPDATE) from its final
+    /// response, `None` when none came.
+    pub fn of(response: Option<&Response>, update: bool, asked: Duration) -> RefreshOutcome {
+        let Some(response) = response else {
+            return RefreshOutcome::Lost("no answer".into());
+        };
+        let code = u16::from(response.status_code.clone());
+        match code {
+            200..=299 => {
+                let (interval, we_refresh) = from_answer(response, asked);
+                RefreshOutcome::Refreshed {
+                    body: response.body.clone(),
+                    interval,
+                    we_refresh,
+                }
+            }
+            408 | 481 => RefreshOutcome::Lost(format!("answered {code}")),
+            _ => RefreshOutcome::Refused {
+                code,
+                update_refused: update && matches!(code, 405 | 501),
+            },
+        }
+    }
+}
+
 /// What a leg's timer wants now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -258,6 +302,13 @@ impl SessionTimer {
                 now + interval - margin
             },
         }
+    }
+
+    /// A refresh was refused: the next goes out soon (2 s, or half the
+    /// time left when that is shorter); the expiry stays.
+    pub fn retry(&mut self, now: Instant) {
+        let left = self.expires_at.saturating_duration_since(now);
+        self.refresh_at = Some(now + Duration::from_secs(2).min(left / 2));
     }
 
     pub fn deadline(&self) -> Instant {
@@ -398,5 +449,74 @@ mod tests {
         assert_eq!(theirs.due(t0 + Duration::from_secs(60)), Due::Expired);
         let long = SessionTimer::start(Duration::from_secs(1800), false, t0);
         assert_eq!(long.deadline(), t0 + Duration::from_secs(1768));
+    }
+
+    #[test]
+    fn a_refused_refresh_is_tried_again_before_the_unchanged_expiry() {
+        let t0 = Instant::now();
+        let mut ours = SessionTimer::start(Duration::from_secs(90), true, t0);
+        let at = t0 + Duration::from_secs(45);
+        assert_eq!(ours.due(at), Due::Refresh);
+        ours.retry(at);
+        assert_eq!(ours.deadline(), at + Duration::from_secs(2));
+        let late = t0 + Duration::from_secs(89);
+        ours.retry(late);
+        assert_eq!(ours.deadline(), late + Duration::from_millis(500));
+        assert_eq!(ours.due(t0 + Duration::from_secs(90)), Due::Expired);
+    }
+
+    fn response(code: u16, headers: Vec<Header>) -> Response {
+        Response {
+            status_code: code.into(),
+            wire_reason: None,
+            version: rsipstack::sip::Version::V2,
+            headers: headers.into(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refresh_answers_are_told_apart() {
+        let asked = Duration::from_secs(600);
+        let ok = response(
+            200,
+            vec![Header::Other(
+                "Session-Expires".into(),
+                "300;refresher=uac".into(),
+            )],
+        );
+        assert!(matches!(
+            RefreshOutcome::of(Some(&ok), true, asked),
+            RefreshOutcome::Refreshed { interval, we_refresh: true, .. } if interval == Duration::from_secs(300)
+        ));
+        let plain_ok = response(200, vec![]);
+        assert!(matches!(
+            RefreshOutcome::of(Some(&plain_ok), true, asked),
+            RefreshOutcome::Refreshed { interval, we_refresh: true, .. } if interval == asked
+        ));
+        for code in [408, 481] {
+            assert!(matches!(
+                RefreshOutcome::of(Some(&response(code, vec![])), false, asked),
+                RefreshOutcome::Lost(_)
+            ));
+        }
+        assert!(matches!(
+            RefreshOutcome::of(None, false, asked),
+            RefreshOutcome::Lost(_)
+        ));
+        assert!(matches!(
+            RefreshOutcome::of(Some(&response(405, vec![])), true, asked),
+            RefreshOutcome::Refused {
+                code: 405,
+                update_refused: true
+            }
+        ));
+        assert!(matches!(
+            RefreshOutcome::of(Some(&response(491, vec![])), false, asked),
+            RefreshOutcome::Refused {
+                code: 491,
+                update_refused: false
+            }
+        ));
     }
 }
