@@ -141,6 +141,11 @@ impl Actor {
             self.expire("max_duration");
             return;
         }
+        if self.acd.callback.is_some() {
+            // The caller left a number and hung up: its dialog is over, and
+            // the called-back customer's is hotline's own, without a timer.
+            self.lifetime.caller_session = None;
+        }
         for side in [Side::Caller, Side::Agent] {
             let (due, ours) = self
                 .lifetime
@@ -270,7 +275,8 @@ impl Actor {
             RefreshOutcome::Lost(e) => {
                 Totals::count(&totals.refreshes_failed);
                 warn!(?side, error = %e, "session refresh failed");
-                if self.lifetime.session_mut(side).is_some() {
+                let caller_left = side == Side::Caller && self.acd.callback.is_some();
+                if self.lifetime.session_mut(side).is_some() && !caller_left {
                     self.expire("session_expired");
                 }
             }

@@ -316,7 +316,7 @@ fn session_timers(out: &mut String, ctx: &EdgeContext) {
         out,
         "hotline_session_refreshes_total",
         "counter",
-        "Session timer refreshes: sent by hotline and answered (sent_ok) or not (sent_failed, the call ends), sent by the peer and answered (received).",
+        "Session timer refreshes: sent by hotline and answered 2xx (sent_ok) or refused or unanswered (sent_failed; unanswered ends the call), sent by the peer and answered (received).",
     );
     for (result, counter) in [
         ("sent_ok", &totals.refreshes_ok),
