@@ -1,7 +1,8 @@
 //! Per-frame media work: G.711 encode, decode and law-to-law transcode of one
 //! 20 ms frame (160 samples), relaying one bridged RTP packet from a caller
 //! to an agent (as it is, or with a supervisor's voice mixed in), and
-//! in-band DTMF detection over one frame.
+//! in-band DTMF detection over one frame, and the source check every
+//! inbound RTP packet passes.
 //! Run with `cargo bench --bench media`.
 
 use std::hint::black_box;
@@ -152,5 +153,37 @@ fn pacing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, g711, bridge, dtmf, pacing);
+/// The inbound check every received RTP packet passes: from the latched
+/// peer (the common case) and from a foreign source (dropped).
+fn latch(c: &mut Criterion) {
+    use hotline::media::rtp::{InboundStats, Latch};
+    use std::time::{Duration, Instant};
+    let mut packet = vec![0x80, 0, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef];
+    packet.extend_from_slice(&[0xff; FRAME]);
+    let Ok(peer) = "198.51.100.7:40000".parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    let Ok(foreign) = "203.0.113.9:40002".parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    let stats = InboundStats::default();
+    let mut latch = Latch::default();
+    latch.expect(
+        Some(peer),
+        Some(peer.ip()),
+        Instant::now(),
+        Duration::from_secs(2),
+    );
+    latch.judge(peer, &packet, &stats, Instant::now);
+    let mut group = c.benchmark_group("latch");
+    group.bench_function("judge_from_peer", |b| {
+        b.iter(|| latch.judge(black_box(peer), black_box(&packet), &stats, Instant::now))
+    });
+    group.bench_function("judge_foreign", |b| {
+        b.iter(|| latch.judge(black_box(foreign), black_box(&packet), &stats, Instant::now))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, g711, bridge, dtmf, pacing, latch);
 criterion_main!(benches);

@@ -130,3 +130,234 @@ fn a_call_is_ended_at_its_queues_longest_length() {
     server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
     server.assert_event(&["\"type\":\"call_ended\"", "\"released_by\":\"system\""]);
 }
+
+#[test]
+fn a_session_refresh_that_gets_no_answer_ends_the_call_and_a_short_interval_gets_422() {
+    // Session timers as a test can afford them: 3 s at least, 4 s asked.
+    let server = Server::start(
+        acd_config("")
+            .sip("session_expires = \"4s\"\nmin_se = \"3s\"")
+            .media("rtp_timeout = \"0s\"")
+            .http(true),
+    );
+    let started = Instant::now();
+    let run = Sipp::new("caller_session_timer")
+        .service("402")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    let lasted = started.elapsed();
+    run.assert_ok(&server);
+    let codes = run.codes();
+    assert!(
+        codes.contains(&422),
+        "the 1 s interval was refused: {codes:?}"
+    );
+    let too_small = run
+        .responses()
+        .into_iter()
+        .find(|m| m.status() == Some(422))
+        .unwrap();
+    assert_eq!(too_small.header("Min-SE").map(str::trim), Some("3"));
+    let update = run
+        .received()
+        .into_iter()
+        .find(|m| m.method() == Some("UPDATE"))
+        .expect("hotline refreshed the session");
+    assert!(
+        update
+            .header("Session-Expires")
+            .is_some_and(|v| v.starts_with('3')),
+        "{:?}",
+        update.header("Session-Expires")
+    );
+    assert!(
+        lasted < Duration::from_secs(12),
+        "the call ended when the session ran out: {lasted:?}"
+    );
+    server.wait_event(
+        &[
+            "\"type\":\"call_expired\"",
+            "\"reason\":\"session_expired\"",
+        ],
+        Duration::from_secs(3),
+    );
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    for line in [
+        "hotline_calls_expired_total{reason=\"session_expired\"} 1",
+        "hotline_session_refreshes_total{result=\"sent_failed\"} 1",
+        "hotline_session_interval_too_small_total{direction=\"sent\"} 1",
+    ] {
+        assert!(page.contains(line), "{line} on the page:\n{page}");
+    }
+}
+
+#[test]
+fn an_agent_phone_that_asks_for_a_longer_interval_is_invited_again_and_its_silence_ends_the_call() {
+    // hotline asks the agent's phone for 3 s; the phone wants at least 5 s
+    // (422), gets it, refreshes itself and never does.
+    let server = Server::start(
+        acd_config("[acd]\nwrap_up = \"2s\"\n")
+            .sip("session_expires = \"3s\"\nmin_se = \"2s\"")
+            .media("rtp_timeout = \"0s\"")
+            .http(true),
+    );
+    let agent_port = free_port();
+    register_agent(&server, "1001", agent_port);
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| {
+            Sipp::new("agent_session_timer")
+                .port(agent_port)
+                .media()
+                .args(&["-key", "min_se", "5", "-timeout", "30s"])
+                .run(&server)
+        });
+        // The caller answers the refreshes hotline sends it (every 1.5 s).
+        let caller = s.spawn(|| {
+            Sipp::new("caller_refreshed")
+                .service("402")
+                .media()
+                .args(&["-timeout", "30s"])
+                .run(&server)
+        });
+        server.wait_event(&["\"type\":\"call_connected\""], Duration::from_secs(10));
+        let connected = Instant::now();
+        let agent = agent.join().unwrap();
+        let lasted = connected.elapsed();
+        agent.assert_ok(&server);
+        let asked: Vec<String> = agent
+            .received()
+            .iter()
+            .filter(|m| m.method() == Some("INVITE"))
+            .map(|m| m.header("Session-Expires").unwrap_or("").trim().to_string())
+            .collect();
+        assert_eq!(
+            asked,
+            ["3", "5"],
+            "asked for 3 s, then for the phone's Min-SE"
+        );
+        let call_ids: Vec<_> = agent
+            .received()
+            .iter()
+            .filter(|m| m.method() == Some("INVITE"))
+            .map(|m| m.header("Call-ID").map(str::to_string))
+            .collect();
+        assert_eq!(call_ids[0], call_ids[1], "the retry keeps the Call-ID");
+        let caller = caller.join().unwrap();
+        caller.assert_ok(&server);
+        assert!(
+            caller.received().iter().any(|m| m.method() == Some("BYE")),
+            "the caller got BYE too"
+        );
+        assert!(
+            lasted < Duration::from_secs(9),
+            "ended when the 5 s session ran out: {lasted:?}"
+        );
+    });
+    server.wait_event(
+        &[
+            "\"type\":\"call_expired\"",
+            "\"reason\":\"session_expired\"",
+        ],
+        Duration::from_secs(3),
+    );
+    server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    assert!(
+        page.contains("hotline_session_interval_too_small_total{direction=\"received\"} 1"),
+        "{page}"
+    );
+    let ok = page
+        .lines()
+        .find_map(|l| l.strip_prefix("hotline_session_refreshes_total{result=\"sent_ok\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        ok.is_some_and(|n| n >= 1),
+        "the caller's refreshes were answered: {ok:?}"
+    );
+}
+
+#[test]
+fn a_caller_without_update_is_refreshed_by_re_invite_until_its_numbers_longest_call_ends_it() {
+    let server = Server::start(
+        acd_config("[numbers.\"403\"]\nqueue = \"support\"\nmax_duration = \"5s\"\n")
+            .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
+            .http(true),
+    );
+    let started = Instant::now();
+    let run = Sipp::new("caller_refreshed_reinvite")
+        .service("403")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    let lasted = started.elapsed();
+    run.assert_ok(&server);
+    let refreshes = run
+        .received()
+        .iter()
+        .filter(|m| m.method() == Some("INVITE"))
+        .count();
+    assert!(
+        refreshes >= 2,
+        "refreshed every second by re-INVITE: {refreshes}"
+    );
+    assert!(
+        lasted >= Duration::from_millis(4500) && lasted < Duration::from_secs(12),
+        "ended at the number's 5 s: {lasted:?}"
+    );
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        server
+            .events(&[
+                "\"type\":\"call_expired\"",
+                "\"reason\":\"session_expired\""
+            ])
+            .is_empty(),
+        "the answered refreshes kept the session"
+    );
+    let page = http_get(server.http_port.unwrap(), "/metrics");
+    let sent_ok = page
+        .lines()
+        .find_map(|l| l.strip_prefix("hotline_session_refreshes_total{result=\"sent_ok\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(sent_ok.is_some_and(|n| n >= 2), "{sent_ok:?}");
+}
+
+#[test]
+fn a_refused_refresh_is_tried_again_by_re_invite_and_the_call_lives_on() {
+    let server = Server::start(
+        acd_config("[numbers.\"404\"]\nqueue = \"support\"\nmax_duration = \"4s\"\n")
+            .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
+            .http(true),
+    );
+    let run = Sipp::new("caller_refuses_update")
+        .service("404")
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(&server);
+    run.assert_ok(&server);
+    let count = |method: &str| {
+        run.received()
+            .iter()
+            .filter(|m| m.method() == Some(method))
+            .count()
+    };
+    assert_eq!(count("UPDATE"), 1, "UPDATE once, refused");
+    assert!(count("INVITE") >= 1, "then re-INVITEs");
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        server
+            .events(&[
+                "\"type\":\"call_expired\"",
+                "\"reason\":\"session_expired\""
+            ])
+            .is_empty(),
+        "a refused refresh does not end the session"
+    );
+}

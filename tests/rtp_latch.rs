@@ -19,8 +19,8 @@ const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;
 const SPRAYER_HZ: f64 = 1700.0;
 
-/// A stranger on 127.0.0.1 that sends its own tone, one packet to every port
-/// of `range` every 40 ms (one steady SSRC, as a real stream would), and
+/// A stranger on `ip` that sends its own tone, one packet to every port of
+/// `range` every 40 ms (one steady SSRC, as a real stream would), and
 /// counts what comes back to it.
 struct Sprayer {
     received: Arc<AtomicUsize>,
@@ -30,8 +30,8 @@ struct Sprayer {
 }
 
 impl Sprayer {
-    fn start(range: (u16, u16)) -> Sprayer {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn start(ip: &str, range: (u16, u16)) -> Sprayer {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(2)))
             .unwrap();
@@ -94,6 +94,16 @@ impl Drop for Sprayer {
     }
 }
 
+/// An RTP range of this test's own, away from the blocks other test
+/// servers (of any process on the machine) take: the stranger sprays only
+/// what belongs to the server under test.
+fn own_rtp_range() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let slot = (std::process::id() * 2 + NEXT.fetch_add(1, Ordering::Relaxed)) % 40;
+    let min = 20000 + slot * 250;
+    format!("rtp_port_min = {min}\nrtp_port_max = {}", min + 199)
+}
+
 fn metric(server: &Server, line_start: &str) -> f64 {
     let page = http_get(server.http_port.unwrap(), "/metrics");
     page.lines()
@@ -103,7 +113,7 @@ fn metric(server: &Server, line_start: &str) -> f64 {
 
 #[test]
 fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
-    let server = Server::start(acd_config("").http(true));
+    let server = Server::start(acd_config("").media(&own_rtp_range()).http(true));
     let agent_port = free_port();
     register_agent(&server, "1001", agent_port);
     let (agent_socket, agent_rtp) = rtp_socket();
@@ -116,7 +126,7 @@ fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
         assert_eq!(caller_sip.invite("402", &offer).status(), Some(200));
         // The stranger sprays every port of the range before the caller's
         // first packet, and on through the call (the agent's leg too).
-        let sprayer = Sprayer::start(server.rtp_range());
+        let sprayer = Sprayer::start("127.0.0.1", server.rtp_range());
         std::thread::sleep(Duration::from_millis(600));
         caller_sip.ack("");
         let caller = Party::start(
@@ -170,8 +180,8 @@ fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
 }
 
 #[test]
-fn a_caller_behind_nat_talks_both_ways() {
-    let server = Server::start(acd_config(""));
+fn a_caller_behind_nat_talks_both_ways_and_a_stranger_cannot_take_its_place() {
+    let server = Server::start(acd_config("").media(&own_rtp_range()));
     let agent_port = free_port();
     register_agent(&server, "1001", agent_port);
     let (agent_socket, agent_rtp) = rtp_socket();
@@ -181,10 +191,15 @@ fn a_caller_behind_nat_talks_both_ways() {
         let agent_phone = s.spawn(|| answering_phone(agent_port, agent_rtp).run(&server));
         let mut caller_sip = Caller::new(&server);
         // The phone writes its LAN address; its packets come from the
-        // NAT's (here: its real socket on 127.0.0.1).
+        // NAT's (here: its real socket on 127.0.0.1, where its SIP comes
+        // from too).
         let offer = sdp_offer(caller_sip.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n")
             .replace("c=IN IP4 127.0.0.1", "c=IN IP4 192.168.77.20");
         assert_eq!(caller_sip.invite("402", &offer).status(), Some(200));
+        // A stranger elsewhere sprays the range before the caller speaks:
+        // a NAT'd caller's source is not latched from another host.
+        let sprayer = Sprayer::start("127.0.0.2", server.rtp_range());
+        std::thread::sleep(Duration::from_millis(400));
         caller_sip.ack("");
         let caller = Party::start(
             caller_sip.rtp.try_clone().unwrap(),
@@ -197,16 +212,20 @@ fn a_caller_behind_nat_talks_both_ways() {
         let to = Instant::now();
         let caller_hears_agent = caller.share(AGENT_HZ, from, to);
         let agent_hears_caller = agent.share(CALLER_HZ, from, to);
+        let agent_hears_sprayer = agent.share(SPRAYER_HZ, from, to);
+        let stolen = sprayer.received();
+        drop(sprayer);
         assert!(
             caller_hears_agent > 0.3,
             "the NAT'd caller hears the agent: share {caller_hears_agent:.3}; {}",
             caller.stats()
         );
         assert!(
-            agent_hears_caller > 0.3,
-            "the agent hears the NAT'd caller: share {agent_hears_caller:.3}; {}",
+            agent_hears_caller > 0.3 && agent_hears_sprayer < 0.02,
+            "the agent hears the NAT'd caller ({agent_hears_caller:.3}), not the stranger ({agent_hears_sprayer:.3}); {}",
             agent.stats()
         );
+        assert_eq!(stolen, 0, "the stranger received RTP from hotline");
         caller_sip
             .rtp
             .set_read_timeout(Some(Duration::from_secs(3)))

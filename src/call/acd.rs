@@ -346,6 +346,7 @@ impl Actor {
                 let _ = reply.send(self.transfer(target));
             }
             CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
             CallCommand::Monitor(command) => self.on_monitor_command(command).await,
             CallCommand::Consult(command) => self.on_consult_command(command).await,
             CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
@@ -392,12 +393,16 @@ impl Actor {
             }
         };
         let offer = media.offer();
+        let session_timer = super::timer_settings(&self.ctx)
+            .map(|t| super::session_timer::uac_headers(t.session_expires, t.min_se, false))
+            .unwrap_or_default();
         let mut forks = Vec::new();
         for binding in bindings {
             let dial = agent_leg::Dial {
                 from_user: &self.acd.caller,
                 display: Some(queue),
                 header: Some((&self.acd.policy.queue_header, queue)),
+                session_timer: session_timer.clone(),
             };
             match agent_leg::ring(
                 &self.ctx,
@@ -489,6 +494,16 @@ impl Actor {
         };
         let status = fork.status;
         let dialog = fork.dialog.clone();
+        if status == ForkStatus::Ringing
+            && let Some(too_small) = fin.response.as_ref().filter(|r| agent_leg::code(r) == 422)
+            && self.ring_again_after_422(i, &fin.fork, too_small)
+        {
+            return;
+        }
+        let leg = &mut self.acd.legs[i];
+        let Some(fork) = leg.fork_mut(&fin.fork) else {
+            return;
+        };
         let response = match fin.response {
             Some(r) if agent_leg::is_success(&r) && status == ForkStatus::Ringing => r,
             other => {
@@ -569,6 +584,14 @@ impl Actor {
             .get(&leg.queue)
             .is_none_or(|q| q.announce_agent);
         self.acd.connected = Some(Connected::new(leg, now, self.call()));
+        self.lifetime.agent_session = super::timer_settings(&self.ctx).map(|timers| {
+            let (interval, we_refresh) =
+                super::session_timer::from_answer(&response, timers.session_expires);
+            super::lifetime::LegSession {
+                timer: super::session_timer::SessionTimer::start(interval, we_refresh, now),
+                allows_update: super::session_timer::allows_update(&response.headers),
+            }
+        });
         let digits: Vec<String> = agent
             .0
             .chars()
@@ -587,6 +610,78 @@ impl Actor {
             self.play(&prompts, false);
         } else {
             self.bridge();
+        }
+    }
+
+    /// A phone of leg `i` answered its INVITE 422 Session Interval Too
+    /// Small: the INVITE goes again, same Call-ID, asking for the phone's
+    /// `Min-SE` (when hotline would accept that long an interval: at most
+    /// ten times `sip.session_expires`). False when it does not.
+    fn ring_again_after_422(
+        &mut self,
+        i: usize,
+        fork_id: &str,
+        response: &rsipstack::sip::Response,
+    ) -> bool {
+        let Some(timers) = super::timer_settings(&self.ctx) else {
+            return false;
+        };
+        let Some(min_se) = super::session_timer::min_se_of(response) else {
+            return false;
+        };
+        let asked = std::time::Duration::from_secs(min_se);
+        if asked > timers.session_expires.saturating_mul(10) {
+            return false;
+        }
+        let leg = &self.acd.legs[i];
+        let Some(again) = leg
+            .forks
+            .iter()
+            .find(|f| f.call_id == fork_id)
+            .and_then(|f| f.again.clone())
+        else {
+            return false;
+        };
+        let queue = leg.queue.clone();
+        let dial = agent_leg::Dial {
+            from_user: &self.acd.caller,
+            display: Some(&queue),
+            header: Some((&self.acd.policy.queue_header, &queue)),
+            session_timer: super::session_timer::uac_headers(asked, asked, false),
+        };
+        let target = agent_leg::Target {
+            uri: &again.uri,
+            address: again.address,
+            tcp: again.tcp,
+        };
+        let fork = agent_leg::ring_as(
+            &self.ctx,
+            target,
+            &dial,
+            again.offer.clone(),
+            self.acd.states.clone(),
+            self.acd.finals.0.clone(),
+            fork_id.to_string(),
+        );
+        match fork {
+            Ok(fork) => {
+                info!(
+                    min_se,
+                    "the phone wants a longer session interval: INVITE again"
+                );
+                super::session_timer::Totals::count(
+                    &self.ctx.calls.session_timers.retried_after_422,
+                );
+                let leg = &mut self.acd.legs[i];
+                if let Some(slot) = leg.forks.iter_mut().find(|f| f.call_id == fork_id) {
+                    *slot = fork;
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot send the INVITE again");
+                false
+            }
         }
     }
 
@@ -795,6 +890,17 @@ impl Actor {
         self.tell_router(Command::HoldEnded(router_call, agent));
     }
 
+    /// Both legs' formats after either side's media changed.
+    pub(super) fn update_formats(&mut self) {
+        if let (Some(connected), Some(caller)) = (
+            self.acd.connected.as_mut(),
+            self.media.negotiated().map(LegFormat::from),
+        ) && let Some(agent) = connected.leg.media.negotiated().map(LegFormat::from)
+        {
+            connected.formats = Some((caller, agent));
+        }
+    }
+
     /// Passes a caller's INFO digit on to the agent's phone.
     pub(super) fn forward_info(&self, req: &Request) {
         let Some(dialog) = self
@@ -919,12 +1025,21 @@ impl Actor {
                 }
             }
             DialogState::Updated(_, req, handle) if ours => {
+                let Some(refresh) = self.peer_refresh(Side::Agent, &req, &handle).await else {
+                    return;
+                };
+                let extra = refresh.as_ref().map(|r| r.0.clone()).unwrap_or_default();
                 let Some(connected) = self.acd.connected.as_mut() else {
                     return;
                 };
-                if !super::answer_update(&mut connected.leg.media, &req, &handle).await {
+                if !super::answer_update_with(&mut connected.leg.media, &req, &handle, extra).await
+                {
                     return;
                 }
+                self.peer_refreshed(Side::Agent, refresh);
+                let Some(connected) = self.acd.connected.as_mut() else {
+                    return;
+                };
                 if let (Some(c), Some(a)) = (
                     self.media.negotiated().map(LegFormat::from),
                     connected.leg.media.negotiated().map(LegFormat::from),

@@ -50,6 +50,18 @@ pub struct Fork {
     /// Where the phone's SIP comes from (its media may come from there too,
     /// behind NAT).
     pub peer: Option<std::net::SocketAddr>,
+    /// How to send the INVITE again (a 422 asking for a longer session
+    /// interval).
+    pub again: Option<Again>,
+}
+
+/// What an INVITE to one phone went with, to send it again.
+#[derive(Debug, Clone)]
+pub struct Again {
+    pub uri: String,
+    pub address: std::net::SocketAddr,
+    pub tcp: bool,
+    pub offer: String,
 }
 
 /// One agent being rung for a call, then talking on it.
@@ -131,6 +143,8 @@ pub struct Dial<'a> {
     pub display: Option<&'a str>,
     /// An extra header (name, value), e.g. the queue header.
     pub header: Option<(&'a str, &'a str)>,
+    /// Session timer headers (RFC 4028) the INVITE carries.
+    pub session_timer: Vec<Header>,
 }
 
 /// Where an outgoing INVITE goes: a registered phone, or a trunk.
@@ -162,6 +176,28 @@ pub fn ring(
     states: DialogStateSender,
     finals: mpsc::UnboundedSender<ForkFinal>,
 ) -> Result<Fork, String> {
+    let call_id = format!("{:032x}@hotline", rand::random::<u128>());
+    ring_as(ctx, target, dial, offer, states, finals, call_id)
+}
+
+/// [`ring`] with the Call-ID of an INVITE sent before (a retry keeps it,
+/// RFC 3261 §8.1.3.5).
+#[allow(clippy::too_many_arguments)]
+pub fn ring_as(
+    ctx: &Arc<EdgeContext>,
+    target: Target<'_>,
+    dial: &Dial<'_>,
+    offer: String,
+    states: DialogStateSender,
+    finals: mpsc::UnboundedSender<ForkFinal>,
+    call_id: String,
+) -> Result<Fork, String> {
+    let again = Some(Again {
+        uri: target.uri.to_string(),
+        address: target.address,
+        tcp: target.tcp,
+        offer: offer.clone(),
+    });
     let tcp = target.tcp;
     let peer = Some(target.address);
     let local = if tcp { ctx.tcp_addr } else { ctx.udp_addr }.ok_or_else(|| {
@@ -181,7 +217,6 @@ pub fn ring(
         rsipstack::sip::uri::parse_uri(text).map_err(|e| format!("bad URI {text}: {e}"))
     };
     let user = caller_user(dial.from_user);
-    let call_id = format!("{:032x}@hotline", rand::random::<u128>());
     let option = InviteOption {
         caller_display_name: dial.display.map(str::to_string),
         caller: parse(&format!("sip:{user}@{host}:{}", local.port()))?,
@@ -197,9 +232,15 @@ pub fn ring(
         content_type: Some("application/sdp".into()),
         offer: Some(offer.into_bytes()),
         contact: parse(&format!("sip:hotline@{host}:{}{transport}", local.port()))?,
-        headers: dial
-            .header
-            .map(|(name, value)| vec![Header::Other(name.to_string(), value.to_string())]),
+        headers: {
+            let mut headers: Vec<Header> = dial
+                .header
+                .map(|(name, value)| Header::Other(name.to_string(), value.to_string()))
+                .into_iter()
+                .collect();
+            headers.extend(dial.session_timer.iter().cloned());
+            (!headers.is_empty()).then_some(headers)
+        },
         call_id: Some(call_id.clone()),
         ..Default::default()
     };
@@ -224,6 +265,7 @@ pub fn ring(
         dialog,
         status: ForkStatus::Ringing,
         peer,
+        again,
     })
 }
 

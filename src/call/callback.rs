@@ -289,6 +289,7 @@ impl Actor {
             from_user: &self.acd.number,
             display: None,
             header: None,
+            session_timer: Vec::new(),
         };
         let target = Target {
             uri: &uri,

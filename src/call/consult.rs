@@ -355,6 +355,7 @@ impl Actor {
                     from_user: &consulting,
                     display: Some("consult"),
                     header: Some(("X-Hotline-Consult", &queue)),
+                    session_timer: Vec::new(),
                 };
                 match agent_leg::ring(
                     &ctx,
@@ -637,6 +638,8 @@ impl Actor {
         self.end_monitor("transferred", true);
         self.end_hold();
         if let Some(previous) = self.acd.connected.take() {
+            // The consulted agent's dialog runs no session timer of hotline's.
+            self.lifetime.disconnected();
             if hang_up && let Some(dialog) = previous.leg.answered().cloned() {
                 end_dialog(&self.ctx, dialog);
             }
@@ -765,6 +768,7 @@ impl Actor {
                 dialog,
                 status: ForkStatus::Answered,
                 peer: None,
+                again: None,
             }],
             offered_at: now,
             ring_deadline: now,

@@ -17,7 +17,6 @@ use crate::media::dtmf::{EventDetector, InbandDetector};
 use crate::media::g711::Codec;
 use crate::media::pacer::{MediaEvent, StreamHandle};
 use crate::media::rtp::{InboundStats, Latch, RtpError, RtpTotals, Verdict};
-
 use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescription};
 
 /// How a digit reached hotline.
@@ -114,6 +113,17 @@ impl MediaSession {
     pub fn offer(&mut self) -> String {
         let local = self.next_local();
         sdp::offer(&local, Direction::SendRecv)
+    }
+
+    /// An offer that repeats what was agreed (a session refresh by
+    /// re-INVITE): the same direction, so a held call stays held.
+    pub fn refresh_offer(&mut self) -> String {
+        let direction = self
+            .negotiated
+            .as_ref()
+            .map_or(Direction::SendRecv, |n| n.direction);
+        let local = self.next_local();
+        sdp::offer(&local, direction)
     }
 
     /// The peer's answer to our offer.

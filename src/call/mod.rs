@@ -20,6 +20,7 @@ pub mod policy;
 mod record;
 mod refer;
 pub mod relay;
+pub mod session_timer;
 mod survey;
 
 pub use acd::Side;
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::media_session::MediaSession;
+use self::session_timer::UasDecision;
 use crate::config::NumberTarget;
 use crate::events::{Event, ReleasedBy};
 use crate::ivr::{Action, Input, IvrRun, LookupReply};
@@ -91,6 +93,11 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
+    /// The outcome of a session refresh hotline sent on `side`'s dialog.
+    Refreshed {
+        side: acd::Side,
+        result: session_timer::RefreshOutcome,
+    },
     /// A supervisor's monitoring of the call (rulebook Q2).
     Monitor(monitor::MonitorCommand),
     /// A consultation, attended transfer or three-way call (rulebook L6).
@@ -107,6 +114,8 @@ pub struct Calls {
     mailboxes: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
     /// Queues paused over the CTI API: new callers go to the overflow.
     paused: dashmap::DashSet<String>,
+    /// Session timer refreshes and refusals, for the metrics page.
+    pub session_timers: session_timer::Totals,
 }
 
 impl Calls {
@@ -192,6 +201,16 @@ fn released_by(reason: &TerminatedReason) -> ReleasedBy {
         }
         _ => ReleasedBy::System,
     }
+}
+
+/// The session timer settings, when session timers are on.
+pub(super) fn timer_settings(ctx: &EdgeContext) -> Option<session_timer::TimerSettings> {
+    let sip = &ctx.settings.sip;
+    sip.session_expires
+        .map(|session_expires| session_timer::TimerSettings {
+            session_expires,
+            min_se: sip.min_se,
+        })
 }
 
 fn sdp_header() -> Header {
@@ -284,6 +303,37 @@ async fn call_actor(
             }
         }
     };
+    // Session timers (RFC 4028): an interval below ours is refused with 422.
+    let mut accept_headers = vec![sdp_header()];
+    let mut caller_agreed = None;
+    if let Some(timers) = timer_settings(&ctx) {
+        match session_timer::negotiate_uas(&tx.original, &timers) {
+            UasDecision::TooSmall { min_se } => {
+                info!(min_se, "session interval too small: 422");
+                session_timer::Totals::count(&ctx.calls.session_timers.too_small);
+                let headers = vec![Header::Other("Min-SE".into(), min_se.to_string())];
+                if let Err(e) = tx
+                    .reply_with(StatusCode::SessionIntervalTooSmall, headers, None)
+                    .await
+                {
+                    debug!(error = %e, "could not answer 422");
+                }
+                return;
+            }
+            UasDecision::Run {
+                interval,
+                we_refresh,
+                headers,
+            } => {
+                accept_headers.extend(headers);
+                caller_agreed = Some((
+                    interval,
+                    we_refresh,
+                    session_timer::allows_update(&tx.original.headers),
+                ));
+            }
+        }
+    }
     let mut media = match MediaSession::open(&media_room, media_ip, advertise).await {
         Ok(m) => m,
         Err(e) => {
@@ -358,7 +408,7 @@ async fn call_actor(
         }
     }
     if ended.is_none()
-        && let Err(e) = dialog.accept(Some(vec![sdp_header()]), Some(local_sdp.into_bytes()))
+        && let Err(e) = dialog.accept(Some(accept_headers), Some(local_sdp.into_bytes()))
     {
         warn!(error = %e, "could not answer");
         ended = Some(ReleasedBy::System);
@@ -398,6 +448,7 @@ async fn call_actor(
             admitted.number.max_duration,
         ),
     };
+    actor.lifetime.caller_agreed = caller_agreed;
     if ended.is_none() {
         let mut vars = BTreeMap::new();
         vars.insert("caller".to_string(), caller);
@@ -833,11 +884,16 @@ impl Actor {
                     }
                 }
             }
-            DialogState::Updated(_, req, handle)
-                if answer_update(&mut self.media, &req, &handle).await =>
-            {
-                info!(on_hold = self.media.on_hold(), "session updated");
-                self.hold_changed();
+            DialogState::Updated(_, req, handle) => {
+                // None: refused 422 (an interval below sip.min_se).
+                if let Some(refresh) = self.peer_refresh(Side::Caller, &req, &handle).await {
+                    let extra = refresh.as_ref().map(|r| r.0.clone()).unwrap_or_default();
+                    if answer_update_with(&mut self.media, &req, &handle, extra).await {
+                        self.peer_refreshed(Side::Caller, refresh);
+                        info!(on_hold = self.media.on_hold(), "session updated");
+                        self.hold_changed();
+                    }
+                }
             }
             DialogState::Info(_, req, handle) => {
                 match crate::media::dtmf::parse_info(&content_type(&req), &req.body) {
@@ -883,6 +939,17 @@ pub(super) async fn answer_update(
     req: &Request,
     handle: &rsipstack::dialog::dialog::TransactionHandle,
 ) -> bool {
+    answer_update_with(media, req, handle, Vec::new()).await
+}
+
+/// [`answer_update`] with `extra` headers in the 200 (a session refresh's
+/// `Session-Expires`).
+pub(super) async fn answer_update_with(
+    media: &mut MediaSession,
+    req: &Request,
+    handle: &rsipstack::dialog::dialog::TransactionHandle,
+    extra: Vec<Header>,
+) -> bool {
     let answer = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
         (req.method == Method::Invite).then(|| media.offer())
     } else {
@@ -901,7 +968,11 @@ pub(super) async fn answer_update(
             }
         }
     };
-    let headers = answer.as_ref().map(|_| vec![sdp_header()]);
+    let mut headers = extra;
+    if answer.is_some() {
+        headers.push(sdp_header());
+    }
+    let headers = (!headers.is_empty()).then_some(headers);
     let _ = handle
         .respond(StatusCode::OK, headers, answer.map(String::into_bytes))
         .await;

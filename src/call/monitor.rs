@@ -473,6 +473,7 @@ impl Actor {
             from_user: &self.acd.caller,
             display: Some("monitor"),
             header: Some(("X-Hotline-Monitor", mode.as_str())),
+            session_timer: Vec::new(),
         };
         let fork = agent_leg::ring(
             &self.ctx,

@@ -1117,6 +1117,10 @@ pub struct RawSip {
     pub t1: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_expires: Duration,
+    #[serde(with = "humantime_serde")]
+    pub min_se: Duration,
 }
 
 impl Default for RawSip {
@@ -1129,6 +1133,8 @@ impl Default for RawSip {
             user_agent: format!("hotline/{}", env!("CARGO_PKG_VERSION")),
             t1: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(2),
+            session_expires: Duration::from_secs(1800),
+            min_se: Duration::from_secs(90),
         }
     }
 }
@@ -1705,6 +1711,11 @@ pub struct SipSettings {
     pub user_agent: String,
     pub t1: Duration,
     pub shutdown_grace: Duration,
+    /// RFC 4028 session interval hotline asks for and accepts at most;
+    /// `None` = no session timers.
+    pub session_expires: Option<Duration>,
+    /// The shortest session interval hotline accepts (`Min-SE`), ≥ 1s.
+    pub min_se: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -2374,6 +2385,19 @@ impl RawConfig {
                 ),
             );
         }
+        if self.sip.min_se < Duration::from_secs(1) {
+            issue("sip.min_se".into(), "must be at least 1s".into());
+        }
+        if !self.sip.session_expires.is_zero() && self.sip.session_expires < self.sip.min_se {
+            issue(
+                "sip.session_expires".into(),
+                format!(
+                    "{} is below sip.min_se ({}); \"0s\" turns session timers off",
+                    humantime::format_duration(self.sip.session_expires),
+                    humantime::format_duration(self.sip.min_se)
+                ),
+            );
+        }
         if m.latch_window > Duration::from_secs(10) {
             issue(
                 "media.latch_window".into(),
@@ -2486,6 +2510,8 @@ impl RawConfig {
                 user_agent: self.sip.user_agent,
                 t1: self.sip.t1,
                 shutdown_grace: self.sip.shutdown_grace,
+                session_expires: nonzero(self.sip.session_expires),
+                min_se: self.sip.min_se,
             },
             registrar: RegistrarSettings {
                 min_expires: self.registrar.min_expires,

@@ -316,6 +316,7 @@ impl Latch {
 
     /// Judges a datagram from `source`; `packet` must look like RTP version 2.
     /// `now` is asked only for a candidate source of a NAT'd peer.
+    #[inline]
     pub fn judge(
         &mut self,
         source: SocketAddr,
@@ -327,17 +328,14 @@ impl Latch {
             stats.dropped_malformed.fetch_add(1, Ordering::Relaxed);
             return Verdict::Drop(DropReason::Malformed);
         }
-        let latched = if self.peer == Some(source) {
-            false
-        } else if self.expected == Some(source) {
-            self.peer = Some(source);
-            self.nat = None;
-            true
-        } else if self.peer.is_some() {
-            stats.dropped_source.fetch_add(1, Ordering::Relaxed);
-            return Verdict::Drop(DropReason::ForeignSource);
-        } else {
-            match self.nat_candidate(source, packet, now) {
+        // Every packet of a live call takes one of the first two arms.
+        let latched = match self.peer {
+            Some(peer) if peer == source => false,
+            Some(_) if self.expected.is_none_or(|e| e != source) => {
+                stats.dropped_source.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Drop(DropReason::ForeignSource);
+            }
+            _ => match self.latch_new_source(source, packet, now) {
                 Ok(()) => true,
                 Err(reason) => {
                     let counter = match reason {
@@ -347,13 +345,32 @@ impl Latch {
                     counter.fetch_add(1, Ordering::Relaxed);
                     return Verdict::Drop(reason);
                 }
-            }
+            },
         };
         stats.packets.fetch_add(1, Ordering::Relaxed);
         stats
             .bytes
             .fetch_add(packet.len() as u64, Ordering::Relaxed);
         Verdict::Accept { latched }
+    }
+
+    /// A source that is not the latched peer, where the latch may move:
+    /// the SDP address takes it at once, a NAT'd peer's real source once
+    /// confirmed; Ok when `source` latched.
+    #[cold]
+    fn latch_new_source(
+        &mut self,
+        source: SocketAddr,
+        packet: &[u8],
+        now: impl FnOnce() -> Instant,
+    ) -> Result<(), DropReason> {
+        if self.expected == Some(source) {
+            self.peer = Some(source);
+            self.nat = None;
+            self.candidate = None;
+            return Ok(());
+        }
+        self.nat_candidate(source, packet, now)
     }
 
     /// A packet from elsewhere than the SDP address, before any latch: Ok

@@ -116,6 +116,7 @@ pub fn render(src: &Sources<'_>) -> String {
     sip(&mut out, ctx);
     edge_limits(&mut out, ctx);
     rtp(&mut out, ctx);
+    session_timers(&mut out, ctx);
     if let Some(store) = src.store {
         family(
             &mut out,
@@ -473,5 +474,44 @@ fn store_bounds(out: &mut String, store: &StoreFigures) {
         out,
         "hotline_store_retention_deleted_total{{table=\"cdr\"}} {}",
         store.cdrs_expired
+    );
+}
+
+/// RFC 4028 session timers: refreshes by outcome, 422 refusals.
+fn session_timers(out: &mut String, ctx: &EdgeContext) {
+    let totals = &ctx.calls.session_timers;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    family(
+        out,
+        "hotline_session_refreshes_total",
+        "counter",
+        "Session timer refreshes: sent by hotline and answered 2xx (sent_ok) or refused or unanswered (sent_failed; unanswered ends the call), sent by the peer and answered (received).",
+    );
+    for (result, counter) in [
+        ("sent_ok", &totals.refreshes_ok),
+        ("sent_failed", &totals.refreshes_failed),
+        ("received", &totals.refreshes_received),
+    ] {
+        let _ = writeln!(
+            out,
+            "hotline_session_refreshes_total{{result=\"{result}\"}} {}",
+            load(counter)
+        );
+    }
+    family(
+        out,
+        "hotline_session_interval_too_small_total",
+        "counter",
+        "422 Session Interval Too Small: sent (a Session-Expires below sip.min_se) and received from agents' phones (retried with their Min-SE).",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_session_interval_too_small_total{{direction=\"sent\"}} {}",
+        load(&totals.too_small)
+    );
+    let _ = writeln!(
+        out,
+        "hotline_session_interval_too_small_total{{direction=\"received\"}} {}",
+        load(&totals.retried_after_422)
     );
 }

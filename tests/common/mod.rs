@@ -159,6 +159,8 @@ pub struct TestConfig {
     pub extra: String,
     /// Lines of the `[media]` section (e.g. "rtp_timeout = \"3s\"").
     pub media: String,
+    /// Lines of the `[sip]` section (e.g. "min_se = \"2s\"").
+    pub sip: String,
 }
 
 impl Default for TestConfig {
@@ -207,6 +209,7 @@ impl Default for TestConfig {
             agent_queues: Vec::new(),
             extra: String::new(),
             media: String::new(),
+            sip: String::new(),
         }
     }
 }
@@ -327,6 +330,13 @@ impl TestConfig {
     }
 
     /// The TOML text for SIP on `sip_port` and HTTP on `http_port`.
+    /// Adds `lines` to the `[sip]` section.
+    pub fn sip(mut self, lines: &str) -> Self {
+        self.sip.push_str(lines);
+        self.sip.push('\n');
+        self
+    }
+
     /// Adds `lines` to the `[media]` section.
     pub fn media(mut self, lines: &str) -> Self {
         self.media.push_str(lines);
@@ -348,7 +358,8 @@ impl TestConfig {
         writeln!(s, "udp = {}", addr(self.udp)).unwrap();
         writeln!(s, "tcp = {}", addr(self.tcp)).unwrap();
         writeln!(s, "realm = {}", toml_str(&self.realm)).unwrap();
-        writeln!(s, "shutdown_grace = \"1s\"\n").unwrap();
+        writeln!(s, "shutdown_grace = \"1s\"").unwrap();
+        writeln!(s, "{}", self.sip).unwrap();
         writeln!(s, "[registrar]").unwrap();
         writeln!(s, "min_expires = {}", toml_str(&self.min_expires)).unwrap();
         writeln!(s, "max_expires = {}", toml_str(&self.max_expires)).unwrap();
@@ -407,7 +418,7 @@ impl TestConfig {
         // Each server of this process takes RTP ports of its own: a party of
         // one test still sending to a port its server released must not be
         // latched by another test's server that took the port next.
-        if !self.extra.contains("rtp_port_min") {
+        if !self.extra.contains("rtp_port_min") && !self.media.contains("rtp_port_min") {
             let (min, max) = rtp_port_block();
             writeln!(s, "rtp_port_min = {min}\nrtp_port_max = {max}").unwrap();
         }
