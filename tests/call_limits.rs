@@ -96,16 +96,20 @@ fn a_caller_that_vanishes_after_the_agent_answers_is_released_at_the_rtp_timeout
     assert_eq!(expired.len(), 1, "{events:?}");
     assert!(expired[0].2.contains("rtp_timeout"));
     let conn = Connection::open(&db).unwrap();
-    let (released_by, disposition): (String, String) = conn
+    let (released_by, disposition, end_reason): (String, String, String) = conn
         .query_row(
-            "SELECT released_by, disposition FROM cdr WHERE call_id = ?1",
+            "SELECT released_by, disposition, end_reason FROM cdr WHERE call_id = ?1",
             [&expired[0].0],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert_eq!(
-        (released_by.as_str(), disposition.as_str()),
-        ("system", "answered")
+        (
+            released_by.as_str(),
+            disposition.as_str(),
+            end_reason.as_str()
+        ),
+        ("system", "answered", "rtp_timeout")
     );
 }
 

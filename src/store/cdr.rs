@@ -137,6 +137,9 @@ pub struct Cdr {
     pub hold_periods: Option<String>,
     /// The caller's post-call survey score, 1 to 5 (rulebook Q3).
     pub survey_score: Option<i64>,
+    /// Why hotline ended a call whose end never came: `rtp_timeout`,
+    /// `session_expired` or `max_duration`.
+    pub end_reason: Option<&'static str>,
 }
 
 /// Where the call stands with queues.
@@ -199,6 +202,7 @@ pub struct CdrBuilder {
     notes: Option<String>,
     recording: Recorded,
     survey_score: Option<i64>,
+    end_reason: Option<&'static str>,
 }
 
 /// What the recording events said.
@@ -245,6 +249,7 @@ impl CdrBuilder {
             notes: None,
             recording: Recorded::default(),
             survey_score: None,
+            end_reason: None,
         }
     }
 
@@ -399,6 +404,7 @@ impl CdrBuilder {
                 self.recording.path.get_or_insert_with(|| path.clone());
             }
             Event::SurveyAnswered { score, .. } => self.survey_score = Some(i64::from(*score)),
+            Event::CallExpired { reason, .. } => self.end_reason = Some(*reason),
             Event::CallEnded {
                 released_by,
                 answered,
@@ -465,6 +471,7 @@ impl CdrBuilder {
             recording_ms: self.recording.duration_ms,
             hold_periods: self.recording.hold_periods.clone(),
             survey_score: self.survey_score,
+            end_reason: self.end_reason,
         }
     }
 
@@ -789,6 +796,7 @@ mod tests {
                 recording_ms: None,
                 hold_periods: None,
                 survey_score: None,
+                end_reason: None,
             }
         );
     }
@@ -851,6 +859,29 @@ mod tests {
         assert_eq!(cdr.recording.as_deref(), Some(path.as_str()));
         assert_eq!(cdr.recording_sha256, None);
         assert_eq!(cdr.recording_ms, None);
+    }
+
+    #[test]
+    fn a_call_hotline_ended_for_a_lost_bye_carries_the_reason() {
+        let cdr = run(&[
+            (0, admitted("401")),
+            (1, queued("support", 0)),
+            (2, offered("1001")),
+            (3, connected("1001", 2, false)),
+            (
+                60_003,
+                Event::CallExpired {
+                    call_id: id(),
+                    reason: "rtp_timeout",
+                },
+            ),
+            (60_004, ended(ReleasedBy::System, true)),
+        ]);
+        assert_eq!(cdr.end_reason, Some("rtp_timeout"));
+        assert_eq!(cdr.released_by, Some("system"));
+        assert_eq!(cdr.disposition, Disposition::Answered);
+        let plain = run(&[(0, admitted("401")), (1, ended(ReleasedBy::Caller, true))]);
+        assert_eq!(plain.end_reason, None);
     }
 
     #[test]

@@ -59,6 +59,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cdr ADD COLUMN survey_score INTEGER;",
     // 4: events by time, for the retention sweep and the crash recovery.
     "CREATE INDEX events_at ON events(at);",
+    // 5: why hotline ended a call whose end never came (a lost BYE): the
+    // reason of its `call_expired` event.
+    "ALTER TABLE cdr ADD COLUMN end_reason TEXT;",
 ];
 
 /// The schema version this hotline writes.

@@ -420,9 +420,10 @@ pub(super) fn write_batch(
                 ring_attempts, talk_ms, hold_count, hold_ms, longest_hold_ms, transfers,
                 released_by, disposition, late_answer, recording, category, notes,
                 recording_started_at, recording_sha256, recording_ms, hold_periods,
-                survey_score)
+                survey_score, end_reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)
+                ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
+                ?31)
              ON CONFLICT (call_id) DO NOTHING",
         )?;
         for c in cdrs {
@@ -457,6 +458,7 @@ pub(super) fn write_batch(
                 c.recording_ms,
                 c.hold_periods,
                 c.survey_score,
+                c.end_reason,
             ])?;
             if inserted == 0 {
                 duplicates.push(c.call_id.clone());
