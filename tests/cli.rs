@@ -592,7 +592,7 @@ fn cdr_export_filters_on_the_end_time_and_prints_csv_or_json_lines() {
     );
     assert!(lines[0].ends_with(
         ",disposition,late_answer,recording,category,notes,\
-         recording_started_at,recording_sha256,recording_ms,hold_periods,survey_score"
+         recording_started_at,recording_sha256,recording_ms,hold_periods,survey_score,end_reason"
     ));
     assert!(
         lines[1].starts_with("a,,5550001,,,,,2026-11-23T09:59:54.999Z,"),
