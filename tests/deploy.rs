@@ -45,6 +45,10 @@ const ALERTS: &[&str] = &[
     "HotlineStoreWriteFailing",
     "HotlineRecordingFailures",
     "HotlineSatisfactionBelowTarget",
+    "HotlineSipFlood",
+    "HotlineAuthLockouts",
+    "HotlineTollFraudAttempts",
+    "HotlineZombieCalls",
 ];
 
 const SERVICE_LEVEL_RULE: &str = "hotline:queue_service_level:ratio_rate15m";
@@ -467,6 +471,7 @@ fn dashboard_is_a_grafana_model_with_a_datasource_variable() {
         "SIP",
         "Media (RTP)",
         "Store and process",
+        "Security",
     ] {
         assert!(rows.iter().any(|r| r == row), "no row `{row}` in {rows:?}");
     }

@@ -34,7 +34,8 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
              [queues.sales]\nsurvey = \"rate\"\n\n\
              [ivr.rate]\nstart = \"rate\"\n[ivr.rate.nodes.rate]\ntype = \"collect\"\n\
              prompts = [\"survey\"]\nvar = \"survey_score\"\nmax_digits = 1\n\
-             next = \"bye\"\nfailure = \"bye\"\n[ivr.rate.nodes.bye]\ntype = \"hangup\"\n",
+             next = \"bye\"\nfailure = \"bye\"\n[ivr.rate.nodes.bye]\ntype = \"hangup\"\n\n\
+             [trunks.carrier]\nsources = [\"192.0.2.1/32\"]\noutbound = \"127.0.0.1:9\"\n",
         )
         .http(true),
     );
@@ -147,6 +148,33 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         .filter(|name| !page.contains(&format!("# TYPE {name} ")))
         .collect();
     assert!(missing.is_empty(), "not on the page: {missing:?}");
+    // ... and every hotline metric on the page is in the catalogue, so a new
+    // one cannot go unseen by the deploy files.
+    let uncatalogued: Vec<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|name| name.starts_with("hotline_"))
+        .filter(|name| {
+            !CATALOGUE
+                .iter()
+                .chain(HISTOGRAMS)
+                .chain(PER_AGENT)
+                .any(|known| known == name)
+        })
+        .collect();
+    assert!(
+        uncatalogued.is_empty(),
+        "on the page but not in tests/common/catalogue.rs: {uncatalogued:?}"
+    );
+    // The trunk with an outbound address has its refusal series from the start.
+    assert_eq!(
+        value(
+            &page,
+            "hotline_outbound_refused_total{reason=\"not_allowed\",trunk=\"carrier\"}"
+        ),
+        0.0
+    );
     assert!(value(&page, "hotline_store_rows_written_total") > 0.0);
     assert_eq!(value(&page, "hotline_store_errors_total"), 0.0);
     assert!(value(&page, "process_resident_memory_bytes") > 0.0);

@@ -67,6 +67,30 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_store_calls_recovered_total",
     "hotline_store_refusals_unsampled_total",
     "hotline_store_retention_deleted_total",
+    "hotline_sip_requests_sent_total",
+    "hotline_sip_responses_received_total",
+    "hotline_metrics_events_lost_total",
+    "hotline_sip_refused_total",
+    "hotline_sip_auth_lockouts_total",
+    "hotline_sip_auth_lockouts_active",
+    "hotline_trunk_calls_active",
+    "hotline_sip_tcp_connections",
+    "hotline_http_connections",
+    "hotline_http_refused_total",
+    "hotline_rtp_packets_rejected_total",
+    "hotline_calls_expired_total",
+    "hotline_session_refreshes_total",
+    "hotline_session_interval_too_small_total",
+    "hotline_outbound_refused_total",
+    "hotline_monitor_refused_total",
+];
+
+/// Metrics on the page that deploy files need not use: per-agent series,
+/// off by default (`metrics.per_agent`) for their cardinality.
+pub const PER_AGENT: &[&str] = &[
+    "hotline_agent_answered_total",
+    "hotline_agent_state",
+    "hotline_agent_talk_seconds_total",
 ];
 
 /// Histograms: exposed as `_bucket`, `_sum` and `_count` series.
