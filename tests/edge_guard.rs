@@ -613,3 +613,36 @@ fn calls_beyond_the_ceiling_get_503_with_retry_after() {
         third = Caller::new(&server);
     }
 }
+
+#[test]
+fn a_carrier_with_its_own_invite_rate_is_not_held_to_a_phones() {
+    let server = Server::start(TestConfig::new().no_trunks().http(true).extra(
+        "[trunks.carrier]\nsources = [\"127.0.0.4/32\"]\ninvite_rate = 100\n\
+                 [trunks.pbx]\nsources = [\"127.0.0.5/32\"]\n\
+                 [limits]\ninvite_rate = 2\ninvite_burst = 2\n",
+    ));
+    let http = server.http_port.unwrap();
+    let refused = "hotline_sip_refused_total{reason=\"invite_rate\"}";
+    // 40 INVITEs at 20 a second from the carrier: ten times the per-address
+    // rate, well within its own. Each reaches admission (404: no such number).
+    let run = Sipp::new("uac_unknown_number")
+        .service("499")
+        .local_ip("127.0.0.4")
+        .args(&["-r", "20", "-m", "40", "-l", "40"])
+        .run(&server);
+    let finals = invite_finals(&run);
+    assert_eq!(finals.len(), 40, "{}", run.messages);
+    assert!(finals.iter().all(|&c| c == 404), "{finals:?}");
+    assert_eq!(metric(http, refused), 0.0);
+    // The same from a trunk without a rate of its own: the per-address rate.
+    let run = Sipp::new("uac_unknown_number")
+        .service("499")
+        .local_ip("127.0.0.5")
+        .args(&["-r", "20", "-m", "20", "-l", "20"])
+        .run(&server);
+    assert!(invite_finals(&run).contains(&503), "{}", run.messages);
+    // Two at once and two a second let about 4 of the 20 through in the
+    // second the run takes (a few more if a loaded machine slows SIPp).
+    let limited = metric(http, refused);
+    assert!((12.0..=18.0).contains(&limited), "{limited} refused");
+}

@@ -1238,6 +1238,9 @@ pub struct LimitsSettings {
     pub max_calls: usize,
     /// Per trunk name, where one is set.
     pub trunk_max_calls: BTreeMap<String, usize>,
+    /// INVITEs a second from each address of a trunk's `sources`, per trunk
+    /// name, where one is set (instead of `invite_rate`).
+    pub trunk_invite_rate: BTreeMap<String, f64>,
     /// New INVITEs a second per source address; 0: no limit.
     pub invite_rate: f64,
     pub invite_burst: u32,
@@ -1250,15 +1253,20 @@ pub struct LimitsSettings {
 
 impl Default for LimitsSettings {
     fn default() -> Self {
-        RawLimits::default().resolve(BTreeMap::new())
+        RawLimits::default().resolve(BTreeMap::new(), BTreeMap::new())
     }
 }
 
 impl RawLimits {
-    fn resolve(&self, trunk_max_calls: BTreeMap<String, usize>) -> LimitsSettings {
+    fn resolve(
+        &self,
+        trunk_max_calls: BTreeMap<String, usize>,
+        trunk_invite_rate: BTreeMap<String, f64>,
+    ) -> LimitsSettings {
         LimitsSettings {
             max_calls: self.max_calls,
             trunk_max_calls,
+            trunk_invite_rate,
             invite_rate: self.invite_rate,
             invite_burst: self.invite_burst,
             tcp_max_connections: self.tcp_max_connections,
@@ -1320,7 +1328,20 @@ impl RawLimits {
             .filter(|(_, t)| t.max_calls > 0)
             .map(|(name, t)| (name.clone(), t.max_calls))
             .collect();
-        self.resolve(trunk_max_calls)
+        for (name, t) in trunks {
+            if !t.invite_rate.is_finite() || t.invite_rate < 0.0 {
+                issue(
+                    &format!("trunks.{name}.invite_rate"),
+                    "must be a number of INVITEs a second, 0 or more (0: limits.invite_rate applies)",
+                );
+            }
+        }
+        let trunk_invite_rate = trunks
+            .iter()
+            .filter(|(_, t)| t.invite_rate.is_finite() && t.invite_rate > 0.0)
+            .map(|(name, t)| (name.clone(), t.invite_rate))
+            .collect();
+        self.resolve(trunk_max_calls, trunk_invite_rate)
     }
 }
 
@@ -1382,6 +1403,9 @@ pub struct RawTrunk {
     pub max_outbound_per_hour: u32,
     /// Calls from this trunk up at once; 0: only `limits.max_calls`.
     pub max_calls: usize,
+    /// New INVITEs a second from each of this trunk's `sources`; 0: the
+    /// per-source `limits.invite_rate` applies.
+    pub invite_rate: f64,
 }
 
 impl Default for RawTrunk {
@@ -1405,6 +1429,7 @@ impl Default for RawTrunk {
             max_outbound_calls: limits.max_concurrent,
             max_outbound_per_hour: limits.max_per_hour,
             max_calls: 0,
+            invite_rate: 0.0,
         }
     }
 }

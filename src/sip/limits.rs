@@ -6,6 +6,7 @@
 //! page. The decisions are pure functions of counts and a `now` passed in;
 //! slots are released by guards, so no path can leak one.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -328,6 +329,9 @@ pub struct EdgeLimits {
     pub settings: crate::config::LimitsSettings,
     pub calls: Arc<CallSlots>,
     pub invite_rate: SourceRate,
+    /// Per trunk name, the INVITE rate of each address of its `sources`,
+    /// where the trunk sets one (a carrier sends more than any phone).
+    pub trunk_invite_rate: BTreeMap<String, SourceRate>,
     pub tcp: ConnectionSlots,
     pub refused: RefusalCounts,
     /// HTTP connections open now.
@@ -343,6 +347,15 @@ impl EdgeLimits {
         EdgeLimits {
             calls: CallSlots::new(settings.max_calls),
             invite_rate: SourceRate::new(settings.invite_rate, settings.invite_burst),
+            trunk_invite_rate: settings
+                .trunk_invite_rate
+                .iter()
+                .map(|(name, &rate)| {
+                    // Two seconds' worth at once, as limits.invite_burst's default.
+                    let burst = (rate * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+                    (name.clone(), SourceRate::new(rate, burst))
+                })
+                .collect(),
             tcp: ConnectionSlots::new(
                 settings.tcp_max_connections_per_source,
                 settings.tcp_max_connections,
@@ -352,6 +365,29 @@ impl EdgeLimits {
             http_refused: AtomicU64::new(0),
             http_header_timeouts: AtomicU64::new(0),
             settings: settings.clone(),
+        }
+    }
+
+    /// Admits one INVITE from `source`, which `trunk` (if any) admits by
+    /// address: at the trunk's own rate where it sets one, else at
+    /// `limits.invite_rate`.
+    pub fn admit_invite(
+        &self,
+        source: IpAddr,
+        trunk: Option<&str>,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        match trunk.and_then(|name| self.trunk_invite_rate.get(name)) {
+            Some(rate) => rate.admit(source, now),
+            None => self.invite_rate.admit(source, now),
+        }
+    }
+
+    /// Forgets the rate buckets that have filled up again.
+    pub fn sweep(&self, now: Instant) {
+        self.invite_rate.sweep(now);
+        for rate in self.trunk_invite_rate.values() {
+            rate.sweep(now);
         }
     }
 
@@ -372,6 +408,36 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn a_trunk_with_its_own_rate_is_held_to_it_and_everyone_else_to_the_global_one() {
+        let settings = crate::config::LimitsSettings {
+            invite_rate: 1.0,
+            invite_burst: 2,
+            trunk_invite_rate: BTreeMap::from([("carrier".to_string(), 50.0)]),
+            ..Default::default()
+        };
+        let limits = EdgeLimits::new(&settings);
+        let now = Instant::now();
+        // The carrier's address: 100 at once (two seconds' worth).
+        for i in 0..100 {
+            assert_eq!(limits.admit_invite(A, Some("carrier"), now), Ok(()), "{i}");
+        }
+        assert!(limits.admit_invite(A, Some("carrier"), now).is_err());
+        // A trunk without its own rate, or no trunk: the global bucket.
+        for trunk in [Some("pbx"), None] {
+            let source = if trunk.is_some() { B } else { A };
+            assert_eq!(limits.admit_invite(source, trunk, now), Ok(()));
+            assert_eq!(limits.admit_invite(source, trunk, now), Ok(()));
+            assert!(limits.admit_invite(source, trunk, now).is_err());
+        }
+        // A second later the carrier has 50 more.
+        let later = now + Duration::from_secs(1);
+        for _ in 0..50 {
+            assert_eq!(limits.admit_invite(A, Some("carrier"), later), Ok(()));
+        }
+        assert!(limits.admit_invite(A, Some("carrier"), later).is_err());
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

@@ -237,7 +237,7 @@ impl SipEdge {
                             let now = Instant::now();
                             ctx.registrar.sweep(now);
                             ctx.lockout.sweep(now);
-                            ctx.limits.invite_rate.sweep(now);
+                            ctx.limits.sweep(now);
                             ctx.agent_auth.sweep(now);
                             ctx.trunk_auth.sweep(now);
                         }
@@ -638,7 +638,11 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         )
         .await;
     }
-    if let Err(wait) = ctx.limits.invite_rate.admit(source.ip(), Instant::now()) {
+    let trusting = ctx.trunks.trusting(source.ip()).map(|t| t.name.as_str());
+    if let Err(wait) = ctx
+        .limits
+        .admit_invite(source.ip(), trusting, Instant::now())
+    {
         ctx.limits.refused.count(limits::Refusal::InviteRate);
         debug!(%source, %call_id, "INVITE above the source's rate");
         let retry = wait.as_secs_f64().ceil().max(1.0) as u64;

@@ -46,11 +46,7 @@ impl TrunkTable {
     /// is admitted by address; any other source may still authenticate as one of
     /// the trunks that have credentials (a carrier whose addresses change).
     pub fn admit_source(&self, source: IpAddr) -> SourceAdmission<'_> {
-        if let Some(trunk) = self
-            .trunks
-            .iter()
-            .find(|t| t.sources.iter().any(|net| net.contains(&source)))
-        {
+        if let Some(trunk) = self.trusting(source) {
             return SourceAdmission::Trusted(trunk);
         }
         let candidates: Vec<&Trunk> = self
@@ -63,6 +59,13 @@ impl TrunkTable {
         } else {
             SourceAdmission::NeedsAuth(candidates)
         }
+    }
+
+    /// The trunk whose `sources` hold `source`, if any.
+    pub fn trusting(&self, source: IpAddr) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.sources.iter().any(|net| net.contains(&source)))
     }
 
     /// Finds the number a trunk dialled.
