@@ -749,34 +749,7 @@ fn a_caller_leaves_a_number_keeps_its_place_and_is_called_back_once_an_agent_ans
         "a callback is not an abandoned call"
     );
     // An agent logs in: the callback rings it first, then the customer.
-    let agent_port = free_port();
-    std::thread::scope(|s| {
-        let server = &server;
-        let customer = s.spawn(move || {
-            Sipp::new("customer_answer")
-                .port(customer_port)
-                .media()
-                .args(&["-d", "2000"])
-                .run(server)
-        });
-        let agent = s.spawn(move || {
-            register_agent(server, "1001", agent_port);
-            answering_agent(agent_port, 300, (0, "PCMU")).run(server)
-        });
-        agent.join().unwrap().assert_ok(server);
-        let customer = customer.join().unwrap();
-        customer.assert_ok(server);
-        let invite = customer
-            .received()
-            .into_iter()
-            .find(|m| m.method() == Some("INVITE"))
-            .expect("the customer was called");
-        assert!(
-            invite.raw.starts_with("INVITE sip:+8613800138000@"),
-            "{}",
-            invite.raw
-        );
-    });
+    agent_1001_answers_the_callback_to(&server, customer_port, "+8613800138000", "2000");
     server.assert_event(&[
         "\"type\":\"callback_completed\"",
         "\"agent\":\"1001\"",
@@ -1041,34 +1014,7 @@ fn a_caller_whose_number_is_refused_keys_in_another_confirms_it_and_is_called_ba
         ],
         Duration::from_secs(5),
     );
-    let agent_port = free_port();
-    std::thread::scope(|s| {
-        let server = &server;
-        let customer = s.spawn(move || {
-            Sipp::new("customer_answer")
-                .port(customer_port)
-                .media()
-                .args(&["-d", "1000"])
-                .run(server)
-        });
-        let agent = s.spawn(move || {
-            register_agent(server, "1001", agent_port);
-            answering_agent(agent_port, 300, (0, "PCMU")).run(server)
-        });
-        agent.join().unwrap().assert_ok(server);
-        let customer = customer.join().unwrap();
-        customer.assert_ok(server);
-        let invite = customer
-            .received()
-            .into_iter()
-            .find(|m| m.method() == Some("INVITE"))
-            .expect("the customer was called");
-        assert!(
-            invite.raw.starts_with("INVITE sip:+861012345678@"),
-            "{}",
-            invite.raw
-        );
-    });
+    agent_1001_answers_the_callback_to(&server, customer_port, "+861012345678", "1000");
     server.assert_event(&[
         "\"type\":\"callback_completed\"",
         "\"number\":\"+861012345678\"",
@@ -1134,4 +1080,41 @@ fn a_trunks_hourly_ceiling_stops_the_next_callback_from_being_dialled() {
             .contains("hotline_outbound_refused_total{reason=\"hourly_limit\",trunk=\"local\"} 1"),
         "{metrics}"
     );
+}
+
+/// Agent 1001 logs in and answers the waiting callback; the customer at
+/// `customer_port` is then called at `number` (E.164) and talks for `talk_ms`.
+fn agent_1001_answers_the_callback_to(
+    server: &Server,
+    customer_port: u16,
+    number: &str,
+    talk_ms: &str,
+) {
+    let agent_port = free_port();
+    std::thread::scope(|s| {
+        let customer = s.spawn(move || {
+            Sipp::new("customer_answer")
+                .port(customer_port)
+                .media()
+                .args(&["-d", talk_ms])
+                .run(server)
+        });
+        let agent = s.spawn(move || {
+            register_agent(server, "1001", agent_port);
+            answering_agent(agent_port, 300, (0, "PCMU")).run(server)
+        });
+        agent.join().unwrap().assert_ok(server);
+        let customer = customer.join().unwrap();
+        customer.assert_ok(server);
+        let invite = customer
+            .received()
+            .into_iter()
+            .find(|m| m.method() == Some("INVITE"))
+            .expect("the customer was called");
+        assert!(
+            invite.raw.starts_with(&format!("INVITE sip:{number}@")),
+            "{}",
+            invite.raw
+        );
+    });
 }

@@ -601,8 +601,9 @@ impl Server {
     }
 
     /// Ok when the SIP TCP port and, when configured, the HTTP port accept
-    /// a connection (hotline opens HTTP after SIP); Err(true) if the process
-    /// exited, Err(false) on time-out.
+    /// a connection (hotline opens HTTP after SIP) and the server has logged
+    /// that it is ready; Err(true) if the process exited, Err(false) on
+    /// time-out.
     fn wait_ready(&mut self) -> Result<(), bool> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut addrs = vec![self.sip_addr()];
@@ -618,6 +619,10 @@ impl Server {
             if addrs
                 .iter()
                 .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
+                // Another process may listen on a port picked for this one
+                // (taken between picking and binding): only the server's
+                // own word says it is up.
+                && self.log().contains("hotline ready")
             {
                 return Ok(());
             }
