@@ -377,6 +377,20 @@ fn five_callers_two_agents_are_served_in_arrival_order_and_a_priority_caller_jum
 
 #[test]
 fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_the_other() {
+    // The race needs both 200 OKs out before hotline's CANCEL reaches the
+    // slower phone; on a loaded machine SIPp may take longer than hotline
+    // takes to cancel, and then the run did not race at all: run it again.
+    for attempt in 1..=4 {
+        if answer_race(attempt == 4) {
+            return;
+        }
+        eprintln!("attempt {attempt}: a phone was cancelled before it answered; again");
+    }
+}
+
+/// One ring-all race; false (only when `last` is false) when a phone got
+/// CANCEL before it could answer, so that nothing raced.
+fn answer_race(last: bool) -> bool {
     let server = Server::start(acd_config(
         "[queues.support]\nstrategy = \"ring-all\"\nannounce_agent = false\n",
     ));
@@ -399,12 +413,20 @@ fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_th
                 })
             })
             .collect();
+        // Both phones listen before the call rings them: neither INVITE may
+        // be lost and sent again late, after the other phone's answer.
+        for port in [port1, port2] {
+            assert!(wait_udp_bound(port), "the phone on {port} never started");
+        }
         caller("402", 4000).run_ok(&server);
         agents
             .into_iter()
             .map(|a| a.join().unwrap())
             .collect::<Vec<_>>()
     });
+    if !last && runs.iter().any(|r| r.errors.contains("unexpected CANCEL")) {
+        return false;
+    }
     let connected = server.events(&["\"type\":\"call_connected\""]);
     assert_eq!(connected.len(), 1, "{connected:?}");
     let winner = if connected[0].contains("\"agent\":\"1001\"") {
@@ -438,6 +460,7 @@ fn ring_all_with_two_agents_answering_together_connects_exactly_one_and_frees_th
         &format!("\"agent\":\"{winner}\""),
         "\"released_by\":\"caller\"",
     ]);
+    true
 }
 
 #[test]
