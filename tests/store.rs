@@ -685,15 +685,22 @@ fn a_flood_of_refused_invites_is_counted_in_full_and_stored_at_a_bounded_rate() 
     ]);
     let run = run.run(&server);
     let flood_secs = started.elapsed().as_secs_f64();
-    // Past a batch interval: everything accepted is written.
-    std::thread::sleep(Duration::from_millis(2_500));
-    let page = http_get(server.http_port.unwrap(), "/metrics");
-    let rejected = metric(
-        &page,
-        "hotline_calls_rejected_total{reason=\"unknown_number\"}",
-    );
-    let unsampled = metric(&page, "hotline_store_refusals_unsampled_total");
-    let rows = count_rows(&db, "cdr");
+    // Every refusal is written or counted as unsampled once the writer has
+    // committed its last batch: wait for that (a few batch intervals at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (rejected, unsampled, rows) = loop {
+        let page = http_get(server.http_port.unwrap(), "/metrics");
+        let rejected = metric(
+            &page,
+            "hotline_calls_rejected_total{reason=\"unknown_number\"}",
+        );
+        let unsampled = metric(&page, "hotline_store_refusals_unsampled_total");
+        let rows = count_rows(&db, "cdr");
+        if rows as f64 + unsampled == rejected || std::time::Instant::now() > deadline {
+            break (rejected, unsampled, rows);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let events = count_rows(&db, "events");
     eprintln!(
         "{rejected} INVITEs refused in {flood_secs:.1} s: {rows} records, {events} events stored, {unsampled} only counted"

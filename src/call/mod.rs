@@ -309,7 +309,7 @@ async fn call_actor(
     if let Some(timers) = timer_settings(&ctx) {
         match session_timer::negotiate_uas(&tx.original, &timers) {
             UasDecision::TooSmall { min_se } => {
-                info!(min_se, "session interval too small: 422");
+                debug!(min_se, "session interval too small: 422");
                 session_timer::Totals::count(&ctx.calls.session_timers.too_small);
                 let headers = vec![Header::Other("Min-SE".into(), min_se.to_string())];
                 if let Err(e) = tx

@@ -545,7 +545,7 @@ async fn settle_auth(
         AuthOutcome::Authenticated { username } => return Some(username),
         AuthOutcome::Challenge { stale } => challenge(ctx, tx, proxy, stale).await,
         AuthOutcome::BadRequest { reason } => {
-            info!(%source, method, %reason, "credentials refused");
+            debug!(%source, method, %reason, "credentials refused");
             refuse_with(tx, 400, &reason, vec![]).await;
         }
         AuthOutcome::LockedOut(ban) => {
@@ -738,7 +738,7 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
                 ),
             };
             ctx.limits.refused.count(counted);
-            info!(%source, %call_id, trunk = %trunk.name, ?refusal, "call refused at a ceiling");
+            debug!(%source, %call_id, trunk = %trunk.name, ?refusal, "call refused at a ceiling");
             return refuse_with(&mut tx, 503, phrase, vec![other("Retry-After", "5")]).await;
         }
     };
@@ -764,7 +764,7 @@ async fn refuse_call_id_in_use(
     call_id: &str,
 ) {
     ctx.limits.refused.count(limits::Refusal::CallIdInUse);
-    info!(%source, %call_id, "new INVITE with the Call-ID of a live call");
+    debug!(%source, %call_id, "new INVITE with the Call-ID of a live call");
     refuse_with(
         tx,
         482,

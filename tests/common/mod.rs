@@ -67,20 +67,6 @@ pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
-/// Waits (up to 10 s) until something has bound UDP `port` on 127.0.0.1:
-/// a peer started in another thread (SIPp) is then listening. True once it
-/// is.
-pub fn wait_udp_bound(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// A port for SIPp's `-mp`: SIPp binds audio RTP/RTCP on it and +1 and video
 /// on +2 and +3, so all four must be free on 127.0.0.1 (UDP) and are kept
 /// from being handed out again.
