@@ -41,6 +41,20 @@ fn stop(server: &mut Server) -> std::path::PathBuf {
 /// Runs one call to 402 answered by agent 1001 whose caller sends no RTP
 /// and never hangs up; returns the caller's and the agent's SIPp runs and
 /// how long the call lasted after the agent answered.
+/// A SIPp caller scenario dialling `number`, asserted to succeed, and how
+/// long it took.
+fn caller_run(server: &Server, scenario: &str, number: &str) -> (SippRun, Duration) {
+    let started = Instant::now();
+    let run = Sipp::new(scenario)
+        .service(number)
+        .media()
+        .args(&["-timeout", "20s"])
+        .run(server);
+    let lasted = started.elapsed();
+    run.assert_ok(server);
+    (run, lasted)
+}
+
 fn silent_call(server: &Server) -> (SippRun, SippRun, Duration) {
     let agent_port = free_port();
     register_agent(server, "1001", agent_port);
@@ -144,14 +158,7 @@ fn a_session_refresh_that_gets_no_answer_ends_the_call_and_a_short_interval_gets
             .media("rtp_timeout = \"0s\"")
             .http(true),
     );
-    let started = Instant::now();
-    let run = Sipp::new("caller_session_timer")
-        .service("402")
-        .media()
-        .args(&["-timeout", "20s"])
-        .run(&server);
-    let lasted = started.elapsed();
-    run.assert_ok(&server);
+    let (run, lasted) = caller_run(&server, "caller_session_timer", "402");
     let codes = run.codes();
     assert!(
         codes.contains(&422),
@@ -288,14 +295,7 @@ fn a_caller_without_update_is_refreshed_by_re_invite_until_its_numbers_longest_c
             .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
             .http(true),
     );
-    let started = Instant::now();
-    let run = Sipp::new("caller_refreshed_reinvite")
-        .service("403")
-        .media()
-        .args(&["-timeout", "20s"])
-        .run(&server);
-    let lasted = started.elapsed();
-    run.assert_ok(&server);
+    let (run, lasted) = caller_run(&server, "caller_refreshed_reinvite", "403");
     let refreshes = run
         .received()
         .iter()
@@ -337,12 +337,7 @@ fn a_refused_refresh_is_tried_again_by_re_invite_and_the_call_lives_on() {
             .sip("session_expires = \"2s\"\nmin_se = \"1s\"")
             .http(true),
     );
-    let run = Sipp::new("caller_refuses_update")
-        .service("404")
-        .media()
-        .args(&["-timeout", "20s"])
-        .run(&server);
-    run.assert_ok(&server);
+    let (run, _) = caller_run(&server, "caller_refuses_update", "404");
     let count = |method: &str| {
         run.received()
             .iter()
