@@ -22,7 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::sip::EdgeContext;
+use crate::call::context::CallContext;
 use crate::sip::limits::EdgeLimits;
 
 pub struct HttpServer {
@@ -60,7 +60,7 @@ async fn healthz() -> &'static str {
 
 #[derive(Clone)]
 struct HttpState {
-    edge: Arc<EdgeContext>,
+    edge: Arc<CallContext>,
     router: crate::acd::RouterHandle,
     registry: prometheus::Registry,
     started: std::time::Instant,
@@ -97,7 +97,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 
 pub async fn start(
     addr: SocketAddr,
-    ctx: Arc<EdgeContext>,
+    ctx: Arc<CallContext>,
     router: crate::acd::RouterHandle,
     registry: prometheus::Registry,
     store: Option<Arc<crate::store::StoreStats>>,

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod recording;
 pub mod sip;
 pub mod store;
+pub mod wiring;
 
 use std::future::Future;
 
@@ -91,14 +92,12 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
         .context("setting up the ACD router")?;
     let (decisions_tx, decisions_rx) = tokio::sync::mpsc::unbounded_channel();
     let (router, _router_task) = acd::RouterHandle::start(router, decisions_tx);
-    let edge = sip::SipEdge::start(&settings, bus.clone(), media, router.clone())
+    let wiring = wiring::Wiring::new(router.clone(), media);
+    let edge = sip::SipEdge::start(&settings, bus.clone(), wiring.clone())
         .await
         .context("starting the SIP edge")?;
-    tokio::spawn(follow_decisions(
-        decisions_rx,
-        bus.clone(),
-        edge.context().clone(),
-    ));
+    let calls = wiring.call_context(edge.context().clone());
+    tokio::spawn(follow_decisions(decisions_rx, bus.clone(), calls.clone()));
     if settings.login_on_register {
         tokio::spawn(login_on_register(
             bus.subscribe(),
@@ -110,11 +109,11 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
         Some(addr) => Some(
             http::start(
                 addr,
-                edge.context().clone(),
+                calls.clone(),
                 router.clone(),
                 registry,
                 store.as_ref().map(store::Store::stats),
-                api::ApiState::new(edge.context().clone(), router.clone(), &bus),
+                api::ApiState::new(calls.clone(), router.clone(), &bus),
             )
             .await
             .with_context(|| format!("cannot bind HTTP listener on {addr} (http.listen)"))?,
@@ -165,7 +164,7 @@ fn log_events(bus: &EventBus) {
 async fn follow_decisions(
     mut decisions: tokio::sync::mpsc::UnboundedReceiver<acd::Decision>,
     bus: EventBus,
-    edge: std::sync::Arc<sip::EdgeContext>,
+    edge: std::sync::Arc<call::context::CallContext>,
 ) {
     use call::CallCommand;
     while let Some(decision) = decisions.recv().await {

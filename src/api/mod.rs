@@ -30,11 +30,11 @@ use utoipa_axum::routes;
 use self::auth::Tokens;
 use self::floor::Floor;
 use crate::acd::RouterHandle;
-use crate::sip::EdgeContext;
+use crate::call::context::CallContext;
 
 /// Everything the API handlers share.
 pub struct ApiState {
-    pub edge: Arc<EdgeContext>,
+    pub edge: Arc<CallContext>,
     pub router: RouterHandle,
     pub floor: Floor,
     pub tokens: Tokens,
@@ -54,7 +54,7 @@ impl FromRef<Shared> for Arc<ApiState> {
 impl ApiState {
     /// The API for this edge and router; its floor follows `bus`.
     pub fn new(
-        edge: Arc<EdgeContext>,
+        edge: Arc<CallContext>,
         router: RouterHandle,
         bus: &crate::events::EventBus,
     ) -> Arc<ApiState> {

@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::context::CallContext;
 use super::media_session::MediaSession;
 use crate::acd::{AgentId, Outcome};
-use crate::sip::EdgeContext;
 use crate::sip::registrar::Binding;
 
 /// The final answer of one fork's INVITE, sent to the call actor by the task
@@ -169,7 +169,7 @@ impl<'a> From<&'a Binding> for Target<'a> {
 /// customer of a callback. The final answer is reported on `finals`; dialog
 /// states go to `states`.
 pub fn ring(
-    ctx: &Arc<EdgeContext>,
+    ctx: &Arc<CallContext>,
     target: Target<'_>,
     dial: &Dial<'_>,
     offer: String,
@@ -184,7 +184,7 @@ pub fn ring(
 /// RFC 3261 §8.1.3.5).
 #[allow(clippy::too_many_arguments)]
 pub fn ring_as(
-    ctx: &Arc<EdgeContext>,
+    ctx: &Arc<CallContext>,
     target: Target<'_>,
     dial: &Dial<'_>,
     offer: String,

@@ -12,6 +12,8 @@ mod acd;
 pub mod agent_leg;
 mod callback;
 pub mod consult;
+pub mod context;
+pub mod features;
 pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
@@ -40,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::context::CallContext;
 use self::media_session::MediaSession;
 use self::session_timer::UasDecision;
 use crate::config::NumberTarget;
@@ -225,7 +228,7 @@ fn content_type(req: &Request) -> String {
 }
 
 /// Runs one inbound call from its admitted INVITE to its end.
-pub async fn run_inbound(ctx: Arc<EdgeContext>, tx: Transaction, admitted: Admitted) {
+pub async fn run_inbound(ctx: Arc<CallContext>, tx: Transaction, admitted: Admitted) {
     let call_id = tx
         .original
         .call_id_header()
@@ -278,7 +281,7 @@ enum Phase {
 }
 
 async fn call_actor(
-    ctx: Arc<EdgeContext>,
+    ctx: Arc<CallContext>,
     mut tx: Transaction,
     admitted: Admitted,
     call_id: String,
@@ -495,7 +498,7 @@ async fn call_actor(
 type LookupResult = Result<LookupReply, String>;
 
 struct Actor {
-    ctx: Arc<EdgeContext>,
+    ctx: Arc<CallContext>,
     call_id: String,
     media: MediaSession,
     language: String,

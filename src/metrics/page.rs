@@ -8,12 +8,13 @@ use std::time::Instant;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::acd::{QueueSnapshot, Snapshot};
+use crate::call::context::CallContext;
 use crate::sip::EdgeContext;
 
 /// What the page is made of.
 pub struct Sources<'a> {
     pub registry: &'a Registry,
-    pub edge: &'a EdgeContext,
+    pub edge: &'a CallContext,
     /// The router's snapshot (None if the router stopped).
     pub snapshot: Option<&'a Snapshot>,
     pub started: Instant,
@@ -362,7 +363,7 @@ fn edge_limits(out: &mut String, ctx: &EdgeContext) {
     );
 }
 
-fn rtp(out: &mut String, ctx: &EdgeContext) {
+fn rtp(out: &mut String, ctx: &CallContext) {
     let totals = &ctx.media.rtp;
     let pacer = &ctx.media.pacer.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -478,7 +479,7 @@ fn store_bounds(out: &mut String, store: &StoreFigures) {
 }
 
 /// RFC 4028 session timers: refreshes by outcome, 422 refusals.
-fn session_timers(out: &mut String, ctx: &EdgeContext) {
+fn session_timers(out: &mut String, ctx: &CallContext) {
     let totals = &ctx.calls.session_timers;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     family(

@@ -2,12 +2,15 @@
 //! registrar with digest auth for agents, and trunk admission for calls.
 //!
 //! It turns the network into typed decisions: a REGISTER becomes a binding, an
-//! INVITE from an admitted trunk to a hotline number becomes a call handed to the
-//! `call` room; everything else is answered here. It knows nothing of queues or IVR.
+//! INVITE from an admitted trunk to a hotline number becomes a call handed
+//! upward through [`handoff::CallHandoff`], as does a phone's INVITE that the
+//! taker claims (feature codes, consultation); everything else is answered
+//! here. It imports nothing above it and knows nothing of queues or IVR.
 
 pub mod auth;
 pub mod dialplan;
 pub mod digest;
+pub mod handoff;
 pub mod limits;
 pub mod lockout;
 pub mod registrar;
@@ -34,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::auth::{AuthOutcome, DigestAuthority};
+use self::handoff::CallHandoff;
 use self::limits::{EdgeLimits, SlotRefusal};
 use self::lockout::{Ban, BanScope, Lockout, LockoutPolicy};
 use self::registrar::{ContactRequest, Contacts, RegisterError, RegisterRequest, Registrar};
@@ -59,15 +63,11 @@ pub struct EdgeContext {
     pub dialogs: Arc<DialogLayer>,
     /// Set at shutdown: new calls are refused with 503.
     pub draining: AtomicBool,
-    /// The live calls.
-    pub calls: crate::call::Calls,
-    /// The media engine every call uses.
-    pub media: Arc<crate::media::MediaRoom>,
+    /// Who takes the calls the edge admits.
+    pub handoff: Arc<dyn CallHandoff>,
     /// Our listeners, for Contact headers.
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
-    /// The ACD router queued callers are handed to.
-    pub router: crate::acd::RouterHandle,
     /// SIP messages in and out, by method and code.
     pub sip_stats: Arc<stats::SipStats>,
     /// hotline's own calls out through each trunk, against its ceilings.
@@ -101,8 +101,7 @@ impl SipEdge {
     pub async fn start(
         settings: &Settings,
         bus: EventBus,
-        media: Arc<crate::media::MediaRoom>,
-        router: crate::acd::RouterHandle,
+        handoff: Arc<dyn CallHandoff>,
     ) -> anyhow::Result<SipEdge> {
         let cancel = CancellationToken::new();
         let transport_layer = TransportLayer::new(cancel.child_token());
@@ -172,11 +171,9 @@ impl SipEdge {
             bus,
             dialogs,
             draining: AtomicBool::new(false),
-            calls: crate::call::Calls::default(),
-            media,
+            handoff,
             udp_addr,
             tcp_addr,
-            router,
             sip_stats,
             outbound: Arc::default(),
             lockout,
@@ -264,16 +261,16 @@ impl SipEdge {
         self.ctx.draining.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
         // Call actors count as in flight for their whole life; wait for the rest.
-        while self.inflight.load(Ordering::Acquire) > self.ctx.calls.len()
+        while self.inflight.load(Ordering::Acquire) > self.ctx.handoff.live_calls()
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.ctx.calls.hang_up_all();
+        self.ctx.handoff.hang_up_all();
         // Give BYEs and final responses a moment on the wire, within the grace.
         let settle =
             (Instant::now() + Duration::from_millis(500)).min(deadline.max(Instant::now()));
-        while !self.ctx.calls.is_empty() && Instant::now() < settle {
+        while self.ctx.handoff.live_calls() > 0 && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The BYE's first transmission is out; its answer is not awaited.
@@ -412,7 +409,8 @@ fn uri_user(uri: &rsipstack::sip::Uri) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-async fn refuse_with(tx: &mut Transaction, code: u16, reason: &str, extra: Vec<Header>) {
+/// Answers `tx` with a final response of this code and reason phrase.
+pub async fn refuse_with(tx: &mut Transaction, code: u16, reason: &str, extra: Vec<Header>) {
     reply(tx, StatusCode::Other(code, reason.to_string()), extra).await;
 }
 
@@ -657,24 +655,14 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
     if ctx.limits.calls.in_use(&call_id) {
         return refuse_call_id_in_use(&ctx, &mut tx, source, &call_id).await;
     }
-    if let Some((mode, agent)) = monitor_code(&ctx.settings.monitor, &dialled) {
-        return handle_monitor_invite(ctx, tx, source, mode, agent.to_string()).await;
-    }
-    // An agent id or a queue name (not a hotline number) is an agent's
-    // phone consulting from its call.
-    if !ctx.settings.numbers.contains_key(&dialled) {
-        use crate::call::consult::ConsultTarget;
-        let target = if ctx.settings.agents.contains_key(&dialled) {
-            Some(ConsultTarget::Agent(dialled.clone()))
-        } else if ctx.settings.queues.contains_key(&dialled) {
-            Some(ConsultTarget::Queue(dialled.clone()))
-        } else {
-            None
-        };
-        if let Some(target) = target {
-            return handle_consult_invite(ctx, tx, source, target).await;
-        }
-    }
+    // A phone's feature code or consultation is the call room's to take.
+    let Some(mut tx) = ctx
+        .handoff
+        .phone_invite(ctx.clone(), tx, source, &dialled)
+        .await
+    else {
+        return;
+    };
     let trunk = match admit(&ctx, &mut tx, source.ip()) {
         Ok(trunk) => trunk,
         Err(Refusal::Auth(outcome)) => {
@@ -749,7 +737,8 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         blocked,
         caller,
     };
-    crate::call::run_inbound(ctx, tx, admitted).await;
+    let handoff = ctx.handoff.clone();
+    handoff.inbound(ctx, tx, admitted).await;
     drop(slot);
 }
 
@@ -774,95 +763,9 @@ async fn refuse_call_id_in_use(
     .await;
 }
 
-/// The mode and agent id of a dialled monitoring feature code (`*41` + agent).
-fn monitor_code<'a>(
-    settings: &crate::config::MonitorSettings,
-    dialled: &'a str,
-) -> Option<(crate::call::monitor::MonitorMode, &'a str)> {
-    use crate::call::monitor::MonitorMode;
-    [
-        (&settings.listen_code, MonitorMode::Listen),
-        (&settings.whisper_code, MonitorMode::Whisper),
-        (&settings.barge_code, MonitorMode::Barge),
-    ]
-    .into_iter()
-    .find_map(|(code, mode)| {
-        dialled
-            .strip_prefix(code.as_str())
-            .filter(|agent| !agent.is_empty())
-            .map(|agent| (mode, agent))
-    })
-}
-
-/// A phone dialled a monitoring feature code: it must answer the digest
-/// challenge of a supervisor's account, whatever its source (a trunk's
-/// caller never monitors), and the agent must be on a call.
-async fn handle_monitor_invite(
-    ctx: Arc<EdgeContext>,
-    mut tx: Transaction,
-    source: SocketAddr,
-    mode: crate::call::monitor::MonitorMode,
-    agent: String,
-) {
-    let Some(supervisor) = phone_account(&ctx, &mut tx, source).await else {
-        return;
-    };
-    let refused = |reason: &'static str| crate::events::Event::MonitorRefused {
-        supervisor: supervisor.clone(),
-        agent: agent.clone(),
-        via: "phone",
-        reason,
-    };
-    if !ctx.settings.monitor.supervisors.contains(&supervisor) {
-        warn!(%source, %supervisor, "monitoring feature code from a phone that is no supervisor's");
-        ctx.bus.publish(refused("not_supervisor"));
-        return refuse_with(&mut tx, 403, "Forbidden (not a supervisor)", vec![]).await;
-    }
-    let agent_queues = ctx
-        .settings
-        .agents
-        .get(&agent)
-        .map(|a| a.queues.as_slice())
-        .unwrap_or_default();
-    if !ctx.settings.monitor.may_monitor(&supervisor, agent_queues) {
-        warn!(%supervisor, %agent, "monitoring feature code for an agent outside the supervisor's queues");
-        ctx.bus.publish(refused("out_of_scope"));
-        return refuse_with(
-            &mut tx,
-            403,
-            "Forbidden (not an agent of your queues)",
-            vec![],
-        )
-        .await;
-    }
-    let call = match call_of_agent(&ctx, &agent).await {
-        Ok(call) => call,
-        Err(()) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
-    };
-    let Some(call) = call else {
-        info!(%supervisor, %agent, "nothing to monitor");
-        return refuse_with(&mut tx, 404, "Not Found (the agent is on no call)", vec![]).await;
-    };
-    let incoming = crate::call::monitor::IncomingMonitor {
-        tx,
-        supervisor,
-        mode,
-    };
-    let command = crate::call::CallCommand::Monitor(
-        crate::call::monitor::MonitorCommand::Incoming(Box::new(incoming)),
-    );
-    if let Err(crate::call::CallCommand::Monitor(crate::call::monitor::MonitorCommand::Incoming(
-        incoming,
-    ))) = ctx.calls.try_deliver(&call, command)
-    {
-        let mut tx = incoming.tx;
-        refuse_with(&mut tx, 404, "Not Found (the call has just ended)", vec![]).await;
-    }
-}
-
 /// Authenticates a phone's INVITE against the agents' accounts (401
 /// challenge): the account, or `None` when the request was answered.
-async fn phone_account(
+pub async fn phone_account(
     ctx: &EdgeContext,
     tx: &mut Transaction,
     source: SocketAddr,
@@ -876,54 +779,6 @@ async fn phone_account(
                 agents.get(user).map(|a: &Agent| a.password.clone())
             });
     settle_auth(ctx, tx, source, "INVITE", outcome, false).await
-}
-
-/// The call `agent` is talking on (or holding), per the router.
-async fn call_of_agent(ctx: &EdgeContext, agent: &str) -> Result<Option<String>, ()> {
-    let snapshot = ctx.router.snapshot().await.map_err(|_| ())?;
-    Ok(snapshot
-        .agents
-        .into_iter()
-        .find(|a| a.id.0 == agent && matches!(a.state, "talking" | "on-hold"))
-        .and_then(|a| a.call)
-        .map(|c| c.0.to_string()))
-}
-
-/// An agent's phone dialled another agent or a queue: a consultation from
-/// the call the agent is on (the caller waits on hold), which the phone may
-/// complete with REFER and Replaces (attended transfer).
-async fn handle_consult_invite(
-    ctx: Arc<EdgeContext>,
-    mut tx: Transaction,
-    source: SocketAddr,
-    target: crate::call::consult::ConsultTarget,
-) {
-    let Some(agent) = phone_account(&ctx, &mut tx, source).await else {
-        return;
-    };
-    let call = match call_of_agent(&ctx, &agent).await {
-        Ok(Some(call)) => call,
-        Ok(None) => {
-            info!(%agent, %target, "an agent dialled an agent or a queue while on no call");
-            return refuse_with(
-                &mut tx,
-                403,
-                "Forbidden (an agent dials an agent or a queue only to consult during a call)",
-                vec![],
-            )
-            .await;
-        }
-        Err(()) => return refuse_with(&mut tx, 503, "Service Unavailable", vec![]).await,
-    };
-    use crate::call::consult::{ConsultCommand, IncomingConsult};
-    let incoming = IncomingConsult { tx, target };
-    let command = crate::call::CallCommand::Consult(ConsultCommand::Incoming(Box::new(incoming)));
-    if let Err(crate::call::CallCommand::Consult(ConsultCommand::Incoming(incoming))) =
-        ctx.calls.try_deliver(&call, command)
-    {
-        let mut tx = incoming.tx;
-        refuse_with(&mut tx, 404, "Not Found (the call has just ended)", vec![]).await;
-    }
 }
 
 enum Refusal {
