@@ -15,6 +15,7 @@ use super::ApiState;
 use super::auth::Principal;
 use super::error::ApiError;
 use super::queues::may_see_call;
+use crate::call::control::ControlError;
 use crate::call::{CallCommand, TransferTarget};
 use crate::events::Event;
 
@@ -79,17 +80,17 @@ fn deliver(state: &ApiState, id: &str, command: CallCommand) -> Result<(), ApiEr
 }
 
 /// Hands the call a command built around a reply channel and waits for the
-/// call's answer: a refusal is a 409 with the call's reason.
+/// call's answer: a refusal carries the call's code and reason.
 pub(super) async fn ask(
     state: &ApiState,
     id: &str,
-    command: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> CallCommand,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), ControlError>>) -> CallCommand,
 ) -> Result<(), ApiError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     deliver(state, id, command(reply))?;
     match answer.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(refusal)) => Err(ApiError::conflict(refusal)),
+        Ok(Err(refusal)) => Err(refusal.into()),
         Err(_) => Err(ApiError::not_found(format!("call {id} has just ended"))),
     }
 }
@@ -189,10 +190,14 @@ pub async fn transfer(
                 return Err(ApiError::invalid(format!("no agent {agent}")));
             };
             if found.state != "ready" {
-                return Err(ApiError::conflict(format!(
-                    "agent {agent} is {}, not ready to take a transfer",
-                    found.state
-                )));
+                return Err(ApiError::new(
+                    409,
+                    "agent_not_ready",
+                    format!(
+                        "agent {agent} is {}, not ready to take a transfer",
+                        found.state
+                    ),
+                ));
             }
             TransferTarget::Agent(agent)
         }

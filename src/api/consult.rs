@@ -51,7 +51,8 @@ fn done(call_id: String, action: &'static str) -> Json<ConsultDone> {
     request_body = StartConsult,
     responses((status = 202, body = ConsultDone), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError),
-        (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+        (status = 409, body = ApiError), (status = 422, body = ApiError),
+        (status = 503, body = ApiError)))]
 pub async fn start_consult(
     State(state): State<Arc<ApiState>>,
     who: Principal,

@@ -98,7 +98,8 @@ fn monitoring_phone(who: &Principal, named: Option<String>) -> Result<String, Ap
     request_body = StartMonitor,
     responses((status = 202, body = MonitorDone), (status = 401, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError),
-        (status = 409, body = ApiError), (status = 422, body = ApiError)))]
+        (status = 409, body = ApiError), (status = 422, body = ApiError),
+        (status = 503, body = ApiError)))]
 pub async fn start_monitor(
     State(state): State<Arc<ApiState>>,
     who: Principal,

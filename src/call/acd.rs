@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
+use super::control::ControlError;
 use super::policy::{CallPolicy, HoldClock, HoldStep};
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase, sdp_header};
@@ -1317,22 +1318,22 @@ impl Actor {
     /// agent is released (wrap-up), the caller joins the queue (its own, for
     /// an agent) keeping its waited time, offered first to the named agent.
     /// A transfer to the survey or to an IVR flow: see [`Self::transfer_from`].
-    pub(super) fn transfer(&mut self, target: super::TransferTarget) -> Result<(), String> {
+    pub(super) fn transfer(&mut self, target: super::TransferTarget) -> Result<(), ControlError> {
         self.transfer_from(target, true)
     }
 
     /// Why the call cannot be passed on now, if it cannot: no agent on it,
     /// or `acd.max_transfers` reached (rulebook L6).
-    pub(super) fn transfer_refused(&self) -> Option<String> {
+    pub(super) fn transfer_refused(&self) -> Option<ControlError> {
         if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
-            return Some("only a call connected to an agent can be transferred".into());
+            return Some(ControlError::NotBridged {
+                action: "be transferred",
+            });
         }
         let max = self.ctx.settings.acd.max_transfers;
-        (self.acd.transfers >= max).then(|| {
-            format!(
-                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
-                self.acd.transfers
-            )
+        (self.acd.transfers >= max).then_some(ControlError::TransferLimitReached {
+            done: self.acd.transfers,
+            max,
         })
     }
 
@@ -1343,7 +1344,7 @@ impl Actor {
         &mut self,
         target: super::TransferTarget,
         end_agent: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         // The queue (with the agent offered first), or the IVR flow.
         let (queue, direct, flow) = match target {
             super::TransferTarget::Queue(queue) => (queue, None, None),
@@ -1365,13 +1366,13 @@ impl Actor {
                     return self.transfer_to_survey(end_agent);
                 }
                 if !self.ctx.settings.ivr.contains_key(&flow) {
-                    return Err(format!("no IVR flow {flow}"));
+                    return Err(ControlError::UnknownFlow(flow));
                 }
                 (format!("ivr:{flow}"), None, Some(flow))
             }
         };
         if flow.is_none() && !self.ctx.settings.queues.contains_key(queue.as_str()) {
-            return Err(format!("no queue {queue}"));
+            return Err(ControlError::UnknownQueue(queue));
         }
         if let Some(refusal) = self.transfer_refused() {
             return Err(refusal);
@@ -1382,7 +1383,7 @@ impl Actor {
             end_dialog(&self.ctx, dialog.clone());
         }
         let Some(connected) = self.release_agent(ReleasedBy::System) else {
-            return Err("no agent on the call".into());
+            return Err(ControlError::NoAgent);
         };
         self.end_consult("cancelled");
         self.end_monitor("transferred", true);

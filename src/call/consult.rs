@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
+use super::control::ControlError;
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase};
@@ -52,7 +53,7 @@ impl std::fmt::Display for ConsultTarget {
     }
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), ControlError>>;
 
 /// The agent's phone dialled another agent or a queue while on this call.
 pub struct IncomingConsult {
@@ -192,7 +193,7 @@ impl Actor {
                         self.end_consult("cancelled");
                         Ok(())
                     }
-                    false => Err("no consultation is going on".to_string()),
+                    false => Err(ControlError::NotConsulting),
                 };
                 let _ = reply.send(result);
             }
@@ -222,26 +223,26 @@ impl Actor {
         &mut self,
         target: ConsultTarget,
         phone: Option<PhoneSide>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         if !matches!(self.phase, Phase::Bridged) {
-            return Err("only a call connected to an agent can consult".into());
+            return Err(ControlError::NotBridged { action: "consult" });
         }
         let Some(connected) = self.acd.connected.as_ref() else {
-            return Err("no agent on the call".into());
+            return Err(ControlError::NoAgent);
         };
         if self.consult.is_some() || self.conference.is_some() {
-            return Err("a consultation is already going on".into());
+            return Err(ControlError::AlreadyConsulting);
         }
         let agent = connected.leg.agent.clone();
         let queue = match &target {
             ConsultTarget::Agent(other) if *other == agent.0 => {
-                return Err("an agent cannot consult itself".into());
+                return Err(ControlError::SelfConsult);
             }
             ConsultTarget::Agent(_) => connected.leg.queue.clone(),
             ConsultTarget::Queue(queue) => queue.clone(),
         };
         if !self.ctx.settings.queues.contains_key(&queue) {
-            return Err(format!("no queue {queue}"));
+            return Err(ControlError::UnknownQueue(queue));
         }
         let router_call = CallId::from(format!("{}{CONSULT_SUFFIX}", self.call_id).as_str());
         let caller = Caller {
@@ -275,18 +276,14 @@ impl Actor {
             Ok(Ok(())) => {}
             Ok(Err(refused)) => {
                 self.consult = None;
-                return Err(match &target {
-                    ConsultTarget::Agent(other) => {
-                        format!("agent {other} cannot be consulted now: {refused}")
-                    }
-                    ConsultTarget::Queue(q) => {
-                        format!("queue {q} refused the consultation: {refused}")
-                    }
+                return Err(ControlError::ConsultRefused {
+                    target,
+                    reason: refused,
                 });
             }
             Err(_) => {
                 self.consult = None;
-                return Err("the ACD router has stopped".into());
+                return Err(ControlError::RouterStopped);
             }
         }
         info!(%target, "consultation started; the caller waits on hold");
@@ -565,7 +562,7 @@ impl Actor {
 
     /// Attended transfer: the consulted agent takes the caller; the agent
     /// is released to wrap-up. Counts against `acd.max_transfers`.
-    pub(super) fn complete_consult(&mut self) -> Result<(), String> {
+    pub(super) fn complete_consult(&mut self) -> Result<(), ControlError> {
         self.finish_consult(true).map(|_| ())
     }
 
@@ -580,7 +577,7 @@ impl Actor {
     pub(super) fn complete_consult_by_refer(
         &mut self,
         refer_dialog: &InviteDialog,
-    ) -> Result<Option<InviteDialog>, String> {
+    ) -> Result<Option<InviteDialog>, ControlError> {
         let (phone, previous) = self.finish_consult(false)?;
         let replaced = [phone, previous]
             .into_iter()
@@ -594,22 +591,22 @@ impl Actor {
     fn finish_consult(
         &mut self,
         hang_up: bool,
-    ) -> Result<(Option<InviteDialog>, Option<InviteDialog>), String> {
+    ) -> Result<(Option<InviteDialog>, Option<InviteDialog>), ControlError> {
         if !self.consult_answered() {
-            return Err("the consulted agent has not answered".into());
+            return Err(ControlError::ConsultNotAnswered);
         }
         let max = self.ctx.settings.acd.max_transfers;
         if self.acd.transfers >= max {
-            return Err(format!(
-                "this call was transferred {} time(s) already; at most {max} (rulebook L6)",
-                self.acd.transfers
-            ));
+            return Err(ControlError::TransferLimitReached {
+                done: self.acd.transfers,
+                max,
+            });
         }
         let Some(mut consult) = self.consult.take() else {
-            return Err("no consultation is going on".into());
+            return Err(ControlError::NotConsulting);
         };
         let Some(leg) = consult.answered.take() else {
-            return Err("the consulted agent has not answered".into());
+            return Err(ControlError::ConsultNotAnswered);
         };
         // The hold ends with the agent who started it.
         self.acd.consult_hold = false;
@@ -677,30 +674,27 @@ impl Actor {
     }
 
     /// Three-way: the consulted agent joins caller and agent, mixed.
-    pub(super) fn start_conference(&mut self) -> Result<(), String> {
+    pub(super) fn start_conference(&mut self) -> Result<(), ControlError> {
         let Some(consult) = self.consult.as_ref() else {
-            return Err("no consultation is going on".into());
+            return Err(ControlError::NotConsulting);
         };
         if consult.answered.is_none() {
-            return Err("the consulted agent has not answered".into());
+            return Err(ControlError::ConsultNotAnswered);
         }
         if consult.phone.is_some() {
-            return Err(
-                "a consultation dialled from the phone joins with the phone's own conference key"
-                    .into(),
-            );
+            return Err(ControlError::ConsultFromPhone);
         }
         if self.monitor.is_some() {
-            return Err("a supervisor is on the call; a three-way call needs the mixer".into());
+            return Err(ControlError::SupervisorOnCall);
         }
         let Some(mut consult) = self.consult.take() else {
-            return Err("no consultation is going on".into());
+            return Err(ControlError::NotConsulting);
         };
         let Some(leg) = consult.answered.take() else {
-            return Err("the consulted agent has not answered".into());
+            return Err(ControlError::ConsultNotAnswered);
         };
         let Some(dialog) = leg.answered().cloned() else {
-            return Err("the consulted agent has not answered".into());
+            return Err(ControlError::ConsultNotAnswered);
         };
         let sip_call_id = dialog.id().call_id.clone();
         self.conference = Some(ConferenceParty {
@@ -950,7 +944,10 @@ impl Actor {
         };
         if let Err(why) = self.start_consult(target, Some(side)).await {
             info!(%why, "consultation refused");
-            let reason = format!("SIP;cause=480;text=\"{}\"", why.replace('"', "'"));
+            let reason = format!(
+                "SIP;cause=480;text=\"{}\"",
+                why.to_string().replace('"', "'")
+            );
             let headers = vec![rsipstack::sip::Header::Other("Reason".into(), reason)];
             let _ = tx
                 .reply_with(StatusCode::TemporarilyUnavailable, headers, None)

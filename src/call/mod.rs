@@ -13,6 +13,7 @@ pub mod agent_leg;
 mod callback;
 pub mod consult;
 pub mod context;
+pub mod control;
 pub mod features;
 pub mod lifetime;
 pub mod lookup;
@@ -86,7 +87,7 @@ pub enum CallCommand {
     /// CTI: pass the bridged call on (blind transfer).
     Transfer {
         target: TransferTarget,
-        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+        reply: tokio::sync::oneshot::Sender<Result<(), control::ControlError>>,
     },
     /// Where the caller stands in its queue (None: no longer waiting).
     Position(Option<crate::acd::QueuePosition>),

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::acd::{Side, end_dialog};
 use super::agent_leg::{self, ForkFinal};
+use super::control::ControlError;
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, Relayed, relay};
 use super::{Actor, Phase};
@@ -93,7 +94,7 @@ impl std::fmt::Debug for IncomingMonitor {
     }
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), ControlError>>;
 
 /// What the CTI API or the SIP edge asks of a call's monitoring.
 #[derive(Debug)]
@@ -414,7 +415,7 @@ impl Actor {
                         self.change_monitor_mode(mode);
                         Ok(())
                     }
-                    None => Err("nobody monitors this call".to_string()),
+                    None => Err(ControlError::NotMonitored),
                 };
                 let _ = reply.send(result);
             }
@@ -424,7 +425,7 @@ impl Actor {
                         self.end_monitor("stopped", true);
                         Ok(())
                     }
-                    false => Err("nobody monitors this call".to_string()),
+                    false => Err(ControlError::NotMonitored),
                 };
                 let _ = reply.send(result);
             }
@@ -433,17 +434,18 @@ impl Actor {
     }
 
     /// Why the call cannot be monitored now, if it cannot.
-    fn unmonitorable(&self, supervisor: &str) -> Option<String> {
+    fn unmonitorable(&self, supervisor: &str) -> Option<ControlError> {
         if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
-            return Some("only a call connected to an agent can be monitored".into());
+            return Some(ControlError::NotBridged {
+                action: "be monitored",
+            });
         }
         match &self.monitor {
-            Some(m) if m.is_conference() => Some("a three-way call is going on".into()),
-            Some(m) if m.supervisor != supervisor => Some(format!(
-                "supervisor {} already monitors this call",
-                m.supervisor
-            )),
-            Some(_) => Some(format!("{supervisor} already monitors this call")),
+            Some(m) if m.is_conference() => Some(ControlError::ThreeWayCall),
+            Some(m) if m.supervisor != supervisor => {
+                Some(ControlError::MonitoredByAnother(m.supervisor.clone()))
+            }
+            Some(_) => Some(ControlError::AlreadyMonitoring(supervisor.to_string())),
             None => None,
         }
     }
@@ -453,7 +455,7 @@ impl Actor {
         &mut self,
         supervisor: String,
         mode: MonitorMode,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         if let Some(m) = self.monitor.as_ref()
             && m.supervisor == supervisor
             && !m.is_conference()
@@ -466,9 +468,12 @@ impl Actor {
         }
         let bindings = self.ctx.registrar.contacts(&supervisor);
         let Some(binding) = bindings.first() else {
-            return Err(format!("the phone of {supervisor} is not registered"));
+            return Err(ControlError::PhoneNotRegistered(supervisor));
         };
-        let mut media = self.open_leg_media().await?;
+        let mut media = self
+            .open_leg_media()
+            .await
+            .map_err(ControlError::LegFailed)?;
         let dial = agent_leg::Dial {
             from_user: &self.acd.caller,
             display: Some("monitor"),
@@ -482,7 +487,8 @@ impl Actor {
             media.offer(),
             self.acd.states.clone(),
             self.acd.finals.0.clone(),
-        )?;
+        )
+        .map_err(ControlError::LegFailed)?;
         info!(%supervisor, mode = mode.as_str(), "ringing the supervisor");
         self.monitor = Some(Monitor {
             supervisor,
@@ -535,7 +541,10 @@ impl Actor {
         } = incoming;
         if let Some(why) = self.unmonitorable(&supervisor) {
             info!(%supervisor, %why, "monitoring refused");
-            let reason = format!("SIP;cause=486;text=\"{}\"", why.replace('"', "'"));
+            let reason = format!(
+                "SIP;cause=486;text=\"{}\"",
+                why.to_string().replace('"', "'")
+            );
             let headers = vec![rsipstack::sip::Header::Other("Reason".into(), reason)];
             let _ = tx.reply_with(StatusCode::BusyHere, headers, None).await;
             return;

@@ -210,7 +210,7 @@ impl Actor {
         // The survey is no transfer: the limit does not apply to it.
         if let Some(why) = self.transfer_refused().filter(|_| !survey) {
             let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why).await;
+            return refuse(&handle, status, &why.to_string()).await;
         }
         info!(%user, ?target, "REFER accepted");
         if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
@@ -264,7 +264,7 @@ impl Actor {
         }
         if let Some(why) = self.transfer_refused() {
             let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why).await;
+            return refuse(&handle, status, &why.to_string()).await;
         }
         if !self.consult_answered() {
             let why = "the consulted agent has not answered yet";

@@ -62,16 +62,22 @@ impl Actor {
 
     /// A transfer to the survey (CTI, or an agent's REFER to the survey's
     /// number): the agent is released and the caller runs the survey.
-    pub(super) fn transfer_to_survey(&mut self, end_agent: bool) -> Result<(), String> {
+    pub(super) fn transfer_to_survey(
+        &mut self,
+        end_agent: bool,
+    ) -> Result<(), super::control::ControlError> {
+        use super::control::ControlError;
         if !matches!(self.phase, Phase::Bridged) {
-            return Err("only a call connected to an agent can be sent to the survey".into());
+            return Err(ControlError::NotBridged {
+                action: "be sent to the survey",
+            });
         }
         let Some((flow, queue, agent)) = self.survey_flow() else {
             let queue = self.acd.connected.as_ref().map(|c| c.leg.queue.clone());
-            return Err(format!("queue {} has no survey", queue.unwrap_or_default()));
+            return Err(ControlError::NoSurvey(queue.unwrap_or_default()));
         };
         let Some(connected) = self.release_agent(ReleasedBy::System) else {
-            return Err("no agent on the call".into());
+            return Err(ControlError::NoAgent);
         };
         if end_agent && let Some(dialog) = connected.leg.answered() {
             super::acd::end_dialog(&self.ctx, dialog.clone());
