@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use tracing::info;
 
+use super::control::ControlError;
 use super::{Actor, Phase};
 use crate::events::{Event, ReleasedBy};
 
@@ -62,11 +63,7 @@ impl Actor {
 
     /// A transfer to the survey (CTI, or an agent's REFER to the survey's
     /// number): the agent is released and the caller runs the survey.
-    pub(super) fn transfer_to_survey(
-        &mut self,
-        end_agent: bool,
-    ) -> Result<(), super::control::ControlError> {
-        use super::control::ControlError;
+    pub(super) fn transfer_to_survey(&mut self, end_agent: bool) -> Result<(), ControlError> {
         if !matches!(self.phase, Phase::Bridged) {
             return Err(ControlError::NotBridged {
                 action: "be sent to the survey",

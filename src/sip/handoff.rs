@@ -38,3 +38,28 @@ pub trait CallHandoff: Send + Sync {
     /// Ends every live call without waiting for the far ends' answers.
     fn hang_up_all(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    /// The edge stands below the rooms that take its calls: none of its
+    /// files names them.
+    #[test]
+    fn the_edge_imports_nothing_above_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sip");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/sip is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a source file");
+            read += 1;
+            for above in ["call", "acd", "media", "ivr", "api", "wiring"] {
+                for form in [format!("crate::{above}::"), format!("crate::{above};")] {
+                    assert!(!text.contains(&form), "{} names {form}", path.display());
+                }
+            }
+        }
+        assert!(read > 5, "only {read} files read in {}", dir.display());
+    }
+}
