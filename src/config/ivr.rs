@@ -2,15 +2,33 @@
 //!
 //! Owns the TOML shape of `[ivr.NAME]` and `[ivr.NAME.nodes.NODE]` and its
 //! checks: every node a flow can reach exists, every value is in range. Whether
-//! the prompts a node names exist is checked against the prompt library at
-//! load (see `Flow::prompt_names`). The interpreter lives in the `ivr` room.
+//! the queues and prompts a flow names exist is checked in `cross` (the prompts
+//! against the prompt library at load, see `Flow::prompt_names`). The
+//! interpreter lives in the `ivr` room.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigIssue;
+use super::{ConfigIssue, Problems, Section};
+
+impl Section for BTreeMap<String, Flow> {
+    type Checked = BTreeMap<String, std::sync::Arc<Flow>>;
+
+    fn check(&self, problems: &mut Problems) -> Self::Checked {
+        for (name, flow) in self {
+            let mut issues = Vec::new();
+            flow.check(&format!("ivr.{name}"), &mut issues);
+            for issue in issues {
+                problems.add(issue.key, issue.message);
+            }
+        }
+        self.iter()
+            .map(|(name, flow)| (name.clone(), std::sync::Arc::new(flow.clone())))
+            .collect()
+    }
+}
 
 /// One flow: where it starts and its nodes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

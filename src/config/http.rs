@@ -1,0 +1,30 @@
+//! `[http]`: where the HTTP listener (CTI API, metrics, wallboard) binds.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::{Problems, Section};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Section for RawHttp {
+    /// The listener's address; `None`: no HTTP listener.
+    type Checked = Option<SocketAddr>;
+
+    fn check(&self, problems: &mut Problems) -> Option<SocketAddr> {
+        super::sip::parse_listen("http.listen", &self.listen, problems)
+    }
+}
