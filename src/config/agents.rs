@@ -74,3 +74,31 @@ impl RawAgent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    #[test]
+    fn an_agent_needs_a_dialable_id_and_a_password_and_has_a_name() {
+        let agents = BTreeMap::from([
+            (
+                "9".to_string(),
+                RawAgent {
+                    password: "p".into(),
+                    ..RawAgent::default()
+                },
+            ),
+            ("a b".to_string(), RawAgent::default()),
+        ]);
+        let (checked, keys) = check_section(&agents);
+        assert_eq!(keys, ["agents.a b", "agents.a b.password"]);
+        assert_eq!(checked["9"].name, "Agent 9");
+        assert_eq!(
+            checked.len(),
+            2,
+            "every agent is kept for the checks across sections"
+        );
+    }
+}

@@ -234,3 +234,86 @@ impl RawApiToken {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    const SHA: &str = "fc08215c254a6e44742d4ed0717935f6fa3e854b7f896d7171b0c476071b3c53";
+
+    fn token(role: &str) -> RawApiToken {
+        RawApiToken {
+            role: role.into(),
+            sha256: SHA.into(),
+            ..RawApiToken::default()
+        }
+    }
+
+    #[test]
+    fn each_role_binds_what_it_may_and_a_token_needs_its_hash() {
+        let tokens = BTreeMap::from([
+            ("admin".to_string(), token("admin")),
+            (
+                "agent".to_string(),
+                RawApiToken {
+                    agent: "1001".into(),
+                    ..token("agent")
+                },
+            ),
+            ("lost".to_string(), token("agent")),
+            ("root".to_string(), token("root")),
+            (
+                "short".to_string(),
+                RawApiToken {
+                    sha256: "abc".into(),
+                    ..token("admin")
+                },
+            ),
+            (
+                "sup".to_string(),
+                RawApiToken {
+                    agent: "1001".into(),
+                    ..token("supervisor")
+                },
+            ),
+        ]);
+        let (api, keys) = check_section(&RawApi {
+            tokens,
+            not_ready_reasons: vec!["lunch".into(), "no-answer".into()],
+            ..RawApi::default()
+        });
+        assert_eq!(
+            keys,
+            [
+                "api.not_ready_reasons[1]",
+                "api.tokens.lost.agent",
+                "api.tokens.root.role",
+                "api.tokens.short.sha256",
+                "api.tokens.sup.agent",
+                "api.tokens.sup.queues",
+            ]
+        );
+        let names: Vec<&str> = api.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["admin", "agent", "lost", "sup"],
+            "a token of no role or no hash is dropped"
+        );
+        assert_eq!(api.tokens[1].agent.as_deref(), Some("1001"));
+        assert_eq!(api.tokens[0].sha256[0], 0xfc);
+    }
+
+    #[test]
+    fn the_journal_holds_at_least_one_entry() {
+        let (api, keys) = check_section(&RawApi::default());
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(api.limits, ApiLimits::default());
+        let (_, keys) = check_section(&RawApi {
+            journal_max_bytes: 600,
+            journal_entry_max_bytes: 700,
+            ..RawApi::default()
+        });
+        assert_eq!(keys, ["api.journal_max_bytes"]);
+    }
+}

@@ -100,11 +100,52 @@ impl Section for RawAuth {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::test_support::*;
 
     #[test]
     fn unknown_digest_algorithm_is_refused() {
         let err = load("[auth]\nalgorithms = [\"SHA-1\"]\n").unwrap_err();
         assert!(keys(err)[0].starts_with("auth.algorithms"));
+    }
+
+    #[test]
+    fn zero_values_are_refused_each_by_its_key() {
+        let (_, keys) = check_section(&RawAuth {
+            algorithms: Vec::new(),
+            nonce_ttl: Duration::ZERO,
+            max_failures: 0,
+            failure_window: Duration::ZERO,
+            ..RawAuth::default()
+        });
+        assert_eq!(
+            keys,
+            [
+                "auth.algorithms",
+                "auth.nonce_ttl",
+                "auth.max_failures",
+                "auth.failure_window"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_per_source_ceiling_is_never_below_the_per_user_one() {
+        let (auth, _) = check_section(&RawAuth {
+            max_failures: 7,
+            ..RawAuth::default()
+        });
+        assert_eq!(auth.max_failures_per_source, 100);
+        let (auth, _) = check_section(&RawAuth {
+            max_failures: 150,
+            ..RawAuth::default()
+        });
+        assert_eq!(auth.max_failures_per_source, 150);
+        let (auth, keys) = check_section(&RawAuth {
+            max_failures_per_source: Some(9),
+            ..RawAuth::default()
+        });
+        assert_eq!(auth.max_failures_per_source, 9);
+        assert!(keys.is_empty(), "{keys:?}");
     }
 }

@@ -42,3 +42,19 @@ impl Section for RawBlocklist {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{keys, load};
+
+    #[test]
+    fn blocked_numbers_are_trimmed_and_the_action_named() {
+        let s = load("[blocklist]\nnumbers = [\" 555 \", \"666\"]\naction = \"prompt\"\n").unwrap();
+        assert_eq!(s.blocklist, BTreeSet::from(["555".into(), "666".into()]));
+        assert_eq!(s.block_action, BlockAction::Prompt);
+        assert_eq!(load("").unwrap().block_action, BlockAction::Reject);
+        let err = load("[blocklist]\naction = \"drop\"\n").unwrap_err();
+        assert_eq!(keys(err), ["blocklist.action"]);
+    }
+}

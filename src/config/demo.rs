@@ -129,3 +129,55 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_with(env: &[(&str, &str)]) -> Settings {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_toml(EMBEDDED_DEFAULT, "demo.toml", &env).unwrap()
+    }
+
+    #[test]
+    fn demo_secrets_may_not_face_a_network() {
+        assert_eq!(
+            demo_with(&[]).check_demo_exposure(),
+            Ok(()),
+            "loopback only"
+        );
+        let exposed = demo_with(&[("HOTLINE__SIP__UDP", "0.0.0.0:5060")]);
+        let refusal = exposed.check_demo_exposure().unwrap_err();
+        assert_eq!(refusal.listeners, ["sip.udp (0.0.0.0:5060)"]);
+        for key in ["agents.1001.password", "agents.1004.password"] {
+            assert!(refusal.keys.iter().any(|k| k == key), "{key}: {refusal}");
+        }
+        assert!(
+            refusal
+                .to_string()
+                .starts_with("demo.toml: refusing to start")
+        );
+        let allowed = demo_with(&[
+            ("HOTLINE__SIP__UDP", "0.0.0.0:5060"),
+            ("HOTLINE__DEMO__ALLOW_DEMO_CREDENTIALS", "true"),
+        ]);
+        assert_eq!(allowed.check_demo_exposure(), Ok(()));
+    }
+
+    #[test]
+    fn own_secrets_may_face_a_network() {
+        let own = demo_with(&[
+            ("HOTLINE__HTTP__LISTEN", "0.0.0.0:8080"),
+            ("HOTLINE__AGENTS__1001__PASSWORD", "s3cret-1001"),
+        ]);
+        let refusal = own.check_demo_exposure().unwrap_err();
+        assert!(
+            !refusal.keys.iter().any(|k| k == "agents.1001.password"),
+            "{refusal}"
+        );
+        assert!(refusal.keys.iter().any(|k| k == "agents.1002.password"));
+    }
+}

@@ -28,3 +28,26 @@ impl Section for RawHttp {
         super::sip::parse_listen("http.listen", &self.listen, problems)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    #[test]
+    fn the_listener_is_an_address_or_off() {
+        let (listen, keys) = check_section(&RawHttp::default());
+        assert_eq!(listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(keys.is_empty());
+        let (listen, keys) = check_section(&RawHttp {
+            listen: String::new(),
+        });
+        assert_eq!(listen, None);
+        assert!(keys.is_empty());
+        let (listen, keys) = check_section(&RawHttp {
+            listen: "8080".into(),
+        });
+        assert_eq!(listen, None);
+        assert_eq!(keys, ["http.listen"]);
+    }
+}

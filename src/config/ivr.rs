@@ -421,3 +421,21 @@ pub fn is_dtmf(c: char) -> bool {
 fn is_var_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::keys;
+    use crate::config::test_support::load;
+
+    #[test]
+    fn every_flow_is_checked_under_its_own_key() {
+        let err = load(
+            "[ivr.a]\nstart = \"x\"\n[ivr.a.nodes.y]\ntype = \"hangup\"\n\
+             [ivr.b]\nstart = \"p\"\n[ivr.b.nodes.p]\ntype = \"play\"\nprompts = []\nnext = \"gone\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(keys(err), ["ivr.a.start", "ivr.b.nodes.p.next"]);
+        let s = load("[ivr.a]\nstart = \"y\"\n[ivr.a.nodes.y]\ntype = \"hangup\"\n").unwrap();
+        assert_eq!(s.ivr["a"].start, "y");
+    }
+}

@@ -56,3 +56,28 @@ impl Section for RawLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    #[test]
+    fn the_level_is_a_log_filter() {
+        for level in ["info", "warn,hotline=debug"] {
+            let (log, keys) = check_section(&RawLog {
+                level: level.into(),
+                format: LogFormat::Json,
+            });
+            assert!(keys.is_empty(), "{level}: {keys:?}");
+            assert_eq!(log.level, level);
+        }
+        for level in ["", "hotline=loud"] {
+            let (_, keys) = check_section(&RawLog {
+                level: level.into(),
+                ..RawLog::default()
+            });
+            assert_eq!(keys, ["log.level"], "{level}");
+        }
+    }
+}

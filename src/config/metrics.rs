@@ -28,3 +28,18 @@ impl Section for RawMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::load;
+
+    #[test]
+    fn series_per_agent_are_off_unless_asked_for() {
+        assert!(!load("").unwrap().metrics_per_agent);
+        assert!(
+            load("[metrics]\nper_agent = true\n")
+                .unwrap()
+                .metrics_per_agent
+        );
+    }
+}

@@ -99,7 +99,7 @@ pub use self::media::{MediaSettings, RawMedia};
 pub use self::metrics::{MetricsSettings, RawMetrics};
 pub use self::monitor::{MonitorSettings, RawMonitor};
 pub use self::numbers::{HotlineNumber, NumberTarget, RawNumber};
-pub use self::problems::{ConfigError, ConfigIssue, Problems};
+pub use self::problems::{ConfigError, ConfigIssue};
 pub use self::queues::{
     EscalationStep, Overflow, Queue, QueueStrategy, Ratio, RawEscalationStep, RawQueue,
     WhenNoAgents,
@@ -109,6 +109,8 @@ pub use self::registrar::{RawRegistrar, RegistrarSettings};
 pub use self::sip::{RawSip, SipSettings};
 pub use self::store::{RawRetention, RawStore, StoreSettings};
 pub use self::trunks::{RawTrunk, Trunk, TrunkCredentials};
+
+use self::problems::Problems;
 
 /// The default configuration, compiled into the binary so `hotline serve` runs anywhere.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/hotline.toml");
@@ -674,5 +676,22 @@ sources = ["300.0.0.0/8"]
         let s = load(&text).unwrap_or_else(|e| panic!("{e}\n--- documented ---\n{text}"));
         assert_eq!(s.acd, AcdSettings::default());
         assert_eq!(s.queues["q"], Queue::new("q", "moh/default"));
+    }
+
+    #[test]
+    fn every_section_is_listed_in_the_order_of_its_problems() {
+        for section in SECTIONS {
+            load(&format!("[{section}]\n")).unwrap_or_else(|e| panic!("{section}: {e}"));
+        }
+        let tables: Vec<&str> = EMBEDDED_DEFAULT
+            .lines()
+            .filter_map(|l| l.strip_prefix('['))
+            .filter_map(|l| l.split([']', '.']).next())
+            .filter(|name| !name.starts_with('['))
+            .collect();
+        for table in &tables {
+            assert!(SECTIONS.contains(table), "{table} is not in SECTIONS");
+        }
+        assert_eq!(SECTIONS.len(), 20, "one entry per field of RawConfig");
     }
 }

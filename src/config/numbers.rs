@@ -115,11 +115,53 @@ pub(super) fn is_dial_string(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::config::test_support::*;
 
     #[test]
     fn both_ivr_and_queue_is_ambiguous() {
         let err = load("[numbers.\"7\"]\nivr = \"a\"\nqueue = \"b\"\n").unwrap_err();
         assert_eq!(keys(err), vec!["numbers.7".to_string()]);
+    }
+
+    #[test]
+    fn a_number_checks_its_own_values_and_keeps_its_target() {
+        let numbers = BTreeMap::from([
+            (
+                "7".to_string(),
+                RawNumber {
+                    ivr: "main".into(),
+                    greeting: "hello".into(),
+                    answer_after: Duration::from_secs(121),
+                    ..RawNumber::default()
+                },
+            ),
+            (
+                "8".to_string(),
+                RawNumber {
+                    queue: " q ".into(),
+                    greeting: " hi ".into(),
+                    ..RawNumber::default()
+                },
+            ),
+            ("9".to_string(), RawNumber::default()),
+        ]);
+        let (checked, keys) = check_section(&numbers);
+        assert_eq!(
+            keys,
+            ["numbers.7.greeting", "numbers.7.answer_after", "numbers.9"]
+        );
+        assert_eq!(checked["7"].target, NumberTarget::Ivr("main".into()));
+        assert_eq!(
+            checked["8"].target,
+            NumberTarget::Queue {
+                queue: "q".into(),
+                greeting: Some("hi".into())
+            }
+        );
+        assert!(
+            !checked.contains_key("9"),
+            "a number without a target is dropped"
+        );
     }
 }

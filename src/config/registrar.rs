@@ -71,3 +71,31 @@ impl Section for RawRegistrar {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    #[test]
+    fn expiries_keep_their_order_and_contacts_fit_a_datagram() {
+        let (r, keys) = check_section(&RawRegistrar::default());
+        assert!(keys.is_empty(), "{keys:?}");
+        assert_eq!(r.default_expires, Duration::from_secs(3600));
+        let (_, keys) = check_section(&RawRegistrar {
+            min_expires: Duration::ZERO,
+            max_contacts: 21,
+            ..RawRegistrar::default()
+        });
+        assert_eq!(keys, ["registrar.min_expires", "registrar.max_contacts"]);
+        let (_, keys) = check_section(&RawRegistrar {
+            default_expires: Duration::from_secs(30),
+            max_contacts: 0,
+            ..RawRegistrar::default()
+        });
+        assert_eq!(
+            keys,
+            ["registrar.default_expires", "registrar.max_contacts"]
+        );
+    }
+}

@@ -132,3 +132,64 @@ pub(super) fn parse_listen(key: &str, value: &str, problems: &mut Problems) -> O
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::check_section;
+
+    #[test]
+    fn an_empty_listener_is_off_but_one_must_be_on() {
+        let (sip, keys) = check_section(&RawSip {
+            udp: " ".into(),
+            ..RawSip::default()
+        });
+        assert_eq!(sip.udp, None);
+        assert_eq!(sip.tcp, Some("127.0.0.1:5060".parse().unwrap()));
+        assert!(keys.is_empty(), "{keys:?}");
+        let (_, keys) = check_section(&RawSip {
+            udp: String::new(),
+            tcp: String::new(),
+            ..RawSip::default()
+        });
+        assert_eq!(keys, ["sip.udp"]);
+    }
+
+    #[test]
+    fn session_timers_are_off_at_zero_and_never_below_min_se() {
+        let (sip, keys) = check_section(&RawSip {
+            session_expires: Duration::ZERO,
+            ..RawSip::default()
+        });
+        assert_eq!(sip.session_expires, None);
+        assert!(keys.is_empty(), "{keys:?}");
+        let (_, keys) = check_section(&RawSip {
+            session_expires: Duration::from_secs(60),
+            ..RawSip::default()
+        });
+        assert_eq!(keys, ["sip.session_expires"]);
+    }
+
+    #[test]
+    fn every_bad_value_of_the_section_is_named_in_one_run() {
+        let (_, keys) = check_section(&RawSip {
+            udp: "localhost".into(),
+            external: "192.0.2.1".into(),
+            realm: "a\"b".into(),
+            t1: Duration::from_millis(10),
+            min_se: Duration::ZERO,
+            session_expires: Duration::ZERO,
+            ..RawSip::default()
+        });
+        assert_eq!(
+            keys,
+            [
+                "sip.udp",
+                "sip.external",
+                "sip.realm",
+                "sip.t1",
+                "sip.min_se"
+            ]
+        );
+    }
+}

@@ -55,3 +55,12 @@ pub(super) fn documented(from: &str, to: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Checks one section on its own: its checked form and the keys of its
+/// problems, in the order found.
+pub(super) fn check_section<S: super::Section>(raw: &S) -> (S::Checked, Vec<String>) {
+    let mut problems = super::Problems::default();
+    let checked = raw.check(&mut problems);
+    let keys = problems.into_issues().into_iter().map(|i| i.key).collect();
+    (checked, keys)
+}
