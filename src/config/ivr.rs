@@ -13,23 +13,6 @@ use serde::Deserialize;
 
 use super::{ConfigIssue, Problems, Section};
 
-impl Section for BTreeMap<String, Flow> {
-    type Checked = BTreeMap<String, std::sync::Arc<Flow>>;
-
-    fn check(&self, problems: &mut Problems) -> Self::Checked {
-        for (name, flow) in self {
-            let mut issues = Vec::new();
-            flow.check(&format!("ivr.{name}"), &mut issues);
-            for issue in issues {
-                problems.add(issue.key, issue.message);
-            }
-        }
-        self.iter()
-            .map(|(name, flow)| (name.clone(), std::sync::Arc::new(flow.clone())))
-            .collect()
-    }
-}
-
 /// One flow: where it starts and its nodes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -420,6 +403,23 @@ pub fn is_dtmf(c: char) -> bool {
 
 fn is_var_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Section for BTreeMap<String, Flow> {
+    type Checked = BTreeMap<String, std::sync::Arc<Flow>>;
+
+    fn check(&self, problems: &mut Problems) -> Self::Checked {
+        for (name, flow) in self {
+            let mut issues = Vec::new();
+            flow.check(&format!("ivr.{name}"), &mut issues);
+            for issue in issues {
+                problems.add(issue.key, issue.message);
+            }
+        }
+        self.iter()
+            .map(|(name, flow)| (name.clone(), std::sync::Arc::new(flow.clone())))
+            .collect()
+    }
 }
 
 #[cfg(test)]
