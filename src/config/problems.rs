@@ -2,7 +2,6 @@
 //! gathered from every check so that one run reports them all, and the error
 //! that carries them, with the file they came from, out of `config`.
 
-use std::cmp::Ordering;
 use std::path::PathBuf;
 
 /// One problem in a configuration: which key, in which source, and what was expected.
@@ -71,37 +70,71 @@ impl Problems {
         self.issues
     }
 
-    /// Adds problems found by another pass (the checks across sections) so
-    /// that each is listed with the problems of its own section, among them
-    /// in key order: a section's problems read together, however they were
-    /// found. `sections` names the sections in the order their problems
-    /// were added here; a key of no listed section goes last.
+    /// Adds problems found by another pass (the checks across sections),
+    /// each listed among the problems of its own section next to its nearest
+    /// relative: after the last problem sharing most of its key and sorting
+    /// before it (else before the first sharing most), so that a section's
+    /// problems, and an entry's, read together however they were found.
+    /// `sections` names the sections in the order their problems were added
+    /// here; a key of no listed section goes last.
     pub fn merge(&mut self, found: Problems, sections: &[&str]) {
         let rank = |key: &str| {
-            let section = key.split(['.', '[']).next().unwrap_or(key);
+            let section = segments(key).next().unwrap_or(key);
             sections
                 .iter()
                 .position(|s| *s == section)
                 .unwrap_or(sections.len())
         };
-        let order = |a: &ConfigIssue, b: &ConfigIssue| {
+        let mut found = found.issues;
+        found.sort_by(|a, b| {
             rank(&a.key)
                 .cmp(&rank(&b.key))
                 .then_with(|| a.key.cmp(&b.key))
-        };
-        let mut found = found.issues;
-        found.sort_by(order);
-        let mut merged = Vec::with_capacity(self.issues.len() + found.len());
-        let mut found = found.into_iter().peekable();
-        for issue in std::mem::take(&mut self.issues) {
-            while let Some(earlier) = found.next_if(|f| order(f, &issue) == Ordering::Less) {
-                merged.push(earlier);
-            }
-            merged.push(issue);
+        });
+        for issue in found {
+            let section = rank(&issue.key);
+            let same: Vec<usize> = (0..self.issues.len())
+                .filter(|&i| rank(&self.issues[i].key) == section)
+                .collect();
+            let shared = |i: &usize| shared_segments(&self.issues[*i].key, &issue.key);
+            let nearest = same.iter().map(shared).max();
+            let relatives: Vec<usize> = same
+                .iter()
+                .copied()
+                .filter(|i| Some(shared(i)) == nearest)
+                .collect();
+            let at = match relatives
+                .iter()
+                .rev()
+                .find(|&&i| self.issues[i].key < issue.key)
+            {
+                Some(&i) => i + 1,
+                None => match relatives.first() {
+                    Some(&first) => first,
+                    None => self
+                        .issues
+                        .iter()
+                        .rposition(|i| rank(&i.key) < section)
+                        .map_or(0, |last| last + 1),
+                },
+            };
+            self.issues.insert(at, issue);
         }
-        merged.extend(found);
-        self.issues = merged;
     }
+}
+
+/// The parts of a key: `queues.q.escalation[3].after` → queues, q,
+/// escalation, 3], after.
+fn segments(key: &str) -> impl Iterator<Item = &str> {
+    key.split(['.', '['])
+}
+
+/// How many leading parts two keys share.
+fn shared_segments(a: &str, b: &str) -> usize {
+    segments(a)
+        .zip(segments(b))
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 #[cfg(test)]
@@ -140,6 +173,44 @@ mod tests {
                 "queues.q.e",
                 "monitor.x",
                 "(file)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_problem_found_across_sections_joins_its_nearest_relatives() {
+        let mut own = Problems::default();
+        for key in [
+            "queues.q.required_skills.general",
+            "queues.q.required_skills.sales",
+            "queues.q.escalation[0].after",
+            "queues.q.callback_key",
+            "queues.r.overflow",
+        ] {
+            own.add(key, "own");
+        }
+        let mut crossed = Problems::default();
+        for key in [
+            "queues.q.required_skills.french",
+            "queues.q.min_staffed",
+            "queues.q.escalation[3].add_skills[1]",
+            "numbers.7.queue",
+        ] {
+            crossed.add(key, "crossed");
+        }
+        own.merge(crossed, &["numbers", "queues"]);
+        assert_eq!(
+            keys(own),
+            [
+                "numbers.7.queue",
+                "queues.q.required_skills.french",
+                "queues.q.required_skills.general",
+                "queues.q.required_skills.sales",
+                "queues.q.escalation[0].after",
+                "queues.q.escalation[3].add_skills[1]",
+                "queues.q.callback_key",
+                "queues.q.min_staffed",
+                "queues.r.overflow",
             ]
         );
     }
