@@ -2,15 +2,16 @@
 //!
 //! Owns the TOML shape of `[ivr.NAME]` and `[ivr.NAME.nodes.NODE]` and its
 //! checks: every node a flow can reach exists, every value is in range. Whether
-//! the prompts a node names exist is checked against the prompt library at
-//! load (see `Flow::prompt_names`). The interpreter lives in the `ivr` room.
+//! the queues and prompts a flow names exist is checked in `cross` (the prompts
+//! against the prompt library at load, see `Flow::prompt_names`). The
+//! interpreter lives in the `ivr` room.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigIssue;
+use super::{ConfigIssue, Problems, Section};
 
 /// One flow: where it starts and its nodes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -402,4 +403,39 @@ pub fn is_dtmf(c: char) -> bool {
 
 fn is_var_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Section for BTreeMap<String, Flow> {
+    type Checked = BTreeMap<String, std::sync::Arc<Flow>>;
+
+    fn check(&self, problems: &mut Problems) -> Self::Checked {
+        for (name, flow) in self {
+            let mut issues = Vec::new();
+            flow.check(&format!("ivr.{name}"), &mut issues);
+            for issue in issues {
+                problems.add(issue.key, issue.message);
+            }
+        }
+        self.iter()
+            .map(|(name, flow)| (name.clone(), std::sync::Arc::new(flow.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::keys;
+    use crate::config::test_support::load;
+
+    #[test]
+    fn every_flow_is_checked_under_its_own_key() {
+        let err = load(
+            "[ivr.a]\nstart = \"x\"\n[ivr.a.nodes.y]\ntype = \"hangup\"\n\
+             [ivr.b]\nstart = \"p\"\n[ivr.b.nodes.p]\ntype = \"play\"\nprompts = []\nnext = \"gone\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(keys(err), ["ivr.a.start", "ivr.b.nodes.p.next"]);
+        let s = load("[ivr.a]\nstart = \"y\"\n[ivr.a.nodes.y]\ntype = \"hangup\"\n").unwrap();
+        assert_eq!(s.ivr["a"].start, "y");
+    }
 }

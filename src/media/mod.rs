@@ -14,7 +14,7 @@ pub mod sdp;
 
 use std::sync::Arc;
 
-use crate::config::{ConfigIssue, NumberTarget, Settings};
+use crate::config::{ConfigIssue, Settings};
 
 use self::pacer::Pacer;
 use self::prompt::{Prompt, PromptLibrary};
@@ -23,24 +23,7 @@ use self::rtp::PortPool;
 /// The prompt directory of the default configuration.
 pub const DEFAULT_PROMPTS: &str = "prompts";
 
-/// Prompts the queues play to callers (the agent's number, position and
-/// estimated wait, the callback offer, the overflow default), besides the
-/// digit prompts `digit_0`..`digit_9`; they must exist when a queue is
-/// configured.
-pub const QUEUE_PROMPTS: &[&str] = &[
-    "agent_number",
-    "will_serve_you",
-    "position",
-    "estimated_wait",
-    "minutes",
-    "thank_you_for_waiting",
-    "leave_number",
-    "callback_recorded",
-    "callback_confirm",
-    "callback_confirm_keys",
-    "callback_number_refused",
-    "busy",
-];
+pub use crate::config::QUEUE_PROMPTS;
 
 /// What every call shares of the media engine.
 pub struct MediaRoom {
@@ -55,10 +38,9 @@ pub struct MediaRoom {
     pub latch_window: std::time::Duration,
 }
 
-/// Loads the prompt library and checks that every prompt a flow, a number, a
-/// queue or the music on hold names exists, and, when queues are configured,
-/// the prompts they always play ([`QUEUE_PROMPTS`], the digits); each problem
-/// names its config key.
+/// Loads the prompt library and checks that every prompt the configuration
+/// names or the queues always play is in it (see
+/// [`crate::config::check_prompts`]); each problem names its config key.
 pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssue>> {
     let dir = &settings.media.prompts;
     // The default directory falls back to the set compiled into the binary,
@@ -79,94 +61,21 @@ pub fn load_prompts(settings: &Settings) -> Result<PromptLibrary, Vec<ConfigIssu
             })
             .collect::<Vec<_>>()
     })?;
-    let mut issues = Vec::new();
-    let mut need = |key: String, language: &str, name: &str| {
-        if library.localized(language, name).is_none() {
-            issues.push(ConfigIssue {
-                key,
-                message: format!(
-                    "prompt `{name}` is not in {} (for language {language})",
-                    dir.display()
-                ),
-            });
-        }
-    };
-    let default_language = settings.media.language.as_str();
-    for (flow_name, flow) in &settings.ivr {
-        let language = flow.language.as_deref().unwrap_or(default_language);
-        for (node, prompt) in flow.prompt_names() {
-            need(format!("ivr.{flow_name}.nodes.{node}"), language, prompt);
-        }
-        // `say` nodes read values with the digit prompts.
-        for digit in crate::ivr::say_prompts("0123456789.") {
-            need(format!("ivr.{flow_name}"), language, &digit);
-        }
-    }
-    for (number, n) in &settings.numbers {
-        if let NumberTarget::Queue {
-            greeting: Some(greeting),
-            ..
-        } = &n.target
-        {
-            need(
-                format!("numbers.{number}.greeting"),
-                default_language,
-                greeting,
-            );
-        }
-    }
-    if settings.block_action == crate::config::BlockAction::Prompt {
-        need("blocklist.action".into(), default_language, "blocked");
-    }
-    for (name, queue) in &settings.queues {
-        if let Some(prompt) = &queue.overflow_prompt {
-            need(
-                format!("queues.{name}.overflow_prompt"),
-                default_language,
-                prompt,
-            );
-        }
-    }
-    if !settings.queues.is_empty() {
-        let missing: Vec<String> = QUEUE_PROMPTS
-            .iter()
-            .map(|name| name.to_string())
-            .chain(crate::ivr::say_prompts("0123456789"))
-            .filter(|name| library.localized(default_language, name).is_none())
-            .collect();
-        if !missing.is_empty() {
-            issues.push(ConfigIssue {
-                key: "media.prompts".into(),
-                message: format!(
-                    "{} lacks prompts the queues play to callers (for language {default_language}): {}",
-                    dir.display(),
-                    missing.join(", ")
-                ),
-            });
-        }
-    }
-    for (name, queue) in &settings.queues {
-        if library.get(&queue.music_on_hold).is_none() {
-            issues.push(ConfigIssue {
-                key: format!("queues.{name}.music_on_hold"),
-                message: format!("`{}` is not in {}", queue.music_on_hold, dir.display()),
-            });
-        }
-    }
-    if library.get(&settings.media.music_on_hold).is_none() {
-        issues.push(ConfigIssue {
-            key: "media.music_on_hold".into(),
-            message: format!(
-                "`{}` is not in {}",
-                settings.media.music_on_hold,
-                dir.display()
-            ),
-        });
-    }
+    let issues = crate::config::check_prompts(settings, &library);
     if issues.is_empty() {
         Ok(library)
     } else {
         Err(issues)
+    }
+}
+
+impl crate::config::PromptCatalog for PromptLibrary {
+    fn has_localized(&self, language: &str, name: &str) -> bool {
+        self.localized(language, name).is_some()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
     }
 }
 

@@ -1,0 +1,170 @@
+//! `[limits]`: the ceilings that keep a flood from one place from taking the
+//! service from everyone else (calls, INVITE rates, connections, slow
+//! clients). Each trunk's own ceilings are written under its `[trunks.NAME]`
+//! and gathered here by `cross`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Problems, Section};
+
+/// `[limits]`: ceilings that keep a flood from one place from taking the
+/// service from everyone else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub max_calls: usize,
+    pub invite_rate: f64,
+    pub invite_burst: u32,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    #[serde(with = "humantime_serde")]
+    pub tcp_first_message_timeout: Duration,
+    pub http_max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_calls: 1000,
+            invite_rate: 20.0,
+            invite_burst: 40,
+            tcp_max_connections: 1000,
+            tcp_max_connections_per_source: 100,
+            tcp_first_message_timeout: Duration::from_secs(10),
+            http_max_connections: 256,
+            http_header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated `[limits]`, with each trunk's own `max_calls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsSettings {
+    /// Calls up at once in total; 0: no ceiling.
+    pub max_calls: usize,
+    /// Per trunk name, where one is set.
+    pub trunk_max_calls: BTreeMap<String, usize>,
+    /// INVITEs a second from each address of a trunk's `sources`, per trunk
+    /// name, where one is set (instead of `invite_rate`).
+    pub trunk_invite_rate: BTreeMap<String, f64>,
+    /// New INVITEs a second per source address; 0: no limit.
+    pub invite_rate: f64,
+    pub invite_burst: u32,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_source: usize,
+    pub tcp_first_message_timeout: Duration,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        RawLimits::default().resolve(BTreeMap::new(), BTreeMap::new())
+    }
+}
+
+impl RawLimits {
+    fn resolve(
+        &self,
+        trunk_max_calls: BTreeMap<String, usize>,
+        trunk_invite_rate: BTreeMap<String, f64>,
+    ) -> LimitsSettings {
+        LimitsSettings {
+            max_calls: self.max_calls,
+            trunk_max_calls,
+            trunk_invite_rate,
+            invite_rate: self.invite_rate,
+            invite_burst: self.invite_burst,
+            tcp_max_connections: self.tcp_max_connections,
+            tcp_max_connections_per_source: self.tcp_max_connections_per_source,
+            tcp_first_message_timeout: self.tcp_first_message_timeout,
+            http_max_connections: self.http_max_connections,
+            http_header_timeout: self.http_header_timeout,
+        }
+    }
+}
+
+impl Section for RawLimits {
+    /// The ceilings, without the trunks' own (gathered by `cross`).
+    type Checked = LimitsSettings;
+
+    fn check(&self, problems: &mut Problems) -> LimitsSettings {
+        if !self.invite_rate.is_finite() || self.invite_rate < 0.0 {
+            problems.add(
+                "limits.invite_rate",
+                "must be a number of INVITEs a second, 0 or more (0: no limit)",
+            );
+        }
+        if self.invite_burst == 0 {
+            problems.add("limits.invite_burst", "must be at least 1");
+        }
+        if self.tcp_max_connections == 0 {
+            problems.add("limits.tcp_max_connections", "must be at least 1");
+        }
+        if self.tcp_max_connections_per_source == 0
+            || self.tcp_max_connections_per_source > self.tcp_max_connections
+        {
+            problems.add(
+                "limits.tcp_max_connections_per_source",
+                "must be between 1 and limits.tcp_max_connections",
+            );
+        }
+        if self.tcp_first_message_timeout < Duration::from_millis(100) {
+            problems.add(
+                "limits.tcp_first_message_timeout",
+                "must be at least 100ms (a connection that sends no complete message within it is closed)",
+            );
+        }
+        if self.http_max_connections == 0 {
+            problems.add("limits.http_max_connections", "must be at least 1");
+        }
+        if self.http_header_timeout < Duration::from_millis(100) {
+            problems.add(
+                "limits.http_header_timeout",
+                "must be at least 100ms (a client that sends no complete request head within it is disconnected)",
+            );
+        }
+        self.resolve(BTreeMap::new(), BTreeMap::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn limits_have_defaults_and_name_the_bad_key() {
+        let s = load("").unwrap();
+        assert_eq!(s.limits, LimitsSettings::default());
+        assert_eq!(s.limits.max_calls, 1000);
+        assert_eq!(s.auth.max_failures_per_source, 100);
+        let s = load("[auth]\nmax_failures = 1000\n").unwrap();
+        assert_eq!(s.auth.max_failures_per_source, 1000);
+        let s = load(
+            "[limits]\nmax_calls = 2\ninvite_rate = 0.5\n[trunks.t]\nsources = [\"10.0.0.0/8\"]\nmax_calls = 1\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_calls, 2);
+        assert_eq!(s.limits.invite_rate, 0.5);
+        assert_eq!(s.limits.trunk_max_calls.get("t"), Some(&1));
+        let err = load(
+            "[limits]\ninvite_burst = 0\ntcp_max_connections_per_source = 5000\nhttp_header_timeout = \"0s\"\n[auth]\nmax_failures = 10\nmax_failures_per_source = 3\n",
+        )
+        .unwrap_err();
+        let keys = keys(err);
+        for key in [
+            "limits.invite_burst",
+            "limits.tcp_max_connections_per_source",
+            "limits.http_header_timeout",
+            "auth.max_failures_per_source",
+        ] {
+            assert!(keys.contains(&key.to_string()), "{key} not in {keys:?}");
+        }
+    }
+}
