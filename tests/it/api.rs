@@ -4,11 +4,9 @@
 //! screen pop before its phone is answered, nothing of other agents' calls,
 //! resume after reconnecting).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "test-admin-token";
 const SUPPORT_SUPERVISOR: &str = "test-support-supervisor";

@@ -5,11 +5,9 @@
 //! (everyone hears everyone). The agent and supervisor phones are SIPp for
 //! the signalling, with their audio on sockets of this test.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "monitor-admin-token";
 const SUPPORT_SUPERVISOR: &str = "monitor-support-supervisor";

@@ -3,11 +3,9 @@
 //! through the trunk, and a raw caller in this test where the RTP itself must
 //! be checked.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use hotline::media::g711::Codec;
 
 /// Asserts the INVITE an agent's phone received shows the caller's number in

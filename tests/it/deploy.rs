@@ -18,8 +18,6 @@
 //!
 //! A missing checker fails its test with the Debian package to install.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
@@ -29,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use regex::Regex;
 use serde_json::Value;
 

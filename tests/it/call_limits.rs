@@ -3,13 +3,11 @@
 //! longest length. Both legs get BYE, the agent goes to wrap-up, and the
 //! reason is published and stored with the call's events.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::acd::*;
-use common::*;
+use crate::support::acd::*;
+use crate::support::*;
 use rusqlite::Connection;
 
 const WRAP_UP_1001: [&str; 3] = [

@@ -4,11 +4,9 @@
 //! frequency at every step. The agents' phones are SIPp for the signalling,
 //! with their audio on sockets of this test.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "consult-admin-token";
 const CALLER_HZ: f64 = 400.0;

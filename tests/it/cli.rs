@@ -3,13 +3,11 @@
 //! missing file), clean shutdown on SIGTERM, a database that cannot be
 //! opened, and `cdr export` (its argument errors, filters and formats).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn default_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -3,17 +3,15 @@
 //! one; a caller behind NAT (its SDP names a private address, its packets
 //! come from elsewhere) still talks both ways.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::acd::*;
-use common::audio::*;
-use common::caller::*;
-use common::*;
+use crate::support::acd::*;
+use crate::support::audio::*;
+use crate::support::caller::*;
+use crate::support::*;
 
 const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;

@@ -3,13 +3,11 @@
 //! abandoned caller and a hold over the limit; and `promtool check metrics`
 //! accepts the page.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn metrics_page(server: &Server) -> String {
     http_get(server.http_port.expect("http enabled"), "/metrics")
@@ -165,7 +163,7 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         .collect();
     assert!(
         uncatalogued.is_empty(),
-        "on the page but not in tests/common/catalogue.rs: {uncatalogued:?}"
+        "on the page but not in tests/it/support/catalogue.rs: {uncatalogued:?}"
     );
     // The trunk with an outbound address has its refusal series from the start.
     assert_eq!(

@@ -13,20 +13,15 @@
 //!
 //! `HOTLINE_TEST_BIN` may name another server binary (e.g. a release build);
 //! by default the binary built by cargo for this test run is used.
-#![allow(dead_code)]
 
 pub mod acd;
 pub mod audio;
 pub mod caller;
 pub mod catalogue;
 pub mod pcap;
-#[allow(unused_imports)]
 pub use acd::*;
-#[allow(unused_imports)]
 pub use audio::*;
-#[allow(unused_imports)]
-pub use caller::{Caller, media_of, sdp_offer};
-#[allow(unused_imports)]
+pub use caller::{Caller, sdp_offer};
 pub use catalogue::*;
 
 use std::collections::{HashMap, HashSet};
@@ -252,20 +247,12 @@ impl TestConfig {
         self.default_expires = d.into();
         self
     }
-    pub fn max_contacts(mut self, n: u32) -> Self {
-        self.max_contacts = n;
-        self
-    }
     pub fn nonce_ttl(mut self, d: &str) -> Self {
         self.nonce_ttl = d.into();
         self
     }
     pub fn max_failures(mut self, n: u32) -> Self {
         self.max_failures = n;
-        self
-    }
-    pub fn failure_window(mut self, d: &str) -> Self {
-        self.failure_window = d.into();
         self
     }
     pub fn ban_time(mut self, d: &str) -> Self {
@@ -353,7 +340,7 @@ impl TestConfig {
                 "\"\"".to_string()
             }
         };
-        writeln!(s, "# written by tests/common/mod.rs").unwrap();
+        writeln!(s, "# written by the test harness").unwrap();
         writeln!(s, "[sip]").unwrap();
         writeln!(s, "udp = {}", addr(self.udp)).unwrap();
         writeln!(s, "tcp = {}", addr(self.tcp)).unwrap();
@@ -535,7 +522,6 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub sip_port: u16,
     pub http_port: Option<u16>,
-    pub config: TestConfig,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     exit: Option<ExitStatus>,
@@ -575,7 +561,6 @@ impl Server {
                 dir,
                 sip_port,
                 http_port,
-                config: config.clone(),
                 config_path,
                 log_path,
                 exit: None,
@@ -1054,17 +1039,6 @@ impl SippRun {
                 self.status,
                 self.report(),
                 server.log()
-            );
-        }
-    }
-
-    /// Panics with the report unless SIPp exited non-zero.
-    pub fn assert_failed(&self, why: &str) {
-        if self.success() {
-            panic!(
-                "SIPp scenario `{}` was expected to fail ({why}) but exited 0\n{}",
-                self.scenario,
-                self.report()
             );
         }
     }

@@ -7,17 +7,15 @@
 //! Inputs are well-formed seeds mutated at random (bytes flipped, inserted,
 //! deleted, duplicated, replaced by delimiters), plus plain random bytes, so the
 //! cases reach past the first line. A few thousand cases per parser keep the
-//! whole file at seconds; `HOTLINE_FUZZ_CASES` raises the count for a long run
+//! whole module at seconds; `HOTLINE_FUZZ_CASES` raises the count for a long run
 //! (see README, Security). Every run is held to a deadline, so a hang fails
 //! instead of blocking the suite.
-
-mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
