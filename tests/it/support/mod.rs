@@ -515,6 +515,41 @@ pub fn sigterm(pid: u32) {
     assert!(st.success(), "kill -TERM {pid} failed: {st}");
 }
 
+/// Whether `text` holds `part`. A part that ends in a digit (`"count":1`)
+/// must not go on with another digit in the text (`"count":12`), so a number
+/// matches only itself.
+pub fn holds(text: &str, part: &str) -> bool {
+    if !part.ends_with(|c: char| c.is_ascii_digit()) {
+        return text.contains(part);
+    }
+    text.match_indices(part)
+        .any(|(at, _)| !text[at + part.len()..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Whether `text` has `line` as one of its lines, whole (a metrics sample
+/// `name{labels} 1` is not `name{labels} 12`).
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l.trim_end() == line)
+}
+
+/// Whether a server log line is an event holding every one of `parts`.
+fn is_event_with(line: &str, parts: &[&str]) -> bool {
+    line.contains("hotline::events") && parts.iter().all(|p| holds(line, p))
+}
+
+/// The JSON object of an event's log line (or of a WebSocket message).
+pub fn event_json(line: &str) -> serde_json::Value {
+    let json = &line[line.find('{').unwrap_or(0)..];
+    serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// The number in field `name` of an event's log line.
+pub fn event_number(line: &str, name: &str) -> u64 {
+    event_json(line)[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number `{name}` in {line}"))
+}
+
 /// A running `hotline serve`, stopped when dropped.
 pub struct Server {
     child: Option<Child>,
@@ -651,10 +686,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let log = self.log();
-            if log
-                .lines()
-                .any(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
-            {
+            if log.lines().any(|l| is_event_with(l, parts)) {
                 return;
             }
             if Instant::now() > deadline {
@@ -669,10 +701,7 @@ impl Server {
         let deadline = Instant::now() + limit;
         loop {
             let log = self.log();
-            if let Some(line) = log
-                .lines()
-                .find(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
-            {
+            if let Some(line) = log.lines().find(|l| is_event_with(l, parts)) {
                 return line.to_string();
             }
             if Instant::now() > deadline {
@@ -686,7 +715,7 @@ impl Server {
     pub fn events(&self, parts: &[&str]) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| l.contains("hotline::events") && parts.iter().all(|p| l.contains(p)))
+            .filter(|l| is_event_with(l, parts))
             .map(str::to_string)
             .collect()
     }
@@ -1837,7 +1866,7 @@ impl WsClient {
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.next_text(left) {
                 Some(text) => {
-                    let done = parts.iter().all(|p| text.contains(p));
+                    let done = parts.iter().all(|p| holds(&text, p));
                     seen.push(text);
                     if done {
                         return seen;
