@@ -378,10 +378,15 @@ fn five_callers_two_agents_are_served_in_arrival_order_and_a_priority_caller_jum
             ("403", 6000),
         ];
         let mut callers = Vec::new();
-        for (number, stay) in plan {
+        for (arrived, (number, stay)) in plan.into_iter().enumerate() {
             let server = &server;
             callers.push(s.spawn(move || caller(number, stay).run(server)));
-            std::thread::sleep(Duration::from_millis(300));
+            // The next caller comes once this one is in line.
+            server.wait_events(
+                &["\"type\":\"call_queued\""],
+                arrived + 1,
+                Duration::from_secs(10),
+            );
         }
         for c in callers {
             c.join().unwrap().assert_ok(&server);
@@ -596,7 +601,10 @@ fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once
         // No agent is logged in: the first support caller waits (support joins
         // when empty), the second finds the queue full.
         let first = s.spawn(move || caller("402", 4000).run(server));
-        std::thread::sleep(Duration::from_millis(500));
+        server.wait_event(
+            &["\"type\":\"call_queued\"", "\"queue\":\"support\""],
+            Duration::from_secs(10),
+        );
         caller_until_hung_up("402").run_ok(server);
         caller_until_hung_up("404").run_ok(server);
         first.join().unwrap().assert_ok(server);
@@ -887,13 +895,21 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
         );
     }
     caller.info('#');
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        server
-            .events(&["\"type\":\"callback_requested\""])
-            .is_empty(),
-        "no refused number may be recorded"
+    // The fourth # (after the refused From, after each keyed number, now).
+    server.wait_events(
+        &["\"type\":\"dtmf_received\"", "\"digit\":\"#\""],
+        4,
+        Duration::from_secs(5),
     );
+    let no_callback = || {
+        assert!(
+            server
+                .events(&["\"type\":\"callback_requested\""])
+                .is_empty(),
+            "no refused number may be recorded"
+        );
+    };
+    no_callback();
     // An agent comes on duty while the caller still waits: the caller is
     // offered as a live call, never dialled out.
     let agent_port = free_port();
@@ -908,6 +924,7 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
         caller.bye();
         agent.join().unwrap().assert_ok(server);
     });
+    no_callback();
     let mut buf = [0u8; 2048];
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {

@@ -74,8 +74,15 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         &["\"type\":\"call_released\"", "\"holds\":1"],
         Duration::from_secs(2),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let page = metrics_page(&server);
+    // The call actor counts on as it ends, after its last event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = metrics_page(&server);
+        if value(&page, "hotline_calls_active") == 0.0 || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let support = |name: &str| value(&page, &format!("{name}{{queue=\"support\"}}"));
     assert_eq!(value(&page, "hotline_calls_total"), 3.0);
     assert_eq!(support("hotline_queue_entered_total"), 3.0);

@@ -711,6 +711,26 @@ impl Server {
         }
     }
 
+    /// Waits up to `limit` until `count` event lines hold every one of
+    /// `parts`; returns them.
+    pub fn wait_events(&self, parts: &[&str], count: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = self.events(parts);
+            if found.len() >= count {
+                return found;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} of {count} events with {parts:?} within {limit:?} in the server log:\n{}",
+                    found.len(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The event lines holding every one of `parts`, so far.
     pub fn events(&self, parts: &[&str]) -> Vec<String> {
         self.log()
