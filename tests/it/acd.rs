@@ -35,6 +35,21 @@ fn received_at(run: &SippRun, method: &str) -> f64 {
         .at
 }
 
+/// Seconds in the phone's own trace from the first INVITE it sent (its hold)
+/// to the first `method` request it received after that.
+fn from_hold_to_received(run: &SippRun, method: &str) -> f64 {
+    let timeline = run.timeline();
+    let hold = timeline
+        .iter()
+        .position(|e| !e.received && e.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("the phone sent no re-INVITE\n{}", run.report()));
+    let after = timeline[hold..]
+        .iter()
+        .find(|e| e.received && e.msg.method() == Some(method))
+        .unwrap_or_else(|| panic!("no {method} after the hold\n{}", run.report()));
+    after.at - timeline[hold].at
+}
+
 /// 20 ms of a 440 Hz tone in PCMU, frame `n` of a continuous signal.
 fn tone_frame(n: usize) -> [u8; 160] {
     let mut pcm = [0i16; 160];
@@ -272,7 +287,9 @@ fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
 
 #[test]
 fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_resumed() {
-    let server = Server::start(acd_config(""));
+    // The hold clock runs from the bridge; with no announcement before it the
+    // bridge is the answer, so the phone's own trace times the limit.
+    let server = Server::start(acd_config("[queues.support]\nannounce_agent = false\n"));
     let port = free_port();
     register_agent(&server, "1001", port);
     std::thread::scope(|s| {
@@ -296,6 +313,12 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
             .find(|m| m.method() == Some("MESSAGE"))
             .expect("the agent's phone got the hold-limit MESSAGE");
         assert!(message.body.contains("on hold"), "{}", message.raw);
+        // The limit as the phone saw it: 30 s from its hold to the alert.
+        let alerted = from_hold_to_received(&agent, "MESSAGE");
+        assert!(
+            (29.9..=30.8).contains(&alerted),
+            "alerted after {alerted} s"
+        );
     });
     server.assert_event(&["\"type\":\"hold_started\"", "\"by\":\"agent\""]);
     let warning = server.wait_event(&["\"type\":\"hold_warning\""], Duration::from_secs(1));
@@ -636,7 +659,11 @@ fn with_hold_action_resume_hotline_takes_the_call_off_hold_at_the_limit() {
         let server = &server;
         let agent = s.spawn(move || holding_agent("agent_hold_resumed", port).run(server));
         caller("402", 8000).run_ok(server);
-        agent.join().unwrap().assert_ok(server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(server);
+        // The phone's own trace: hotline's resume comes 3 s after its hold.
+        let resumed = from_hold_to_received(&agent, "INVITE");
+        assert!((2.9..=3.6).contains(&resumed), "resumed after {resumed} s");
     });
     server.assert_event(&[
         "\"type\":\"hold_limit_reached\"",
