@@ -171,8 +171,14 @@ fn agent_state_changes_are_idempotent_validated_and_honour_min_staffed() {
         Duration::from_secs(2),
     );
     // With relief logged in, the voluntary logout goes through.
-    post("/api/v1/agents/1001/login", ADMIN, None);
-    post("/api/v1/agents/1002/login", ADMIN, None);
+    for agent in ["1001", "1002"] {
+        let (status, body) = post(&format!("/api/v1/agents/{agent}/login"), ADMIN, None);
+        assert_eq!(
+            (status, json(&body)["state"].clone()),
+            (200, "ready".into()),
+            "{agent}: {body}"
+        );
+    }
     let (status, body) = post("/api/v1/agents/1001/logout", AGENT_1001, None);
     assert_eq!(
         (status, json(&body)["state"].clone()),
