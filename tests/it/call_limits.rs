@@ -3,13 +3,11 @@
 //! longest length. Both legs get BYE, the agent goes to wrap-up, and the
 //! reason is published and stored with the call's events.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::acd::*;
-use common::*;
+use crate::support::acd::*;
+use crate::support::*;
 use rusqlite::Connection;
 
 const WRAP_UP_1001: [&str; 3] = [
@@ -98,7 +96,10 @@ fn a_caller_that_vanishes_after_the_agent_answers_is_released_at_the_rtp_timeout
     server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
     let page = http_get(server.http_port.unwrap(), "/metrics");
     assert!(
-        page.contains("hotline_calls_expired_total{reason=\"rtp_timeout\"} 1"),
+        has_line(
+            &page,
+            "hotline_calls_expired_total{reason=\"rtp_timeout\"} 1"
+        ),
         "{page}"
     );
     let db = stop(&mut server);
@@ -199,7 +200,7 @@ fn a_session_refresh_that_gets_no_answer_ends_the_call_and_a_short_interval_gets
         "hotline_session_refreshes_total{result=\"sent_failed\"} 1",
         "hotline_session_interval_too_small_total{direction=\"sent\"} 1",
     ] {
-        assert!(page.contains(line), "{line} on the page:\n{page}");
+        assert!(has_line(&page, line), "{line} on the page:\n{page}");
     }
 }
 
@@ -275,7 +276,10 @@ fn an_agent_phone_that_asks_for_a_longer_interval_is_invited_again_and_its_silen
     server.wait_event(&WRAP_UP_1001, Duration::from_secs(3));
     let page = http_get(server.http_port.unwrap(), "/metrics");
     assert!(
-        page.contains("hotline_session_interval_too_small_total{direction=\"received\"} 1"),
+        has_line(
+            &page,
+            "hotline_session_interval_too_small_total{direction=\"received\"} 1"
+        ),
         "{page}"
     );
     let ok = page

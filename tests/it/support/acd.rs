@@ -43,45 +43,30 @@ pub fn register_agent(server: &Server, agent: &str, port: u16) {
 /// An agent phone on `port` that answers after `answer_ms` with `codec`
 /// (payload type, name) and echoes the RTP it receives.
 pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
-    Sipp::new("agent_answer").port(port).media().args(&[
-        "-d",
-        &answer_ms.to_string(),
-        "-key",
-        "pt",
-        &codec.0.to_string(),
-        "-key",
-        "codec",
-        codec.1,
-        "-rtp_echo",
-        "-timeout",
-        "40s",
-    ])
+    Sipp::new("agent_answer")
+        .port(port)
+        .media()
+        .key("pt", &codec.0.to_string())
+        .key("codec", codec.1)
+        .args(&["-d", &answer_ms.to_string(), "-rtp_echo", "-timeout", "40s"])
 }
 
 /// A SIPp caller to `number` that hangs up `stay_ms` after hotline answers.
 pub fn caller(number: &str, stay_ms: u32) -> Sipp {
-    Sipp::new("caller_waits").service(number).media().args(&[
-        "-d",
-        &stay_ms.to_string(),
-        "-key",
-        "caller",
-        number,
-        "-timeout",
-        "40s",
-    ])
+    Sipp::new("caller_waits")
+        .service(number)
+        .media()
+        .key("caller", number)
+        .args(&["-d", &stay_ms.to_string(), "-timeout", "40s"])
 }
 
 /// A SIPp caller to `number` that stays until hotline hangs up.
 pub fn caller_until_hung_up(number: &str) -> Sipp {
-    Sipp::new("caller_hung_up").service(number).media().args(&[
-        "-key",
-        "caller",
-        number,
-        "-timeout",
-        "30s",
-        "-recv_timeout",
-        "20s",
-    ])
+    Sipp::new("caller_hung_up")
+        .service(number)
+        .media()
+        .key("caller", number)
+        .args(&["-timeout", "30s", "-recv_timeout", "20s"])
 }
 
 pub fn holding_agent(scenario: &str, port: u16) -> Sipp {

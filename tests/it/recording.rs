@@ -5,15 +5,13 @@
 //! changed or missing file, a `kill -9` leaves a well-formed file, and the
 //! CTI API lists and streams recordings to whom it may and deletes nothing.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::pcap::{tone_pcmu, write_rtp_pcap};
-use common::*;
+use crate::support::pcap::{tone_pcmu, write_rtp_pcap};
+use crate::support::*;
 
 const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;

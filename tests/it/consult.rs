@@ -4,11 +4,9 @@
 //! frequency at every step. The agents' phones are SIPp for the signalling,
 //! with their audio on sockets of this test.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "consult-admin-token";
 const CALLER_HZ: f64 = 400.0;
@@ -222,10 +220,16 @@ fn a_consultation_becomes_a_three_way_call_and_the_agent_leaves_it() {
     );
     let metrics = http_get(f.http, "/metrics");
     assert!(
-        metrics.contains("hotline_consultations_total{outcome=\"conference\",queue=\"support\"} 1"),
+        has_line(
+            &metrics,
+            "hotline_consultations_total{outcome=\"conference\",queue=\"support\"} 1"
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains("hotline_transfers_total{queue=\"support\"} 1"));
+    assert!(has_line(
+        &metrics,
+        "hotline_transfers_total{queue=\"support\"} 1"
+    ));
 }
 
 #[test]

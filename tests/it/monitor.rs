@@ -5,11 +5,9 @@
 //! (everyone hears everyone). The agent and supervisor phones are SIPp for
 //! the signalling, with their audio on sockets of this test.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "monitor-admin-token";
 const SUPPORT_SUPERVISOR: &str = "monitor-support-supervisor";
@@ -219,10 +217,16 @@ fn a_supervisor_listens_whispers_and_barges_from_the_api() {
     session.stop();
     let metrics = http_get(http, "/metrics");
     assert!(
-        metrics.contains("hotline_monitor_sessions_total{mode=\"listen\",via=\"api\"} 1"),
+        has_line(
+            &metrics,
+            "hotline_monitor_sessions_total{mode=\"listen\",via=\"api\"} 1"
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains("hotline_monitor_mode_changes_total{mode=\"barge\"} 1"));
+    assert!(has_line(
+        &metrics,
+        "hotline_monitor_mode_changes_total{mode=\"barge\"} 1"
+    ));
     assert!(metrics.contains("hotline_monitor_sessions_active 0"));
 }
 
@@ -332,7 +336,10 @@ fn a_supervisor_phone_dials_a_feature_code_and_whispers_with_a_key() {
     }
     let metrics = http_get(http, "/metrics");
     assert!(
-        metrics.contains("hotline_monitor_sessions_total{mode=\"listen\",via=\"phone\"} 1"),
+        has_line(
+            &metrics,
+            "hotline_monitor_sessions_total{mode=\"listen\",via=\"phone\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -417,6 +424,6 @@ fn a_supervisor_reaches_only_agents_of_its_queues_and_rings_only_its_own_phone()
         "hotline_monitor_refused_total{reason=\"out_of_scope\",via=\"phone\"} 1",
         "hotline_monitor_refused_total{reason=\"foreign_phone\",via=\"api\"} 2",
     ] {
-        assert!(metrics.contains(series), "{series}\n{metrics}");
+        assert!(has_line(&metrics, series), "{series}\n{metrics}");
     }
 }

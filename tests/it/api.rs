@@ -4,11 +4,9 @@
 //! screen pop before its phone is answered, nothing of other agents' calls,
 //! resume after reconnecting).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "test-admin-token";
 const SUPPORT_SUPERVISOR: &str = "test-support-supervisor";
@@ -173,8 +171,14 @@ fn agent_state_changes_are_idempotent_validated_and_honour_min_staffed() {
         Duration::from_secs(2),
     );
     // With relief logged in, the voluntary logout goes through.
-    post("/api/v1/agents/1001/login", ADMIN, None);
-    post("/api/v1/agents/1002/login", ADMIN, None);
+    for agent in ["1001", "1002"] {
+        let (status, body) = post(&format!("/api/v1/agents/{agent}/login"), ADMIN, None);
+        assert_eq!(
+            (status, json(&body)["state"].clone()),
+            (200, "ready".into()),
+            "{agent}: {body}"
+        );
+    }
     let (status, body) = post("/api/v1/agents/1001/logout", AGENT_1001, None);
     assert_eq!(
         (status, json(&body)["state"].clone()),
@@ -253,6 +257,20 @@ fn an_agent_desktop_gets_its_screen_pop_before_the_phone_answers_and_resumes_aft
     let mut desktop = WsClient::connect(port, &format!("/api/v1/events?token={AGENT_1001}"))
         .expect("the desktop connects");
     assert!(WsClient::connect(port, "/api/v1/events?token=wrong").is_err());
+    let mut witness = WsClient::connect(port, &format!("/api/v1/events?token={ADMIN}"))
+        .expect("the admin's stream connects");
+    // While the desktop listens, another agent's phone registers and its agent
+    // takes a break (so the call below is 1001's): the admin sees it all, the
+    // desktop none of it.
+    register_agent(&server, "1002", free_port());
+    let (status, body) = http_request(
+        port,
+        "POST",
+        "/api/v1/agents/1002/not-ready",
+        Some(ADMIN),
+        Some(r#"{"reason":"training"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
     std::thread::scope(|s| {
         let server = &server;
         let phone = s.spawn(move || answering_agent(agent_port, 1000, (0, "PCMU")).run(server));
@@ -276,6 +294,14 @@ fn an_agent_desktop_gets_its_screen_pop_before_the_phone_answers_and_resumes_aft
     assert_eq!(pop["caller"], "402");
     assert_eq!(pop["number"], "402");
     assert_eq!(pop["queue"], "support");
+    let witnessed = witness.wait_for(&["\"type\":\"call_released\""], Duration::from_secs(5));
+    for part in ["\"agent\":\"1002\"", "registration_added"] {
+        assert!(
+            witnessed.iter().any(|m| m.contains(part)),
+            "the admin's stream has no {part}:\n{}",
+            witnessed.join("\n")
+        );
+    }
     for m in &seen {
         assert!(
             !m.contains("\"agent\":\"1002\""),

@@ -193,14 +193,21 @@ pub fn rtp_socket() -> (UdpSocket, u16) {
     panic!("no free UDP port for RTP on 127.0.0.1");
 }
 
+/// A registered phone on `port` that answers in PCMU with its audio on
+/// `rtp_port`, a socket of the test, and talks until hotline hangs up.
 pub fn answering_phone(port: u16, rtp_port: u16) -> Sipp {
-    Sipp::new("phone_answer_rtp").port(port).media().args(&[
-        "-key",
-        "rtp_port",
-        &rtp_port.to_string(),
-        "-timeout",
-        "40s",
-    ])
+    answering_phone_with_codec(port, rtp_port, (0, "PCMU"))
+}
+
+/// [`answering_phone`] answering with `codec` (payload type, name).
+pub fn answering_phone_with_codec(port: u16, rtp_port: u16, codec: (u8, &str)) -> Sipp {
+    Sipp::new("phone_answer_rtp")
+        .port(port)
+        .media()
+        .key("rtp_port", &rtp_port.to_string())
+        .key("pt", &codec.0.to_string())
+        .key("codec", codec.1)
+        .args(&["-timeout", "40s"])
 }
 
 /// A caller to 402 whose audio is a tone; returns it with its audio party.

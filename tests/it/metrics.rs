@@ -3,13 +3,11 @@
 //! abandoned caller and a hold over the limit; and `promtool check metrics`
 //! accepts the page.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn metrics_page(server: &Server) -> String {
     http_get(server.http_port.expect("http enabled"), "/metrics")
@@ -76,8 +74,15 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         &["\"type\":\"call_released\"", "\"holds\":1"],
         Duration::from_secs(2),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let page = metrics_page(&server);
+    // The call actor counts on as it ends, after its last event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = metrics_page(&server);
+        if value(&page, "hotline_calls_active") == 0.0 || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let support = |name: &str| value(&page, &format!("{name}{{queue=\"support\"}}"));
     assert_eq!(value(&page, "hotline_calls_total"), 3.0);
     assert_eq!(support("hotline_queue_entered_total"), 3.0);
@@ -165,7 +170,7 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         .collect();
     assert!(
         uncatalogued.is_empty(),
-        "on the page but not in tests/common/catalogue.rs: {uncatalogued:?}"
+        "on the page but not in tests/it/support/catalogue.rs: {uncatalogued:?}"
     );
     // The trunk with an outbound address has its refusal series from the start.
     assert_eq!(

@@ -1,11 +1,9 @@
 //! OPTIONS, unsupported methods, Max-Forwards, malformed input. The server
 //! must answer what it can and keep serving after anything it receives.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const QUIET: Duration = Duration::from_millis(1500);
 

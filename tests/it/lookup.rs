@@ -3,15 +3,13 @@
 //! Each time the flow takes its failure branch within the node's timeout,
 //! and the caller hears music, never silence, while the lookup runs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 /// How the stand-in account service behaves.
 #[derive(Clone, Copy, Debug)]

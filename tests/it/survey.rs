@@ -3,12 +3,10 @@
 //! presses a key by SIP INFO; the score is an event, a column of the call's
 //! record in the SQLite file, and the satisfaction series of the metrics page.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use rusqlite::Connection;
 
 /// Queue `support` runs flow `rate` after the agent hangs up: the survey

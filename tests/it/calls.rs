@@ -1,9 +1,7 @@
 //! Calls from trunks: admission by source or digest (407), numbers, answer,
 //! ringing and CANCEL, hang-up. SIPp scenarios tests/sipp/uac_*.xml.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 /// The 200 OK to the INVITE in a SIPp run.
 fn invite_ok(run: &SippRun) -> SipMsg {

@@ -6,8 +6,6 @@
 //! breaches, picks the stream up again after its WebSocket drops, and fits
 //! 1280×720 without scrolling sideways.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 const SUPERVISOR: &str = "test-wallboard-supervisor";

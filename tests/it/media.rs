@@ -3,12 +3,10 @@
 //! sends is really the prompt, paced every 20 ms, and drives the balance
 //! self-service with its own RTP telephone-events.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use hotline::media::g711::Codec;
 use hotline::media::prompt::Prompt;
 

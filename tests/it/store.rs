@@ -6,13 +6,11 @@
 //! recordings; a flood of refusals is counted, not stored row by row; rows
 //! past their retention are deleted.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::support::*;
 use rusqlite::Connection;
 
 /// Agents 1001 and 1002 serve `support`, offered in order of id

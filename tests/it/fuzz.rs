@@ -7,17 +7,15 @@
 //! Inputs are well-formed seeds mutated at random (bytes flipped, inserted,
 //! deleted, duplicated, replaced by delimiters), plus plain random bytes, so the
 //! cases reach past the first line. A few thousand cases per parser keep the
-//! whole file at seconds; `HOTLINE_FUZZ_CASES` raises the count for a long run
+//! whole module at seconds; `HOTLINE_FUZZ_CASES` raises the count for a long run
 //! (see README, Security). Every run is held to a deadline, so a hang fails
 //! instead of blocking the suite.
-
-mod common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -395,21 +393,54 @@ const DIGEST_SEEDS: &[&[u8]] = &[
       response=\"\"",
 ];
 
+/// Well-formed digest credentials whose values are hostile: quotes and
+/// backslashes (escaped), separators, odd algorithms and qop values, so most
+/// cases get past the parser into the response check.
+fn structured_credentials() -> impl Strategy<Value = Vec<u8>> {
+    let value = || prop::string::string_regex("[ -~]{0,40}").unwrap();
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    (
+        (value(), value(), value(), value(), value()),
+        prop::sample::select(&["MD5", "SHA-256", "MD5-sess", "md5", "XYZ"][..]),
+        prop::option::of((value(), "[0-9a-fA-F]{0,10}", value())),
+    )
+        .prop_map(move |((user, realm, nonce, uri, response), algorithm, qop)| {
+            let mut text = format!(
+                "Digest username={}, realm={}, nonce={}, uri={}, response={}, algorithm={algorithm}",
+                quoted(&user),
+                quoted(&realm),
+                quoted(&nonce),
+                quoted(&uri),
+                quoted(&response),
+            );
+            if let Some((qop, nc, cnonce)) = qop {
+                text.push_str(&format!(", qop={}, nc={nc}, cnonce={}", quoted(&qop), quoted(&cnonce)));
+            }
+            text.into_bytes()
+        })
+}
+
 #[test]
 fn digest_credentials_parse_or_fail_cleanly() {
     within_deadline("digest", || {
+        let parsed = AtomicU32::new(0);
         runner()
-            .run(&mutated(DIGEST_SEEDS), |value| {
-                let text = String::from_utf8_lossy(&value);
-                if let Ok(creds) = digest::parse_credentials(&text) {
-                    // Checking a response never panics, whatever the fields hold.
-                    let _ = digest::verify(&creds, "REGISTER", "demo100x");
-                    let ha1 = digest::ha1(creds.algorithm, &creds.username, &creds.realm, "pw");
-                    let _ = digest::verify_ha1(&creds, "INVITE", &ha1);
-                }
-                Ok(())
-            })
+            .run(
+                &prop_oneof![mutated(DIGEST_SEEDS), structured_credentials()],
+                |value| {
+                    let text = String::from_utf8_lossy(&value);
+                    if let Ok(creds) = digest::parse_credentials(&text) {
+                        parsed.fetch_add(1, Ordering::Relaxed);
+                        // Checking a response never panics, whatever the fields hold.
+                        let _ = digest::verify(&creds, "REGISTER", "demo100x");
+                        let ha1 = digest::ha1(creds.algorithm, &creds.username, &creds.realm, "pw");
+                        let _ = digest::verify_ha1(&creds, "INVITE", &ha1);
+                    }
+                    Ok(())
+                },
+            )
             .unwrap();
+        enough_reached("digest credentials", parsed.into_inner());
     });
 }
 

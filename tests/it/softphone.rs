@@ -2,13 +2,11 @@
 //! with digest auth, places a call to a hotline number, and unregisters when it
 //! quits. What hotline saw is read back over HTTP from `/metrics`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, Sipp, TestConfig, free_port, http_get};
+use crate::support::{Server, Sipp, TestConfig, free_port, http_get};
 
 /// Where Debian's baresip keeps its modules.
 fn baresip_modules() -> PathBuf {

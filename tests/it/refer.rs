@@ -4,11 +4,9 @@
 //! agent of the other queue, whose REFER is refused past
 //! `acd.max_transfers` (tests/sipp/agent_refer_refused.xml).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 /// 1001 serves `support` (number 402), 1002 `sales` (number 403); one
 /// transfer per call.

@@ -2,11 +2,9 @@
 //! brute-force protection. Mostly SIPp scenarios (tests/sipp/register_*.xml);
 //! SHA-256 digest from raw UDP, since SIPp 3.6 answers MD5 challenges only.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const AGENT: &str = "1001";
 const PASSWORD: &str = "demo1001";

@@ -3,17 +3,15 @@
 //! one; a caller behind NAT (its SDP names a private address, its packets
 //! come from elsewhere) still talks both ways.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::acd::*;
-use common::audio::*;
-use common::caller::*;
-use common::*;
+use crate::support::acd::*;
+use crate::support::audio::*;
+use crate::support::caller::*;
+use crate::support::*;
 
 const CALLER_HZ: f64 = 440.0;
 const AGENT_HZ: f64 = 1000.0;
@@ -83,6 +81,16 @@ impl Sprayer {
     fn received(&self) -> usize {
         self.received.load(Ordering::Relaxed)
     }
+
+    /// Waits until every port of `range` has had `rounds` packets.
+    fn wait_rounds(&self, range: (u16, u16), rounds: usize) {
+        let packets = rounds * usize::from(range.1 - range.0 + 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sent.load(Ordering::Relaxed) < packets {
+            assert!(Instant::now() < deadline, "the stranger could not spray");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Sprayer {
@@ -127,7 +135,7 @@ fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
         // The stranger sprays every port of the range before the caller's
         // first packet, and on through the call (the agent's leg too).
         let sprayer = Sprayer::start("127.0.0.1", server.rtp_range());
-        std::thread::sleep(Duration::from_millis(600));
+        sprayer.wait_rounds(server.rtp_range(), 3);
         caller_sip.ack("");
         let caller = Party::start(
             caller_sip.rtp.try_clone().unwrap(),
@@ -199,7 +207,7 @@ fn a_caller_behind_nat_talks_both_ways_and_a_stranger_cannot_take_its_place() {
         // A stranger elsewhere sprays the range before the caller speaks:
         // a NAT'd caller's source is not latched from another host.
         let sprayer = Sprayer::start("127.0.0.2", server.rtp_range());
-        std::thread::sleep(Duration::from_millis(400));
+        sprayer.wait_rounds(server.rtp_range(), 3);
         caller_sip.ack("");
         let caller = Party::start(
             caller_sip.rtp.try_clone().unwrap(),

@@ -3,13 +3,11 @@
 //! missing file), clean shutdown on SIGTERM, a database that cannot be
 //! opened, and `cdr export` (its argument errors, filters and formats).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 fn default_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -352,8 +350,9 @@ fn sigterm_with_an_open_tcp_connection_exits_cleanly() {
     drop(tcp);
 }
 
-/// Places a call to 401 over UDP from `udp` and acknowledges the answer.
-fn answered_call(server: &Server, udp: &UdpClient) {
+/// Places a call to 401 over UDP from `udp`, acknowledges the answer and
+/// waits until hotline has the ACK; returns the call's Call-ID.
+fn answered_call(server: &Server, udp: &UdpClient) -> String {
     let mut call = udp.dialog();
     let sdp = format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
@@ -394,7 +393,14 @@ fn answered_call(server: &Server, udp: &UdpClient) {
         call.cseq
     );
     udp.send(ack);
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_event(
+        &[
+            "\"type\":\"call_answered\"",
+            &format!("\"call_id\":\"{}\"", call.call_id),
+        ],
+        Duration::from_secs(5),
+    );
+    call.call_id
 }
 
 #[test]
@@ -402,7 +408,7 @@ fn sigterm_during_a_call_exits_cleanly() {
     // The caller answers the server's requests (a BYE on shutdown) with 200.
     let mut server = Server::start(TestConfig::new());
     let udp = UdpClient::new(&server);
-    answered_call(&server, &udp);
+    let call_id = answered_call(&server, &udp);
     let sock = udp.sock.try_clone().unwrap();
     let peer = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -417,7 +423,7 @@ fn sigterm_during_a_call_exits_cleanly() {
             let Some(m) = SipMsg::parse(&buf[..n]) else {
                 continue;
             };
-            seen.push(m.start_line.clone());
+            seen.push(m.clone());
             if let Some(method) = m.method() {
                 if method != "ACK" {
                     let mut resp = String::from("SIP/2.0 200 OK\r\n");
@@ -429,6 +435,9 @@ fn sigterm_during_a_call_exits_cleanly() {
                     resp.push_str("Content-Length: 0\r\n\r\n");
                     let _ = sock.send_to(resp.as_bytes(), from);
                 }
+                if method == "BYE" {
+                    break;
+                }
             }
         }
         seen
@@ -437,10 +446,17 @@ fn sigterm_during_a_call_exits_cleanly() {
         assert_clean_exit_on_sigterm(&mut server, Duration::from_secs(5))
     }));
     let seen = peer.join().unwrap();
+    let start_lines: Vec<&str> = seen.iter().map(|m| m.start_line.as_str()).collect();
     if let Err(e) = result {
-        eprintln!("the caller received: {seen:?}");
+        eprintln!("the caller received: {start_lines:?}");
         std::panic::resume_unwind(e);
     }
+    // Shutting down, hotline ended the call with a BYE to the caller.
+    assert!(
+        seen.iter()
+            .any(|m| m.method() == Some("BYE") && m.header("Call-ID") == Some(call_id.as_str())),
+        "no BYE for {call_id} reached the caller; it received: {start_lines:?}"
+    );
 }
 
 #[test]

@@ -18,8 +18,6 @@
 //!
 //! A missing checker fails its test with the Debian package to install.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
@@ -29,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use regex::Regex;
 use serde_json::Value;
 
@@ -876,7 +874,13 @@ fn kamailio_moves_a_call_past_failed_nodes_to_hotline() {
         )
     };
     client.send(in_dialog("ACK", dialog.cseq));
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_event(
+        &[
+            "\"type\":\"call_answered\"",
+            &format!("\"call_id\":\"{}\"", dialog.call_id),
+        ],
+        Duration::from_secs(5),
+    );
 
     // A forged in-dialog request: a To-tag and a Route naming Kamailio, but
     // no dialog it set up, its Request-URI a number behind another node.

@@ -4,13 +4,11 @@
 //! and the ceilings (calls, INVITE rate, TCP and HTTP connections) holding
 //! while a legitimate caller still gets through.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "edge-admin-token";
 

@@ -3,11 +3,9 @@
 //! through the trunk, and a raw caller in this test where the RTP itself must
 //! be checked.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use hotline::media::g711::Codec;
 
 /// Asserts the INVITE an agent's phone received shows the caller's number in
@@ -37,6 +35,21 @@ fn received_at(run: &SippRun, method: &str) -> f64 {
         .at
 }
 
+/// Seconds in the phone's own trace from the first INVITE it sent (its hold)
+/// to the first `method` request it received after that.
+fn from_hold_to_received(run: &SippRun, method: &str) -> f64 {
+    let timeline = run.timeline();
+    let hold = timeline
+        .iter()
+        .position(|e| !e.received && e.msg.method() == Some("INVITE"))
+        .unwrap_or_else(|| panic!("the phone sent no re-INVITE\n{}", run.report()));
+    let after = timeline[hold..]
+        .iter()
+        .find(|e| e.received && e.msg.method() == Some(method))
+        .unwrap_or_else(|| panic!("no {method} after the hold\n{}", run.report()));
+    after.at - timeline[hold].at
+}
+
 /// 20 ms of a 440 Hz tone in PCMU, frame `n` of a continuous signal.
 fn tone_frame(n: usize) -> [u8; 160] {
     let mut pcm = [0i16; 160];
@@ -54,9 +67,13 @@ fn an_agent_answers_and_audio_flows_both_ways_transcoded_until_the_caller_hangs_
     let server = Server::start(acd_config(""));
     let agent_port = free_port();
     register_agent(&server, "1001", agent_port);
+    // The agent's phone speaks PCMA, the caller PCMU: hotline transcodes. The
+    // phone's audio is a socket of this test, so what it hears can be checked.
+    let (agent_rtp, agent_rtp_port) = rtp_socket();
     std::thread::scope(|s| {
-        // The agent's phone speaks PCMA, the caller PCMU: hotline transcodes.
-        let agent = s.spawn(|| answering_agent(agent_port, 1000, (8, "PCMA")).run(&server));
+        let agent = s.spawn(|| {
+            answering_phone_with_codec(agent_port, agent_rtp_port, (8, "PCMA")).run(&server)
+        });
         let mut caller = Caller::new(&server);
         let offer = sdp_offer(
             caller.rtp_addr(),
@@ -93,10 +110,31 @@ fn an_agent_answers_and_audio_flows_both_ways_transcoded_until_the_caller_hangs_
             Duration::from_secs(8),
         );
         // Whatever was queued before the bridge (music, the announcement) is old.
-        caller.rtp.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 2048];
-        while caller.rtp.recv_from(&mut buf).is_ok() {}
-        caller.rtp.set_nonblocking(false).unwrap();
+        for socket in [&caller.rtp, &agent_rtp] {
+            socket.set_nonblocking(true).unwrap();
+            while socket.recv_from(&mut buf).is_ok() {}
+            socket.set_nonblocking(false).unwrap();
+        }
+        // The agent's phone echoes every packet it hears, as it came.
+        let agent_heard = s.spawn(move || {
+            let mut heard = Vec::new();
+            let mut buf = [0u8; 2048];
+            agent_rtp
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while heard.len() < 25 && std::time::Instant::now() < deadline {
+                let Ok((n, from)) = agent_rtp.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n > 12 {
+                    agent_rtp.send_to(&buf[..n], from).unwrap();
+                    heard.push((buf[1] & 0x7f, buf[12..n].to_vec()));
+                }
+            }
+            heard
+        });
 
         let target = caller.server_rtp.expect("hotline's RTP address");
         let mut sent = Vec::new();
@@ -111,22 +149,37 @@ fn an_agent_answers_and_audio_flows_both_ways_transcoded_until_the_caller_hangs_
             sent.push(frame);
             std::thread::sleep(Duration::from_millis(20));
         }
-        // The agent echoes every packet: back through hotline, A-law to µ-law.
+        // The agent hears the caller's tone in A-law.
+        let heard = agent_heard.join().unwrap();
+        let differs = |sent: &[u8; 160], codec: Codec, payload: &[u8]| {
+            let mut a = [0i16; 160];
+            let mut b = [0i16; 160];
+            Codec::Pcmu.decode(sent, &mut a);
+            codec.decode(payload, &mut b);
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs())
+                .max()
+                .unwrap()
+        };
+        assert!(heard.len() >= 20, "the agent heard {} packets", heard.len());
+        for (pt, payload) in &heard {
+            assert_eq!(*pt, 8, "the agent receives PCMA");
+            assert_eq!(payload.len(), 160, "20 ms frames");
+            let closest = sent
+                .iter()
+                .map(|frame| differs(frame, Codec::Pcma, payload))
+                .min()
+                .unwrap();
+            assert!(closest < 600, "the agent heard a frame off by {closest}");
+        }
+        // Its echo goes back through hotline, A-law to µ-law.
         let echoed = caller.receive(20);
         for (_, pt, seq, _, payload) in &echoed {
             assert_eq!(*pt, 0, "the caller receives PCMU");
             let n = usize::from(seq.wrapping_sub(1000));
             assert!(n < sent.len(), "unexpected sequence number {seq}");
-            let mut a = [0i16; 160];
-            let mut b = [0i16; 160];
-            Codec::Pcmu.decode(&sent[n], &mut a);
-            Codec::Pcmu.decode(payload, &mut b);
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs())
-                .max()
-                .unwrap();
+            let worst = differs(&sent[n], Codec::Pcmu, payload);
             assert!(worst < 600, "echo of frame {n} differs by {worst}");
         }
         caller.bye();
@@ -234,7 +287,9 @@ fn a_caller_who_hangs_up_while_the_agent_rings_cancels_the_agent_leg() {
 
 #[test]
 fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_resumed() {
-    let server = Server::start(acd_config(""));
+    // The hold clock runs from the bridge; with no announcement before it the
+    // bridge is the answer, so the phone's own trace times the limit.
+    let server = Server::start(acd_config("[queues.support]\nannounce_agent = false\n"));
     let port = free_port();
     register_agent(&server, "1001", port);
     std::thread::scope(|s| {
@@ -258,6 +313,12 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
             .find(|m| m.method() == Some("MESSAGE"))
             .expect("the agent's phone got the hold-limit MESSAGE");
         assert!(message.body.contains("on hold"), "{}", message.raw);
+        // The limit as the phone saw it: 30 s from its hold to the alert.
+        let alerted = from_hold_to_received(&agent, "MESSAGE");
+        assert!(
+            (29.9..=30.8).contains(&alerted),
+            "alerted after {alerted} s"
+        );
     });
     server.assert_event(&["\"type\":\"hold_started\"", "\"by\":\"agent\""]);
     let warning = server.wait_event(&["\"type\":\"hold_warning\""], Duration::from_secs(1));
@@ -269,15 +330,7 @@ fn a_hold_over_thirty_seconds_warns_then_alerts_caller_and_agent_and_ends_when_r
         ],
         Duration::from_secs(1),
     );
-    let held = |line: &str| -> u64 {
-        let at = line.find("\"held_ms\":").unwrap() + 10;
-        line[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
+    let held = |line: &str| event_number(line, "held_ms");
     assert!((24_900..=25_300).contains(&held(&warning)), "{warning}");
     assert!((29_900..=30_300).contains(&held(&limit)), "{limit}");
     // The caller hears "thank you for waiting" over the hold music.
@@ -348,10 +401,15 @@ fn five_callers_two_agents_are_served_in_arrival_order_and_a_priority_caller_jum
             ("403", 6000),
         ];
         let mut callers = Vec::new();
-        for (number, stay) in plan {
+        for (arrived, (number, stay)) in plan.into_iter().enumerate() {
             let server = &server;
             callers.push(s.spawn(move || caller(number, stay).run(server)));
-            std::thread::sleep(Duration::from_millis(300));
+            // The next caller comes once this one is in line.
+            server.wait_events(
+                &["\"type\":\"call_queued\""],
+                arrived + 1,
+                Duration::from_secs(10),
+            );
         }
         for c in callers {
             c.join().unwrap().assert_ok(&server);
@@ -528,12 +586,17 @@ fn after_max_wait_the_caller_overflows_to_another_queue_keeping_its_waited_time(
         ],
         Duration::from_secs(1),
     );
-    assert!(overflow.contains("\"waited_ms\":30"), "{overflow}");
+    // max_wait is 3 s: the overflow comes at it, not before, not long after.
+    let waited = event_number(&overflow, "waited_ms");
+    assert!((3_000..=3_300).contains(&waited), "{overflow}");
     let requeued = server.wait_event(
         &["\"type\":\"call_queued\"", "\"queue\":\"sales\""],
         Duration::from_secs(1),
     );
-    assert!(!requeued.contains("\"waited_ms\":0"), "{requeued}");
+    assert!(
+        event_number(&requeued, "waited_ms") >= waited,
+        "the time waited in support counts in sales: {requeued}"
+    );
     server.assert_event(&[
         "\"type\":\"call_connected\"",
         "\"agent\":\"1003\"",
@@ -561,7 +624,10 @@ fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once
         // No agent is logged in: the first support caller waits (support joins
         // when empty), the second finds the queue full.
         let first = s.spawn(move || caller("402", 4000).run(server));
-        std::thread::sleep(Duration::from_millis(500));
+        server.wait_event(
+            &["\"type\":\"call_queued\"", "\"queue\":\"support\""],
+            Duration::from_secs(10),
+        );
         caller_until_hung_up("402").run_ok(server);
         caller_until_hung_up("404").run_ok(server);
         first.join().unwrap().assert_ok(server);
@@ -593,7 +659,11 @@ fn with_hold_action_resume_hotline_takes_the_call_off_hold_at_the_limit() {
         let server = &server;
         let agent = s.spawn(move || holding_agent("agent_hold_resumed", port).run(server));
         caller("402", 8000).run_ok(server);
-        agent.join().unwrap().assert_ok(server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(server);
+        // The phone's own trace: hotline's resume comes 3 s after its hold.
+        let resumed = from_hold_to_received(&agent, "INVITE");
+        assert!((2.9..=3.6).contains(&resumed), "resumed after {resumed} s");
     });
     server.assert_event(&[
         "\"type\":\"hold_limit_reached\"",
@@ -601,7 +671,11 @@ fn with_hold_action_resume_hotline_takes_the_call_off_hold_at_the_limit() {
         "\"count\":1",
     ]);
     let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(1));
-    assert!(ended.contains("\"held_ms\":30"), "{ended}");
+    // hold_limit is 3 s: hotline resumes the call at it.
+    assert!(
+        (3_000..=3_300).contains(&event_number(&ended, "held_ms")),
+        "{ended}"
+    );
     assert_eq!(
         server.events(&["\"type\":\"hold_limit_reached\""]).len(),
         1,
@@ -848,13 +922,21 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
         );
     }
     caller.info('#');
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        server
-            .events(&["\"type\":\"callback_requested\""])
-            .is_empty(),
-        "no refused number may be recorded"
+    // The fourth # (after the refused From, after each keyed number, now).
+    server.wait_events(
+        &["\"type\":\"dtmf_received\"", "\"digit\":\"#\""],
+        4,
+        Duration::from_secs(5),
     );
+    let no_callback = || {
+        assert!(
+            server
+                .events(&["\"type\":\"callback_requested\""])
+                .is_empty(),
+            "no refused number may be recorded"
+        );
+    };
+    no_callback();
     // An agent comes on duty while the caller still waits: the caller is
     // offered as a live call, never dialled out.
     let agent_port = free_port();
@@ -869,6 +951,7 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
         caller.bye();
         agent.join().unwrap().assert_ok(server);
     });
+    no_callback();
     let mut buf = [0u8; 2048];
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
@@ -881,8 +964,10 @@ fn numbers_outside_the_trunks_dial_plan_are_never_dialled_and_the_caller_is_aske
     }
     let metrics = http_get(server.http_port.unwrap(), "/metrics");
     assert!(
-        metrics
-            .contains("hotline_outbound_refused_total{reason=\"not_allowed\",trunk=\"local\"} 3"),
+        has_line(
+            &metrics,
+            "hotline_outbound_refused_total{reason=\"not_allowed\",trunk=\"local\"} 3"
+        ),
         "{metrics}"
     );
 }
@@ -1094,8 +1179,10 @@ fn a_trunks_hourly_ceiling_stops_the_next_callback_from_being_dialled() {
     assert_eq!(server.events(&["\"type\":\"callback_completed\""]).len(), 1);
     let metrics = http_get(server.http_port.unwrap(), "/metrics");
     assert!(
-        metrics
-            .contains("hotline_outbound_refused_total{reason=\"hourly_limit\",trunk=\"local\"} 1"),
+        has_line(
+            &metrics,
+            "hotline_outbound_refused_total{reason=\"hourly_limit\",trunk=\"local\"} 1"
+        ),
         "{metrics}"
     );
 }
