@@ -11,6 +11,7 @@ mod call_limits;
 mod calls;
 mod cli;
 mod consult;
+mod control_errors;
 mod deploy;
 mod edge_guard;
 mod fuzz;

@@ -3,12 +3,10 @@
 //! (409 the call's state, 404 a target that does not exist, 422 a request
 //! that contradicts itself, 503 a resource the call cannot get).
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 const ADMIN: &str = "control-errors-admin-token";
 
