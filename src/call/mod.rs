@@ -12,6 +12,7 @@ mod acd;
 pub mod agent_leg;
 mod callback;
 pub mod consult;
+pub mod core;
 pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
@@ -439,8 +440,7 @@ async fn call_actor(
         ),
         caller_dialog: dialog.clone(),
         monitor: None,
-        consult: None,
-        conference: None,
+        consult: consult::Consult::new(&call_id, ctx.settings.acd.max_transfers),
         survey: None,
         referred: Vec::new(),
         lifetime: lifetime::Lifetime::new(
@@ -515,10 +515,9 @@ struct Actor {
     /// A supervisor listening in, whispering or barging; or the consulted
     /// agent of a three-way call.
     monitor: Option<monitor::Monitor>,
-    /// The agent consults another agent while the caller waits.
-    consult: Option<consult::Consult>,
-    /// The consulted agent of a three-way call (its leg is in `monitor`).
-    conference: Option<consult::ConferenceParty>,
+    /// The agent consults another agent while the caller waits, or talks
+    /// with a third party in a three-way call (whose leg is in `monitor`).
+    consult: consult::Consult,
     /// The survey the caller is running, if it is.
     survey: Option<survey::Survey>,
     /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
@@ -728,11 +727,8 @@ impl Actor {
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
             let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
-            let consultant_rtp = self
-                .consult
-                .as_ref()
-                .and_then(consult::Consult::consultant_rtp);
-            let consult_phone_rtp = self.consult.as_ref().and_then(consult::Consult::phone_rtp);
+            let consultant_rtp = self.consult.consultant_rtp();
+            let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
@@ -741,11 +737,7 @@ impl Actor {
                         self.on_monitor_dialog(state).await;
                         continue;
                     }
-                    if self
-                        .consult
-                        .as_ref()
-                        .is_some_and(|c| c.owns(sip_call_id) || c.phone_owns(sip_call_id))
-                    {
+                    if self.consult.owns(sip_call_id) || self.consult.phone_owns(sip_call_id) {
                         self.on_consult_dialog(state).await;
                         continue;
                     }
@@ -835,7 +827,7 @@ impl Actor {
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
         let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
-        let consult = self.consult.as_ref().and_then(consult::Consult::deadline);
+        let consult = self.consult.deadline();
         let lifetime = self.lifetime.deadline();
         [
             self.timer,

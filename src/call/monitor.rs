@@ -686,7 +686,7 @@ impl Actor {
         monitor.tick(now);
         // While a consultation uses the agent's leg, it carries the
         // consulted agent; a held caller hears the music.
-        if self.consult.is_some() {
+        if self.consult.running() {
             return;
         }
         if let Some(connected) = self.acd.connected.as_ref()

@@ -236,59 +236,29 @@ impl Actor {
         replaced: &str,
         handle: TransactionHandle,
     ) {
-        let agent_dialog = self
-            .acd
-            .connected
-            .as_ref()
-            .and_then(|c| c.leg.answered())
-            .map(|d| d.id().call_id.clone());
-        let consult_dialog = self
-            .consult
-            .as_ref()
-            .and_then(|c| c.phone_call_id())
-            .map(str::to_string);
-        let names_the_other = match (
-            id.call_id == agent_dialog.clone().unwrap_or_default(),
-            &consult_dialog,
-            &agent_dialog,
-        ) {
-            (true, Some(consult), _) => consult == replaced,
-            (false, _, Some(agent)) => {
-                agent == replaced && consult_dialog.as_deref() == Some(id.call_id.as_str())
+        let (effects, replaced_dialog) = match self.consult_refer(&dialog, replaced) {
+            Ok(taken) => taken,
+            Err((status, why)) => {
+                let status = match status {
+                    481 => StatusCode::CallTransactionDoesNotExist,
+                    403 => StatusCode::Other(403, "Transfer Limit Reached".into()),
+                    _ => StatusCode::Other(491, "Request Pending".into()),
+                };
+                return refuse(&handle, status, &why).await;
             }
-            _ => false,
         };
-        if !names_the_other {
-            let why = format!("Replaces names {replaced}, not this call's consultation");
-            return refuse(&handle, StatusCode::CallTransactionDoesNotExist, &why).await;
-        }
-        if let Some(why) = self.transfer_refused() {
-            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why).await;
-        }
-        if !self.consult_answered() {
-            let why = "the consulted agent has not answered yet";
-            return refuse(
-                &handle,
-                StatusCode::Other(491, "Request Pending".into()),
-                why,
-            )
-            .await;
-        }
         info!(%replaced, "REFER with Replaces accepted: attended transfer");
-        if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
+        let accepted = handle.respond(StatusCode::Accepted, None, None).await;
+        // The machine has taken the transfer: it is carried out even when
+        // the 202 could not be sent.
+        self.consult_transfer_by_refer(effects);
+        if let Err(e) = accepted {
             debug!(error = %e, "could not accept the REFER");
             return;
         }
         let (sent, answered) = oneshot::channel();
         self.referred.push(Accepted { dialog: id, sent });
-        match self.complete_consult_by_refer(&dialog) {
-            Ok(replaced) => report(&self.ctx, dialog, answered, true, replaced),
-            Err(why) => {
-                info!(%why, "the attended transfer failed");
-                report(&self.ctx, dialog, answered, false, None);
-            }
-        }
+        report(&self.ctx, dialog, answered, true, replaced_dialog);
     }
 }
 
