@@ -133,6 +133,11 @@ impl Consult {
         self.machine.running()
     }
 
+    /// A three-way call is on; its third party's leg is in the mixer.
+    pub fn in_conference(&self) -> bool {
+        self.machine.third_party().is_some()
+    }
+
     pub fn owns(&self, sip_call_id: &str) -> bool {
         self.legs.iter().any(|l| l.owns(sip_call_id))
             || self.answered.as_ref().is_some_and(|l| l.owns(sip_call_id))
@@ -192,7 +197,7 @@ impl Actor {
                 .as_ref()
                 .map(|c| (c.leg.agent.clone(), c.leg.queue.clone())),
             transfers: self.acd.transfers,
-            supervisor: self.monitor.is_some(),
+            supervisor: self.supervisor.supervisor().is_some(),
             ring_limit: self.acd.policy.ring_limit,
         }
     }
@@ -697,7 +702,6 @@ impl Actor {
         let sip_call_id = dialog.id().call_id.clone();
         info!(consultant = %leg.agent, "three-way call");
         self.monitor = Some(super::monitor::Monitor::conference(
-            leg.agent.0.clone(),
             leg.media,
             dialog,
             sip_call_id,
@@ -735,7 +739,7 @@ impl Actor {
         let Some(third) = self.consult.machine.third_party() else {
             return false;
         };
-        if !self.monitor.as_ref().is_some_and(|m| m.is_conference()) {
+        if self.monitor.is_none() {
             return false;
         }
         info!(consultant = %third.agent, "the agent left the three-way call");

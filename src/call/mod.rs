@@ -440,6 +440,7 @@ async fn call_actor(
         ),
         caller_dialog: dialog.clone(),
         monitor: None,
+        supervisor: self::core::monitor::MonitorMachine::new(&call_id),
         consult: consult::Consult::new(&call_id, ctx.settings.acd.max_transfers),
         survey: None,
         referred: Vec::new(),
@@ -515,6 +516,8 @@ struct Actor {
     /// A supervisor listening in, whispering or barging; or the consulted
     /// agent of a three-way call.
     monitor: Option<monitor::Monitor>,
+    /// The supervisor's session, whose leg is in `monitor`.
+    supervisor: self::core::monitor::MonitorMachine,
     /// The agent consults another agent while the caller waits, or talks
     /// with a third party in a three-way call (whose leg is in `monitor`).
     consult: consult::Consult,

@@ -3,3 +3,4 @@
 //! effects out.
 
 pub mod consult;
+pub mod monitor;
