@@ -282,14 +282,8 @@ impl Monitor {
     }
 
     /// This leg's next 20 ms for `to` (the side that hears it), sent on a
-    /// stream of its own when the 60 ms silence rule says so.
-    fn speak_alone(&mut self, now: Instant, to: Side, format: LegFormat, media: &MediaSession) {
-        let alone = self
-            .clock
-            .is_some_and(|c| c.speaks_alone(party(to), self.mode, now.into_std()));
-        if !alone {
-            return;
-        }
+    /// stream of its own (the 60 ms silence rule said so).
+    fn speak_alone(&mut self, to: Side, format: LegFormat, media: &MediaSession) {
         let mix = &mut *self.mix;
         let (queue, stream) = match to {
             Side::Agent => (&mut mix.for_agent, &mut mix.to_agent),
@@ -618,20 +612,22 @@ impl Actor {
             return;
         };
         monitor.tick(now);
-        // While a consultation uses the agent's leg, it carries the
-        // consulted agent; a held caller hears the music.
-        if self.consult.running() {
+        let Some(lone) = monitor.clock.map(|c| {
+            let held = self.acd.hold.is_some();
+            c.lone_voice(monitor.mode, now.into_std(), self.consult.running(), held)
+        }) else {
             return;
-        }
-        if let Some(connected) = self.acd.connected.as_ref()
+        };
+        if lone.agent
+            && let Some(connected) = self.acd.connected.as_ref()
             && let Some(format) = connected.leg.media.negotiated().map(LegFormat::from)
         {
-            monitor.speak_alone(now, Side::Agent, format, &connected.leg.media);
+            monitor.speak_alone(Side::Agent, format, &connected.leg.media);
         }
-        if self.acd.hold.is_none()
+        if lone.caller
             && let Some(format) = self.media.negotiated().map(LegFormat::from)
         {
-            monitor.speak_alone(now, Side::Caller, format, &self.media);
+            monitor.speak_alone(Side::Caller, format, &self.media);
         }
     }
 

@@ -129,6 +129,32 @@ impl MixClock {
         };
         hears && now.saturating_duration_since(carrier) > SILENT_SIDE
     }
+
+    /// Who hears the leg's voice alone at `now`. While a consultation uses
+    /// the agent's leg it carries the consulted agent, so nobody does; a
+    /// held caller hears the music.
+    pub fn lone_voice(
+        &self,
+        mode: MonitorMode,
+        now: Instant,
+        consulting: bool,
+        caller_held: bool,
+    ) -> LoneVoice {
+        if consulting {
+            return LoneVoice::default();
+        }
+        LoneVoice {
+            agent: self.speaks_alone(Party::Agent, mode, now),
+            caller: !caller_held && self.speaks_alone(Party::Caller, mode, now),
+        }
+    }
+}
+
+/// Which sides hear the mixed leg's voice on a stream of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoneVoice {
+    pub agent: bool,
+    pub caller: bool,
 }
 
 /// How the supervisor came.

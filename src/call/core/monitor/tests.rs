@@ -265,6 +265,36 @@ fn the_supervisors_voice_goes_alone_only_after_60_ms_of_silence_of_its_carrier()
     assert!(!clock.speaks_alone(Party::Caller, MonitorMode::Barge, t0 + ms(500)));
 }
 
+#[test]
+fn a_held_caller_hears_the_music_not_a_barging_supervisor_and_a_consultation_silences_both() {
+    let t0 = Instant::now();
+    let clock = MixClock::start(t0);
+    let later = t0 + ms(500);
+    assert_eq!(
+        clock.lone_voice(MonitorMode::Barge, later, false, false),
+        LoneVoice {
+            agent: true,
+            caller: true
+        }
+    );
+    assert_eq!(
+        clock.lone_voice(MonitorMode::Barge, later, false, true),
+        LoneVoice {
+            agent: true,
+            caller: false
+        },
+        "monitoring during a hold: the agent still hears the supervisor"
+    );
+    assert_eq!(
+        clock.lone_voice(MonitorMode::Barge, later, true, false),
+        LoneVoice::default()
+    );
+    assert_eq!(
+        clock.lone_voice(MonitorMode::Listen, later, false, false),
+        LoneVoice::default()
+    );
+}
+
 // The property test: random inputs, the invariants after every step.
 
 #[derive(Debug, Clone)]
