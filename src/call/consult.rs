@@ -20,11 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
-pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::core::consult::{
-    CallView, ConsultEffect, ConsultEnd, ConsultInput, ConsultMachine, Consultant, EnqueueRefusal,
-    LegAt, TransferBy,
+    BlindRefer, BlindReferRefusal, CallView, ConsultEffect, ConsultEnd, ConsultInput,
+    ConsultMachine, Consultant, EnqueueRefusal, LegAt, TransferBy,
 };
+pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase};
@@ -639,6 +639,13 @@ impl Actor {
             .flatten()
             .find(|d| d.id() != refer_dialog.id());
         Ok((effects, replaced))
+    }
+
+    /// Whether a blind REFER may hand the caller over.
+    pub(super) fn consult_blind_refer(&self, refer: &BlindRefer) -> Result<(), BlindReferRefusal> {
+        self.consult
+            .machine
+            .blind_refer(refer, &self.consult_view())
     }
 
     /// Carries out the attended transfer [`Self::consult_refer`] took.

@@ -18,7 +18,8 @@ use rsipstack::sip::{Header, Request, StatusCode};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
-use super::{Actor, Phase, TransferTarget};
+use super::core::consult::{BlindRefer, BlindReferRefusal};
+use super::{Actor, TransferTarget};
 use crate::config::NumberTarget;
 use crate::sip::{EdgeContext, header_values};
 
@@ -187,31 +188,36 @@ impl Actor {
             [one] => refer_to_user(one),
             [first, ..] => Err(ReferToError::Unparsable(first.to_string())),
         };
-        let user = match user {
-            Ok(user) => user,
-            Err(ReferToError::Replaces(replaced)) => {
-                return self.attended_refer(dialog, id, &replaced, handle).await;
-            }
-            Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
-        };
-        let Some(target) = self.refer_target(&user) else {
-            let why = format!("`{user}` is no hotline number, queue or agent");
-            return refuse(&handle, StatusCode::NotFound, &why).await;
-        };
+        if let Err(ReferToError::Replaces(replaced)) = &user {
+            return self.attended_refer(dialog, id, replaced, handle).await;
+        }
+        let target = user.as_ref().ok().and_then(|u| self.refer_target(u));
         let survey = match &target {
-            TransferTarget::Survey => true,
-            TransferTarget::Ivr(flow) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
+            Some(TransferTarget::Survey) => true,
+            Some(TransferTarget::Ivr(flow)) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
             _ => false,
         };
-        if !matches!(self.phase, Phase::Bridged) {
-            let why = "the call is not connected to this phone yet";
-            return refuse(&handle, StatusCode::Forbidden, why).await;
-        }
-        // The survey is no transfer: the limit does not apply to it.
-        if let Some(why) = self.transfer_refused().filter(|_| !survey) {
-            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why).await;
-        }
+        let refer = BlindRefer {
+            user: user.map_err(|e| e.to_string()),
+            known: target.is_some(),
+            survey,
+        };
+        let verdict = self.consult_blind_refer(&refer);
+        let (Ok(()), Some(target)) = (&verdict, target) else {
+            let Err(refusal) = verdict else {
+                return;
+            };
+            let status = match refusal {
+                BlindReferRefusal::BadReferTo(_) => StatusCode::BadRequest,
+                BlindReferRefusal::UnknownTarget(_) => StatusCode::NotFound,
+                BlindReferRefusal::NotConnected => StatusCode::Forbidden,
+                BlindReferRefusal::TransferLimit(_) => {
+                    StatusCode::Other(403, "Transfer Limit Reached".into())
+                }
+            };
+            return refuse(&handle, status, &refusal.to_string()).await;
+        };
+        let user = refer.user.unwrap_or_default();
         info!(%user, ?target, "REFER accepted");
         if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
             debug!(error = %e, "could not accept the REFER");

@@ -90,6 +90,41 @@ impl ReplacesRefusal {
     }
 }
 
+/// A blind transfer asked by REFER in the connected agent's dialog (RFC
+/// 3515): what the actor found in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindRefer {
+    /// The `Refer-To` user, or why the header cannot be used.
+    pub user: Result<String, String>,
+    /// The user names a hotline number, a queue or an agent.
+    pub known: bool,
+    /// The target is the queue's post-call survey, which is no transfer.
+    pub survey: bool,
+}
+
+/// Why a blind REFER is refused (its SIP status: [`Self::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlindReferRefusal {
+    #[error("{0}")]
+    BadReferTo(String),
+    #[error("`{0}` is no hotline number, queue or agent")]
+    UnknownTarget(String),
+    #[error("the call is not connected to this phone yet")]
+    NotConnected,
+    #[error("{0}")]
+    TransferLimit(ConsultRefusal),
+}
+
+impl BlindReferRefusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            BlindReferRefusal::BadReferTo(_) => 400,
+            BlindReferRefusal::UnknownTarget(_) => 404,
+            BlindReferRefusal::NotConnected | BlindReferRefusal::TransferLimit(_) => 403,
+        }
+    }
+}
+
 /// Why the router did not take the consultation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnqueueRefusal {
@@ -724,6 +759,27 @@ impl ConsultMachine {
             outcome: "transferred",
         }));
         Ok(())
+    }
+
+    /// Whether a blind REFER may hand the caller over: a usable `Refer-To`
+    /// naming something hotline knows, a connected call, and the transfer
+    /// limit (rulebook L6), which the survey does not count against.
+    pub fn blind_refer(
+        &self,
+        refer: &BlindRefer,
+        call: &CallView,
+    ) -> Result<(), BlindReferRefusal> {
+        let user = refer.user.clone().map_err(BlindReferRefusal::BadReferTo)?;
+        if !refer.known {
+            return Err(BlindReferRefusal::UnknownTarget(user));
+        }
+        if !call.bridged {
+            return Err(BlindReferRefusal::NotConnected);
+        }
+        match self.transfer_limit(call).filter(|_| !refer.survey) {
+            Some(limit) => Err(BlindReferRefusal::TransferLimit(limit)),
+            None => Ok(()),
+        }
     }
 
     /// A REFER with Replaces is an attended transfer only when it comes in

@@ -565,6 +565,54 @@ fn the_consultant_hanging_up_is_not_sent_a_bye() {
     assert_eq!(holds(&fx), vec![false]);
 }
 
+#[test]
+fn a_blind_refer_is_checked_in_order_and_the_survey_is_no_transfer() {
+    let m = machine();
+    let refer = |user: Result<&str, &str>, known: bool, survey: bool| BlindRefer {
+        user: user.map(str::to_string).map_err(str::to_string),
+        known,
+        survey,
+    };
+    let at_limit = CallView {
+        transfers: 2,
+        ..bridged()
+    };
+    let ringing = CallView {
+        bridged: false,
+        ..bridged()
+    };
+    let bad = m.blind_refer(&refer(Err("no Refer-To"), false, false), &ringing);
+    assert_eq!(
+        bad,
+        Err(BlindReferRefusal::BadReferTo("no Refer-To".into()))
+    );
+    assert_eq!(bad.unwrap_err().status(), 400);
+    let unknown = m.blind_refer(&refer(Ok("999"), false, false), &ringing);
+    assert_eq!(
+        unknown.clone().map_err(|e| e.to_string()),
+        Err("`999` is no hotline number, queue or agent".to_string())
+    );
+    assert_eq!(unknown.unwrap_err().status(), 404);
+    assert_eq!(
+        m.blind_refer(&refer(Ok("sales"), true, false), &ringing),
+        Err(BlindReferRefusal::NotConnected)
+    );
+    let limit = m.blind_refer(&refer(Ok("sales"), true, false), &at_limit);
+    assert_eq!(
+        limit.clone().map_err(|e| e.to_string()),
+        Err("this call was transferred 2 time(s) already; at most 2 (rulebook L6)".to_string())
+    );
+    assert_eq!(limit.unwrap_err().status(), 403);
+    assert_eq!(
+        m.blind_refer(&refer(Ok("survey"), true, true), &at_limit),
+        Ok(())
+    );
+    assert_eq!(
+        m.blind_refer(&refer(Ok("sales"), true, false), &bridged()),
+        Ok(())
+    );
+}
+
 // The property test: a model of the legs the actor holds, driven by the
 // effects, and the machine's invariants after every step.
 
