@@ -566,6 +566,33 @@ fn the_consultant_hanging_up_is_not_sent_a_bye() {
 }
 
 #[test]
+fn a_withdrawn_offer_stops_ringing_and_the_call_ending_dequeues_the_consultation() {
+    let t0 = Instant::now();
+    let mut m = machine();
+    started(&mut m, ConsultTarget::Queue("experts".into()), None, t0);
+    rung(&mut m, "1003", t0);
+    let fx = m.handle(ConsultInput::Withdrawn(aid("1003")), &bridged(), t0);
+    assert_eq!(fx, vec![ConsultEffect::CancelRinging(aid("1003"))]);
+    assert_eq!(m.deadline(), None);
+    assert!(
+        m.handle(ConsultInput::Withdrawn(aid("1003")), &bridged(), t0)
+            .is_empty()
+    );
+    let fx = m.handle(ConsultInput::End(ConsultEnd::CallEnded), &bridged(), t0);
+    assert_eq!(
+        fx[0],
+        ConsultEffect::Router(Command::Dequeue(consult_call()))
+    );
+    assert!(events(&fx)[0].contains("call_ended"));
+    assert_eq!(holds(&fx), vec![false]);
+    assert!(
+        m.handle(ConsultInput::End(ConsultEnd::CallEnded), &bridged(), t0)
+            .is_empty(),
+        "the router hears of the end once"
+    );
+}
+
+#[test]
 fn a_blind_refer_is_checked_in_order_and_the_survey_is_no_transfer() {
     let m = machine();
     let refer = |user: Result<&str, &str>, known: bool, survey: bool| BlindRefer {

@@ -235,6 +235,25 @@ fn the_session_ends_when_either_side_leaves() {
 }
 
 #[test]
+fn an_answer_with_unusable_media_hangs_the_supervisor_up() {
+    let t0 = Instant::now();
+    let mut m = MonitorMachine::new("c1");
+    m.handle(start(api("boss"), MonitorMode::Listen), &bridged(), t0);
+    m.handle(MonitorInput::Rung(Ok(())), &bridged(), t0);
+    let fx = m.handle(MonitorInput::UnusableAnswer, &bridged(), t0);
+    assert_eq!(fx[0], MonitorEffect::HangUp(Via::Api));
+    assert!(matches!(
+        &events(&fx)[0],
+        Event::MonitorEnded {
+            reason: "unusable_sdp",
+            duration_ms: None,
+            ..
+        }
+    ));
+    assert!(!m.on());
+}
+
+#[test]
 fn the_mix_clock_sends_the_frames_due_and_starts_afresh_after_a_stall() {
     let t0 = Instant::now();
     let mut clock = MixClock::start(t0);
