@@ -963,7 +963,7 @@ impl Actor {
                 .map(|n| (n.codec, n.payload_type));
             (self.acd.recording).agent(packet, format, self.acd.hold.is_some());
         }
-        if accepted && self.consult.as_ref().is_some_and(|c| c.over_call_leg()) {
+        if accepted && self.consult.over_call_leg() {
             self.relay_to_consultant(packet);
             return;
         }

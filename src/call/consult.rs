@@ -1,15 +1,12 @@
-//! Consultation, attended transfer and three-way calls (rulebook L6).
+//! Consultation, attended transfer and three-way calls (rulebook L6): the
+//! actor's side. The decisions are the pure [`ConsultMachine`]'s; this file
+//! owns the legs it names (the consulted agents' phones, the agent's own
+//! consultation dialog), turns what happens to them into inputs and carries
+//! the machine's effects out.
 //!
-//! The agent on a call consults a named agent or a queue (an expert, the
-//! shift leader) while the caller waits on hold with music. The router knows
-//! the consultation as a call of its own (the call's id with
-//! [`CONSULT_SUFFIX`]), so the consulted agent is reserved like for any
-//! offer and never rung twice. Once the consulted agent answers, the agent
-//! can hand the caller over (attended transfer), bring everyone together
-//! (three-way, mixed like a supervisor's barge) and then leave, or go back
-//! to the caller. The agent consults from the CTI API over its call leg, or
-//! from its phone by dialling the other agent (a second dialog); the phone
-//! completes with REFER and Replaces.
+//! The agent consults from the CTI API over its call leg, or from its phone
+//! by dialling the other agent (a second dialog); the phone completes with
+//! REFER and Replaces.
 
 use std::net::SocketAddr;
 
@@ -24,34 +21,17 @@ use tracing::{debug, info, warn};
 use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
+use super::core::consult::{
+    BlindRefer, BlindReferRefusal, CallView, ConsultEffect, ConsultEnd, ConsultInput,
+    ConsultMachine, Consultant, EnqueueRefusal, LegAt, TransferBy,
+};
+pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase};
-use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId};
+use crate::acd::{AgentId, CallId, Command, RouterError};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
-
-/// Marks the router's id of a call's consultation; a SIP Call-ID never
-/// holds a `;`, so no real call can be mistaken for one.
-pub const CONSULT_SUFFIX: &str = ";consult";
-
-/// Whom the agent consults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsultTarget {
-    /// A named agent, who must be ready.
-    Agent(String),
-    /// Whoever of a queue's agents is free first.
-    Queue(String),
-}
-
-impl std::fmt::Display for ConsultTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConsultTarget::Agent(a) => write!(f, "agent:{a}"),
-            ConsultTarget::Queue(q) => write!(f, "queue:{q}"),
-        }
-    }
-}
 
 type Reply = oneshot::Sender<Result<(), ControlError>>;
 
@@ -112,31 +92,53 @@ pub struct PhoneSide {
     pub sip_call_id: String,
 }
 
+/// A call's consultation: the machine and the legs it names.
 pub struct Consult {
-    pub target: ConsultTarget,
-    router_call: CallId,
-    /// The router still has the consultation waiting or offered.
-    in_router: bool,
+    machine: ConsultMachine,
     /// Consulted agents being rung.
     legs: Vec<AgentLeg>,
+    /// A leg just rung, until the machine adopts or drops it.
+    arriving: Option<AgentLeg>,
+    /// The fork whose answer waits for the router's confirmation.
+    answering: Option<(String, InviteDialog)>,
     /// The consulted agent who answered.
     answered: Option<AgentLeg>,
     phone: Option<PhoneSide>,
     /// (agent side, consulted side) formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
     buf: Vec<u8>,
-    started_at: Instant,
 }
 
-/// The consulted agent of a three-way call, whose leg the mixer holds.
-pub struct ConferenceParty {
-    pub agent: AgentId,
-    pub queue: String,
-    router_call: CallId,
-    answered_at: Instant,
+/// What carrying effects out left to wait for.
+enum Ask {
+    Enqueue { queue: String, command: Command },
+    Confirm { agent: AgentId, router_call: CallId },
 }
 
 impl Consult {
+    pub fn new(call_id: &str, max_transfers: u32) -> Consult {
+        Consult {
+            machine: ConsultMachine::new(call_id, max_transfers),
+            legs: Vec::new(),
+            arriving: None,
+            answering: None,
+            answered: None,
+            phone: None,
+            formats: None,
+            buf: vec![0; 2048],
+        }
+    }
+
+    /// A consultation runs (not counting a three-way call it became).
+    pub fn running(&self) -> bool {
+        self.machine.running()
+    }
+
+    /// A three-way call is on; its third party's leg is in the mixer.
+    pub fn in_conference(&self) -> bool {
+        self.machine.third_party().is_some()
+    }
+
     pub fn owns(&self, sip_call_id: &str) -> bool {
         self.legs.iter().any(|l| l.owns(sip_call_id))
             || self.answered.as_ref().is_some_and(|l| l.owns(sip_call_id))
@@ -146,11 +148,6 @@ impl Consult {
         self.phone
             .as_ref()
             .is_some_and(|p| p.sip_call_id == sip_call_id)
-    }
-
-    /// The SIP Call-ID of the agent's consultation dialog, for REFER/Replaces.
-    pub fn phone_call_id(&self) -> Option<&str> {
-        self.phone.as_ref().map(|p| p.sip_call_id.as_str())
     }
 
     /// The socket the consulted agent's RTP arrives on.
@@ -164,7 +161,7 @@ impl Consult {
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        self.legs.iter().map(|l| l.ring_deadline).min()
+        self.machine.deadline().map(Instant::from_std)
     }
 
     /// Whether the agent's call leg carries its side of the consultation
@@ -172,144 +169,226 @@ impl Consult {
     pub fn over_call_leg(&self) -> bool {
         self.phone.is_none() && self.answered.is_some()
     }
+
+    fn take_leg(&mut self, agent: &AgentId) -> Option<AgentLeg> {
+        let i = self.legs.iter().position(|l| &l.agent == agent)?;
+        Some(self.legs.swap_remove(i))
+    }
+}
+
+fn end_of(outcome: &str) -> ConsultEnd {
+    match outcome {
+        "not_answered" => ConsultEnd::NotAnswered,
+        "consultant_hung_up" => ConsultEnd::ConsultantHungUp,
+        "agent_hung_up" => ConsultEnd::AgentHungUp,
+        "call_ended" => ConsultEnd::CallEnded,
+        "failed" => ConsultEnd::Failed,
+        _ => ConsultEnd::Cancelled,
+    }
 }
 
 impl Actor {
-    pub(super) async fn on_consult_command(&mut self, command: ConsultCommand) {
-        match command {
-            ConsultCommand::Start { target, reply } => {
-                let result = self.start_consult(target, None).await;
-                let _ = reply.send(result);
-            }
-            ConsultCommand::Transfer { reply } => {
-                let _ = reply.send(self.complete_consult());
-            }
-            ConsultCommand::Conference { reply } => {
-                let _ = reply.send(self.start_conference());
-            }
-            ConsultCommand::Cancel { reply } => {
-                let result = match self.consult.is_some() {
-                    true => {
-                        self.end_consult("cancelled");
-                        Ok(())
-                    }
-                    false => Err(ControlError::NotConsulting),
-                };
-                let _ = reply.send(result);
-            }
-            ConsultCommand::Incoming(incoming) => self.answer_consult_phone(*incoming).await,
-            ConsultCommand::Router(command) => match *command {
-                CallCommand::Offer { agents, queue } => {
-                    for agent in agents {
-                        self.ring_consultant(agent, &queue);
+    /// What the consultation machine needs to know of the call.
+    fn consult_view(&self) -> CallView {
+        CallView {
+            bridged: matches!(self.phase, Phase::Bridged),
+            agent: self
+                .acd
+                .connected
+                .as_ref()
+                .map(|c| (c.leg.agent.clone(), c.leg.queue.clone())),
+            transfers: self.acd.transfers,
+            supervisor: self.supervisor.supervisor().is_some(),
+            ring_limit: self.acd.policy.ring_limit,
+        }
+    }
+
+    fn consult_handle(&mut self, input: ConsultInput) -> Vec<ConsultEffect> {
+        let view = self.consult_view();
+        let now = Instant::now().into_std();
+        self.consult.machine.handle(input, &view, now)
+    }
+
+    /// Feeds the machine `input`, carries its effects out and answers the
+    /// router's questions they ask; the command's answer, if it has one.
+    async fn consult_run(&mut self, input: ConsultInput) -> Option<Result<(), ControlError>> {
+        let mut effects = self.consult_handle(input);
+        let mut reply = None;
+        loop {
+            let (answer, ask) = self.consult_effects(effects);
+            reply = reply.or(answer);
+            let next = match ask {
+                None => return reply,
+                Some(Ask::Enqueue { queue, command }) => {
+                    let answer = match self.ctx.settings.queues.contains_key(&queue) {
+                        false => Err(EnqueueRefusal::NoQueue(queue)),
+                        true => match self.ctx.router.request(command).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(refused)) => Err(EnqueueRefusal::Refused(refused)),
+                            Err(_) => Err(EnqueueRefusal::RouterStopped),
+                        },
+                    };
+                    ConsultInput::Enqueued(answer)
+                }
+                Some(Ask::Confirm { agent, router_call }) => {
+                    let answer: Result<Result<(), RouterError>, _> = self
+                        .ctx
+                        .router
+                        .request(Command::OfferAnswered(router_call, agent.clone()))
+                        .await;
+                    ConsultInput::AnswerConfirmed {
+                        agent,
+                        accepted: matches!(answer, Ok(Ok(()))),
                     }
                 }
-                CallCommand::Cancel { agent } => {
-                    if let Some(consult) = self.consult.as_mut()
-                        && let Some(i) = consult.legs.iter().position(|l| l.agent == agent)
-                    {
-                        let mut leg = consult.legs.swap_remove(i);
+            };
+            effects = self.consult_handle(next);
+        }
+    }
+
+    /// Feeds the machine an input whose effects never wait for the router.
+    fn consult_now(&mut self, input: ConsultInput) {
+        let effects = self.consult_handle(input);
+        let (_, ask) = self.consult_effects(effects);
+        debug_assert!(ask.is_none(), "only start and answer ask the router");
+    }
+
+    /// Carries the machine's effects out, in order, up to the first that
+    /// waits for the router.
+    fn consult_effects(
+        &mut self,
+        effects: Vec<ConsultEffect>,
+    ) -> (Option<Result<(), ControlError>>, Option<Ask>) {
+        let mut reply = None;
+        let mut ask = None;
+        for effect in effects {
+            match effect {
+                ConsultEffect::Reply(result) => reply = Some(result.map_err(ControlError::from)),
+                ConsultEffect::Enqueue { queue, command } => {
+                    ask = Some(Ask::Enqueue { queue, command })
+                }
+                ConsultEffect::ConfirmAnswer { agent, router_call } => {
+                    ask = Some(Ask::Confirm { agent, router_call })
+                }
+                ConsultEffect::Router(command) => self.tell_router(command),
+                ConsultEffect::Ring {
+                    agent,
+                    queue,
+                    router_call,
+                } => self.ring_consultant(agent, queue, router_call),
+                ConsultEffect::AdoptLeg => {
+                    if let Some(leg) = self.consult.arriving.take() {
+                        info!(agent = %leg.agent, "ringing the consulted agent");
+                        self.consult.legs.push(leg);
+                    }
+                }
+                ConsultEffect::DropLeg => {
+                    if let Some(mut leg) = self.consult.arriving.take() {
                         leg.cancel_ringing(None);
                     }
                 }
-                _ => {}
-            },
+                ConsultEffect::CancelRinging(agent) => {
+                    if let Some(mut leg) = self.consult.take_leg(&agent) {
+                        leg.cancel_ringing(None);
+                    }
+                }
+                ConsultEffect::TakeAnswer(agent) => self.take_consult_answer(&agent),
+                ConsultEffect::RejectAnswer(_) => {
+                    if let Some((_, dialog)) = self.consult.answering.take() {
+                        end_dialog(&self.ctx, dialog);
+                    }
+                }
+                ConsultEffect::HangUpConsultant => {
+                    if let Some(dialog) = self.consult.answered.as_ref().and_then(|l| l.answered())
+                    {
+                        end_dialog(&self.ctx, dialog.clone());
+                    }
+                }
+                ConsultEffect::HangUpPhone => {
+                    if let Some(phone) = self.consult.phone.as_ref() {
+                        end_dialog(&self.ctx, phone.dialog.clone());
+                    }
+                }
+                ConsultEffect::Hold(on) => {
+                    self.acd.consult_hold = on;
+                    self.hold_changed();
+                }
+                ConsultEffect::HandOver {
+                    leg,
+                    router_call,
+                    since,
+                    hang_up,
+                } => {
+                    let leg = match leg {
+                        LegAt::Consulted => self.consult.answered.take(),
+                        LegAt::Mixer(third) => self.third_party_leg(third),
+                    };
+                    if let Some(leg) = leg {
+                        self.hand_over(leg, router_call, Instant::from_std(since), hang_up);
+                    }
+                }
+                ConsultEffect::Mix(_) => self.mix_consultant(),
+                ConsultEffect::Publish(event) => {
+                    if let Event::ConsultEnded { outcome, .. } = &event {
+                        info!(outcome, "consultation ended");
+                    }
+                    self.ctx.bus.publish(event);
+                }
+                // A REFER's answer goes out where the REFER is handled.
+                ConsultEffect::AcceptRefer | ConsultEffect::RefuseRefer(_) => {}
+            }
         }
+        if !self.consult.machine.running() {
+            // What the machine let go of goes with it.
+            self.consult.answered = None;
+            self.consult.phone = None;
+            self.consult.formats = None;
+            self.consult.answering = None;
+            for mut leg in std::mem::take(&mut self.consult.legs) {
+                leg.cancel_ringing(None);
+            }
+        }
+        (reply, ask)
     }
 
-    /// Starts a consultation: the caller goes on hold, the router reserves
-    /// the consulted agent.
-    async fn start_consult(
-        &mut self,
-        target: ConsultTarget,
-        phone: Option<PhoneSide>,
-    ) -> Result<(), ControlError> {
-        if !matches!(self.phase, Phase::Bridged) {
-            return Err(ControlError::NotBridged { action: "consult" });
-        }
-        let Some(connected) = self.acd.connected.as_ref() else {
-            return Err(ControlError::NoAgent);
-        };
-        if self.consult.is_some() || self.conference.is_some() {
-            return Err(ControlError::AlreadyConsulting);
-        }
-        let agent = connected.leg.agent.clone();
-        let queue = match &target {
-            ConsultTarget::Agent(other) if *other == agent.0 => {
-                return Err(ControlError::SelfConsult);
-            }
-            ConsultTarget::Agent(_) => connected.leg.queue.clone(),
-            ConsultTarget::Queue(queue) => queue.clone(),
-        };
-        if !self.ctx.settings.queues.contains_key(&queue) {
-            return Err(ControlError::UnknownQueue(queue));
-        }
-        let router_call = CallId::from(format!("{}{CONSULT_SUFFIX}", self.call_id).as_str());
-        let caller = Caller {
-            call: router_call.clone(),
-            queue: QueueId::from(queue.as_str()),
-            // Ahead of waiting callers: a caller already waits on hold for it.
-            priority: u32::MAX,
-            enqueued_at: Instant::now().into_std(),
-            skills: Vec::new(),
-        };
-        let command = match &target {
-            ConsultTarget::Agent(other) => {
-                Command::EnqueueFor(caller, AgentId::from(other.as_str()))
-            }
-            ConsultTarget::Queue(_) => Command::Enqueue(caller),
-        };
-        // The consultation exists before the router answers: its offer may
-        // come right behind the answer.
-        self.consult = Some(Consult {
-            target: target.clone(),
-            router_call,
-            in_router: true,
-            legs: Vec::new(),
-            answered: None,
-            phone,
-            formats: None,
-            buf: vec![0; 2048],
-            started_at: Instant::now(),
-        });
-        match self.ctx.router.request(command).await {
-            Ok(Ok(())) => {}
-            Ok(Err(refused)) => {
-                self.consult = None;
-                return Err(ControlError::ConsultRefused {
+    pub(super) async fn on_consult_command(&mut self, command: ConsultCommand) {
+        let (input, reply) = match command {
+            ConsultCommand::Start { target, reply } => (
+                ConsultInput::Start {
                     target,
-                    reason: refused,
-                });
+                    phone: None,
+                },
+                reply,
+            ),
+            ConsultCommand::Transfer { reply } => (ConsultInput::Transfer(TransferBy::Api), reply),
+            ConsultCommand::Conference { reply } => (ConsultInput::Conference, reply),
+            ConsultCommand::Cancel { reply } => (ConsultInput::Cancel, reply),
+            ConsultCommand::Incoming(incoming) => {
+                return self.answer_consult_phone(*incoming).await;
             }
-            Err(_) => {
-                self.consult = None;
-                return Err(ControlError::RouterStopped);
+            ConsultCommand::Router(command) => {
+                match *command {
+                    CallCommand::Offer { agents, queue } => {
+                        let queue = queue.0;
+                        self.consult_now(ConsultInput::Offer { agents, queue });
+                    }
+                    CallCommand::Cancel { agent } => {
+                        self.consult_now(ConsultInput::Withdrawn(agent));
+                    }
+                    _ => {}
+                }
+                return;
             }
+        };
+        let result = self.consult_run(input).await;
+        if let Some(result) = result {
+            let _ = reply.send(result);
         }
-        info!(%target, "consultation started; the caller waits on hold");
-        self.ctx.bus.publish(Event::ConsultStarted {
-            call_id: self.call_id.clone(),
-            agent: agent.0.clone(),
-            target: target.to_string(),
-        });
-        self.acd.consult_hold = true;
-        self.hold_changed();
-        Ok(())
     }
 
     /// Rings every phone of the agent the router offers the consultation to.
-    fn ring_consultant(&mut self, agent: AgentId, queue: &QueueId) {
+    fn ring_consultant(&mut self, agent: AgentId, queue: String, router_call: CallId) {
         let now = Instant::now();
-        let Some(consult) = self.consult.as_ref() else {
-            // The consultation ended meanwhile: the router hears so.
-            self.tell_router(Command::OfferFailed(
-                CallId::from(format!("{}{CONSULT_SUFFIX}", self.call_id).as_str()),
-                agent,
-                Outcome::Unreachable,
-            ));
-            return;
-        };
-        let router_call = consult.router_call.clone();
         let consulting = self
             .acd
             .connected
@@ -329,7 +408,6 @@ impl Actor {
         let finals = self.acd.finals.0.clone();
         let ring_limit = self.acd.policy.ring_limit;
         let ctx = self.ctx.clone();
-        let queue = queue.0.clone();
         // Opening media is async; the leg joins the consultation through the
         // actor's own mailbox so the loop never waits here.
         tokio::spawn(async move {
@@ -340,7 +418,7 @@ impl Actor {
                     let _ = ctx.router.send(Command::OfferFailed(
                         router_call,
                         agent,
-                        Outcome::Unreachable,
+                        crate::acd::Outcome::Unreachable,
                     ));
                     return;
                 }
@@ -384,36 +462,28 @@ impl Actor {
     /// A consulted agent's phones are ringing (or could not be rung).
     pub(super) fn consult_leg_ready(&mut self, pending: PendingLeg) {
         let PendingLeg(router_call, leg) = pending;
-        let current = self
-            .consult
-            .as_ref()
-            .is_some_and(|c| c.router_call == router_call && c.answered.is_none());
-        if !current || leg.forks.is_empty() {
-            let mut leg = leg;
-            leg.cancel_ringing(None);
-            let outcome = Outcome::Unreachable;
-            self.tell_router(Command::OfferFailed(
-                router_call,
-                leg.agent.clone(),
-                outcome,
-            ));
-            return;
+        let input = ConsultInput::LegReady {
+            router_call,
+            consultant: Consultant {
+                agent: leg.agent.clone(),
+                queue: leg.queue.clone(),
+            },
+            rung: !leg.forks.is_empty(),
+            offered_at: leg.offered_at.into_std(),
+        };
+        if let Some(mut stale) = self.consult.arriving.replace(leg) {
+            stale.cancel_ringing(None);
         }
-        if let Some(consult) = self.consult.as_mut() {
-            info!(agent = %leg.agent, "ringing the consulted agent");
-            consult.legs.push(leg);
-        }
+        self.consult_now(input);
     }
 
     pub(super) fn is_consult_fork(&self, fork: &str) -> bool {
-        self.consult.as_ref().is_some_and(|c| c.owns(fork))
+        self.consult.owns(fork)
     }
 
     /// A consulted agent's phone answered, or gave up.
     pub(super) async fn on_consult_final(&mut self, fin: ForkFinal) {
-        let Some(consult) = self.consult.as_mut() else {
-            return;
-        };
+        let consult = &mut self.consult;
         let Some(i) = consult.legs.iter().position(|l| l.owns(&fin.fork)) else {
             return;
         };
@@ -429,17 +499,11 @@ impl Actor {
             }
             if !leg.ringing() {
                 let leg = consult.legs.swap_remove(i);
-                let router_call = consult.router_call.clone();
-                let by_name = matches!(consult.target, ConsultTarget::Agent(_));
                 info!(agent = %leg.agent, "the consulted agent did not answer");
-                self.tell_router(Command::OfferFailed(
-                    router_call,
-                    leg.agent.clone(),
-                    leg.failure(),
-                ));
-                if by_name {
-                    self.end_consult("not_answered");
-                }
+                self.consult_now(ConsultInput::LegFailed {
+                    agent: leg.agent.clone(),
+                    outcome: leg.failure(),
+                });
             }
             return;
         };
@@ -449,37 +513,29 @@ impl Actor {
             return;
         }
         let agent = leg.agent.clone();
-        let router_call = consult.router_call.clone();
-        let accepted = matches!(
-            self.ctx
-                .router
-                .request(Command::OfferAnswered(router_call, agent.clone()))
-                .await,
-            Ok(Ok(()))
-        );
-        let Some(consult) = self.consult.as_mut() else {
+        consult.answering = Some((fin.fork, dialog));
+        self.consult_run(ConsultInput::LegAnswered(agent)).await;
+        // An answer the machine did not ask the router about is not taken.
+        if let Some((_, dialog)) = self.consult.answering.take() {
             end_dialog(&self.ctx, dialog);
+        }
+    }
+
+    /// The machine took the answer of `agent`'s phone: that leg is the
+    /// consulted one.
+    fn take_consult_answer(&mut self, agent: &AgentId) {
+        let Some((fork, _)) = self.consult.answering.take() else {
             return;
         };
-        if !accepted || consult.answered.is_some() {
-            end_dialog(&self.ctx, dialog);
-            return;
-        }
-        let Some(i) = consult.legs.iter().position(|l| l.owns(&fin.fork)) else {
-            end_dialog(&self.ctx, dialog);
+        let Some(mut leg) = self.consult.take_leg(agent) else {
             return;
         };
-        let mut leg = consult.legs.swap_remove(i);
-        if let Some(fork) = leg.fork_mut(&fin.fork) {
-            fork.status = ForkStatus::Answered;
+        if let Some(f) = leg.fork_mut(&fork) {
+            f.status = ForkStatus::Answered;
         }
-        leg.cancel_ringing(Some(&fin.fork));
-        for mut other in std::mem::take(&mut consult.legs) {
-            other.cancel_ringing(None);
-        }
-        consult.in_router = false;
+        leg.cancel_ringing(Some(&fork));
         let consultant = leg.media.negotiated().map(LegFormat::from);
-        let own = match &consult.phone {
+        let own = match &self.consult.phone {
             Some(phone) => phone.media.negotiated().map(LegFormat::from),
             None => self
                 .acd
@@ -488,20 +544,14 @@ impl Actor {
                 .and_then(|c| c.leg.media.negotiated())
                 .map(LegFormat::from),
         };
-        consult.formats = own.zip(consultant);
-        consult.answered = Some(leg);
+        self.consult.formats = own.zip(consultant);
         info!(consultant = %agent, "the consulted agent answered");
-        self.ctx.bus.publish(Event::ConsultAnswered {
-            call_id: self.call_id.clone(),
-            consultant: agent.0,
-        });
+        self.consult.answered = Some(leg);
     }
 
     /// The consulted agent's audio goes to the agent.
     pub(super) fn relay_from_consultant(&mut self, source: SocketAddr, packet: &[u8]) {
-        let Some(consult) = self.consult.as_mut() else {
-            return;
-        };
+        let consult = &mut self.consult;
         let Some(leg) = consult.answered.as_mut() else {
             return;
         };
@@ -531,9 +581,7 @@ impl Actor {
     /// The agent's audio (from its call leg, or its consultation dialog)
     /// goes to the consulted agent.
     pub(super) fn relay_to_consultant(&mut self, packet: &[u8]) {
-        let Some(consult) = self.consult.as_mut() else {
-            return;
-        };
+        let consult = &mut self.consult;
         let (Some(leg), Some((own, consultant))) = (consult.answered.as_ref(), consult.formats)
         else {
             return;
@@ -552,82 +600,59 @@ impl Actor {
     pub(super) fn on_consult_phone_rtp(&mut self, source: SocketAddr, packet: &[u8]) {
         let accepted = self
             .consult
+            .phone
             .as_mut()
-            .and_then(|c| c.phone.as_mut())
             .is_some_and(|p| p.media.accept(source, packet));
         if accepted {
             self.relay_to_consultant(packet);
         }
     }
 
-    /// Attended transfer: the consulted agent takes the caller; the agent
-    /// is released to wrap-up. Counts against `acd.max_transfers`.
-    pub(super) fn complete_consult(&mut self) -> Result<(), ControlError> {
-        self.finish_consult(true).map(|_| ())
-    }
-
-    pub(super) fn consult_answered(&self) -> bool {
-        self.consult.as_ref().is_some_and(|c| c.answered.is_some())
-    }
-
-    /// Attended transfer asked by the agent's phone with REFER and Replaces
-    /// in `refer_dialog` (its call dialog or its consultation dialog): the
-    /// other of the two, the replaced one, is returned to be ended after the
-    /// final NOTIFY; the REFER's own dialog is left to the phone.
-    pub(super) fn complete_consult_by_refer(
+    /// A REFER with Replaces in the agent's call dialog or in its
+    /// consultation dialog (`refer_dialog`, where the REFER came), replacing
+    /// `replaced`: the machine's verdict. Taken, the effects of the attended
+    /// transfer are returned to be carried out once the REFER is answered,
+    /// with the other of the two dialogs (the replaced one) to be ended after
+    /// the final NOTIFY; the REFER's own dialog is left to the phone.
+    /// Refused, the SIP status and why.
+    pub(super) fn consult_refer(
         &mut self,
         refer_dialog: &InviteDialog,
-    ) -> Result<Option<InviteDialog>, ControlError> {
-        let (phone, previous) = self.finish_consult(false)?;
-        let replaced = [phone, previous]
-            .into_iter()
-            .flatten()
-            .find(|d| d.id() != refer_dialog.id());
-        Ok(replaced)
-    }
-
-    /// Hands the caller to the consulted agent; `hang_up` ends the agent's
-    /// dialogs (call and consultation) at once, else they are returned.
-    fn finish_consult(
-        &mut self,
-        hang_up: bool,
-    ) -> Result<(Option<InviteDialog>, Option<InviteDialog>), ControlError> {
-        if !self.consult_answered() {
-            return Err(ControlError::ConsultNotAnswered);
-        }
-        let max = self.ctx.settings.acd.max_transfers;
-        if self.acd.transfers >= max {
-            return Err(ControlError::TransferLimitReached {
-                done: self.acd.transfers,
-                max,
-            });
-        }
-        let Some(mut consult) = self.consult.take() else {
-            return Err(ControlError::NotConsulting);
-        };
-        let Some(leg) = consult.answered.take() else {
-            return Err(ControlError::ConsultNotAnswered);
-        };
-        // The hold ends with the agent who started it.
-        self.acd.consult_hold = false;
-        self.hold_changed();
-        let phone = consult.phone.take().map(|p| p.dialog);
+        replaced: &str,
+    ) -> Result<(Vec<ConsultEffect>, Option<InviteDialog>), (u16, String)> {
         let previous = self
             .acd
             .connected
             .as_ref()
             .and_then(|c| c.leg.answered())
             .cloned();
-        if hang_up && let Some(phone) = &phone {
-            end_dialog(&self.ctx, phone.clone());
-        }
-        self.hand_over(leg, consult.router_call, consult.started_at, hang_up);
-        info!("attended transfer completed");
-        self.ctx.bus.publish(Event::ConsultEnded {
-            call_id: self.call_id.clone(),
-            outcome: "transferred",
+        let phone = self.consult.phone.as_ref().map(|p| p.dialog.clone());
+        let effects = self.consult_handle(ConsultInput::ReferReplaces {
+            refer_dialog: refer_dialog.id().call_id.clone(),
+            replaced: replaced.to_string(),
+            agent_dialog: previous.as_ref().map(|d| d.id().call_id.clone()),
         });
-        Ok((phone, previous))
+        if let Some(ConsultEffect::RefuseRefer(refusal)) = effects.first() {
+            return Err((refusal.status(), refusal.to_string()));
+        }
+        let replaced = [phone, previous]
+            .into_iter()
+            .flatten()
+            .find(|d| d.id() != refer_dialog.id());
+        Ok((effects, replaced))
+    }
+
+    /// Whether a blind REFER may hand the caller over.
+    pub(super) fn consult_blind_refer(&self, refer: &BlindRefer) -> Result<(), BlindReferRefusal> {
+        self.consult
+            .machine
+            .blind_refer(refer, &self.consult_view())
+    }
+
+    /// Carries out the attended transfer [`Self::consult_refer`] took.
+    pub(super) fn consult_transfer_by_refer(&mut self, effects: Vec<ConsultEffect>) {
+        self.consult_effects(effects);
+        info!("attended transfer completed");
     }
 
     /// The agent on the call leaves; `leg` (a consulted agent) takes over.
@@ -673,89 +698,31 @@ impl Actor {
         self.bridge();
     }
 
-    /// Three-way: the consulted agent joins caller and agent, mixed.
-    pub(super) fn start_conference(&mut self) -> Result<(), ControlError> {
-        let Some(consult) = self.consult.as_ref() else {
-            return Err(ControlError::NotConsulting);
-        };
-        if consult.answered.is_none() {
-            return Err(ControlError::ConsultNotAnswered);
-        }
-        if consult.phone.is_some() {
-            return Err(ControlError::ConsultFromPhone);
-        }
-        if self.monitor.is_some() {
-            return Err(ControlError::SupervisorOnCall);
-        }
-        let Some(mut consult) = self.consult.take() else {
-            return Err(ControlError::NotConsulting);
-        };
-        let Some(leg) = consult.answered.take() else {
-            return Err(ControlError::ConsultNotAnswered);
+    /// Three-way: the consulted leg goes into the mixer, like a barging
+    /// supervisor's.
+    fn mix_consultant(&mut self) {
+        let Some(leg) = self.consult.answered.take() else {
+            return;
         };
         let Some(dialog) = leg.answered().cloned() else {
-            return Err(ControlError::ConsultNotAnswered);
+            return;
         };
         let sip_call_id = dialog.id().call_id.clone();
-        self.conference = Some(ConferenceParty {
-            agent: leg.agent.clone(),
-            queue: leg.queue.clone(),
-            router_call: consult.router_call,
-            answered_at: Instant::now(),
-        });
+        info!(consultant = %leg.agent, "three-way call");
         self.monitor = Some(super::monitor::Monitor::conference(
-            leg.agent.0.clone(),
             leg.media,
             dialog,
             sip_call_id,
         ));
-        self.acd.consult_hold = false;
-        self.hold_changed();
-        info!(consultant = %leg.agent, "three-way call");
-        self.ctx.bus.publish(Event::ConsultEnded {
-            call_id: self.call_id.clone(),
-            outcome: "conference",
-        });
-        self.ctx.bus.publish(Event::ConferenceStarted {
-            call_id: self.call_id.clone(),
-            consultant: leg.agent.0,
-        });
-        Ok(())
     }
 
-    /// The consulted agent of a three-way call left it: the router frees it.
-    pub(super) fn conference_party_left(&mut self) {
-        let Some(party) = self.conference.take() else {
-            return;
-        };
-        let talk_ms = party.answered_at.elapsed().as_millis() as u64;
-        self.tell_router(Command::CallEnded(party.router_call, party.agent.clone()));
-        self.ctx.bus.publish(Event::ConferenceEnded {
-            call_id: self.call_id.clone(),
-            consultant: party.agent.0,
-            talk_ms,
-        });
-    }
-
-    /// The agent hung up on a three-way call: the consulted agent stays with
-    /// the caller. False when there is no three-way call.
-    pub(super) fn agent_left_conference(&mut self) -> bool {
-        let Some(party) = self.conference.take() else {
-            return false;
-        };
-        let Some((media, dialog, sip_call_id)) = self.monitor.take().map(|m| m.into_leg()) else {
-            return false;
-        };
-        info!(consultant = %party.agent, "the agent left the three-way call");
-        self.ctx.bus.publish(Event::ConferenceEnded {
-            call_id: self.call_id.clone(),
-            consultant: party.agent.0.clone(),
-            talk_ms: party.answered_at.elapsed().as_millis() as u64,
-        });
+    /// The third party's leg, out of the mixer, to take the caller over.
+    fn third_party_leg(&mut self, third: Consultant) -> Option<AgentLeg> {
+        let (media, dialog, sip_call_id) = self.monitor.take().map(|m| m.into_leg())?;
         let now = Instant::now();
-        let leg = AgentLeg {
-            agent: party.agent,
-            queue: party.queue,
+        Some(AgentLeg {
+            agent: third.agent,
+            queue: third.queue,
             media,
             forks: vec![agent_leg::Fork {
                 call_id: sip_call_id,
@@ -766,75 +733,40 @@ impl Actor {
             }],
             offered_at: now,
             ring_deadline: now,
+        })
+    }
+
+    /// The consulted agent of a three-way call left it: the router frees it.
+    pub(super) fn conference_party_left(&mut self) {
+        self.consult_now(ConsultInput::ThirdPartyLeft);
+    }
+
+    /// The agent hung up on a three-way call: the consulted agent stays with
+    /// the caller. False when there is no three-way call.
+    pub(super) fn agent_left_conference(&mut self) -> bool {
+        let Some(third) = self.consult.machine.third_party() else {
+            return false;
         };
-        // The agent's own dialog is over already: no BYE for it.
-        self.hand_over(leg, party.router_call, party.answered_at, false);
+        if self.monitor.is_none() {
+            return false;
+        }
+        info!(consultant = %third.agent, "the agent left the three-way call");
+        // The leg leaves the mixer when the machine hands the caller over.
+        let effects = self.consult_handle(ConsultInput::AgentLeft);
+        self.consult_effects(effects);
         true
     }
 
     /// Ends the consultation without a transfer: the consulted agent gets
     /// BYE or CANCEL, the caller comes back to the agent.
     pub(super) fn end_consult(&mut self, outcome: &'static str) {
-        let Some(mut consult) = self.consult.take() else {
-            return;
-        };
-        for mut leg in std::mem::take(&mut consult.legs) {
-            leg.cancel_ringing(None);
-        }
-        if let Some(leg) = consult.answered.take() {
-            if let Some(dialog) = leg.answered().cloned()
-                && outcome != "consultant_hung_up"
-            {
-                end_dialog(&self.ctx, dialog);
-            }
-            self.tell_router(Command::CallEnded(
-                consult.router_call.clone(),
-                leg.agent.clone(),
-            ));
-        } else if consult.in_router {
-            self.tell_router(Command::Dequeue(consult.router_call.clone()));
-        }
-        if let Some(phone) = consult.phone.take()
-            && outcome != "agent_hung_up"
-        {
-            end_dialog(&self.ctx, phone.dialog);
-        }
-        info!(outcome, "consultation ended");
-        self.ctx.bus.publish(Event::ConsultEnded {
-            call_id: self.call_id.clone(),
-            outcome,
-        });
-        self.acd.consult_hold = false;
-        self.hold_changed();
+        self.consult_now(ConsultInput::End(end_of(outcome)));
     }
 
     /// Ring limits of consulted agents.
     pub(super) fn on_consult_timer(&mut self, now: Instant) {
-        let Some(consult) = self.consult.as_mut() else {
-            return;
-        };
-        let mut expired = Vec::new();
-        let mut i = 0;
-        while i < consult.legs.len() {
-            if consult.legs[i].ring_deadline <= now {
-                expired.push(consult.legs.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        let router_call = consult.router_call.clone();
-        let by_name = matches!(consult.target, ConsultTarget::Agent(_));
-        for mut leg in expired {
-            leg.cancel_ringing(None);
-            self.tell_router(Command::OfferFailed(
-                router_call.clone(),
-                leg.agent.clone(),
-                Outcome::NoAnswer,
-            ));
-            if by_name {
-                self.end_consult("not_answered");
-                return;
-            }
+        if self.consult.deadline().is_some_and(|d| d <= now) {
+            self.consult_now(ConsultInput::Timer);
         }
     }
 
@@ -842,36 +774,27 @@ impl Actor {
     /// agent's own consultation dialog.
     pub(super) async fn on_consult_dialog(&mut self, state: DialogState) {
         let call_id = super::dialog_of(&state).call_id.clone();
-        let phone = self
-            .consult
-            .as_ref()
-            .is_some_and(|c| c.phone_owns(&call_id));
+        let phone = self.consult.phone_owns(&call_id);
         match state {
             DialogState::Terminated(id, reason) => {
                 let answered = self
                     .consult
+                    .answered
                     .as_ref()
-                    .and_then(|c| c.answered.as_ref())
                     .and_then(|l| l.answered())
                     .is_some_and(|d| d.id().call_id == call_id);
                 if phone {
                     self.ctx.dialogs.remove_dialog(&id);
-                    self.end_consult("agent_hung_up");
+                    self.consult_now(ConsultInput::PhoneLeft);
                 } else if answered {
                     debug!(?reason, "the consulted agent hung up");
                     self.ctx.dialogs.remove_dialog(&id);
                     let by_bye = matches!(reason, TerminatedReason::UasBye);
-                    self.end_consult(if by_bye {
-                        "consultant_hung_up"
-                    } else {
-                        "cancelled"
-                    });
+                    self.consult_now(ConsultInput::ConsultantLeft { by_bye });
                 }
             }
             DialogState::Updated(_, req, handle) => {
-                let Some(consult) = self.consult.as_mut() else {
-                    return;
-                };
+                let consult = &mut self.consult;
                 let media = if phone {
                     consult.phone.as_mut().map(|p| &mut p.media)
                 } else {
@@ -890,11 +813,7 @@ impl Actor {
                 let _ = handle.reply(StatusCode::OK).await;
             }
             DialogState::Refer(id, req, handle) if phone => {
-                let dialog = self
-                    .consult
-                    .as_ref()
-                    .and_then(|c| c.phone.as_ref())
-                    .map(|p| p.dialog.clone());
+                let dialog = self.consult.phone.as_ref().map(|p| p.dialog.clone());
                 let values = crate::sip::header_values(&req.headers, "Refer-To");
                 let compact = crate::sip::header_values(&req.headers, "r");
                 let value = values
@@ -937,12 +856,21 @@ impl Actor {
         };
         let dialog = phone.dialog.clone();
         let answer = phone.answer.clone();
+        let sip_call_id = phone.sip_call_id.clone();
         let side = PhoneSide {
             media: phone.media,
             dialog: phone.dialog,
             sip_call_id: phone.sip_call_id,
         };
-        if let Err(why) = self.start_consult(target, Some(side)).await {
+        // While one runs, the machine refuses a second; its dialog stays.
+        if !self.consult.running() {
+            self.consult.phone = Some(side);
+        }
+        let start = ConsultInput::Start {
+            target,
+            phone: Some(sip_call_id),
+        };
+        if let Some(Err(why)) = self.consult_run(start).await {
             info!(%why, "consultation refused");
             let reason = format!(
                 "SIP;cause=480;text=\"{}\"",

@@ -2,7 +2,8 @@
 //! supervisor): one error per reason, each with a stable machine code the API
 //! returns beside the message, and a kind saying what sort of refusal it is.
 
-use super::consult::ConsultTarget;
+use super::core::consult::{ConsultRefusal, ConsultTarget};
+use super::core::monitor::MonitorRefusal;
 use crate::acd::RouterError;
 
 /// What sort of refusal a [`ControlError`] is, for callers that answer it
@@ -72,7 +73,7 @@ pub enum ControlError {
     LegFailed(String),
 }
 
-fn consult_refusal(target: &ConsultTarget, reason: &RouterError) -> String {
+pub(crate) fn consult_refusal(target: &ConsultTarget, reason: &RouterError) -> String {
     match target {
         ConsultTarget::Agent(agent) => format!("agent {agent} cannot be consulted now: {reason}"),
         ConsultTarget::Queue(queue) => format!("queue {queue} refused the consultation: {reason}"),
@@ -138,6 +139,44 @@ impl ControlError {
             | MonitoredByAnother(_)
             | AlreadyMonitoring(_)
             | PhoneNotRegistered(_) => RefusalKind::Conflict,
+        }
+    }
+}
+
+impl From<ConsultRefusal> for ControlError {
+    fn from(refusal: ConsultRefusal) -> ControlError {
+        match refusal {
+            ConsultRefusal::NotBridged => ControlError::NotBridged { action: "consult" },
+            ConsultRefusal::NoAgent => ControlError::NoAgent,
+            ConsultRefusal::AlreadyRunning => ControlError::AlreadyConsulting,
+            ConsultRefusal::ConsultsItself => ControlError::SelfConsult,
+            ConsultRefusal::NoQueue(queue) => ControlError::UnknownQueue(queue),
+            ConsultRefusal::Refused { target, reason } => {
+                ControlError::ConsultRefused { target, reason }
+            }
+            ConsultRefusal::RouterStopped => ControlError::RouterStopped,
+            ConsultRefusal::NotRunning => ControlError::NotConsulting,
+            ConsultRefusal::NotAnswered => ControlError::ConsultNotAnswered,
+            ConsultRefusal::TransferLimit { done, max } => {
+                ControlError::TransferLimitReached { done, max }
+            }
+            ConsultRefusal::DialledFromPhone => ControlError::ConsultFromPhone,
+            ConsultRefusal::SupervisorOn => ControlError::SupervisorOnCall,
+        }
+    }
+}
+
+impl From<MonitorRefusal> for ControlError {
+    fn from(refusal: MonitorRefusal) -> ControlError {
+        match refusal {
+            MonitorRefusal::NotBridged => ControlError::NotBridged {
+                action: "be monitored",
+            },
+            MonitorRefusal::ThreeWay => ControlError::ThreeWayCall,
+            MonitorRefusal::Taken(supervisor) => ControlError::MonitoredByAnother(supervisor),
+            MonitorRefusal::AlreadyOn(supervisor) => ControlError::AlreadyMonitoring(supervisor),
+            MonitorRefusal::NobodyMonitors => ControlError::NotMonitored,
+            MonitorRefusal::Unreachable(why) => why,
         }
     }
 }

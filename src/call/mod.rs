@@ -14,6 +14,7 @@ mod callback;
 pub mod consult;
 pub mod context;
 pub mod control;
+pub mod core;
 pub mod features;
 pub mod lifetime;
 pub mod lookup;
@@ -443,8 +444,8 @@ async fn call_actor(
         ),
         caller_dialog: dialog.clone(),
         monitor: None,
-        consult: None,
-        conference: None,
+        supervisor: self::core::monitor::MonitorMachine::new(&call_id),
+        consult: consult::Consult::new(&call_id, ctx.settings.acd.max_transfers),
         survey: None,
         referred: Vec::new(),
         lifetime: lifetime::Lifetime::new(
@@ -519,10 +520,11 @@ struct Actor {
     /// A supervisor listening in, whispering or barging; or the consulted
     /// agent of a three-way call.
     monitor: Option<monitor::Monitor>,
-    /// The agent consults another agent while the caller waits.
-    consult: Option<consult::Consult>,
-    /// The consulted agent of a three-way call (its leg is in `monitor`).
-    conference: Option<consult::ConferenceParty>,
+    /// The supervisor's session, whose leg is in `monitor`.
+    supervisor: self::core::monitor::MonitorMachine,
+    /// The agent consults another agent while the caller waits, or talks
+    /// with a third party in a three-way call (whose leg is in `monitor`).
+    consult: consult::Consult,
     /// The survey the caller is running, if it is.
     survey: Option<survey::Survey>,
     /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
@@ -732,11 +734,8 @@ impl Actor {
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
             let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
-            let consultant_rtp = self
-                .consult
-                .as_ref()
-                .and_then(consult::Consult::consultant_rtp);
-            let consult_phone_rtp = self.consult.as_ref().and_then(consult::Consult::phone_rtp);
+            let consultant_rtp = self.consult.consultant_rtp();
+            let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
@@ -745,11 +744,7 @@ impl Actor {
                         self.on_monitor_dialog(state).await;
                         continue;
                     }
-                    if self
-                        .consult
-                        .as_ref()
-                        .is_some_and(|c| c.owns(sip_call_id) || c.phone_owns(sip_call_id))
-                    {
+                    if self.consult.owns(sip_call_id) || self.consult.phone_owns(sip_call_id) {
                         self.on_consult_dialog(state).await;
                         continue;
                     }
@@ -839,7 +834,7 @@ impl Actor {
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
         let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
-        let consult = self.consult.as_ref().and_then(consult::Consult::deadline);
+        let consult = self.consult.deadline();
         let lifetime = self.lifetime.deadline();
         [
             self.timer,

@@ -1,6 +1,9 @@
-//! Supervisor monitoring of a bridged call (rulebook Q2): the supervisor's
-//! leg (a phone hotline rings for the CTI API, or a phone that dialled a
-//! feature code), its mode, and the audio it hears and adds.
+//! Supervisor monitoring of a bridged call (rulebook Q2): the actor's side.
+//! The session's decisions are the pure
+//! [`MonitorMachine`](super::core::monitor::MonitorMachine)'s; this file owns
+//! the mixed leg (the supervisor's phone, or the third party of a three-way
+//! call, which is mixed like a barging supervisor), the audio it hears and
+//! adds, and carries the machine's effects out.
 //!
 //! The monitored call is not delayed: a caller's or agent's packet still goes
 //! out the moment it arrives, with its own numbering; when the receiving side
@@ -9,13 +12,11 @@
 //! of hotline's own, paced by the call actor's timer (no task of its own).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::StatusCode;
 use rsipstack::transaction::Transaction;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -23,59 +24,19 @@ use tracing::{debug, info, warn};
 use super::acd::{Side, end_dialog};
 use super::agent_leg::{self, ForkFinal};
 use super::control::ControlError;
+use super::core::monitor::{
+    CallView, MixClock, MonitorEffect, MonitorEnd, MonitorInput, Party, Supervisor, Via,
+};
+pub use super::core::monitor::{MonitorMode, TICK};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, Relayed, relay};
 use super::{Actor, Phase};
-use crate::events::Event;
 use crate::media::mixer::{FRAME, MixStream, PcmQueue};
 use crate::media::rtp::HEADER_LEN;
 use crate::media::sdp;
 
-/// The mixing period.
-pub const TICK: Duration = Duration::from_millis(20);
-
 /// The most samples one packet may carry through the mixer (ptime up to 120 ms).
 const MAX_SAMPLES: usize = 960;
-
-/// Who hears the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MonitorMode {
-    /// The supervisor hears both sides; nobody hears the supervisor.
-    Listen,
-    /// The agent hears the supervisor; the caller does not.
-    Whisper,
-    /// All three hear each other.
-    Barge,
-}
-
-impl MonitorMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MonitorMode::Listen => "listen",
-            MonitorMode::Whisper => "whisper",
-            MonitorMode::Barge => "barge",
-        }
-    }
-
-    pub fn agent_hears_supervisor(self) -> bool {
-        !matches!(self, MonitorMode::Listen)
-    }
-
-    pub fn caller_hears_supervisor(self) -> bool {
-        matches!(self, MonitorMode::Barge)
-    }
-
-    /// The supervisor's keys during a session: 1 listen, 2 whisper, 3 barge.
-    pub fn from_key(key: char) -> Option<MonitorMode> {
-        match key {
-            '1' => Some(MonitorMode::Listen),
-            '2' => Some(MonitorMode::Whisper),
-            '3' => Some(MonitorMode::Barge),
-            _ => None,
-        }
-    }
-}
 
 /// A supervisor's phone that dialled a feature code, handed to the call it
 /// monitors.
@@ -113,27 +74,20 @@ pub enum MonitorCommand {
     Incoming(Box<IncomingMonitor>),
 }
 
-/// The supervisor's leg of a monitored call.
+/// The leg the mixer serves: a supervisor's, or the third party's of a
+/// three-way call.
 pub struct Monitor {
-    pub supervisor: String,
-    pub mode: MonitorMode,
-    via: &'static str,
+    /// Who hears this leg's voice (a third party is heard like a barging
+    /// supervisor).
+    mode: MonitorMode,
     pub media: MediaSession,
     dialog: InviteDialog,
-    /// The SIP Call-ID of the supervisor's dialog.
+    /// The SIP Call-ID of the leg's dialog.
     sip_call_id: String,
-    /// When the supervisor's phone answered; `None` while it rings.
-    answered_at: Option<Instant>,
-    next_tick: Instant,
-    /// When a packet of the caller, and of the agent, last went through.
-    last_from_caller: Instant,
-    last_from_agent: Instant,
+    /// The mix's pacing, once the leg's phone answered.
+    clock: Option<MixClock>,
     mix: Box<Mix>,
 }
-
-/// How long a side may send nothing (silence suppression, a hold) before the
-/// supervisor's voice for the other side travels on a stream of its own.
-const SILENT_SIDE: Duration = Duration::from_millis(60);
 
 /// The monitor's audio buffers, allocated once per session.
 struct Mix {
@@ -210,33 +164,28 @@ pub fn relay_mixed(
 }
 
 impl Monitor {
-    /// The consulted agent of a three-way call, mixed like a barging
-    /// supervisor.
-    pub fn conference(
-        agent: String,
+    fn new(
+        mode: MonitorMode,
         media: MediaSession,
         dialog: InviteDialog,
         sip_call_id: String,
     ) -> Monitor {
-        let now = Instant::now();
         Monitor {
-            supervisor: agent,
-            mode: MonitorMode::Barge,
-            via: "conference",
+            mode,
             media,
             dialog,
             sip_call_id,
-            answered_at: Some(now),
-            next_tick: now + TICK,
-            last_from_caller: now,
-            last_from_agent: now,
+            clock: None,
             mix: Mix::new(),
         }
     }
 
-    /// Whether this is the consulted agent of a three-way call.
-    pub fn is_conference(&self) -> bool {
-        self.via == "conference"
+    /// The consulted agent of a three-way call, mixed like a barging
+    /// supervisor, from now.
+    pub fn conference(media: MediaSession, dialog: InviteDialog, sip_call_id: String) -> Monitor {
+        let mut leg = Monitor::new(MonitorMode::Barge, media, dialog, sip_call_id);
+        leg.clock = Some(MixClock::start(Instant::now().into_std()));
+        leg
     }
 
     /// The leg's media, dialog and SIP Call-ID, when its party stays on.
@@ -248,18 +197,14 @@ impl Monitor {
         self.sip_call_id == sip_call_id
     }
 
-    fn answered(&self) -> bool {
-        self.answered_at.is_some()
-    }
-
-    /// The next mixing deadline, while the supervisor listens.
+    /// The next mixing deadline, once the leg's phone answered.
     pub fn deadline(&self) -> Option<Instant> {
-        self.answered().then_some(self.next_tick)
+        self.clock.map(|c| Instant::from_std(c.deadline()))
     }
 
     /// Relays a packet of one side of the bridge to the other, keeping its
-    /// audio for the supervisor and adding the supervisor's voice when the
-    /// receiving side is to hear it.
+    /// audio for the mix and adding this leg's voice when the receiving side
+    /// is to hear it.
     pub fn relay(
         &mut self,
         from_side: Side,
@@ -268,13 +213,10 @@ impl Monitor {
         to: &LegFormat,
         out: &mut [u8],
     ) -> Option<Relayed> {
-        if !self.answered() {
+        let Some(clock) = self.clock.as_mut() else {
             return relay(packet, from, to, out);
-        }
-        match from_side {
-            Side::Caller => self.last_from_caller = Instant::now(),
-            Side::Agent => self.last_from_agent = Instant::now(),
-        }
+        };
+        clock.heard(party(from_side), Instant::now().into_std());
         let mix = &mut *self.mix;
         let (tap, inject, mixed) = match from_side {
             Side::Caller => (
@@ -298,7 +240,7 @@ impl Monitor {
         }
     }
 
-    /// The supervisor's own audio: queued for whoever is to hear it.
+    /// The leg's own audio: queued for whoever is to hear it.
     fn on_audio(&mut self, packet: &[u8]) {
         let Some(format) = self.media.negotiated().map(LegFormat::from) else {
             return;
@@ -315,19 +257,14 @@ impl Monitor {
         }
     }
 
-    /// Sends the supervisor the mix of the frames due by `now`.
-    pub fn tick(&mut self, now: Instant) {
-        if !self.answered() || self.next_tick > now {
+    /// Sends the leg the mix of the frames due by `now`.
+    fn tick(&mut self, now: Instant) {
+        let Some(frames) = self.clock.as_mut().map(|c| c.due(now.into_std())) else {
             return;
-        }
-        // After a stall, start afresh rather than send a burst.
-        if now - self.next_tick > 5 * TICK {
-            self.next_tick = now;
-        }
+        };
         let format = self.media.negotiated().map(LegFormat::from);
         let remote = self.media.remote();
-        while self.next_tick <= now {
-            self.next_tick += TICK;
+        for _ in 0..frames {
             let mix = &mut *self.mix;
             mix.frame = [0; FRAME];
             mix.caller.mix_into(&mut mix.frame);
@@ -345,23 +282,9 @@ impl Monitor {
         }
     }
 
-    /// The supervisor's next 20 ms for `to` (the side that hears it), sent
-    /// on a stream of its own when the other side has been silent: whisper
-    /// and barge must not wait for the monitored parties to speak.
-    pub fn speak_alone(&mut self, now: Instant, to: Side, format: LegFormat, media: &MediaSession) {
-        let (hears, carrier_silent) = match to {
-            Side::Agent => (
-                self.mode.agent_hears_supervisor(),
-                now.saturating_duration_since(self.last_from_caller) > SILENT_SIDE,
-            ),
-            Side::Caller => (
-                self.mode.caller_hears_supervisor(),
-                now.saturating_duration_since(self.last_from_agent) > SILENT_SIDE,
-            ),
-        };
-        if !self.answered() || !hears || !carrier_silent {
-            return;
-        }
+    /// This leg's next 20 ms for `to` (the side that hears it), sent on a
+    /// stream of its own (the 60 ms silence rule said so).
+    fn speak_alone(&mut self, to: Side, format: LegFormat, media: &MediaSession) {
         let mix = &mut *self.mix;
         let (queue, stream) = match to {
             Side::Agent => (&mut mix.for_agent, &mut mix.to_agent),
@@ -394,78 +317,164 @@ impl Monitor {
     }
 }
 
+fn party(side: Side) -> Party {
+    match side {
+        Side::Caller => Party::Caller,
+        Side::Agent => Party::Agent,
+    }
+}
+
+fn end_of(reason: &str) -> MonitorEnd {
+    match reason {
+        "transferred" => MonitorEnd::Transferred,
+        "requeued" => MonitorEnd::Requeued,
+        "call_left_agent" => MonitorEnd::CallLeftAgent,
+        "supervisor_hung_up" => MonitorEnd::SupervisorHungUp,
+        "stopped" => MonitorEnd::Stopped,
+        _ => MonitorEnd::CallEnded,
+    }
+}
+
 /// The socket the supervisor's RTP arrives on.
 pub fn monitor_rtp(monitor: Option<&Monitor>) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
     monitor.map(|m| m.media.rtp.clone())
 }
 
+/// What asking the supervisor's phone needs, once the machine has said so.
+enum Reach {
+    Ring,
+    Accept,
+}
+
 impl Actor {
+    /// What the supervisor machine needs to know of the call.
+    fn monitor_view(&self) -> CallView {
+        let bridged = matches!(self.phase, Phase::Bridged);
+        CallView {
+            agent: self
+                .acd
+                .connected
+                .as_ref()
+                .filter(|_| bridged)
+                .map(|c| c.leg.agent.0.clone()),
+            three_way: self.consult.in_conference(),
+        }
+    }
+
+    /// Feeds the supervisor machine `input` and carries out its effects, up
+    /// to the phone it asks to reach; the command's answer, if it has one.
+    fn supervise(
+        &mut self,
+        input: MonitorInput,
+    ) -> (Option<Result<(), ControlError>>, Option<Reach>) {
+        let view = self.monitor_view();
+        let effects = self
+            .supervisor
+            .handle(input, &view, Instant::now().into_std());
+        let mut reply = None;
+        let mut reach = None;
+        for effect in effects {
+            match effect {
+                MonitorEffect::Reply(result) => reply = Some(result.map_err(ControlError::from)),
+                MonitorEffect::Ring => reach = Some(Reach::Ring),
+                MonitorEffect::Accept => reach = Some(Reach::Accept),
+                MonitorEffect::Refuse(why) => reply = Some(Err(why.into())),
+                MonitorEffect::SetMode(mode) => {
+                    if let Some(monitor) = self.monitor.as_mut() {
+                        monitor.set_mode(mode);
+                    }
+                    info!(mode = mode.as_str(), "monitor mode changed");
+                }
+                MonitorEffect::Mix => {
+                    if let Some(monitor) = self.monitor.as_mut() {
+                        monitor.clock = Some(MixClock::start(Instant::now().into_std()));
+                    }
+                    if let (Some(s), Some(mode)) =
+                        (self.supervisor.supervisor(), self.supervisor.mode())
+                    {
+                        info!(supervisor = %s.name, mode = mode.as_str(), via = s.via.as_str(), "monitoring");
+                    }
+                }
+                MonitorEffect::HangUp(via) => {
+                    if let Some(monitor) = self.monitor.take() {
+                        self.hang_up_mixed(monitor, via == Via::Api);
+                    }
+                }
+                MonitorEffect::Release => {
+                    if let Some(monitor) = self.monitor.take() {
+                        self.ctx.dialogs.remove_dialog(&monitor.dialog.id());
+                    }
+                }
+                MonitorEffect::Publish(event) => {
+                    if let crate::events::Event::MonitorEnded {
+                        supervisor,
+                        reason,
+                        duration_ms: Some(_),
+                        ..
+                    } = &event
+                    {
+                        info!(%supervisor, reason, "monitoring ended");
+                    }
+                    self.ctx.bus.publish(event);
+                }
+            }
+        }
+        (reply, reach)
+    }
+
+    /// BYE to a mixed leg's phone, or CANCEL while hotline rings it.
+    fn hang_up_mixed(&self, monitor: Monitor, rung_by_hotline: bool) {
+        match monitor.dialog.state() {
+            DialogState::Confirmed(..) | DialogState::WaitAck(..) => {
+                end_dialog(&self.ctx, monitor.dialog.clone())
+            }
+            _ if rung_by_hotline => {
+                let dialog = monitor.dialog.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.cancel().await {
+                        debug!(error = %e, "CANCEL to the supervisor failed");
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
     pub(super) async fn on_monitor_command(&mut self, command: MonitorCommand) {
-        match command {
+        let (input, reply) = match command {
             MonitorCommand::Start {
                 supervisor,
                 mode,
                 reply,
             } => {
-                let _ = reply.send(self.ring_supervisor(supervisor, mode).await);
-            }
-            MonitorCommand::Mode { mode, reply } => {
-                let result = match self.monitor.as_ref().filter(|m| !m.is_conference()) {
-                    Some(_) => {
-                        self.change_monitor_mode(mode);
-                        Ok(())
-                    }
-                    None => Err(ControlError::NotMonitored),
+                let supervisor = Supervisor {
+                    name: supervisor,
+                    via: Via::Api,
                 };
-                let _ = reply.send(result);
+                (MonitorInput::Start { supervisor, mode }, reply)
             }
-            MonitorCommand::Stop { reply } => {
-                let result = match self.monitor.as_ref().is_some_and(|m| !m.is_conference()) {
-                    true => {
-                        self.end_monitor("stopped", true);
-                        Ok(())
-                    }
-                    false => Err(ControlError::NotMonitored),
-                };
-                let _ = reply.send(result);
-            }
-            MonitorCommand::Incoming(incoming) => self.answer_supervisor(*incoming).await,
+            MonitorCommand::Mode { mode, reply } => (MonitorInput::Mode(mode), reply),
+            MonitorCommand::Stop { reply } => (MonitorInput::Stop, reply),
+            MonitorCommand::Incoming(incoming) => return self.answer_supervisor(*incoming).await,
+        };
+        let (mut answer, reach) = self.supervise(input);
+        if let Some(Reach::Ring) = reach {
+            let rung = self.ring_supervisor().await;
+            answer = self.supervise(MonitorInput::Rung(rung)).0;
         }
-    }
-
-    /// Why the call cannot be monitored now, if it cannot.
-    fn unmonitorable(&self, supervisor: &str) -> Option<ControlError> {
-        if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
-            return Some(ControlError::NotBridged {
-                action: "be monitored",
-            });
-        }
-        match &self.monitor {
-            Some(m) if m.is_conference() => Some(ControlError::ThreeWayCall),
-            Some(m) if m.supervisor != supervisor => {
-                Some(ControlError::MonitoredByAnother(m.supervisor.clone()))
-            }
-            Some(_) => Some(ControlError::AlreadyMonitoring(supervisor.to_string())),
-            None => None,
+        if let Some(answer) = answer {
+            let _ = reply.send(answer);
         }
     }
 
     /// CTI: rings the supervisor's phone; the session starts when it answers.
-    async fn ring_supervisor(
-        &mut self,
-        supervisor: String,
-        mode: MonitorMode,
-    ) -> Result<(), ControlError> {
-        if let Some(m) = self.monitor.as_ref()
-            && m.supervisor == supervisor
-            && !m.is_conference()
-        {
-            self.change_monitor_mode(mode);
-            return Ok(());
-        }
-        if let Some(why) = self.unmonitorable(&supervisor) {
-            return Err(why);
-        }
+    async fn ring_supervisor(&mut self) -> Result<(), ControlError> {
+        let (Some(supervisor), Some(mode)) = (
+            self.supervisor.supervisor().map(|s| s.name.clone()),
+            self.supervisor.mode(),
+        ) else {
+            return Err(ControlError::NotMonitored);
+        };
         let bindings = self.ctx.registrar.contacts(&supervisor);
         let Some(binding) = bindings.first() else {
             return Err(ControlError::PhoneNotRegistered(supervisor));
@@ -490,19 +499,7 @@ impl Actor {
         )
         .map_err(ControlError::LegFailed)?;
         info!(%supervisor, mode = mode.as_str(), "ringing the supervisor");
-        self.monitor = Some(Monitor {
-            supervisor,
-            mode,
-            via: "api",
-            media,
-            dialog: fork.dialog,
-            sip_call_id: fork.call_id,
-            answered_at: None,
-            next_tick: Instant::now(),
-            last_from_caller: Instant::now(),
-            last_from_agent: Instant::now(),
-            mix: Mix::new(),
-        });
+        self.monitor = Some(Monitor::new(mode, media, fork.dialog, fork.call_id));
         Ok(())
     }
 
@@ -519,17 +516,17 @@ impl Actor {
             Some(r) if agent_leg::is_success(&r) => r,
             other => {
                 let code = other.as_ref().map(agent_leg::code);
-                info!(supervisor = %monitor.supervisor, ?code, "the supervisor did not answer");
-                self.end_monitor("not_answered", false);
+                info!(?code, "the supervisor did not answer");
+                self.supervise(MonitorInput::NotAnswered);
                 return;
             }
         };
         if let Err(e) = sdp::parse(&response.body).and_then(|a| monitor.media.accept_answer(&a)) {
             warn!(error = %e, "the supervisor's phone answered with unusable SDP");
-            self.end_monitor("unusable_sdp", true);
+            self.supervise(MonitorInput::UnusableAnswer);
             return;
         }
-        self.monitor_started();
+        self.supervise(MonitorInput::Answered);
     }
 
     /// Feature code: answers the supervisor's INVITE in this call's dialogs.
@@ -539,7 +536,15 @@ impl Actor {
             supervisor,
             mode,
         } = incoming;
-        if let Some(why) = self.unmonitorable(&supervisor) {
+        let start = MonitorInput::Start {
+            supervisor: Supervisor {
+                name: supervisor.clone(),
+                via: Via::Phone,
+            },
+            mode,
+        };
+        let (refused, reach) = self.supervise(start);
+        if let Some(Err(why)) = refused {
             info!(%supervisor, %why, "monitoring refused");
             let reason = format!(
                 "SIP;cause=486;text=\"{}\"",
@@ -549,143 +554,68 @@ impl Actor {
             let _ = tx.reply_with(StatusCode::BusyHere, headers, None).await;
             return;
         }
-        let Some(phone) = self.take_phone_invite(&mut tx).await else {
-            return;
-        };
-        if !phone.accept(tx) {
+        if !matches!(reach, Some(Reach::Accept)) {
             return;
         }
+        let accepted = match self.take_phone_invite(&mut tx).await {
+            Some(phone) if phone.accept(tx) => Some(phone),
+            _ => None,
+        };
+        let Some(phone) = accepted else {
+            self.supervise(MonitorInput::Rung(Err(ControlError::LegFailed(
+                "the supervisor's call failed".into(),
+            ))));
+            return;
+        };
         let super::PhoneInvite {
             media,
             dialog,
             sip_call_id,
             ..
         } = phone;
-        self.monitor = Some(Monitor {
-            supervisor,
-            mode,
-            via: "phone",
-            media,
-            dialog,
-            sip_call_id,
-            answered_at: None,
-            next_tick: Instant::now(),
-            last_from_caller: Instant::now(),
-            last_from_agent: Instant::now(),
-            mix: Mix::new(),
-        });
-        self.monitor_started();
+        self.monitor = Some(Monitor::new(mode, media, dialog, sip_call_id));
+        self.supervise(MonitorInput::Answered);
     }
 
-    fn monitor_started(&mut self) {
-        let agent = self
-            .acd
-            .connected
-            .as_ref()
-            .map(|c| c.leg.agent.0.clone())
-            .unwrap_or_default();
-        let Some(monitor) = self.monitor.as_mut() else {
-            return;
-        };
-        let now = Instant::now();
-        monitor.answered_at = Some(now);
-        monitor.next_tick = now + TICK;
-        info!(supervisor = %monitor.supervisor, mode = monitor.mode.as_str(), via = monitor.via, "monitoring");
-        self.ctx.bus.publish(Event::MonitorStarted {
-            call_id: self.call_id.clone(),
-            supervisor: monitor.supervisor.clone(),
-            agent,
-            mode: monitor.mode.as_str(),
-            via: monitor.via,
-        });
-    }
-
-    fn change_monitor_mode(&mut self, mode: MonitorMode) {
-        let Some(monitor) = self.monitor.as_mut() else {
-            return;
-        };
-        if monitor.mode == mode {
+    /// Ends what the mixer serves: the supervisor's session (`reason`), or
+    /// the third party of a three-way call (hung up when `hang_up`).
+    pub(super) fn end_monitor(&mut self, reason: &'static str, hang_up: bool) {
+        if self.supervisor.supervisor().is_some() {
+            self.supervise(MonitorInput::End(end_of(reason)));
             return;
         }
-        monitor.set_mode(mode);
-        info!(supervisor = %monitor.supervisor, mode = mode.as_str(), "monitor mode changed");
-        self.ctx.bus.publish(Event::MonitorModeChanged {
-            call_id: self.call_id.clone(),
-            supervisor: monitor.supervisor.clone(),
-            mode: mode.as_str(),
-        });
-    }
-
-    /// Ends the session; `hang_up` sends the supervisor BYE (or CANCEL while
-    /// ringing), false when its dialog is already over.
-    pub(super) fn end_monitor(&mut self, reason: &'static str, hang_up: bool) {
         let Some(monitor) = self.monitor.take() else {
             return;
         };
-        if hang_up {
-            match monitor.dialog.state() {
-                DialogState::Confirmed(..) | DialogState::WaitAck(..) => {
-                    end_dialog(&self.ctx, monitor.dialog.clone())
-                }
-                _ if monitor.via == "api" => {
-                    let dialog = monitor.dialog.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = dialog.cancel().await {
-                            debug!(error = %e, "CANCEL to the supervisor failed");
-                        }
-                    });
-                }
-                _ => {}
-            }
-        } else {
-            self.ctx.dialogs.remove_dialog(&monitor.dialog.id());
+        match hang_up {
+            true => self.hang_up_mixed(monitor, false),
+            false => self.ctx.dialogs.remove_dialog(&monitor.dialog.id()),
         }
-        if monitor.is_conference() {
+        if self.consult.in_conference() {
             self.conference_party_left();
-            return;
         }
-        let Some(answered_at) = monitor.answered_at else {
-            self.ctx.bus.publish(Event::MonitorEnded {
-                call_id: self.call_id.clone(),
-                supervisor: monitor.supervisor,
-                reason,
-                duration_ms: None,
-            });
-            return;
-        };
-        info!(supervisor = %monitor.supervisor, reason, "monitoring ended");
-        self.ctx.bus.publish(Event::MonitorEnded {
-            call_id: self.call_id.clone(),
-            supervisor: monitor.supervisor,
-            reason,
-            duration_ms: Some(answered_at.elapsed().as_millis() as u64),
-        });
     }
 
-    /// RTP from the supervisor's phone: its voice, or a key changing the mode.
+    /// RTP from the mixed leg's phone: its voice, or a key changing the mode.
     pub(super) fn on_supervisor_rtp(&mut self, source: SocketAddr, packet: &[u8]) {
         let Some(monitor) = self.monitor.as_mut() else {
             return;
         };
         let (accepted, digit) = monitor.media.on_rtp(source, packet);
-        if accepted && monitor.answered() {
+        if accepted && monitor.clock.is_some() {
             monitor.on_audio(packet);
         }
-        let conference = monitor.is_conference();
-        if let Some(mode) = digit
-            .and_then(|(key, _)| MonitorMode::from_key(key))
-            .filter(|_| !conference)
-        {
-            self.change_monitor_mode(mode);
+        if let Some((key, _)) = digit {
+            self.supervise(MonitorInput::Key(key));
         }
     }
 
-    /// The mix for the supervisor; the session ends once no agent is on the call.
+    /// The mix for the mixed leg; it ends once no agent is on the call.
     pub(super) fn on_monitor_timer(&mut self, now: Instant) {
         if self.monitor.is_none() {
             return;
         }
-        if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
+        if self.monitor_view().agent.is_none() {
             self.end_monitor("call_left_agent", true);
             return;
         }
@@ -693,30 +623,36 @@ impl Actor {
             return;
         };
         monitor.tick(now);
-        // While a consultation uses the agent's leg, it carries the
-        // consulted agent; a held caller hears the music.
-        if self.consult.is_some() {
+        let Some(lone) = monitor.clock.map(|c| {
+            let held = self.acd.hold.is_some();
+            c.lone_voice(monitor.mode, now.into_std(), self.consult.running(), held)
+        }) else {
             return;
-        }
-        if let Some(connected) = self.acd.connected.as_ref()
+        };
+        if lone.agent
+            && let Some(connected) = self.acd.connected.as_ref()
             && let Some(format) = connected.leg.media.negotiated().map(LegFormat::from)
         {
-            monitor.speak_alone(now, Side::Agent, format, &connected.leg.media);
+            monitor.speak_alone(Side::Agent, format, &connected.leg.media);
         }
-        if self.acd.hold.is_none()
+        if lone.caller
             && let Some(format) = self.media.negotiated().map(LegFormat::from)
         {
-            monitor.speak_alone(now, Side::Caller, format, &self.media);
+            monitor.speak_alone(Side::Caller, format, &self.media);
         }
     }
 
-    /// A request or state change in the supervisor's dialog.
+    /// A request or state change in the mixed leg's dialog.
     pub(super) async fn on_monitor_dialog(&mut self, state: DialogState) {
         match state {
             DialogState::Terminated(id, reason) => {
                 debug!(?reason, "the supervisor's dialog ended");
                 self.ctx.dialogs.remove_dialog(&id);
-                self.end_monitor("supervisor_hung_up", false);
+                if self.supervisor.supervisor().is_some() {
+                    self.supervise(MonitorInput::SupervisorLeft);
+                } else {
+                    self.end_monitor("supervisor_hung_up", false);
+                }
             }
             DialogState::Updated(_, req, handle) => {
                 if let Some(monitor) = self.monitor.as_mut() {
@@ -727,8 +663,8 @@ impl Actor {
                 let digit =
                     crate::media::dtmf::parse_info(&super::content_type(&req), &req.body).ok();
                 let _ = handle.reply(StatusCode::OK).await;
-                if let Some(mode) = digit.and_then(MonitorMode::from_key) {
-                    self.change_monitor_mode(mode);
+                if let Some(key) = digit {
+                    self.supervise(MonitorInput::Key(key));
                 }
             }
             DialogState::Options(_, _, handle) => {

@@ -18,7 +18,8 @@ use rsipstack::sip::{Header, Request, StatusCode};
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
-use super::{Actor, Phase, TransferTarget};
+use super::core::consult::{BlindRefer, BlindReferRefusal};
+use super::{Actor, TransferTarget};
 use crate::config::NumberTarget;
 use crate::sip::{EdgeContext, header_values};
 
@@ -187,31 +188,36 @@ impl Actor {
             [one] => refer_to_user(one),
             [first, ..] => Err(ReferToError::Unparsable(first.to_string())),
         };
-        let user = match user {
-            Ok(user) => user,
-            Err(ReferToError::Replaces(replaced)) => {
-                return self.attended_refer(dialog, id, &replaced, handle).await;
-            }
-            Err(e) => return refuse(&handle, StatusCode::BadRequest, &e.to_string()).await,
-        };
-        let Some(target) = self.refer_target(&user) else {
-            let why = format!("`{user}` is no hotline number, queue or agent");
-            return refuse(&handle, StatusCode::NotFound, &why).await;
-        };
+        if let Err(ReferToError::Replaces(replaced)) = &user {
+            return self.attended_refer(dialog, id, replaced, handle).await;
+        }
+        let target = user.as_ref().ok().and_then(|u| self.refer_target(u));
         let survey = match &target {
-            TransferTarget::Survey => true,
-            TransferTarget::Ivr(flow) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
+            Some(TransferTarget::Survey) => true,
+            Some(TransferTarget::Ivr(flow)) => self.survey_flow().is_some_and(|(s, ..)| &s == flow),
             _ => false,
         };
-        if !matches!(self.phase, Phase::Bridged) {
-            let why = "the call is not connected to this phone yet";
-            return refuse(&handle, StatusCode::Forbidden, why).await;
-        }
-        // The survey is no transfer: the limit does not apply to it.
-        if let Some(why) = self.transfer_refused().filter(|_| !survey) {
-            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why.to_string()).await;
-        }
+        let refer = BlindRefer {
+            user: user.map_err(|e| e.to_string()),
+            known: target.is_some(),
+            survey,
+        };
+        let verdict = self.consult_blind_refer(&refer);
+        let (Ok(()), Some(target)) = (&verdict, target) else {
+            let Err(refusal) = verdict else {
+                return;
+            };
+            let status = match refusal {
+                BlindReferRefusal::BadReferTo(_) => StatusCode::BadRequest,
+                BlindReferRefusal::UnknownTarget(_) => StatusCode::NotFound,
+                BlindReferRefusal::NotConnected => StatusCode::Forbidden,
+                BlindReferRefusal::TransferLimit(_) => {
+                    StatusCode::Other(403, "Transfer Limit Reached".into())
+                }
+            };
+            return refuse(&handle, status, &refusal.to_string()).await;
+        };
+        let user = refer.user.unwrap_or_default();
         info!(%user, ?target, "REFER accepted");
         if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
             debug!(error = %e, "could not accept the REFER");
@@ -236,59 +242,29 @@ impl Actor {
         replaced: &str,
         handle: TransactionHandle,
     ) {
-        let agent_dialog = self
-            .acd
-            .connected
-            .as_ref()
-            .and_then(|c| c.leg.answered())
-            .map(|d| d.id().call_id.clone());
-        let consult_dialog = self
-            .consult
-            .as_ref()
-            .and_then(|c| c.phone_call_id())
-            .map(str::to_string);
-        let names_the_other = match (
-            id.call_id == agent_dialog.clone().unwrap_or_default(),
-            &consult_dialog,
-            &agent_dialog,
-        ) {
-            (true, Some(consult), _) => consult == replaced,
-            (false, _, Some(agent)) => {
-                agent == replaced && consult_dialog.as_deref() == Some(id.call_id.as_str())
+        let (effects, replaced_dialog) = match self.consult_refer(&dialog, replaced) {
+            Ok(taken) => taken,
+            Err((status, why)) => {
+                let status = match status {
+                    481 => StatusCode::CallTransactionDoesNotExist,
+                    403 => StatusCode::Other(403, "Transfer Limit Reached".into()),
+                    _ => StatusCode::Other(491, "Request Pending".into()),
+                };
+                return refuse(&handle, status, &why).await;
             }
-            _ => false,
         };
-        if !names_the_other {
-            let why = format!("Replaces names {replaced}, not this call's consultation");
-            return refuse(&handle, StatusCode::CallTransactionDoesNotExist, &why).await;
-        }
-        if let Some(why) = self.transfer_refused() {
-            let status = StatusCode::Other(403, "Transfer Limit Reached".into());
-            return refuse(&handle, status, &why.to_string()).await;
-        }
-        if !self.consult_answered() {
-            let why = "the consulted agent has not answered yet";
-            return refuse(
-                &handle,
-                StatusCode::Other(491, "Request Pending".into()),
-                why,
-            )
-            .await;
-        }
         info!(%replaced, "REFER with Replaces accepted: attended transfer");
-        if let Err(e) = handle.respond(StatusCode::Accepted, None, None).await {
+        let accepted = handle.respond(StatusCode::Accepted, None, None).await;
+        // The machine has taken the transfer: it is carried out even when
+        // the 202 could not be sent.
+        self.consult_transfer_by_refer(effects);
+        if let Err(e) = accepted {
             debug!(error = %e, "could not accept the REFER");
             return;
         }
         let (sent, answered) = oneshot::channel();
         self.referred.push(Accepted { dialog: id, sent });
-        match self.complete_consult_by_refer(&dialog) {
-            Ok(replaced) => report(&self.ctx, dialog, answered, true, replaced),
-            Err(why) => {
-                info!(%why, "the attended transfer failed");
-                report(&self.ctx, dialog, answered, false, None);
-            }
-        }
+        report(&self.ctx, dialog, answered, true, replaced_dialog);
     }
 }
 

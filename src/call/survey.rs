@@ -47,7 +47,7 @@ impl Actor {
         // is hung up as before.
         if !matches!(self.phase, Phase::Bridged)
             || self.acd.callback.is_some()
-            || self.consult.is_some()
+            || self.consult.running()
         {
             return false;
         }
