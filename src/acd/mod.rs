@@ -90,7 +90,7 @@ pub fn router_from_settings(
 pub const TICK: Duration = Duration::from_millis(250);
 
 /// A request to the router actor; each maps to the [`Router`] method of the same name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     AddQueue(QueueConfig),
     AddAgent(AgentConfig),

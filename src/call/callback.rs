@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, Dial, ForkFinal, ForkStatus, Target};
+use super::core::Input as CoreInput;
 use super::{Actor, Phase};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
@@ -65,23 +66,13 @@ impl Actor {
     /// Whether `digit` asks for a callback now.
     pub(super) fn is_callback_key(&self, digit: char) -> bool {
         matches!(self.phase, Phase::Queued)
-            && self.acd.callback_offered
+            && self.core.callback_offered()
             && self.acd.legs.is_empty()
             && self
-                .acd
-                .wait
-                .as_ref()
-                .and_then(|w| self.ctx.settings.queues.get(&w.queue))
+                .core
+                .place()
+                .and_then(|p| self.ctx.settings.queues.get(&p.queue))
                 .is_some_and(|q| q.callback_key == digit)
-    }
-
-    /// "To leave your number and be called back, press 1."
-    pub(super) fn offer_callback(&mut self) {
-        if !matches!(self.phase, Phase::Queued) || !self.acd.legs.is_empty() {
-            return;
-        }
-        self.acd.callback_offered = true;
-        self.play(&["leave_number".to_string()], false);
     }
 
     /// The caller pressed the key: the number it calls from is proposed.
@@ -93,7 +84,7 @@ impl Actor {
             deadline: Instant::now() + ENTRY_TIMEOUT,
         };
         self.acd.number_entry = Some(entry);
-        self.acd.announce_at = None;
+        self.core_do(CoreInput::NumberEntryStarted);
         let caller = self.acd.caller.clone();
         self.propose_number(&caller);
     }
@@ -197,10 +188,9 @@ impl Actor {
     /// and is hung up; the call stays in the router with its place.
     fn record_callback(&mut self, number: String) {
         let queue = self
-            .acd
-            .wait
-            .as_ref()
-            .map(|w| w.queue.clone())
+            .core
+            .place()
+            .map(|p| p.queue.clone())
             .unwrap_or_default();
         info!(%queue, "callback requested");
         self.ctx.bus.publish(Event::CallbackRequested {
@@ -214,9 +204,7 @@ impl Actor {
             deadline: None,
             permit: None,
         });
-        self.acd.max_wait_at = None;
-        self.acd.announce_at = None;
-        self.acd.callback_offer_at = None;
+        self.core_do(CoreInput::CallbackRecorded);
         self.phase = Phase::CallbackRecorded;
         self.play(&["callback_recorded".to_string()], false);
     }

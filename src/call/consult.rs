@@ -23,11 +23,12 @@ use tracing::{debug, info, warn};
 
 use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
+use super::core::Input as CoreInput;
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase};
 use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId};
-use crate::events::{Event, ReleasedBy};
+use crate::events::Event;
 use crate::media::sdp;
 
 /// Marks the router's id of a call's consultation; a SIP Call-ID never
@@ -295,8 +296,7 @@ impl Actor {
             agent: agent.0.clone(),
             target: target.to_string(),
         });
-        self.acd.consult_hold = true;
-        self.hold_changed();
+        self.consult_hold(true);
         Ok(())
     }
 
@@ -612,8 +612,7 @@ impl Actor {
             return Err("the consulted agent has not answered".into());
         };
         // The hold ends with the agent who started it.
-        self.acd.consult_hold = false;
-        self.hold_changed();
+        self.consult_hold(false);
         let phone = consult.phone.take().map(|p| p.dialog);
         let previous = self
             .acd
@@ -636,42 +635,23 @@ impl Actor {
     /// The agent on the call leaves; `leg` (a consulted agent) takes over.
     fn hand_over(&mut self, leg: AgentLeg, router_call: CallId, since: Instant, hang_up: bool) {
         self.end_monitor("transferred", true);
-        self.end_hold();
         if let Some(previous) = self.acd.connected.take() {
             // The consulted agent's dialog runs no session timer of hotline's.
             self.lifetime.disconnected();
             if hang_up && let Some(dialog) = previous.leg.answered().cloned() {
                 end_dialog(&self.ctx, dialog);
             }
-            self.release_event(&previous, ReleasedBy::System);
             self.forget_leg(&previous.leg);
-            self.tell_router(Command::CallEnded(
-                previous.router_call.clone(),
-                previous.leg.agent.clone(),
-            ));
-            self.acd.transfers += 1;
-            self.ctx.bus.publish(Event::CallTransferred {
-                call_id: self.call_id.clone(),
-                agent: previous.leg.agent.0.clone(),
-                from_queue: previous.leg.queue.clone(),
-                to_queue: leg.queue.clone(),
-                to_agent: Some(leg.agent.0.clone()),
-                count: self.acd.transfers,
-            });
         }
-        let now = Instant::now();
-        let waited = self.acd.wait.as_ref().map_or(0, |w| {
-            now.saturating_duration_since(w.first).as_millis() as u64
+        let agent = leg.agent.clone();
+        let queue = leg.queue.clone();
+        self.acd.connected = Some(Connected::new(leg));
+        self.core_do(CoreInput::TakenOver {
+            agent,
+            queue,
+            router_call,
+            rang_since: since.into_std(),
         });
-        self.ctx.bus.publish(Event::CallConnected {
-            call_id: self.call_id.clone(),
-            agent: leg.agent.0.clone(),
-            queue: leg.queue.clone(),
-            waited_ms: waited,
-            ring_ms: since.elapsed().as_millis() as u64,
-            late: false,
-        });
-        self.acd.connected = Some(Connected::new(leg, now, router_call));
         self.phase = Phase::Bridged;
         self.bridge();
     }
@@ -715,8 +695,7 @@ impl Actor {
             dialog,
             sip_call_id,
         ));
-        self.acd.consult_hold = false;
-        self.hold_changed();
+        self.consult_hold(false);
         info!(consultant = %leg.agent, "three-way call");
         self.ctx.bus.publish(Event::ConsultEnded {
             call_id: self.call_id.clone(),
@@ -810,8 +789,7 @@ impl Actor {
             call_id: self.call_id.clone(),
             outcome,
         });
-        self.acd.consult_hold = false;
-        self.hold_changed();
+        self.consult_hold(false);
     }
 
     /// Ring limits of consulted agents.

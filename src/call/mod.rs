@@ -12,6 +12,7 @@ mod acd;
 pub mod agent_leg;
 mod callback;
 pub mod consult;
+pub mod core;
 pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
@@ -23,7 +24,7 @@ pub mod relay;
 pub mod session_timer;
 mod survey;
 
-pub use acd::Side;
+pub use self::core::Side;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -427,6 +428,14 @@ async fn call_actor(
         playing: None,
         answered: false,
         delayed_offer: offer.is_none(),
+        core: self::core::CallCore::new(
+            self::core::Ident {
+                call_id: call_id.clone(),
+                caller: caller.clone(),
+                number: admitted.number.number.clone(),
+            },
+            policy::CallPolicy::from_settings(&ctx.settings),
+        ),
         acd: acd::AcdState::new(
             &ctx,
             call_id.clone(),
@@ -509,6 +518,8 @@ struct Actor {
     playing: Option<u64>,
     answered: bool,
     delayed_offer: bool,
+    /// The call's life in the ACD: its place, offers, agent and hold.
+    core: self::core::CallCore,
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
@@ -610,6 +621,7 @@ impl Actor {
                     self.acd.priority = priority.unwrap_or(0);
                     if let Phase::Ivr(run, _) = &self.phase {
                         self.acd.ivr_vars = run.shown_vars();
+                        self.core.vars = self.acd.ivr_vars.clone();
                     }
                     self.exit_ivr(format!("queue:{queue}"));
                     self.enter_queue(&queue);
@@ -837,8 +849,10 @@ impl Actor {
         let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
         let consult = self.consult.as_ref().and_then(consult::Consult::deadline);
         let lifetime = self.lifetime.deadline();
+        let core = self.core.deadline().map(Instant::from_std);
         [
             self.timer,
+            core,
             self.acd.next_deadline(),
             monitor,
             consult,

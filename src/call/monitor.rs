@@ -694,7 +694,7 @@ impl Actor {
         {
             monitor.speak_alone(now, Side::Agent, format, &connected.leg.media);
         }
-        if self.acd.hold.is_none()
+        if !self.core.is_held()
             && let Some(format) = self.media.negotiated().map(LegFormat::from)
         {
             monitor.speak_alone(now, Side::Caller, format, &self.media);
