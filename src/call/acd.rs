@@ -21,7 +21,7 @@ use super::core::{Effect, Input as CoreInput, QueueTimers};
 use super::policy::CallPolicy;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase, sdp_header};
-use crate::acd::{AgentId, CallId, Caller, Command, QueueId, RouterError};
+use crate::acd::{AgentId, CallId, Caller, Command, QueueId};
 use crate::config::Overflow;
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
@@ -79,7 +79,7 @@ pub struct AcdState {
     /// The trunk the call came in on: its dial plan and outbound ceilings.
     pub(super) trunk: crate::config::Trunk,
     /// The caller is giving or confirming the number to be called back on.
-    pub(super) number_entry: Option<super::callback::NumberEntry>,
+    pub(super) number_entry: Option<super::core::callback::NumberEntry>,
     /// The caller left its number: the call keeps its place without them.
     pub(super) callback: Option<super::callback::Callback>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
@@ -133,8 +133,15 @@ impl AcdState {
 
     /// The driver's own ACD deadlines (the core's come from the core).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let customer = self.callback.as_ref().and_then(|c| c.deadline);
-        let entry = self.number_entry.as_ref().map(|e| e.deadline);
+        let customer = self
+            .callback
+            .as_ref()
+            .and_then(|c| c.ringing)
+            .map(|r| Instant::from_std(r.deadline()));
+        let entry = self
+            .number_entry
+            .as_ref()
+            .map(|e| Instant::from_std(e.deadline()));
         [entry, customer, self.recording.flush_at()]
             .into_iter()
             .flatten()
@@ -311,58 +318,8 @@ impl Actor {
         });
     }
 
-    pub(super) async fn on_command(&mut self, command: CallCommand) {
-        match command {
-            CallCommand::Offer { agents, queue } => {
-                for agent in agents {
-                    self.offer(agent, &queue).await;
-                }
-            }
-            CallCommand::Cancel { agent } => {
-                info!(agent = %agent, "offer withdrawn");
-                self.core_do(CoreInput::OfferWithdrawn(agent));
-            }
-            CallCommand::Refused(error) => {
-                info!(error = %error, "the router refused the caller");
-                self.core_do(CoreInput::Refused);
-                let reason = match error {
-                    RouterError::QueueFull { .. } => "max_len",
-                    RouterError::NoAgents { .. } => "no_agents",
-                    _ => "refused",
-                };
-                self.overflow(reason).await;
-            }
-            CallCommand::Position(position) => {
-                if matches!(self.phase, Phase::Queued) {
-                    let entering_number = self.acd.number_entry.is_some();
-                    self.core_do(CoreInput::Position {
-                        position,
-                        entering_number,
-                    });
-                }
-            }
-            CallCommand::Paused => self.overflow("paused").await,
-            CallCommand::Hangup => {
-                info!("hung up over the CTI API");
-                end_dialog(&self.ctx, self.caller_dialog.clone());
-                self.acd.released = Some(ReleasedBy::System);
-            }
-            CallCommand::Hold(hold) => {
-                self.core_do(CoreInput::ApiHold(hold));
-            }
-            CallCommand::Transfer { target, reply } => {
-                let _ = reply.send(self.transfer(target));
-            }
-            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
-            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
-            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
-            CallCommand::Consult(command) => self.on_consult_command(command).await,
-            CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
-        }
-    }
-
     /// Rings every registered phone of `agent`.
-    async fn offer(&mut self, agent: AgentId, queue: &QueueId) {
+    pub(super) async fn offer(&mut self, agent: AgentId, queue: &QueueId) {
         let now = Instant::now();
         let bindings = self.ctx.registrar.contacts(&agent.0);
         let mut leg = None;
@@ -938,11 +895,12 @@ impl Actor {
         if let Some(reason) = self.apply(effects) {
             self.overflow(reason).await;
         }
+        let std_now = now.into_std();
         if self
             .acd
             .number_entry
             .as_ref()
-            .is_some_and(|e| e.deadline <= now)
+            .is_some_and(|e| e.deadline() <= std_now)
         {
             self.number_entry_timed_out();
         }
@@ -950,8 +908,8 @@ impl Actor {
             .acd
             .callback
             .as_ref()
-            .and_then(|c| c.deadline)
-            .is_some_and(|t| t <= now)
+            .and_then(|c| c.ringing)
+            .is_some_and(|r| r.deadline() <= std_now)
         {
             self.customer_unanswered();
         }

@@ -7,6 +7,13 @@
 //! inbound RTP and RTCP of both legs, the pacer's playback events, the router's
 //! offers, its timers and lookup replies. Nothing about one call is shared with
 //! another except the registry of live calls (shutdown, router decisions).
+//!
+//! The decisions of the call's ACD life (its place in a queue, the ring limit,
+//! who is connected, the hold and its limit, the callback number, the survey's
+//! score) are the pure call core's ([`core`]), which takes inputs at a given
+//! instant and answers with effects. The actor is its driver: it turns what
+//! happens into inputs, carries out the effects, and alone touches sockets,
+//! SIP dialogs and timers.
 
 mod acd;
 pub mod agent_leg;
@@ -41,8 +48,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::acd::end_dialog;
+use self::core::Input as CoreInput;
 use self::media_session::MediaSession;
 use self::session_timer::UasDecision;
+use crate::acd::RouterError;
 use crate::config::NumberTarget;
 use crate::events::{Event, ReleasedBy};
 use crate::ivr::{Action, Input, IvrRun, LookupReply};
@@ -531,7 +541,7 @@ struct Actor {
     /// The consulted agent of a three-way call (its leg is in `monitor`).
     conference: Option<consult::ConferenceParty>,
     /// The survey the caller is running, if it is.
-    survey: Option<survey::Survey>,
+    survey: Option<self::core::survey::Survey>,
     /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
     referred: Vec<refer::Accepted>,
     /// The bounds that end the call when its end never comes.
@@ -840,6 +850,58 @@ impl Actor {
                     self.on_lifetime_timers(now);
                 }
             }
+        }
+    }
+
+    /// What the rest of the server tells the call (the router, the CTI
+    /// API, the call's own helper tasks).
+    async fn on_command(&mut self, command: CallCommand) {
+        match command {
+            CallCommand::Offer { agents, queue } => {
+                for agent in agents {
+                    self.offer(agent, &queue).await;
+                }
+            }
+            CallCommand::Cancel { agent } => {
+                info!(agent = %agent, "offer withdrawn");
+                self.core_do(CoreInput::OfferWithdrawn(agent));
+            }
+            CallCommand::Refused(error) => {
+                info!(error = %error, "the router refused the caller");
+                self.core_do(CoreInput::Refused);
+                let reason = match error {
+                    RouterError::QueueFull { .. } => "max_len",
+                    RouterError::NoAgents { .. } => "no_agents",
+                    _ => "refused",
+                };
+                self.overflow(reason).await;
+            }
+            CallCommand::Position(position) => {
+                if matches!(self.phase, Phase::Queued) {
+                    let entering_number = self.acd.number_entry.is_some();
+                    self.core_do(CoreInput::Position {
+                        position,
+                        entering_number,
+                    });
+                }
+            }
+            CallCommand::Paused => self.overflow("paused").await,
+            CallCommand::Hangup => {
+                info!("hung up over the CTI API");
+                end_dialog(&self.ctx, self.caller_dialog.clone());
+                self.acd.released = Some(ReleasedBy::System);
+            }
+            CallCommand::Hold(hold) => {
+                self.core_do(CoreInput::ApiHold(hold));
+            }
+            CallCommand::Transfer { target, reply } => {
+                let _ = reply.send(self.transfer(target));
+            }
+            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
+            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
+            CallCommand::Consult(command) => self.on_consult_command(command).await,
+            CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
         }
     }
 

@@ -530,6 +530,19 @@ mod tests {
     }
 
     #[test]
+    fn an_api_hold_before_any_agent_answers_is_not_kept_for_the_next_agent() {
+        // Formerly remembered and applied the moment an agent answered: the
+        // caller went on hold with an agent who had never held it.
+        let mut s = Script::new();
+        s.enqueue("sales", QueueTimers::default(), 0);
+        assert!(s.at(1, Input::ApiHold(true)).is_empty());
+        s.offer("1001", 2);
+        s.answer("1001", 3);
+        assert!(s.at(3, Input::Bridged).is_empty());
+        assert!(!s.core.is_held());
+    }
+
+    #[test]
     fn resume_glare_keeps_the_hold_and_restarts_its_clock() {
         // The hold limit asks the phones to resume; hotline's re-INVITE
         // crosses one from the caller's phone that still holds (491 on

@@ -9,11 +9,15 @@
 //! reason), or ended. Deadlines are computed from the stage, never stored
 //! beside it. Sub-machines: [`queue`] (waiting, announcements, overflow,
 //! max wait, the callback offer), [`ringing`] (offers, ring limit, the answer
-//! race), [`bridge`] (the connection, hold and the hold limit, release).
+//! race), [`bridge`] (the connection, hold and the hold limit, release),
+//! [`callback`] (the caller's number, the customer's ring limit), [`survey`]
+//! (the score of the post-call survey).
 
 pub mod bridge;
+pub mod callback;
 pub mod queue;
 pub mod ringing;
+pub mod survey;
 
 #[cfg(test)]
 mod tests;

@@ -172,6 +172,7 @@ fn a_transfer_release_then_requeue_keeps_the_first_wait() {
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(bool),
+    Position(bool),
     Refused,
     Overflow,
     Offer(u8, usize),
@@ -197,6 +198,7 @@ fn op() -> impl PropStrategy<Value = Op> {
     let agent = 0u8..3;
     prop_oneof![
         proptest::bool::ANY.prop_map(Op::Enqueue),
+        proptest::bool::ANY.prop_map(Op::Position),
         Just(Op::Refused),
         Just(Op::Overflow),
         (agent.clone(), 0usize..3).prop_map(|(a, c)| Op::Offer(a, c)),
@@ -231,6 +233,15 @@ fn input(op: Op, now: Instant) -> Input {
             },
             callback_possible: true,
             paused,
+        },
+        Op::Position(entering_number) => Input::Position {
+            position: Some(crate::acd::QueuePosition {
+                queue: crate::acd::QueueId::from("sales"),
+                position: 2,
+                waiting: 3,
+                estimated_wait: Some(Duration::from_secs(70)),
+            }),
+            entering_number,
         },
         Op::Refused => Input::Refused,
         Op::Overflow => Input::Overflowed {
@@ -320,7 +331,13 @@ proptest! {
                 prop_assert!(s.core.deadline().is_some());
                 prop_assert!(s.core.hold().is_some_and(|h| h.since() <= now));
             }
-            // At most one agent connected; no offer rings once one is.
+            // At most one agent answered: a second answer connects nobody.
+            let connects = out.iter().filter(|e| matches!(e, Effect::Publish(Event::CallConnected { .. }))).count();
+            prop_assert!(connects <= 1);
+            if was_connected && matches!(op, Op::Answer(_)) {
+                prop_assert_eq!(connects, 0);
+            }
+            // No offer rings once an agent is connected.
             if s.core.bridge().is_some() {
                 prop_assert!(s.core.offers().is_empty());
             }
