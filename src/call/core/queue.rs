@@ -341,6 +341,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_caller_is_not_in_the_router_and_abandons_without_a_dequeue() {
+        let mut s = Script::new();
+        s.enqueue("sales", timers(), 0);
+        s.at(0, Input::Refused);
+        assert!(!s.core.in_router());
+        let out = s.at(1, Input::Ended(crate::events::ReleasedBy::Caller));
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn the_waited_time_survives_an_overflow_into_the_next_queue() {
         let mut s = Script::new();
         s.enqueue("sales", timers(), 0);

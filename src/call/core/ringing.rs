@@ -343,6 +343,18 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawn_offer_is_cancelled_without_a_failure_for_the_router() {
+        let mut s = Script::new();
+        s.enqueue("sales", QueueTimers::default(), 0);
+        s.offer("1001", 0);
+        let out = s.at(2, Input::OfferWithdrawn(aid("1001")));
+        assert_eq!(out, vec![Effect::CancelRinging(aid("1001"))]);
+        assert!(s.core.offers().is_empty());
+        // Withdrawn twice: nothing more.
+        assert!(s.at(3, Input::OfferWithdrawn(aid("1001"))).is_empty());
+    }
+
+    #[test]
     fn an_agent_with_no_phone_fails_at_once_as_unreachable() {
         let mut s = Script::new();
         s.enqueue("sales", QueueTimers::default(), 0);
