@@ -222,6 +222,12 @@ impl Actor {
                     });
                 }
                 Effect::Play(prompts) => self.play(&prompts, false),
+                Effect::Announce(prompts) => {
+                    self.phase = Phase::Announcing;
+                    self.play(&prompts, false);
+                }
+                Effect::Bridge => self.bridge(),
+                Effect::DialCustomer => self.dial_customer(),
                 Effect::QueueMusic => {
                     let moh = self.queue_moh();
                     self.media.stream.play(moh, true);
@@ -515,10 +521,6 @@ impl Actor {
             .queues
             .get(&leg.queue)
             .is_none_or(|q| q.announce_agent);
-        // Any other agent still ringing lost the race.
-        self.core_do(CoreInput::AgentAnswered {
-            agent: agent.clone(),
-        });
         self.acd.connected = Some(Connected::new(leg));
         self.lifetime.agent_session = super::timer_settings(&self.ctx).map(|timers| {
             let (interval, we_refresh) =
@@ -528,25 +530,10 @@ impl Actor {
                 allows_update: super::session_timer::allows_update(&response.headers),
             }
         });
-        let digits: Vec<String> = agent
-            .0
-            .chars()
-            .filter(char::is_ascii_digit)
-            .map(|d| format!("digit_{d}"))
-            .collect();
         self.acd.number_entry = None;
-        if self.acd.callback.is_some() {
-            // A callback: the agent is on the line, now the customer is called.
-            self.dial_customer();
-        } else if announce && !digits.is_empty() {
-            let mut prompts = vec!["agent_number".to_string()];
-            prompts.extend(digits);
-            prompts.push("will_serve_you".to_string());
-            self.phase = Phase::Announcing;
-            self.play(&prompts, false);
-        } else {
-            self.bridge();
-        }
+        // Any other agent still ringing lost the race; the core says what
+        // comes next (the agent's number, the bridge, or the customer).
+        self.core_do(CoreInput::AgentAnswered { agent, announce });
     }
 
     /// A phone of leg `i` answered its INVITE 422 Session Interval Too

@@ -100,8 +100,9 @@ pub enum Input {
     OfferWithdrawn(AgentId),
     /// Every phone of `agent` answered no.
     OfferSettled { agent: AgentId, outcome: Outcome },
-    /// The router accepted `agent`'s answer: the call is connected.
-    AgentAnswered { agent: AgentId },
+    /// The router accepted `agent`'s answer: the call is connected
+    /// (`announce`: the queue has the caller hear the agent's number first).
+    AgentAnswered { agent: AgentId, announce: bool },
     /// The router refused `agent`'s answer (the call went elsewhere);
     /// `still_ringing`: other phones of that agent still ring.
     AnswerRefused { agent: AgentId, still_ringing: bool },
@@ -158,6 +159,12 @@ pub enum Effect {
     },
     /// The caller hears these prompts once.
     Play(Vec<String>),
+    /// The caller hears the agent's number; the bridge follows the prompt.
+    Announce(Vec<String>),
+    /// Caller and agent are connected now.
+    Bridge,
+    /// A callback's agent is on the line: the customer is called.
+    DialCustomer,
     /// The caller hears its queue's music again.
     QueueMusic,
     /// The held side hears music on hold.
@@ -335,7 +342,9 @@ impl CallCore {
             } => self.offered(agent, queue, contacts, now, &mut out),
             Input::OfferWithdrawn(agent) => self.withdrawn(&agent, &mut out),
             Input::OfferSettled { agent, outcome } => self.settled(&agent, outcome, now, &mut out),
-            Input::AgentAnswered { agent } => self.answered(agent, now, &mut out),
+            Input::AgentAnswered { agent, announce } => {
+                self.answered(agent, announce, now, &mut out)
+            }
             Input::AnswerRefused {
                 agent,
                 still_ringing,

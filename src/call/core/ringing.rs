@@ -152,7 +152,13 @@ impl CallCore {
 
     /// The router accepted `agent`'s answer: every other phone stops, the
     /// call is connected (late when the ring limit had passed).
-    pub(super) fn answered(&mut self, agent: AgentId, now: Instant, out: &mut Vec<Effect>) {
+    pub(super) fn answered(
+        &mut self,
+        agent: AgentId,
+        announce: bool,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
         let limit = self.policy.ring_limit;
         let Stage::Waiting(waiting) = &mut self.stage else {
             return;
@@ -165,6 +171,7 @@ impl CallCore {
             out.push(Effect::CancelRinging(other.agent));
         }
         let place = waiting.place.clone();
+        let callback = waiting.kept_for_callback;
         out.push(Effect::Publish(Event::CallConnected {
             call_id: self.ident.call_id.clone(),
             agent: agent.0.clone(),
@@ -173,6 +180,22 @@ impl CallCore {
             ring_ms: ms(now - offer.offered_at),
             late: now > offer.ring_deadline(limit),
         }));
+        let digits: Vec<String> = agent
+            .0
+            .chars()
+            .filter(char::is_ascii_digit)
+            .map(|d| format!("digit_{d}"))
+            .collect();
+        out.push(if callback {
+            Effect::DialCustomer
+        } else if announce && !digits.is_empty() {
+            let mut prompts = vec!["agent_number".to_string()];
+            prompts.extend(digits);
+            prompts.push("will_serve_you".to_string());
+            Effect::Announce(prompts)
+        } else {
+            Effect::Bridge
+        });
         self.stage = Stage::Connected {
             place: Some(place),
             bridge: Bridge::new(agent, offer.queue, now, self.call()),
@@ -292,7 +315,13 @@ mod tests {
         s.enqueue("sales", QueueTimers::default(), 0);
         s.offer("1001", 1);
         s.offer("1002", 1);
-        let out = s.at(3, Input::AgentAnswered { agent: aid("1002") });
+        let out = s.at(
+            3,
+            Input::AgentAnswered {
+                agent: aid("1002"),
+                announce: true,
+            },
+        );
         assert_eq!(out[0], Effect::CancelRinging(aid("1001")));
         assert!(matches!(
             &out[1],
@@ -307,12 +336,57 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_leads_to_the_agents_number_the_bridge_or_the_customer() {
+        let answered = |agent: &str, announce: bool, callback: bool| {
+            let mut s = Script::new();
+            s.enqueue("sales", QueueTimers::default(), 0);
+            if callback {
+                s.at(1, Input::CallbackRecorded);
+            }
+            s.offer(agent, 2);
+            let out = s.at(
+                3,
+                Input::AgentAnswered {
+                    agent: aid(agent),
+                    announce,
+                },
+            );
+            out.into_iter().last()
+        };
+        assert_eq!(
+            answered("1001", true, false),
+            Some(Effect::Announce(
+                [
+                    "agent_number",
+                    "digit_1",
+                    "digit_0",
+                    "digit_0",
+                    "digit_1",
+                    "will_serve_you"
+                ]
+                .map(String::from)
+                .to_vec()
+            ))
+        );
+        assert_eq!(answered("1001", false, false), Some(Effect::Bridge));
+        // An agent without digits in its id has no number to announce.
+        assert_eq!(answered("alice", true, false), Some(Effect::Bridge));
+        assert_eq!(answered("1001", true, true), Some(Effect::DialCustomer));
+    }
+
+    #[test]
     fn an_answer_after_the_ring_limit_that_the_router_accepts_is_late() {
         let mut s = Script::new();
         s.enqueue("sales", QueueTimers::default(), 0);
         s.offer("1001", 0);
         // The answer crossed the CANCEL; the tick had not run yet.
-        let out = s.at(7, Input::AgentAnswered { agent: aid("1001") });
+        let out = s.at(
+            7,
+            Input::AgentAnswered {
+                agent: aid("1001"),
+                announce: false,
+            },
+        );
         assert!(matches!(
             &out[0],
             Effect::Publish(Event::CallConnected { late: true, .. })
@@ -391,7 +465,13 @@ mod tests {
         let out = s.at(4, Input::Ended(crate::events::ReleasedBy::Caller));
         assert_eq!(out[0], Effect::CancelRinging(aid("1001")));
         assert_eq!(routed(&out), vec![Command::Dequeue(s.core.call())]);
-        let out = s.at(4, Input::AgentAnswered { agent: aid("1001") });
+        let out = s.at(
+            4,
+            Input::AgentAnswered {
+                agent: aid("1001"),
+                announce: true,
+            },
+        );
         assert!(out.is_empty());
         assert!(s.core.bridge().is_none());
         assert!(!s.core.in_router());

@@ -98,7 +98,13 @@ impl Script {
     }
 
     pub fn answer(&mut self, agent: &str, s: u64) -> Vec<Effect> {
-        self.at(s, Input::AgentAnswered { agent: aid(agent) })
+        self.at(
+            s,
+            Input::AgentAnswered {
+                agent: aid(agent),
+                announce: false,
+            },
+        )
     }
 }
 
@@ -258,7 +264,10 @@ fn input(op: Op, now: Instant) -> Input {
             agent: agent(a),
             outcome: crate::acd::Outcome::Busy,
         },
-        Op::Answer(a) => Input::AgentAnswered { agent: agent(a) },
+        Op::Answer(a) => Input::AgentAnswered {
+            agent: agent(a),
+            announce: a % 2 == 0,
+        },
         Op::Refuse(a, still_ringing) => Input::AnswerRefused {
             agent: agent(a),
             still_ringing,
