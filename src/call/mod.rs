@@ -10,7 +10,7 @@
 //!
 //! The decisions of the call's ACD life (its place in a queue, the ring limit,
 //! who is connected, the hold and its limit, the callback number, the survey's
-//! score) are the pure call core's ([`core`]), which takes inputs at a given
+//! score) are the pure call core's ([`self::core`]), which takes inputs at a given
 //! instant and answers with effects. The actor is its driver: it turns what
 //! happens into inputs, carries out the effects, and alone touches sockets,
 //! SIP dialogs and timers.
