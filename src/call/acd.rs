@@ -1,7 +1,9 @@
-//! The call actor's queue, agent legs and bridge: it queues the caller with the
-//! router, rings the agents the router offers, takes the first answer the router
-//! accepts, announces the agent's number, relays audio both ways, watches holds
-//! against the hold limit, and tells the router how the call ended.
+//! The call actor's queue, agent legs and bridge, as the driver of the call
+//! core ([`super::core`]): it feeds the core what happens (offers, answers,
+//! phones' holds, timers) and carries out what the core decides: it rings
+//! the agents the router offers, takes the first answer the router accepts,
+//! announces the agent's number, relays audio both ways, plays the hold
+//! music, and sends the router the core's messages.
 
 use std::sync::Arc;
 
@@ -15,64 +17,34 @@ use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
-use super::policy::{CallPolicy, HoldClock, HoldStep};
+pub use super::core::Side;
+use super::core::{Effect, Input as CoreInput, QueueTimers};
+use super::policy::CallPolicy;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase, sdp_header};
-use crate::acd::{AgentId, CallId, Caller, Command, Outcome, QueueId, QueuePosition, RouterError};
-use crate::config::{HoldAction, Overflow};
+use crate::acd::{AgentId, CallId, Caller, Command, QueueId};
+use crate::config::Overflow;
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::EdgeContext;
 
-/// One of the two parties of a bridged call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Caller,
-    Agent,
-}
-
-/// The caller's place in a queue.
-pub struct QueueWait {
-    pub queue: String,
-    /// When the caller first joined a queue: its waited time survives overflow
-    /// and failed offers.
-    pub first: Instant,
-}
-
-/// The agent who answered, and the bridge to it.
+/// The agent who answered: its leg and the relay between it and the caller
+/// (the core keeps the rest: [`super::core::Bridge`]).
 pub struct Connected {
     pub leg: AgentLeg,
-    pub answered_at: Instant,
-    /// The call as the router knows this agent's part of it: the call's own
-    /// id, or its consultation's when a consulted agent took the call over.
-    pub router_call: CallId,
     /// Caller's and agent's formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
     buf: Vec<u8>,
-    holds: u32,
-    hold_total: std::time::Duration,
 }
 
 impl Connected {
-    pub fn new(leg: AgentLeg, answered_at: Instant, router_call: CallId) -> Connected {
+    pub fn new(leg: AgentLeg) -> Connected {
         Connected {
             leg,
-            answered_at,
-            router_call,
             formats: None,
             buf: vec![0; 2048],
-            holds: 0,
-            hold_total: std::time::Duration::ZERO,
         }
     }
-}
-
-/// A hold in progress.
-pub(super) struct Hold {
-    clock: HoldClock,
-    by: &'static str,
-    /// The caller hears music again when the alert prompt ends.
-    alerting: bool,
 }
 
 /// Everything about the call's life in the ACD.
@@ -91,17 +63,9 @@ pub struct AcdState {
         mpsc::UnboundedSender<ForkFinal>,
         mpsc::UnboundedReceiver<ForkFinal>,
     ),
-    pub wait: Option<QueueWait>,
-    /// The router knows the call (waiting, offered or connected).
-    pub(super) in_router: bool,
-    /// Agents being rung.
+    /// Agents being rung (the core's offers, one leg each).
     pub(super) legs: Vec<AgentLeg>,
     pub connected: Option<Connected>,
-    pub(super) hold: Option<Hold>,
-    /// Held over the CTI API (counts as the agent's hold).
-    pub(super) api_hold: bool,
-    /// The caller waits on hold while the agent consults someone.
-    pub(super) consult_hold: bool,
     /// Transfers so far (rulebook L6).
     pub(super) transfers: u32,
     /// The agent the next queueing offers the call to first (a transfer).
@@ -111,20 +75,12 @@ pub struct AcdState {
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
     /// Call-ID: a 2xx that beat our CANCEL is ended with BYE.
     pub(super) given_up: std::collections::HashMap<String, InviteDialog>,
-    /// The queue's `max_wait`, counted from joining this queue.
-    pub(super) max_wait_at: Option<Instant>,
-    /// The next announcement of position and estimated wait.
-    pub(super) announce_at: Option<Instant>,
     /// Where the trunk the call came in on takes hotline's own calls.
     pub(super) trunk_outbound: Option<std::net::SocketAddr>,
     /// The trunk the call came in on: its dial plan and outbound ceilings.
     pub(super) trunk: crate::config::Trunk,
     /// The caller is giving or confirming the number to be called back on.
-    pub(super) number_entry: Option<super::callback::NumberEntry>,
-    /// When the caller is offered to leave a number (C3).
-    pub(super) callback_offer_at: Option<Instant>,
-    /// The caller heard the offer and may press the key.
-    pub(super) callback_offered: bool,
+    pub(super) number_entry: Option<super::core::callback::NumberEntry>,
     /// The caller left its number: the call keeps its place without them.
     pub(super) callback: Option<super::callback::Callback>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
@@ -156,24 +112,15 @@ impl AcdState {
             commands,
             states,
             finals: mpsc::unbounded_channel(),
-            wait: None,
-            in_router: false,
             legs: Vec::new(),
             connected: None,
-            hold: None,
-            api_hold: false,
-            consult_hold: false,
             transfers: 0,
             direct_to: None,
             released: None,
             given_up: std::collections::HashMap::new(),
-            max_wait_at: None,
-            announce_at: None,
             trunk_outbound: trunk.outbound,
             trunk: trunk.clone(),
             number_entry: None,
-            callback_offer_at: None,
-            callback_offered: false,
             callback: None,
             caller_sip_call_id: call_id,
             recording: crate::recording::CallRecording::new(),
@@ -185,37 +132,21 @@ impl AcdState {
         self.connected.as_ref().map(|c| c.leg.media.rtp.clone())
     }
 
+    /// The driver's own ACD deadlines (the core's come from the core).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let ring = self.legs.iter().map(|l| l.ring_deadline).min();
-        let hold = self.hold.as_ref().map(|h| h.clock.deadline());
-        let customer = self.callback.as_ref().and_then(|c| c.deadline);
-        let entry = self.number_entry.as_ref().map(|e| e.deadline);
-        [
-            entry,
-            ring,
-            hold,
-            self.max_wait_at,
-            self.announce_at,
-            self.callback_offer_at,
-            customer,
-            self.recording.flush_at(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::NoAnswer => "no_answer",
-        Outcome::Busy => "busy",
-        Outcome::Declined => "declined",
-        Outcome::Unreachable => "unreachable",
+        let customer = self
+            .callback
+            .as_ref()
+            .and_then(|c| c.ringing)
+            .map(|r| Instant::from_std(r.deadline()));
+        let entry = self
+            .number_entry
+            .as_ref()
+            .map(|e| Instant::from_std(e.deadline()));
+        [entry, customer, self.recording.flush_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -242,48 +173,135 @@ impl Actor {
         }
     }
 
+    /// Hands `input` to the call core and carries out what it decides;
+    /// returns the overflow it asks for (carried out by the caller, which
+    /// may wait for the router).
+    pub(super) fn core_do(&mut self, input: CoreInput) -> Option<&'static str> {
+        let effects = self.core.handle(input, Instant::now().into_std());
+        self.apply(effects)
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) -> Option<&'static str> {
+        let mut overflow = None;
+        for effect in effects {
+            match effect {
+                Effect::Publish(event) => self.ctx.bus.publish(event),
+                Effect::Router(command) => self.tell_router(command),
+                Effect::JoinRouter => self.join_router(),
+                Effect::Paused => {
+                    let _ = self.acd.mailbox.send(CallCommand::Paused);
+                }
+                Effect::CancelRinging(agent) => {
+                    if let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) {
+                        let mut leg = self.acd.legs.swap_remove(i);
+                        info!(agent = %agent, "no longer ringing: CANCEL");
+                        leg.cancel_ringing(None);
+                        self.forget_leg(&leg);
+                    }
+                }
+                Effect::EndAgentDialog => {
+                    if let Some(dialog) = self.acd.connected.as_ref().and_then(|c| c.leg.answered())
+                    {
+                        end_dialog(&self.ctx, dialog.clone());
+                    }
+                }
+                Effect::DetachAgent => self.detach_agent(),
+                Effect::Transferred { agent, from_queue } => {
+                    self.acd.transfers += 1;
+                    let (to_queue, to_agent) = self
+                        .core
+                        .bridge()
+                        .map(|b| (b.queue.clone(), b.agent.0.clone()))
+                        .unwrap_or_default();
+                    self.ctx.bus.publish(Event::CallTransferred {
+                        call_id: self.call_id.clone(),
+                        agent: agent.0,
+                        from_queue,
+                        to_queue,
+                        to_agent: Some(to_agent),
+                        count: self.acd.transfers,
+                    });
+                }
+                Effect::Play(prompts) => self.play(&prompts, false),
+                Effect::Announce(prompts) => {
+                    self.phase = Phase::Announcing;
+                    self.play(&prompts, false);
+                }
+                Effect::Bridge => self.bridge(),
+                Effect::DialCustomer => self.dial_customer(),
+                Effect::QueueMusic => {
+                    let moh = self.queue_moh();
+                    self.media.stream.play(moh, true);
+                }
+                Effect::HoldMusic(side) => {
+                    info!(
+                        by = self.core.hold().map(|h| h.reason.as_str()),
+                        "call on hold"
+                    );
+                    let moh = self.queue_moh();
+                    match side {
+                        Side::Caller => {
+                            self.media.stream.play(moh, true);
+                        }
+                        Side::Agent => {
+                            if let Some(connected) = self.acd.connected.as_mut() {
+                                connected.leg.media.stream.play(moh, true);
+                            }
+                        }
+                    }
+                }
+                Effect::StopHoldMusic => {
+                    info!("call off hold");
+                    if let Some(connected) = self.acd.connected.as_mut() {
+                        connected.leg.media.stream.stop();
+                    }
+                    self.playing = None;
+                    self.media.stream.stop();
+                }
+                Effect::HoldAlert { held, limit } => self.hold_alert(held, limit),
+                Effect::ResumePhones => self.hold_resume(),
+                Effect::EnterQueue(queue) => self.enter_queue(&queue),
+                Effect::AskPosition => self.ask_position(),
+                Effect::Overflow(reason) => overflow = Some(reason),
+            }
+        }
+        overflow
+    }
+
     /// Puts the caller in `queue` with music on hold and hands it to the router.
     pub(super) fn enter_queue(&mut self, queue: &str) {
         info!(%queue, "caller waits in queue (music on hold)");
-        let moh = self
-            .ctx
-            .media
-            .music_on_hold(self.ctx.settings.queues.get(queue));
+        let config = self.ctx.settings.queues.get(queue);
+        let moh = self.ctx.media.music_on_hold(config);
         self.playing = None;
         self.media.stream.play(moh, true);
         self.phase = Phase::Queued;
-        let now = Instant::now();
-        let first = self.acd.wait.as_ref().map_or(now, |w| w.first);
-        self.acd.wait = Some(QueueWait {
+        let timers = QueueTimers {
+            max_wait: config.and_then(|q| q.max_wait),
+            announce_every: config.and_then(|q| q.announce_position_every),
+            callback_after: config.and_then(|q| q.callback_after),
+        };
+        self.core_do(CoreInput::Enqueue {
             queue: queue.to_string(),
-            first,
+            timers,
+            callback_possible: self.acd.trunk_outbound.is_some() && self.acd.callback.is_none(),
+            paused: self.ctx.calls.is_paused(queue),
         });
-        let config = self.ctx.settings.queues.get(queue);
-        self.acd.max_wait_at = config.and_then(|q| q.max_wait).map(|d| now + d);
-        self.acd.announce_at = config
-            .and_then(|q| q.announce_position_every)
-            .map(|d| now + d);
-        self.acd.callback_offer_at = config
-            .and_then(|q| q.callback_after)
-            .filter(|_| self.acd.trunk_outbound.is_some() && self.acd.callback.is_none())
-            .map(|d| now + d);
-        self.ctx.bus.publish(Event::CallQueued {
-            call_id: self.call_id.clone(),
-            queue: queue.to_string(),
-            waited_ms: ms(now - first),
-        });
-        if self.ctx.calls.is_paused(queue) {
-            let _ = self.acd.mailbox.send(CallCommand::Paused);
+    }
+
+    /// Queues the caller with the router (first with the agent a transfer
+    /// named); a refusal comes back as [`CallCommand::Refused`].
+    fn join_router(&mut self) {
+        let Some(place) = self.core.place() else {
             return;
-        }
+        };
         let caller = Caller {
             call: self.call(),
-            queue: QueueId::from(queue),
+            queue: QueueId::from(place.queue.as_str()),
             priority: self.acd.priority,
-            enqueued_at: first.into_std(),
+            enqueued_at: place.first,
             skills: self.acd.skills.clone(),
         };
-        self.acd.in_router = true;
         let router = self.ctx.router.clone();
         let mailbox = self.acd.mailbox.clone();
         let direct = self.acd.direct_to.take();
@@ -307,76 +325,24 @@ impl Actor {
         });
     }
 
-    pub(super) async fn on_command(&mut self, command: CallCommand) {
-        match command {
-            CallCommand::Offer { agents, queue } => {
-                for agent in agents {
-                    self.offer(agent, &queue).await;
-                }
-            }
-            CallCommand::Cancel { agent } => {
-                if let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) {
-                    let mut leg = self.acd.legs.swap_remove(i);
-                    info!(agent = %agent, "offer withdrawn");
-                    leg.cancel_ringing(None);
-                    self.forget_leg(&leg);
-                }
-            }
-            CallCommand::Refused(error) => {
-                info!(error = %error, "the router refused the caller");
-                self.acd.in_router = false;
-                let reason = match error {
-                    RouterError::QueueFull { .. } => "max_len",
-                    RouterError::NoAgents { .. } => "no_agents",
-                    _ => "refused",
-                };
-                self.overflow(reason).await;
-            }
-            CallCommand::Position(position) => self.announce_position(position),
-            CallCommand::Paused => self.overflow("paused").await,
-            CallCommand::Hangup => {
-                info!("hung up over the CTI API");
-                end_dialog(&self.ctx, self.caller_dialog.clone());
-                self.acd.released = Some(ReleasedBy::System);
-            }
-            CallCommand::Hold(hold) => {
-                self.acd.api_hold = hold;
-                self.hold_changed();
-            }
-            CallCommand::Transfer { target, reply } => {
-                let _ = reply.send(self.transfer(target));
-            }
-            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
-            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
-            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
-            CallCommand::Consult(command) => self.on_consult_command(command).await,
-            CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
-        }
-    }
-
     /// Rings every registered phone of `agent`.
-    async fn offer(&mut self, agent: AgentId, queue: &QueueId) {
+    pub(super) async fn offer(&mut self, agent: AgentId, queue: &QueueId) {
         let now = Instant::now();
         let bindings = self.ctx.registrar.contacts(&agent.0);
         let mut leg = None;
-        if !bindings.is_empty() && self.acd.connected.is_none() {
+        if !bindings.is_empty() && self.core.may_ring() {
             leg = self.ring_agent(&agent, &queue.0, &bindings, now).await;
         }
         let contacts = leg.as_ref().map_or(0, |l: &AgentLeg| l.forks.len());
         info!(agent = %agent, %queue, contacts, "offering the call");
-        self.ctx.bus.publish(Event::CallOffered {
-            call_id: self.call_id.clone(),
-            agent: agent.0.clone(),
-            queue: queue.0.clone(),
-            caller: self.acd.caller.clone(),
-            number: self.acd.number.clone(),
-            contacts,
-            vars: self.acd.ivr_vars.clone(),
-        });
-        match leg {
-            Some(leg) => self.acd.legs.push(leg),
-            None => self.offer_failed(&agent, &queue.0, Outcome::Unreachable, now, now),
+        if let Some(leg) = leg {
+            self.acd.legs.push(leg);
         }
+        self.core_do(CoreInput::Offered {
+            agent,
+            queue: queue.0.clone(),
+            contacts,
+        });
     }
 
     async fn ring_agent(
@@ -428,25 +394,6 @@ impl Actor {
             offered_at: now,
             ring_deadline: now + self.acd.policy.ring_limit,
         })
-    }
-
-    fn offer_failed(
-        &mut self,
-        agent: &AgentId,
-        queue: &str,
-        outcome: Outcome,
-        offered_at: Instant,
-        now: Instant,
-    ) {
-        info!(agent = %agent, outcome = outcome_name(outcome), "offer failed");
-        self.ctx.bus.publish(Event::OfferFailed {
-            call_id: self.call_id.clone(),
-            agent: agent.0.clone(),
-            queue: queue.to_string(),
-            outcome: outcome_name(outcome),
-            ring_ms: ms(now - offered_at),
-        });
-        self.tell_router(Command::OfferFailed(self.call(), agent.clone(), outcome));
     }
 
     /// Remembers the forks of a leg that is given up while they may still
@@ -511,7 +458,7 @@ impl Actor {
                 if status == ForkStatus::Ringing {
                     fork.status = ForkStatus::Failed(other.as_ref().map(agent_leg::code));
                 }
-                self.settle_leg(i, now);
+                self.settle_leg(i);
                 return;
             }
         };
@@ -524,7 +471,7 @@ impl Actor {
                 fork.status = ForkStatus::Failed(None);
             }
             end_dialog(&self.ctx, dialog);
-            self.settle_leg(i, now);
+            self.settle_leg(i);
             return;
         }
         let agent = leg.agent.clone();
@@ -537,54 +484,45 @@ impl Actor {
                 .await,
             Ok(Ok(()))
         );
+        // A leg given up while the router decided (the caller left, the
+        // ring limit) is no longer the core's offer.
+        let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) else {
+            end_dialog(&self.ctx, dialog);
+            return;
+        };
         let leg = &mut self.acd.legs[i];
-        if !accepted || self.acd.connected.is_some() {
+        let offered = self.core.offers().iter().any(|o| o.agent == agent);
+        if !accepted || !offered || self.acd.connected.is_some() {
             info!(agent = %agent, "answer refused: the call went elsewhere");
             if let Some(fork) = leg.fork_mut(&fin.fork) {
                 fork.status = ForkStatus::Failed(None);
             }
             end_dialog(&self.ctx, dialog);
-            if !leg.ringing() {
+            let still_ringing = leg.ringing();
+            if !still_ringing {
                 // The router already settled this agent (released or failed).
                 let leg = self.acd.legs.swap_remove(i);
                 self.forget_leg(&leg);
             }
+            self.core_do(CoreInput::AnswerRefused {
+                agent,
+                still_ringing,
+            });
             return;
         }
         if let Some(fork) = leg.fork_mut(&fin.fork) {
             fork.status = ForkStatus::Answered;
         }
-        self.acd.max_wait_at = None;
-        self.acd.announce_at = None;
         leg.cancel_ringing(Some(&fin.fork));
         let leg = self.acd.legs.swap_remove(i);
-        // Any other agent still ringing lost the race.
-        for mut other in std::mem::take(&mut self.acd.legs) {
-            other.cancel_ringing(None);
-            self.forget_leg(&other);
-        }
-        let waited = self
-            .acd
-            .wait
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |w| now - w.first);
-        let late = now > leg.ring_deadline;
-        info!(agent = %agent, waited_ms = ms(waited), late, "agent answered");
-        self.ctx.bus.publish(Event::CallConnected {
-            call_id: self.call_id.clone(),
-            agent: agent.0.clone(),
-            queue: leg.queue.clone(),
-            waited_ms: ms(waited),
-            ring_ms: ms(now - leg.offered_at),
-            late,
-        });
+        info!(agent = %agent, "agent answered");
         let announce = self
             .ctx
             .settings
             .queues
             .get(&leg.queue)
             .is_none_or(|q| q.announce_agent);
-        self.acd.connected = Some(Connected::new(leg, now, self.call()));
+        self.acd.connected = Some(Connected::new(leg));
         self.lifetime.agent_session = super::timer_settings(&self.ctx).map(|timers| {
             let (interval, we_refresh) =
                 super::session_timer::from_answer(&response, timers.session_expires);
@@ -593,25 +531,10 @@ impl Actor {
                 allows_update: super::session_timer::allows_update(&response.headers),
             }
         });
-        let digits: Vec<String> = agent
-            .0
-            .chars()
-            .filter(char::is_ascii_digit)
-            .map(|d| format!("digit_{d}"))
-            .collect();
         self.acd.number_entry = None;
-        if self.acd.callback.is_some() {
-            // A callback: the agent is on the line, now the customer is called.
-            self.dial_customer();
-        } else if announce && !digits.is_empty() {
-            let mut prompts = vec!["agent_number".to_string()];
-            prompts.extend(digits);
-            prompts.push("will_serve_you".to_string());
-            self.phase = Phase::Announcing;
-            self.play(&prompts, false);
-        } else {
-            self.bridge();
-        }
+        // Any other agent still ringing lost the race; the core says what
+        // comes next (the agent's number, the bridge, or the customer).
+        self.core_do(CoreInput::AgentAnswered { agent, announce });
     }
 
     /// A phone of leg `i` answered its INVITE 422 Session Interval Too
@@ -688,14 +611,18 @@ impl Actor {
 
     /// Once no phone of leg `i` rings any more, the offer failed: the router
     /// hears how, and the leg is dropped.
-    fn settle_leg(&mut self, i: usize, now: Instant) {
+    fn settle_leg(&mut self, i: usize) {
         if self.acd.legs[i].ringing() {
             return;
         }
         let leg = self.acd.legs.swap_remove(i);
         let outcome = leg.failure();
-        self.offer_failed(&leg.agent, &leg.queue, outcome, leg.offered_at, now);
+        info!(agent = %leg.agent, ?outcome, "offer failed");
         self.forget_leg(&leg);
+        self.core_do(CoreInput::OfferSettled {
+            agent: leg.agent,
+            outcome,
+        });
     }
 
     /// Connects caller and agent: the caller's music stops, audio is relayed.
@@ -725,7 +652,12 @@ impl Actor {
             .queues
             .get(&connected.leg.queue)
             .and_then(|q| q.max_duration);
-        self.lifetime.connected(connected.answered_at, queue_max);
+        let answered_at = self
+            .core
+            .bridge()
+            .map_or_else(Instant::now, |b| Instant::from_std(b.answered_at));
+        self.lifetime.connected(answered_at, queue_max);
+        self.core_do(CoreInput::Bridged);
         self.start_recording();
         self.hold_changed();
     }
@@ -733,22 +665,11 @@ impl Actor {
     /// After a prompt over the bridge or the queue (hold alert, queue
     /// announcements), the music comes back when the caller still waits.
     pub(super) fn after_prompt(&mut self) {
-        let alerting = self.acd.hold.as_ref().is_some_and(|h| h.alerting);
-        if matches!(self.phase, Phase::Queued) || alerting {
-            if let Some(hold) = self.acd.hold.as_mut() {
-                hold.alerting = false;
-            }
-            let queue = self.acd.wait.as_ref().map(|w| w.queue.clone());
-            let moh = self
-                .ctx
-                .media
-                .music_on_hold(queue.and_then(|q| self.ctx.settings.queues.get(&q)));
-            self.media.stream.play(moh, true);
-        }
+        self.core_do(CoreInput::PromptEnded);
     }
 
     fn queue_moh(&self) -> Vec<Arc<crate::media::prompt::Prompt>> {
-        let queue = self.acd.wait.as_ref().map(|w| w.queue.as_str());
+        let queue = self.core.place().map(|p| p.queue.as_str());
         self.ctx
             .media
             .music_on_hold(queue.and_then(|q| self.ctx.settings.queues.get(q)))
@@ -767,128 +688,19 @@ impl Actor {
         });
     }
 
-    /// "Your position in the queue is N. The estimated waiting time is M
-    /// minutes." over the music, which resumes after it.
-    fn announce_position(&mut self, position: Option<QueuePosition>) {
-        let every = self
-            .acd
-            .wait
-            .as_ref()
-            .and_then(|w| self.ctx.settings.queues.get(&w.queue))
-            .and_then(|q| q.announce_position_every);
-        if !matches!(self.phase, Phase::Queued) {
-            return;
-        }
-        self.acd.announce_at = every.map(|d| Instant::now() + d);
-        if self.acd.number_entry.is_some() {
-            return;
-        }
-        // Not while an agent's phone rings: the caller may be connected any moment.
-        let Some(position) = position.filter(|_| self.acd.legs.is_empty()) else {
-            return;
-        };
-        let digits = |n: u64| {
-            n.to_string()
-                .chars()
-                .map(|d| format!("digit_{d}"))
-                .collect::<Vec<_>>()
-        };
-        let mut prompts = vec!["position".to_string()];
-        prompts.extend(digits(position.position as u64));
-        if let Some(wait) = position.estimated_wait {
-            let minutes = wait.as_secs().div_ceil(60).max(1);
-            prompts.push("estimated_wait".to_string());
-            prompts.extend(digits(minutes));
-            prompts.push("minutes".to_string());
-        }
-        self.ctx.bus.publish(Event::PositionAnnounced {
-            call_id: self.call_id.clone(),
-            queue: position.queue.0.clone(),
-            position: position.position,
-            estimated_wait_secs: position.estimated_wait.map(|d| d.as_secs()),
-        });
-        self.play(&prompts, false);
-    }
-
     /// Starts or ends a hold after either side's new offer.
     pub(super) fn hold_changed(&mut self) {
-        if !matches!(self.phase, Phase::Bridged) {
-            return;
-        }
-        let moh = self.queue_moh();
-        let caller_holds = self.media.on_hold();
-        let Some(connected) = self.acd.connected.as_mut() else {
+        let Some(connected) = self.acd.connected.as_ref() else {
             return;
         };
-        let agent_holds =
-            connected.leg.media.on_hold() || self.acd.api_hold || self.acd.consult_hold;
-        let now = Instant::now();
-        let agent = connected.leg.agent.clone();
-        let router_call = connected.router_call.clone();
-        match (self.acd.hold.is_some(), agent_holds || caller_holds) {
-            (false, true) => {
-                let by = if self.acd.consult_hold {
-                    "consult"
-                } else if self.acd.api_hold {
-                    "api"
-                } else if agent_holds {
-                    "agent"
-                } else {
-                    "caller"
-                };
-                info!(by, "call on hold");
-                connected.holds += 1;
-                // The held side hears music, never silence.
-                if agent_holds {
-                    self.media.stream.play(moh, true);
-                } else {
-                    connected.leg.media.stream.play(moh, true);
-                }
-                self.acd.hold = Some(Hold {
-                    clock: HoldClock::new(
-                        now,
-                        self.acd.policy.hold_limit,
-                        self.acd.policy.hold_warning_before,
-                    ),
-                    by,
-                    alerting: false,
-                });
-                self.ctx.bus.publish(Event::HoldStarted {
-                    call_id: self.call_id.clone(),
-                    agent: agent.0.clone(),
-                    by,
-                });
-                self.tell_router(Command::HoldStarted(router_call, agent));
-            }
-            (true, false) => self.end_hold(),
-            _ => {}
-        }
+        let agent = connected.leg.media.on_hold();
+        let caller = self.media.on_hold();
+        self.core_do(CoreInput::PhoneHold { caller, agent });
     }
 
-    /// Ends the hold in progress, whatever the phones' media say (off hold,
-    /// or the agent who held hands the call over).
-    pub(super) fn end_hold(&mut self) {
-        let Some(connected) = self.acd.connected.as_mut() else {
-            self.acd.hold = None;
-            return;
-        };
-        let Some(hold) = self.acd.hold.take() else {
-            return;
-        };
-        let held = hold.clock.held(Instant::now());
-        connected.hold_total += held;
-        connected.leg.media.stream.stop();
-        self.playing = None;
-        self.media.stream.stop();
-        info!(held_ms = ms(held), "call off hold");
-        let agent = connected.leg.agent.clone();
-        let router_call = connected.router_call.clone();
-        self.ctx.bus.publish(Event::HoldEnded {
-            call_id: self.call_id.clone(),
-            agent: agent.0.clone(),
-            held_ms: ms(held),
-        });
-        self.tell_router(Command::HoldEnded(router_call, agent));
+    /// The agent consults someone (the caller waits on hold), or is back.
+    pub(super) fn consult_hold(&mut self, on: bool) {
+        self.core_do(CoreInput::ConsultHold(on));
     }
 
     /// Both legs' formats after either side's media changed.
@@ -924,8 +736,9 @@ impl Actor {
 
     pub(super) fn relay_from_caller(&mut self, packet: &[u8]) {
         let format = self.media.negotiated().map(|n| (n.codec, n.payload_type));
-        (self.acd.recording).caller(packet, format, self.acd.hold.is_some());
-        if !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
+        let held = self.core.is_held();
+        (self.acd.recording).caller(packet, format, held);
+        if !matches!(self.phase, Phase::Bridged) || held {
             return;
         }
         let Some(connected) = self.acd.connected.as_mut() else {
@@ -961,7 +774,7 @@ impl Actor {
                 .media
                 .negotiated()
                 .map(|n| (n.codec, n.payload_type));
-            (self.acd.recording).agent(packet, format, self.acd.hold.is_some());
+            (self.acd.recording).agent(packet, format, self.core.is_held());
         }
         if accepted && self.consult.over_call_leg() {
             self.relay_to_consultant(packet);
@@ -970,7 +783,7 @@ impl Actor {
         let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
-        if !accepted || !matches!(self.phase, Phase::Bridged) || self.acd.hold.is_some() {
+        if !accepted || !matches!(self.phase, Phase::Bridged) || self.core.is_held() {
             return;
         }
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
@@ -1064,46 +877,18 @@ impl Actor {
         }
     }
 
-    /// Ring limits and the hold clock.
+    /// Ring limits, queue timers and the hold clock.
     pub(super) async fn on_acd_timers(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        let mut i = 0;
-        while i < self.acd.legs.len() {
-            if self.acd.legs[i].ring_deadline <= now {
-                expired.push(self.acd.legs.swap_remove(i));
-            } else {
-                i += 1;
-            }
+        let effects = self.core.handle(CoreInput::Tick, now.into_std());
+        if let Some(reason) = self.apply(effects) {
+            self.overflow(reason).await;
         }
-        for mut leg in expired {
-            info!(agent = %leg.agent, "ring limit reached: CANCEL");
-            leg.cancel_ringing(None);
-            self.offer_failed(
-                &leg.agent,
-                &leg.queue,
-                Outcome::NoAnswer,
-                leg.offered_at,
-                now,
-            );
-            self.forget_leg(&leg);
-        }
-        if self.acd.max_wait_at.is_some_and(|t| t <= now) {
-            self.acd.max_wait_at = None;
-            self.overflow("max_wait").await;
-        }
-        if self.acd.announce_at.is_some_and(|t| t <= now) {
-            self.acd.announce_at = None;
-            self.ask_position();
-        }
-        if self.acd.callback_offer_at.is_some_and(|t| t <= now) {
-            self.acd.callback_offer_at = None;
-            self.offer_callback();
-        }
+        let std_now = now.into_std();
         if self
             .acd
             .number_entry
             .as_ref()
-            .is_some_and(|e| e.deadline <= now)
+            .is_some_and(|e| e.deadline() <= std_now)
         {
             self.number_entry_timed_out();
         }
@@ -1111,59 +896,21 @@ impl Actor {
             .acd
             .callback
             .as_ref()
-            .and_then(|c| c.deadline)
-            .is_some_and(|t| t <= now)
+            .and_then(|c| c.ringing)
+            .is_some_and(|r| r.deadline() <= std_now)
         {
             self.customer_unanswered();
         }
-        self.acd.recording.tick(now, self.acd.hold.is_some());
-        while let Some(step) = self.acd.hold.as_mut().and_then(|h| h.clock.step(now)) {
-            self.on_hold_step(step).await;
-        }
-    }
-
-    async fn on_hold_step(&mut self, step: HoldStep) {
-        let Some(connected) = self.acd.connected.as_ref() else {
-            return;
-        };
-        let agent = connected.leg.agent.0.clone();
-        match step {
-            HoldStep::Warning { held } => {
-                info!(held_ms = ms(held), "hold limit comes soon");
-                self.ctx.bus.publish(Event::HoldWarning {
-                    call_id: self.call_id.clone(),
-                    agent,
-                    held_ms: ms(held),
-                });
-            }
-            HoldStep::Limit { held, count } => {
-                let action = self.acd.policy.hold_action;
-                warn!(held_ms = ms(held), count, ?action, "hold limit reached");
-                self.ctx.bus.publish(Event::HoldLimitReached {
-                    call_id: self.call_id.clone(),
-                    agent,
-                    held_ms: ms(held),
-                    action: action.as_str(),
-                    count,
-                });
-                match action {
-                    HoldAction::Alert => self.hold_alert(held),
-                    HoldAction::Resume => self.hold_resume(),
-                    HoldAction::Requeue => self.hold_requeue(),
-                }
-            }
-        }
+        self.acd.recording.tick(now, self.core.is_held());
     }
 
     /// The caller leaves its queue for the queue's overflow target (max_wait,
     /// max_len or no agents logged in).
     pub(super) async fn overflow(&mut self, reason: &'static str) {
-        let Some(wait) = self.acd.wait.as_ref() else {
+        let Some(queue) = self.core.place().map(|p| p.queue.clone()) else {
             return;
         };
-        let queue = wait.queue.clone();
-        let waited = Instant::now() - wait.first;
-        if self.acd.in_router {
+        if self.core.in_router() {
             // The router settles a pending offer; an answer that won the race stays.
             if !matches!(
                 self.ctx.router.request(Command::Dequeue(self.call())).await,
@@ -1172,26 +919,16 @@ impl Actor {
             {
                 return;
             }
-            self.acd.in_router = false;
+            self.core.left_router();
         }
-        for mut leg in std::mem::take(&mut self.acd.legs) {
-            leg.cancel_ringing(None);
-            self.forget_leg(&leg);
-        }
-        self.acd.max_wait_at = None;
-        self.acd.announce_at = None;
-        self.acd.callback_offer_at = None;
         self.acd.number_entry = None;
         let config = self.ctx.settings.queues.get(&queue);
         let target = config.map(|q| q.overflow.clone()).unwrap_or_default();
         let prompt = config.and_then(|q| q.overflow_prompt.clone());
         info!(%queue, reason, %target, "caller overflows");
-        self.ctx.bus.publish(Event::CallOverflowed {
-            call_id: self.call_id.clone(),
-            queue,
+        self.core_do(CoreInput::Overflowed {
             reason,
             target: target.to_string(),
-            waited_ms: ms(waited),
         });
         match target {
             Overflow::Hangup => {
@@ -1219,14 +956,7 @@ impl Actor {
     }
 
     /// The caller hears "thank you for waiting", the agent's phone a MESSAGE.
-    fn hold_alert(&mut self, held: std::time::Duration) {
-        let by_agent = self.acd.hold.as_ref().is_some_and(|h| h.by == "agent");
-        if by_agent {
-            self.play(&["thank_you_for_waiting".to_string()], false);
-            if let Some(hold) = self.acd.hold.as_mut() {
-                hold.alerting = true;
-            }
-        }
+    fn hold_alert(&mut self, held: std::time::Duration, limit: std::time::Duration) {
         if let Some(dialog) = self
             .acd
             .connected
@@ -1237,7 +967,7 @@ impl Actor {
             let text = format!(
                 "hotline: the caller has been on hold for {} s (limit {} s)",
                 held.as_secs(),
-                self.acd.policy.hold_limit.as_secs()
+                limit.as_secs()
             );
             tokio::spawn(async move {
                 let headers = vec![Header::ContentType("text/plain".into())];
@@ -1304,14 +1034,8 @@ impl Actor {
             connected.formats = Some((caller, agent));
         }
         self.hold_changed();
-        if let Some(hold) = self.acd.hold.as_mut() {
-            // Still on hold: the limit counts again from now.
-            hold.clock = HoldClock::new(
-                Instant::now(),
-                self.acd.policy.hold_limit,
-                self.acd.policy.hold_warning_before,
-            );
-        }
+        // Still on hold: the limit counts again from now.
+        self.core_do(CoreInput::ResumeAnswered);
     }
 
     /// Blind transfer of the bridged call to a queue or a named agent: the
@@ -1420,110 +1144,40 @@ impl Actor {
     pub(super) fn release_agent(&mut self, by: ReleasedBy) -> Option<Connected> {
         let connected = self.acd.connected.take()?;
         self.lifetime.disconnected();
-        self.release_event(&connected, by);
-        self.acd.hold = None;
-        self.acd.api_hold = false;
+        self.core_do(CoreInput::ReleaseAgent(by));
         self.forget_leg(&connected.leg);
-        self.tell_router(Command::CallEnded(
-            connected.router_call.clone(),
-            connected.leg.agent.clone(),
-        ));
-        self.acd.in_router = false;
         connected.leg.media.stream.stop();
         Some(connected)
     }
 
-    /// The caller goes back to the head of its queue; the agent is released.
-    fn hold_requeue(&mut self) {
+    /// The hold limit took the agent off the call (the caller goes back to
+    /// its queue): consultation and monitoring end, the agent's dialog too.
+    fn detach_agent(&mut self) {
         let Some(connected) = self.acd.connected.take() else {
             return;
         };
         self.lifetime.disconnected();
         self.end_consult("cancelled");
         self.end_monitor("requeued", true);
-        self.acd.hold = None;
         if let Some(dialog) = connected.leg.answered().cloned() {
             end_dialog(&self.ctx, dialog);
         }
-        self.release_event(&connected, ReleasedBy::System);
         self.forget_leg(&connected.leg);
-        let agent = connected.leg.agent.clone();
-        let queue = connected.leg.queue.clone();
-        if connected.router_call == self.call() {
-            self.tell_router(Command::Requeue(self.call(), agent));
-        } else {
-            // The agent took the call over from a consultation: the router
-            // knows the call itself no more, so it queues afresh (keeping
-            // its waited time).
-            self.tell_router(Command::CallEnded(connected.router_call.clone(), agent));
-            self.enter_queue(&queue);
-            return;
-        }
         self.phase = Phase::Queued;
         self.playing = None;
-        let moh = self.queue_moh();
-        self.media.stream.play(moh, true);
-        let waited = self
-            .acd
-            .wait
-            .as_ref()
-            .map_or(0, |w| ms(Instant::now() - w.first));
-        self.ctx.bus.publish(Event::CallQueued {
-            call_id: self.call_id.clone(),
-            queue,
-            waited_ms: waited,
-        });
-    }
-
-    pub(super) fn release_event(&self, connected: &Connected, by: ReleasedBy) {
-        let now = Instant::now();
-        let hold_now = self
-            .acd
-            .hold
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |h| h.clock.held(now));
-        self.ctx.bus.publish(Event::CallReleased {
-            call_id: self.call_id.clone(),
-            agent: connected.leg.agent.0.clone(),
-            queue: connected.leg.queue.clone(),
-            released_by: by,
-            talk_ms: ms(now - connected.answered_at),
-            holds: connected.holds,
-            hold_ms: ms(connected.hold_total + hold_now),
-        });
     }
 
     /// The call is over: every agent leg ends, the router learns it.
     pub(super) fn leave(&mut self, released_by: ReleasedBy) {
-        let now = Instant::now();
         self.end_consult("call_ended");
         self.end_monitor("call_ended", true);
+        self.core_do(CoreInput::Ended(released_by));
         for mut leg in std::mem::take(&mut self.acd.legs) {
             leg.cancel_ringing(None);
             self.forget_leg(&leg);
         }
         if let Some(connected) = self.acd.connected.take() {
-            if released_by != ReleasedBy::Agent
-                && let Some(dialog) = connected.leg.answered().cloned()
-            {
-                end_dialog(&self.ctx, dialog);
-            }
-            self.release_event(&connected, released_by);
             self.forget_leg(&connected.leg);
-            self.tell_router(Command::CallEnded(
-                connected.router_call.clone(),
-                connected.leg.agent.clone(),
-            ));
-        } else if self.acd.in_router {
-            if let Some(wait) = &self.acd.wait {
-                self.ctx.bus.publish(Event::CallAbandoned {
-                    call_id: self.call_id.clone(),
-                    queue: wait.queue.clone(),
-                    waited_ms: ms(now - wait.first),
-                });
-            }
-            self.tell_router(Command::Dequeue(self.call()));
         }
-        self.acd.in_router = false;
     }
 }

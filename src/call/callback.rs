@@ -7,35 +7,20 @@
 //! calls the customer through the trunk the call came in on (its `outbound`
 //! address), within the trunk's outbound ceilings, and bridges the two.
 
-use std::time::Duration;
-
 use rsipstack::dialog::dialog::TerminatedReason;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::agent_leg::{self, Dial, ForkFinal, ForkStatus, Target};
+use super::core::Input as CoreInput;
+use super::core::callback::{CustomerRinging, EntryStep, NumberEntry, Proposal};
 use super::{Actor, Phase};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::dialplan::{DialRefusal, OutboundPermit};
 
-/// How long the called-back customer's phone may ring.
-const CUSTOMER_RING_LIMIT: Duration = Duration::from_secs(30);
-
-/// How long the caller has to confirm or key a number after each prompt or key.
-const ENTRY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Numbers a caller may offer before the callback offer is given up.
-const ENTRY_ATTEMPTS: u32 = 3;
-
-/// Longest number a caller may key in.
-const ENTRY_MAX_DIGITS: usize = 20;
-
 /// The most characters of a refused number an event carries.
 const MAX_SHOWN_NUMBER: usize = 32;
-
-/// The key that confirms the number read back, and ends a keyed-in number.
-const CONFIRM_KEY: char = '#';
 
 /// A callback in progress.
 pub struct Callback {
@@ -43,57 +28,29 @@ pub struct Callback {
     pub number: String,
     /// The INVITE to the customer, once an agent answered.
     pub customer: Option<agent_leg::Fork>,
-    /// When the customer's phone has rung long enough.
-    pub deadline: Option<Instant>,
+    /// The customer's phone rings (its ring limit counts from the dial).
+    pub ringing: Option<CustomerRinging>,
     /// The outbound call counted against the trunk's ceilings while it lasts.
     pub permit: Option<OutboundPermit>,
-}
-
-/// The caller is giving the number to be called back on.
-pub struct NumberEntry {
-    /// The allowed number read back, waiting for the caller's confirmation.
-    pub proposed: Option<String>,
-    /// Digits keyed so far.
-    pub digits: String,
-    /// Numbers offered so far (the caller's own counts as the first).
-    pub attempts: u32,
-    /// When the caller has waited too long to key anything.
-    pub deadline: Instant,
 }
 
 impl Actor {
     /// Whether `digit` asks for a callback now.
     pub(super) fn is_callback_key(&self, digit: char) -> bool {
         matches!(self.phase, Phase::Queued)
-            && self.acd.callback_offered
+            && self.core.callback_offered()
             && self.acd.legs.is_empty()
             && self
-                .acd
-                .wait
-                .as_ref()
-                .and_then(|w| self.ctx.settings.queues.get(&w.queue))
+                .core
+                .place()
+                .and_then(|p| self.ctx.settings.queues.get(&p.queue))
                 .is_some_and(|q| q.callback_key == digit)
-    }
-
-    /// "To leave your number and be called back, press 1."
-    pub(super) fn offer_callback(&mut self) {
-        if !matches!(self.phase, Phase::Queued) || !self.acd.legs.is_empty() {
-            return;
-        }
-        self.acd.callback_offered = true;
-        self.play(&["leave_number".to_string()], false);
     }
 
     /// The caller pressed the key: the number it calls from is proposed.
     pub(super) fn request_callback(&mut self) {
-        let entry = NumberEntry {
-            proposed: None,
-            digits: String::new(),
-            attempts: 0,
-            deadline: Instant::now() + ENTRY_TIMEOUT,
-        };
-        self.acd.number_entry = Some(entry);
-        self.acd.announce_at = None;
+        self.acd.number_entry = Some(NumberEntry::start(Instant::now().into_std()));
+        self.core_do(CoreInput::NumberEntryStarted);
         let caller = self.acd.caller.clone();
         self.propose_number(&caller);
     }
@@ -106,21 +63,13 @@ impl Actor {
         let Some(entry) = self.acd.number_entry.as_mut() else {
             return;
         };
-        entry.attempts += 1;
-        entry.digits.clear();
-        entry.deadline = Instant::now() + ENTRY_TIMEOUT;
-        match checked {
-            Ok(e164) => {
-                let mut prompts = vec!["callback_confirm".to_string()];
-                prompts.extend(spoken_digits(number));
-                prompts.push("callback_confirm_keys".to_string());
-                entry.proposed = Some(format!("+{e164}"));
-                self.play(&prompts, false);
-            }
-            Err(reason) => {
-                entry.proposed = None;
-                let give_up = entry.attempts >= ENTRY_ATTEMPTS;
-                self.outbound_refused(number, reason);
+        let refusal = checked.as_ref().err().copied();
+        match entry.propose(number, checked, Instant::now().into_std()) {
+            Proposal::ReadBack(prompts) => self.play(&prompts, false),
+            Proposal::Refused { give_up } => {
+                if let Some(reason) = refusal {
+                    self.outbound_refused(number, reason);
+                }
                 if give_up {
                     self.number_entry_given_up();
                 } else {
@@ -136,33 +85,17 @@ impl Actor {
         let Some(entry) = self.acd.number_entry.as_mut() else {
             return;
         };
-        entry.deadline = Instant::now() + ENTRY_TIMEOUT;
-        match digit {
-            CONFIRM_KEY if entry.digits.is_empty() => {
-                if let Some(number) = entry.proposed.take() {
-                    self.acd.number_entry = None;
-                    self.record_callback(number);
-                }
+        match entry.key(digit, Instant::now().into_std()) {
+            EntryStep::Confirmed(number) => {
+                self.acd.number_entry = None;
+                self.record_callback(number);
             }
-            CONFIRM_KEY => {
-                let keyed = std::mem::take(&mut entry.digits);
-                self.propose_number(&keyed);
+            EntryStep::Propose(keyed) => self.propose_number(&keyed),
+            EntryStep::StopReadBack => {
+                self.playing = None;
+                self.media.stream.stop();
             }
-            '*' => entry.digits.clear(),
-            d if d.is_ascii_digit() => {
-                if entry.digits.is_empty() {
-                    // The caller keys another number: the read-back stops.
-                    entry.proposed = None;
-                    self.playing = None;
-                    self.media.stream.stop();
-                }
-                if let Some(entry) = self.acd.number_entry.as_mut() {
-                    if entry.digits.len() < ENTRY_MAX_DIGITS {
-                        entry.digits.push(d);
-                    }
-                }
-            }
-            _ => {}
+            EntryStep::Nothing => {}
         }
     }
 
@@ -197,10 +130,9 @@ impl Actor {
     /// and is hung up; the call stays in the router with its place.
     fn record_callback(&mut self, number: String) {
         let queue = self
-            .acd
-            .wait
-            .as_ref()
-            .map(|w| w.queue.clone())
+            .core
+            .place()
+            .map(|p| p.queue.clone())
             .unwrap_or_default();
         info!(%queue, "callback requested");
         self.ctx.bus.publish(Event::CallbackRequested {
@@ -211,12 +143,10 @@ impl Actor {
         self.acd.callback = Some(Callback {
             number,
             customer: None,
-            deadline: None,
+            ringing: None,
             permit: None,
         });
-        self.acd.max_wait_at = None;
-        self.acd.announce_at = None;
-        self.acd.callback_offer_at = None;
+        self.core_do(CoreInput::CallbackRecorded);
         self.phase = Phase::CallbackRecorded;
         self.play(&["callback_recorded".to_string()], false);
     }
@@ -308,7 +238,9 @@ impl Actor {
             Ok(fork) => {
                 if let Some(callback) = self.acd.callback.as_mut() {
                     callback.customer = Some(fork);
-                    callback.deadline = Some(Instant::now() + CUSTOMER_RING_LIMIT);
+                    callback.ringing = Some(CustomerRinging {
+                        since: Instant::now().into_std(),
+                    });
                     callback.permit = Some(permit);
                 }
             }
@@ -324,7 +256,7 @@ impl Actor {
         let Some(callback) = self.acd.callback.as_mut() else {
             return;
         };
-        callback.deadline = None;
+        callback.ringing = None;
         let Some(fork) = callback.customer.as_mut() else {
             return;
         };
@@ -371,7 +303,7 @@ impl Actor {
     /// The customer's phone rang too long.
     pub(super) fn customer_unanswered(&mut self) {
         if let Some(callback) = self.acd.callback.as_mut() {
-            callback.deadline = None;
+            callback.ringing = None;
             if let Some(fork) = callback.customer.as_mut()
                 && fork.status == ForkStatus::Ringing
             {
@@ -395,15 +327,6 @@ impl Actor {
         });
         self.acd.released = Some(ReleasedBy::System);
     }
-}
-
-/// The digit prompts that read a number out ("+" and separators are silent).
-fn spoken_digits(number: &str) -> Vec<String> {
-    number
-        .chars()
-        .filter(char::is_ascii_digit)
-        .map(|d| format!("digit_{d}"))
-        .collect()
 }
 
 fn callback_number(callback: &Option<Callback>) -> String {

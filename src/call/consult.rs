@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::acd::{Connected, end_dialog};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
+use super::core::Input as CoreInput;
 use super::core::consult::{
     BlindRefer, BlindReferRefusal, CallView, ConsultEffect, ConsultEnd, ConsultInput,
     ConsultMachine, Consultant, EnqueueRefusal, LegAt, TransferBy,
@@ -30,7 +31,7 @@ use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, Phase};
 use crate::acd::{AgentId, CallId, Command, RouterError};
-use crate::events::{Event, ReleasedBy};
+use crate::events::Event;
 use crate::media::sdp;
 
 type Reply = oneshot::Sender<Result<(), ControlError>>;
@@ -309,10 +310,7 @@ impl Actor {
                         end_dialog(&self.ctx, phone.dialog.clone());
                     }
                 }
-                ConsultEffect::Hold(on) => {
-                    self.acd.consult_hold = on;
-                    self.hold_changed();
-                }
+                ConsultEffect::Hold(on) => self.consult_hold(on),
                 ConsultEffect::HandOver {
                     leg,
                     router_call,
@@ -658,42 +656,23 @@ impl Actor {
     /// The agent on the call leaves; `leg` (a consulted agent) takes over.
     fn hand_over(&mut self, leg: AgentLeg, router_call: CallId, since: Instant, hang_up: bool) {
         self.end_monitor("transferred", true);
-        self.end_hold();
         if let Some(previous) = self.acd.connected.take() {
             // The consulted agent's dialog runs no session timer of hotline's.
             self.lifetime.disconnected();
             if hang_up && let Some(dialog) = previous.leg.answered().cloned() {
                 end_dialog(&self.ctx, dialog);
             }
-            self.release_event(&previous, ReleasedBy::System);
             self.forget_leg(&previous.leg);
-            self.tell_router(Command::CallEnded(
-                previous.router_call.clone(),
-                previous.leg.agent.clone(),
-            ));
-            self.acd.transfers += 1;
-            self.ctx.bus.publish(Event::CallTransferred {
-                call_id: self.call_id.clone(),
-                agent: previous.leg.agent.0.clone(),
-                from_queue: previous.leg.queue.clone(),
-                to_queue: leg.queue.clone(),
-                to_agent: Some(leg.agent.0.clone()),
-                count: self.acd.transfers,
-            });
         }
-        let now = Instant::now();
-        let waited = self.acd.wait.as_ref().map_or(0, |w| {
-            now.saturating_duration_since(w.first).as_millis() as u64
+        let agent = leg.agent.clone();
+        let queue = leg.queue.clone();
+        self.acd.connected = Some(Connected::new(leg));
+        self.core_do(CoreInput::TakenOver {
+            agent,
+            queue,
+            router_call,
+            rang_since: since.into_std(),
         });
-        self.ctx.bus.publish(Event::CallConnected {
-            call_id: self.call_id.clone(),
-            agent: leg.agent.0.clone(),
-            queue: leg.queue.clone(),
-            waited_ms: waited,
-            ring_ms: since.elapsed().as_millis() as u64,
-            late: false,
-        });
-        self.acd.connected = Some(Connected::new(leg, now, router_call));
         self.phase = Phase::Bridged;
         self.bridge();
     }

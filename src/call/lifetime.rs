@@ -179,7 +179,7 @@ impl Actor {
         let std_now = now.into_std();
         // On hold, neither side owes media; a caller who left a number is
         // gone (its dialog carries none).
-        let excused = self.acd.hold.is_some() || self.acd.callback.is_some();
+        let excused = self.core.is_held() || self.acd.callback.is_some();
         let legs = std::iter::once(&mut self.media)
             .chain(self.acd.connected.as_mut().map(|c| &mut c.leg.media));
         let mut silent = [Duration::ZERO; 2];

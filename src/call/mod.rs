@@ -7,6 +7,13 @@
 //! inbound RTP and RTCP of both legs, the pacer's playback events, the router's
 //! offers, its timers and lookup replies. Nothing about one call is shared with
 //! another except the registry of live calls (shutdown, router decisions).
+//!
+//! The decisions of the call's ACD life (its place in a queue, the ring limit,
+//! who is connected, the hold and its limit, the callback number, the survey's
+//! score) are the pure call core's ([`self::core`]), which takes inputs at a given
+//! instant and answers with effects. The actor is its driver: it turns what
+//! happens into inputs, carries out the effects, and alone touches sockets,
+//! SIP dialogs and timers.
 
 mod acd;
 pub mod agent_leg;
@@ -27,7 +34,7 @@ pub mod relay;
 pub mod session_timer;
 mod survey;
 
-pub use acd::Side;
+pub use self::core::Side;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -44,9 +51,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::acd::end_dialog;
 use self::context::CallContext;
+use self::core::Input as CoreInput;
 use self::media_session::MediaSession;
 use self::session_timer::UasDecision;
+use crate::acd::RouterError;
 use crate::config::NumberTarget;
 use crate::events::{Event, ReleasedBy};
 use crate::ivr::{Action, Input, IvrRun, LookupReply};
@@ -432,6 +442,14 @@ async fn call_actor(
         playing: None,
         answered: false,
         delayed_offer: offer.is_none(),
+        core: self::core::CallCore::new(
+            self::core::Ident {
+                call_id: call_id.clone(),
+                caller: caller.clone(),
+                number: admitted.number.number.clone(),
+            },
+            policy::CallPolicy::from_settings(&ctx.settings),
+        ),
         acd: acd::AcdState::new(
             &ctx,
             call_id.clone(),
@@ -514,6 +532,8 @@ struct Actor {
     playing: Option<u64>,
     answered: bool,
     delayed_offer: bool,
+    /// The call's life in the ACD: its place, offers, agent and hold.
+    core: self::core::CallCore,
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
@@ -526,7 +546,7 @@ struct Actor {
     /// with a third party in a three-way call (whose leg is in `monitor`).
     consult: consult::Consult,
     /// The survey the caller is running, if it is.
-    survey: Option<survey::Survey>,
+    survey: Option<self::core::survey::Survey>,
     /// REFERs from agents' phones answered 202, their NOTIFYs waiting.
     referred: Vec<refer::Accepted>,
     /// The bounds that end the call when its end never comes.
@@ -616,6 +636,7 @@ impl Actor {
                     self.acd.priority = priority.unwrap_or(0);
                     if let Phase::Ivr(run, _) = &self.phase {
                         self.acd.ivr_vars = run.shown_vars();
+                        self.core.vars = self.acd.ivr_vars.clone();
                     }
                     self.exit_ivr(format!("queue:{queue}"));
                     self.enter_queue(&queue);
@@ -830,14 +851,68 @@ impl Actor {
         }
     }
 
+    /// What the rest of the server tells the call (the router, the CTI
+    /// API, the call's own helper tasks).
+    async fn on_command(&mut self, command: CallCommand) {
+        match command {
+            CallCommand::Offer { agents, queue } => {
+                for agent in agents {
+                    self.offer(agent, &queue).await;
+                }
+            }
+            CallCommand::Cancel { agent } => {
+                info!(agent = %agent, "offer withdrawn");
+                self.core_do(CoreInput::OfferWithdrawn(agent));
+            }
+            CallCommand::Refused(error) => {
+                info!(error = %error, "the router refused the caller");
+                self.core_do(CoreInput::Refused);
+                let reason = match error {
+                    RouterError::QueueFull { .. } => "max_len",
+                    RouterError::NoAgents { .. } => "no_agents",
+                    _ => "refused",
+                };
+                self.overflow(reason).await;
+            }
+            CallCommand::Position(position) => {
+                if matches!(self.phase, Phase::Queued) {
+                    let entering_number = self.acd.number_entry.is_some();
+                    self.core_do(CoreInput::Position {
+                        position,
+                        entering_number,
+                    });
+                }
+            }
+            CallCommand::Paused => self.overflow("paused").await,
+            CallCommand::Hangup => {
+                info!("hung up over the CTI API");
+                end_dialog(&self.ctx, self.caller_dialog.clone());
+                self.acd.released = Some(ReleasedBy::System);
+            }
+            CallCommand::Hold(hold) => {
+                self.core_do(CoreInput::ApiHold(hold));
+            }
+            CallCommand::Transfer { target, reply } => {
+                let _ = reply.send(self.transfer(target));
+            }
+            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
+            CallCommand::Monitor(command) => self.on_monitor_command(command).await,
+            CallCommand::Consult(command) => self.on_consult_command(command).await,
+            CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
+        }
+    }
+
     /// The earliest of the IVR timer and the ACD timers.
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
         let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
         let consult = self.consult.deadline();
         let lifetime = self.lifetime.deadline();
+        let core = self.core.deadline().map(Instant::from_std);
         [
             self.timer,
+            core,
             self.acd.next_deadline(),
             monitor,
             consult,

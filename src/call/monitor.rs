@@ -624,7 +624,7 @@ impl Actor {
         };
         monitor.tick(now);
         let Some(lone) = monitor.clock.map(|c| {
-            let held = self.acd.hold.is_some();
+            let held = self.core.is_held();
             c.lone_voice(monitor.mode, now.into_std(), self.consult.running(), held)
         }) else {
             return;

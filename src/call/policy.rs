@@ -1,10 +1,9 @@
 //! The call-center rules a call actor enforces on its own call, as plain data
-//! and pure timers: the ring limit (L1) and the hold clock (L2). The router
+//! and pure timers: the ring limit (L1) and the hold clock (L2), on
+//! `std::time::Instant` so the call core can use them without a runtime. The router
 //! enforces the rules about agents (wrap-up, breaks, staffing).
 
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{HoldAction, Settings};
 
@@ -113,33 +112,33 @@ impl HoldClock {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn hold_warns_five_seconds_before_the_limit_and_repeats_each_limit() {
+    #[test]
+    fn hold_warns_five_seconds_before_the_limit_and_repeats_each_limit() {
         let start = Instant::now();
         let mut clock = HoldClock::new(start, Duration::from_secs(30), Duration::from_secs(5));
         assert_eq!(clock.deadline(), start + Duration::from_secs(25));
-        tokio::time::sleep_until(clock.deadline() - Duration::from_millis(1)).await;
-        assert_eq!(clock.step(Instant::now()), None);
-        tokio::time::sleep_until(clock.deadline()).await;
         assert_eq!(
-            clock.step(Instant::now()),
+            clock.step(clock.deadline() - Duration::from_millis(1)),
+            None
+        );
+        assert_eq!(
+            clock.step(clock.deadline()),
             Some(HoldStep::Warning {
                 held: Duration::from_secs(25)
             })
         );
         assert_eq!(clock.deadline(), start + Duration::from_secs(30));
-        tokio::time::sleep_until(clock.deadline()).await;
+        let at = clock.deadline();
         assert_eq!(
-            clock.step(Instant::now()),
+            clock.step(at),
             Some(HoldStep::Limit {
                 held: Duration::from_secs(30),
                 count: 1
             })
         );
-        assert_eq!(clock.step(Instant::now()), None);
+        assert_eq!(clock.step(at), None);
         assert_eq!(clock.deadline(), start + Duration::from_secs(55));
-        tokio::time::sleep_until(start + Duration::from_secs(60)).await;
-        let now = Instant::now();
+        let now = start + Duration::from_secs(60);
         assert!(matches!(clock.step(now), Some(HoldStep::Warning { .. })));
         assert_eq!(
             clock.step(now),

@@ -8,17 +8,9 @@ use std::collections::BTreeMap;
 use tracing::info;
 
 use super::control::ControlError;
+use super::core::survey::Survey;
 use super::{Actor, Phase};
-use crate::events::{Event, ReleasedBy};
-
-/// The IVR variable a survey flow collects the score in.
-const SCORE_VAR: &str = "survey_score";
-
-/// Whom the caller rates: the agent and the queue it answered from.
-pub(super) struct Survey {
-    queue: String,
-    agent: String,
-}
+use crate::events::ReleasedBy;
 
 impl Actor {
     /// The survey of the queue the connected agent answered from, with that
@@ -105,22 +97,14 @@ impl Actor {
         let Phase::Ivr(run, _) = &self.phase else {
             return;
         };
-        let score = run
-            .vars()
-            .get(SCORE_VAR)
-            .and_then(|v| v.trim().parse::<u8>().ok())
-            .filter(|s| (1..=5).contains(s));
-        match score {
-            Some(score) => {
-                info!(score, queue = %survey.queue, "survey answered");
-                self.ctx.bus.publish(Event::SurveyAnswered {
-                    call_id: self.call_id.clone(),
-                    queue: survey.queue,
-                    agent: survey.agent,
-                    score,
-                });
+        let queue = survey.queue.clone();
+        let score = Survey::score(run.vars());
+        match survey.finish(&self.call_id, run.vars()) {
+            Some(answer) => {
+                info!(?score, %queue, "survey answered");
+                self.ctx.bus.publish(answer);
             }
-            None => info!(queue = %survey.queue, "the survey ended without a score"),
+            None => info!(%queue, "the survey ended without a score"),
         }
     }
 }

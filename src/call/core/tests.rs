@@ -1,0 +1,367 @@
+//! The script helper of the core's tests, scripted cases that cross the
+//! sub-machines, and a property test over random input sequences that checks
+//! the core's invariants after every step.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::{Just, prop_assert, prop_assert_eq, prop_oneof, proptest};
+use proptest::strategy::Strategy as PropStrategy;
+
+use super::*;
+use crate::config::HoldAction;
+
+pub(crate) fn aid(s: &str) -> AgentId {
+    AgentId::from(s)
+}
+
+pub(crate) fn secs(t0: Instant, s: u64) -> Instant {
+    t0 + Duration::from_secs(s)
+}
+
+/// The router messages among `effects`.
+pub(crate) fn routed(effects: &[Effect]) -> Vec<Command> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Router(command) => Some(command.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn policy(hold_action: HoldAction) -> CallPolicy {
+    CallPolicy {
+        ring_limit: Duration::from_secs(6),
+        hold_limit: Duration::from_secs(30),
+        hold_warning_before: Duration::from_secs(5),
+        hold_action,
+        queue_header: "X-Queue".into(),
+    }
+}
+
+/// A call driven by inputs at whole seconds after `t0`, its invariants
+/// checked after each.
+pub(crate) struct Script {
+    pub t0: Instant,
+    pub core: CallCore,
+}
+
+impl Script {
+    pub fn new() -> Script {
+        let ident = Ident {
+            call_id: "c1".into(),
+            caller: "+15550100".into(),
+            number: "100".into(),
+        };
+        Script {
+            t0: Instant::now(),
+            core: CallCore::new(ident, policy(HoldAction::Alert)),
+        }
+    }
+
+    pub fn policy(&mut self, action: HoldAction) {
+        self.core.policy = policy(action);
+    }
+
+    pub fn t(&self, s: u64) -> Instant {
+        secs(self.t0, s)
+    }
+
+    pub fn at(&mut self, s: u64, input: Input) -> Vec<Effect> {
+        let now = self.t(s);
+        let out = self.core.handle(input, now);
+        assert_eq!(self.core.invariants(), Ok(()));
+        out
+    }
+
+    pub fn enqueue(&mut self, queue: &str, timers: QueueTimers, s: u64) -> Vec<Effect> {
+        self.at(
+            s,
+            Input::Enqueue {
+                queue: queue.into(),
+                timers,
+                callback_possible: true,
+                paused: false,
+            },
+        )
+    }
+
+    pub fn offer(&mut self, agent: &str, s: u64) -> Vec<Effect> {
+        self.at(
+            s,
+            Input::Offered {
+                agent: aid(agent),
+                queue: "sales".into(),
+                contacts: 1,
+            },
+        )
+    }
+
+    pub fn answer(&mut self, agent: &str, s: u64) -> Vec<Effect> {
+        self.at(
+            s,
+            Input::AgentAnswered {
+                agent: aid(agent),
+                announce: false,
+            },
+        )
+    }
+}
+
+#[test]
+fn a_callback_racing_an_abandon_dequeues_once() {
+    // The caller presses the callback key and hangs up before the number
+    // is recorded: the call is abandoned, the router told once; the late
+    // confirmation changes nothing.
+    let mut s = Script::new();
+    s.enqueue(
+        "sales",
+        QueueTimers {
+            callback_after: Some(Duration::from_secs(10)),
+            ..QueueTimers::default()
+        },
+        0,
+    );
+    s.at(10, Input::Tick);
+    assert!(s.core.callback_offered());
+    s.at(11, Input::NumberEntryStarted);
+    let out = s.at(12, Input::Ended(ReleasedBy::Caller));
+    assert!(matches!(
+        out[0],
+        Effect::Publish(Event::CallAbandoned {
+            waited_ms: 12_000,
+            ..
+        })
+    ));
+    assert_eq!(routed(&out), vec![Command::Dequeue(s.core.call())]);
+    assert!(s.at(12, Input::CallbackRecorded).is_empty());
+    assert!(s.at(13, Input::Ended(ReleasedBy::Caller)).is_empty());
+}
+
+#[test]
+fn a_recorded_callback_answered_by_an_agent_is_released_once_at_the_end() {
+    let mut s = Script::new();
+    s.enqueue("sales", QueueTimers::default(), 0);
+    s.at(5, Input::CallbackRecorded);
+    s.offer("1001", 40);
+    s.answer("1001", 42);
+    let out = s.at(50, Input::Ended(ReleasedBy::System));
+    assert_eq!(
+        routed(&out),
+        vec![Command::CallEnded(s.core.call(), aid("1001"))]
+    );
+}
+
+#[test]
+fn a_transfer_release_then_requeue_keeps_the_first_wait() {
+    let mut s = Script::new();
+    s.enqueue("sales", QueueTimers::default(), 0);
+    s.offer("1001", 10);
+    s.answer("1001", 12);
+    s.at(12, Input::Bridged);
+    let out = s.at(20, Input::ReleaseAgent(ReleasedBy::System));
+    assert_eq!(
+        routed(&out),
+        vec![Command::CallEnded(s.core.call(), aid("1001"))]
+    );
+    assert!(!s.core.in_router());
+    let out = s.enqueue("support", QueueTimers::default(), 20);
+    assert!(matches!(
+        out[0],
+        Effect::Publish(Event::CallQueued {
+            waited_ms: 20_000,
+            ..
+        })
+    ));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue(bool),
+    Position(bool),
+    Refused,
+    Overflow,
+    Offer(u8, usize),
+    Withdraw(u8),
+    Settle(u8),
+    Answer(u8),
+    Refuse(u8, bool),
+    Bridged,
+    PhoneHold(bool, bool),
+    ApiHold(bool),
+    ConsultHold(bool),
+    ResumeAnswered,
+    PromptEnded,
+    Release,
+    NumberEntry,
+    CallbackRecorded,
+    TakeOver(u8),
+    End(u8),
+    Tick,
+}
+
+fn op() -> impl PropStrategy<Value = Op> {
+    let agent = 0u8..3;
+    prop_oneof![
+        proptest::bool::ANY.prop_map(Op::Enqueue),
+        proptest::bool::ANY.prop_map(Op::Position),
+        Just(Op::Refused),
+        Just(Op::Overflow),
+        (agent.clone(), 0usize..3).prop_map(|(a, c)| Op::Offer(a, c)),
+        agent.clone().prop_map(Op::Withdraw),
+        agent.clone().prop_map(Op::Settle),
+        agent.clone().prop_map(Op::Answer),
+        (agent.clone(), proptest::bool::ANY).prop_map(|(a, r)| Op::Refuse(a, r)),
+        Just(Op::Bridged),
+        (proptest::bool::ANY, proptest::bool::ANY).prop_map(|(c, a)| Op::PhoneHold(c, a)),
+        proptest::bool::ANY.prop_map(Op::ApiHold),
+        proptest::bool::ANY.prop_map(Op::ConsultHold),
+        Just(Op::ResumeAnswered),
+        Just(Op::PromptEnded),
+        Just(Op::Release),
+        Just(Op::NumberEntry),
+        Just(Op::CallbackRecorded),
+        agent.clone().prop_map(Op::TakeOver),
+        (0u8..3).prop_map(Op::End),
+        Just(Op::Tick),
+    ]
+}
+
+fn input(op: Op, now: Instant) -> Input {
+    let agent = |a: u8| aid(&format!("10{a}"));
+    match op {
+        Op::Enqueue(paused) => Input::Enqueue {
+            queue: "sales".into(),
+            timers: QueueTimers {
+                max_wait: Some(Duration::from_secs(40)),
+                announce_every: Some(Duration::from_secs(15)),
+                callback_after: Some(Duration::from_secs(20)),
+            },
+            callback_possible: true,
+            paused,
+        },
+        Op::Position(entering_number) => Input::Position {
+            position: Some(crate::acd::QueuePosition {
+                queue: crate::acd::QueueId::from("sales"),
+                position: 2,
+                waiting: 3,
+                estimated_wait: Some(Duration::from_secs(70)),
+            }),
+            entering_number,
+        },
+        Op::Refused => Input::Refused,
+        Op::Overflow => Input::Overflowed {
+            reason: "max_wait",
+            target: "hangup".into(),
+        },
+        Op::Offer(a, contacts) => Input::Offered {
+            agent: agent(a),
+            queue: "sales".into(),
+            contacts,
+        },
+        Op::Withdraw(a) => Input::OfferWithdrawn(agent(a)),
+        Op::Settle(a) => Input::OfferSettled {
+            agent: agent(a),
+            outcome: crate::acd::Outcome::Busy,
+        },
+        Op::Answer(a) => Input::AgentAnswered {
+            agent: agent(a),
+            announce: a % 2 == 0,
+        },
+        Op::Refuse(a, still_ringing) => Input::AnswerRefused {
+            agent: agent(a),
+            still_ringing,
+        },
+        Op::Bridged => Input::Bridged,
+        Op::PhoneHold(caller, agent) => Input::PhoneHold { caller, agent },
+        Op::ApiHold(on) => Input::ApiHold(on),
+        Op::ConsultHold(on) => Input::ConsultHold(on),
+        Op::ResumeAnswered => Input::ResumeAnswered,
+        Op::PromptEnded => Input::PromptEnded,
+        Op::Release => Input::ReleaseAgent(ReleasedBy::System),
+        Op::NumberEntry => Input::NumberEntryStarted,
+        Op::CallbackRecorded => Input::CallbackRecorded,
+        Op::TakeOver(a) => Input::TakenOver {
+            agent: agent(a),
+            queue: "sales".into(),
+            router_call: CallId::from("c1/consult"),
+            rang_since: now,
+        },
+        Op::End(by) => Input::Ended(match by {
+            0 => ReleasedBy::Caller,
+            1 => ReleasedBy::Agent,
+            _ => ReleasedBy::System,
+        }),
+        Op::Tick => Input::Tick,
+    }
+}
+
+proptest! {
+    #[test]
+    fn invariants_hold_under_random_inputs(
+        ops in proptest::collection::vec((op(), 0u64..8), 1..150),
+        action in prop_oneof![Just(HoldAction::Alert), Just(HoldAction::Resume), Just(HoldAction::Requeue)],
+    ) {
+        let mut s = Script::new();
+        s.policy(action);
+        let mut now = s.t0;
+        for (op, step) in ops {
+            if matches!(s.core.stage, Stage::Ended) {
+                break;
+            }
+            // A tick never comes later than the deadline asked for.
+            let target = now + Duration::from_secs(step);
+            while let Some(deadline) = s.core.deadline()
+                && deadline < target
+            {
+                prop_assert!(deadline >= now);
+                now = deadline;
+                s.core.handle(Input::Tick, now);
+                prop_assert_eq!(s.core.invariants(), Ok(()));
+                // Nothing due is left behind by a tick.
+                prop_assert!(s.core.deadline().is_none_or(|d| d > now));
+            }
+            now = target;
+            let was_in_router = s.core.in_router();
+            let was_connected = s.core.bridge().is_some();
+            let ending = matches!(op, Op::End(_));
+            let held_before = s.core.is_held();
+            let out = s.core.handle(input(op.clone(), now), now);
+            prop_assert_eq!(s.core.invariants(), Ok(()));
+            // Hold clock running iff held: a start and an end each come
+            // with their event and their message to the router.
+            let started = out.iter().filter(|e| matches!(e, Effect::Publish(Event::HoldStarted { .. }))).count();
+            let ended = out.iter().filter(|e| matches!(e, Effect::Publish(Event::HoldEnded { .. }))).count();
+            prop_assert!(started <= 1 && ended <= 1);
+            if started == 1 {
+                prop_assert!(s.core.is_held() && !held_before);
+            }
+            if s.core.is_held() {
+                prop_assert!(s.core.deadline().is_some());
+                prop_assert!(s.core.hold().is_some_and(|h| h.since() <= now));
+            }
+            // At most one agent answered: a second answer connects nobody.
+            let connects = out.iter().filter(|e| matches!(e, Effect::Publish(Event::CallConnected { .. }))).count();
+            prop_assert!(connects <= 1);
+            if was_connected && matches!(op, Op::Answer(_)) {
+                prop_assert_eq!(connects, 0);
+            }
+            // No offer rings once an agent is connected.
+            if s.core.bridge().is_some() {
+                prop_assert!(s.core.offers().is_empty());
+            }
+            if ending {
+                // Every leg released and the router told exactly once.
+                let ends = routed(&out)
+                    .into_iter()
+                    .filter(|c| matches!(c, Command::Dequeue(_) | Command::CallEnded(..)))
+                    .count();
+                prop_assert_eq!(ends, usize::from(was_in_router || was_connected));
+                prop_assert!(matches!(s.core.stage, Stage::Ended));
+                prop_assert!(!s.core.in_router());
+                prop_assert!(s.core.offers().is_empty() && s.core.bridge().is_none());
+                prop_assert_eq!(s.core.deadline(), None);
+            }
+        }
+    }
+}
