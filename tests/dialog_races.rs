@@ -287,3 +287,210 @@ fn a_caller_who_holds_leaves_the_agent_with_music_and_the_hold_limit_alerts_the_
         "\"holds\":1",
     ]);
 }
+
+/// The time (seconds in the trace) of the first message after `after` that
+/// `pick` accepts.
+fn trace_time(run: &SippRun, after: f64, pick: impl Fn(&WireEvent) -> bool) -> f64 {
+    run.timeline()
+        .into_iter()
+        .find(|e| e.at >= after && pick(e))
+        .unwrap_or_else(|| panic!("no such message in the trace\n{}", run.report()))
+        .at
+}
+
+#[test]
+fn re_invites_crossing_on_the_agent_leg_get_491_and_hotline_retries_after_2_1_to_4_s() {
+    let server = Server::start(acd_config(
+        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
+         [queues.support]\nannounce_agent = false\n",
+    ));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || holding_agent("agent_hold_glare", port).run(server));
+        caller("402", 14000).run_ok(server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(server);
+        // hotline's own re-INVITE was pending when the phone's came: 491.
+        let refused = trace_time(&agent, 0.0, |e| e.received && e.msg.status() == Some(491));
+        let resume = trace_time(&agent, 0.0, |e| {
+            e.received && e.msg.method() == Some("INVITE") && e.msg.body.contains("a=sendrecv")
+        });
+        assert!(resume <= refused, "491 came before hotline's re-INVITE");
+        // The phone refused hotline's: hotline, the Call-ID's owner, waits
+        // 2.1 to 4 s (RFC 3261 14.1) and tries again.
+        let refusal = trace_time(&agent, refused, |e| {
+            !e.received && e.msg.status() == Some(491)
+        });
+        let retry = trace_time(&agent, refusal, |e| {
+            e.received && e.msg.method() == Some("INVITE")
+        });
+        let waited = retry - refusal;
+        eprintln!("agent leg: hotline tried again {waited:.3} s after the phone's 491");
+        assert!(
+            (2.08..=4.3).contains(&waited),
+            "hotline tried again {waited:.3} s after the phone's 491"
+        );
+    });
+    server.assert_event(&[
+        "\"type\":\"hold_limit_reached\"",
+        "\"action\":\"resume\"",
+        "\"count\":1",
+    ]);
+    let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(1));
+    assert!(field_ms(&ended, "held_ms") >= 5_000, "{ended}");
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"released_by\":\"caller\"",
+        "\"holds\":1",
+    ]);
+}
+
+/// The next request with `method` the raw caller receives within `limit`.
+fn next_request(caller: &Caller, method: &str, limit: Duration) -> SipMsg {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no {method} within {limit:?}"));
+        if let Some(m) = caller.sip.recv(left)
+            && m.method() == Some(method)
+        {
+            return m;
+        }
+    }
+}
+
+/// A response to `request` with its Via, From, To, Call-ID and CSeq.
+fn response_to(request: &SipMsg, status: &str, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for via in request.headers("Via") {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        let value = request.header(name).unwrap_or_default();
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(extra);
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
+}
+
+/// The ACK of a non-2xx final response to `invite` (same branch and CSeq).
+fn ack_of_refused(invite: &str) -> String {
+    let head = invite.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out = String::new();
+    for (i, line) in head.lines().enumerate() {
+        let lower = line.to_ascii_lowercase();
+        if i == 0 {
+            out.push_str(&line.replacen("INVITE", "ACK", 1));
+        } else if lower.starts_with("cseq:") {
+            out.push_str(&line.replace("INVITE", "ACK"));
+        } else if lower.starts_with("content-type:") || lower.starts_with("content-length:") {
+            continue;
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+#[test]
+fn re_invites_crossing_on_the_caller_leg_get_491_and_hotline_retries_within_2_s() {
+    let server = Server::start(acd_config(
+        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
+         [queues.support]\nannounce_agent = false\n",
+    ));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    let (agent_socket, agent_rtp) = rtp_socket();
+    let _ear = Ear::start(agent_socket, AGENT_HZ);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_phone(port, agent_rtp).run(server));
+        let (mut caller, _party) = call_in(server, "402", CALLER_HZ);
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        caller_reinvite(&mut caller, 2, "sendonly");
+        server.wait_event(
+            &["\"type\":\"hold_started\"", "\"by\":\"caller\""],
+            Duration::from_secs(3),
+        );
+
+        // At the limit hotline takes the call off hold; the caller's own
+        // re-INVITE crosses it.
+        let resume = next_request(&caller, "INVITE", Duration::from_secs(8));
+        assert!(resume.body.contains("a=sendrecv"), "{}", resume.raw);
+        caller.sip.send(response_to(&resume, "100 Trying", "", ""));
+        let offer = sdp_offer(
+            caller.rtp_addr(),
+            "0",
+            "a=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        )
+        .replace("o=caller 1 1", "o=caller 1 3");
+        let crossing = caller.in_dialog("INVITE", Some("application/sdp"), &offer);
+        caller.sip.send(&crossing);
+        let refused = caller
+            .sip
+            .final_response("INVITE", Duration::from_secs(5))
+            .expect("a final response to the crossing re-INVITE");
+        assert_eq!(
+            refused.status(),
+            Some(491),
+            "hotline's own re-INVITE is pending: {}",
+            refused.raw
+        );
+        caller.sip.send(ack_of_refused(&crossing));
+
+        // The caller refuses hotline's: hotline, not the Call-ID's owner,
+        // waits at most 2 s (RFC 3261 14.1) and tries again.
+        caller
+            .sip
+            .send(response_to(&resume, "491 Request Pending", "", ""));
+        let refusal = Instant::now();
+        let retry = next_request(&caller, "INVITE", Duration::from_secs(6));
+        let waited = refusal.elapsed();
+        eprintln!("caller leg: hotline tried again {waited:?} after the caller's 491");
+        assert_ne!(
+            retry.header("CSeq"),
+            resume.header("CSeq"),
+            "a new re-INVITE, not a retransmission"
+        );
+        assert!(retry.body.contains("a=sendrecv"), "{}", retry.raw);
+        let answer = sdp_offer(
+            caller.rtp_addr(),
+            "0",
+            "a=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        )
+        .replace("o=caller 1 1", "o=caller 1 4");
+        caller.sip.send(response_to(
+            &retry,
+            "200 OK",
+            &format!(
+                "Contact: <sip:caller@{}>\r\nContent-Type: application/sdp\r\n",
+                caller.sip.local()
+            ),
+            &answer,
+        ));
+        next_request(&caller, "ACK", Duration::from_secs(3));
+        assert!(
+            waited <= Duration::from_millis(2_300),
+            "hotline tried again {waited:?} after the caller's 491"
+        );
+        let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(3));
+        assert!(field_ms(&ended, "held_ms") >= 3_000, "{ended}");
+        assert!(
+            server.events(&["\"type\":\"call_released\""]).is_empty(),
+            "the call goes on after the glare"
+        );
+        caller.bye();
+        agent.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"released_by\":\"caller\"",
+        "\"holds\":1",
+    ]);
+}

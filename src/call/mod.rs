@@ -12,6 +12,7 @@ mod acd;
 pub mod agent_leg;
 mod callback;
 pub mod consult;
+mod glare;
 pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
@@ -93,6 +94,11 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
+    /// The phone on `side` refused hotline's re-INVITE taking the call off
+    /// hold with 491 (glare): it is sent again after the RFC 3261 §14.1 wait.
+    ResumeCrossed { side: acd::Side, attempt: u32 },
+    /// The wait after a crossed re-INVITE is over: take `side` off hold again.
+    ResumeAgain { side: acd::Side, attempt: u32 },
     /// The outcome of a session refresh hotline sent on `side`'s dialog.
     Refreshed {
         side: acd::Side,
@@ -883,6 +889,11 @@ impl Actor {
                         }
                     }
                 }
+            }
+            DialogState::Updated(_, req, handle)
+                if glare::crosses(&req, &self.acd.reinvites, Side::Caller) =>
+            {
+                glare::refuse(&handle).await;
             }
             DialogState::Updated(_, req, handle) => {
                 // None: refused 422 (an interval below sip.min_se).
