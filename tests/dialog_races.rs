@@ -494,3 +494,70 @@ fn re_invites_crossing_on_the_caller_leg_get_491_and_hotline_retries_within_2_s(
         "\"holds\":1",
     ]);
 }
+
+#[test]
+fn an_agent_answering_as_the_caller_leaves_is_acked_then_hung_up_and_offered_the_next_call() {
+    let server = Server::start(acd_config("[queues.support]\nannounce_agent = false\n"));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || {
+            Sipp::new("agent_answers_as_cancelled")
+                .port(port)
+                .media()
+                .run(server)
+        });
+        // The caller hangs up while the agent rings; the agent's 200 crosses
+        // hotline's CANCEL.
+        Sipp::new("caller_waits")
+            .service("402")
+            .media()
+            .args(&["-d", "1500", "-key", "caller", "402"])
+            .run_ok(server);
+        let agent = agent.join().unwrap();
+        agent.assert_ok(server);
+        let timeline = agent.timeline();
+        let at = |pick: &dyn Fn(&SipMsg) -> bool, received: bool| {
+            timeline
+                .iter()
+                .position(|e| e.received == received && pick(&e.msg))
+                .unwrap_or_else(|| panic!("missing message\n{}", agent.report()))
+        };
+        let answered = at(
+            &|m| m.status() == Some(200) && m.cseq_method().as_deref() == Some("INVITE"),
+            false,
+        );
+        let acked = at(&|m| m.method() == Some("ACK"), true);
+        let hung_up = at(&|m| m.method() == Some("BYE"), true);
+        assert!(answered < acked && acked < hung_up, "{}", agent.report());
+    });
+    server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
+    assert!(
+        server.events(&["\"type\":\"call_connected\""]).is_empty(),
+        "the caller was gone: nobody was connected"
+    );
+    // Ready at registration and again after the crossed answer.
+    let ready = [
+        "\"type\":\"agent_state_changed\"",
+        "\"agent\":\"1001\"",
+        "\"state\":\"ready\"",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.events(&ready).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "agent 1001 was not made ready again:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Freed: the next caller is offered to the same agent, who answers.
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_agent(port, 200, (0, "PCMU")).run(server));
+        caller("402", 1500).run_ok(server);
+        agent.join().unwrap().assert_ok(server);
+    });
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""]);
+}
