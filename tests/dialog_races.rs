@@ -561,3 +561,107 @@ fn an_agent_answering_as_the_caller_leaves_is_acked_then_hung_up_and_offered_the
     });
     server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""]);
 }
+
+/// Waits until the metrics page shows `line` (e.g. "hotline_calls_active 0").
+fn wait_metric(server: &Server, line: &str, limit: Duration) {
+    let port = server.http_port.expect("http enabled");
+    let deadline = Instant::now() + limit;
+    loop {
+        let page = http_get(port, "/metrics");
+        if page.lines().any(|l| l.trim() == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{line}` on the metrics page within {limit:?}:\n{page}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until agent `agent` has been made ready `times` times.
+fn wait_ready(server: &Server, agent: &str, times: usize, limit: Duration) {
+    let ready = [
+        "\"type\":\"agent_state_changed\"",
+        &format!("\"agent\":\"{agent}\""),
+        "\"state\":\"ready\"",
+    ];
+    let deadline = Instant::now() + limit;
+    while server.events(&ready).len() < times {
+        assert!(
+            Instant::now() < deadline,
+            "agent {agent} was not made ready {times} times:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_caller_that_never_acks_is_released_at_64_t1_and_nothing_is_left_behind() {
+    // T1 = 100 ms: timer H ends the unacknowledged answer after 6.4 s, before
+    // the agent's 10 s ring limit.
+    let server = Server::start(
+        acd_config("[acd]\nring_cycle = \"5s\"\n\n[queues.support]\nannounce_agent = false\n")
+            .sip("t1 = \"100ms\"")
+            .http(true),
+    );
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || Sipp::new("agent_no_answer").port(port).run(server));
+        let mut caller = Caller::new(server);
+        let offer = sdp_offer(caller.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+        let ok = caller.invite("402", &offer);
+        assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+        let answered = Instant::now();
+        // Never ACKed: hotline repeats its 200 until timer H, then gives up.
+        let mut repeats = Vec::new();
+        let mut others = Vec::new();
+        while answered.elapsed() < Duration::from_secs(12) {
+            match caller.sip.recv(Duration::from_millis(200)) {
+                Some(m) if m.status() == Some(200) => repeats.push(answered.elapsed()),
+                Some(m) => others.push(m.start_line.clone()),
+                None => {}
+            }
+        }
+        let agent = agent.join().unwrap();
+        agent.assert_ok(server);
+        let rang = received_at(&agent, "CANCEL") - received_at(&agent, "INVITE");
+        eprintln!("200 repeated at {repeats:?}; also received {others:?}; agent rang {rang:.3} s");
+        assert!(repeats.len() >= 4, "the 200 was repeated: {repeats:?}");
+        assert!(
+            others.iter().any(|l| l.starts_with("BYE ")),
+            "the confirmed but unacknowledged dialog is ended with BYE: {others:?}"
+        );
+        let last = *repeats.last().unwrap();
+        assert!(
+            last <= Duration::from_millis(6_500),
+            "the 200 was repeated past 64*T1: {repeats:?}"
+        );
+        // The agent rang until the call was given up at 64*T1, not until
+        // its own ring limit.
+        assert!(
+            (6.0..=8.5).contains(&rang),
+            "the agent's offer was cancelled {rang:.3} s after the INVITE"
+        );
+    });
+    server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
+    wait_ready(&server, "1001", 2, Duration::from_secs(3));
+    wait_metric(&server, "hotline_calls_active 0", Duration::from_secs(3));
+    assert!(
+        server.events(&["\"type\":\"offer_failed\""]).is_empty(),
+        "a caller who never came is not the agent's missed offer"
+    );
+}
+
+/// The time (seconds in the trace) SIPp received the first `method` request.
+fn received_at(run: &SippRun, method: &str) -> f64 {
+    run.timeline()
+        .into_iter()
+        .find(|e| e.received && e.msg.method() == Some(method))
+        .unwrap_or_else(|| panic!("SIPp received no {method}\n{}", run.report()))
+        .at
+}
