@@ -665,3 +665,138 @@ fn received_at(run: &SippRun, method: &str) -> f64 {
         .unwrap_or_else(|| panic!("SIPp received no {method}\n{}", run.report()))
         .at
 }
+
+/// A phone that registered from `port` and now answers nothing: every
+/// request it gets is kept (first line, arrival) for `limit`, or until the
+/// returned flag is set.
+fn silent_phone(
+    port: u16,
+    limit: Duration,
+) -> (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Vec<(Instant, String)>>,
+) {
+    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("the phone's port is free again");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let until = Instant::now() + limit;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !halt.load(Ordering::Relaxed) && Instant::now() < until {
+            if let Ok((n, _)) = socket.recv_from(&mut buf)
+                && let Some(m) = SipMsg::parse(&buf[..n])
+            {
+                got.push((Instant::now(), m.start_line));
+            }
+        }
+        got
+    });
+    (stop, thread)
+}
+
+/// Agent 1001's phone never answers hotline's INVITE (lost on the way, or
+/// a dead phone); 1002 answers. With `timer_b_first`, T1 is 100 ms so that
+/// the INVITE transaction times out (64*T1 = 6.4 s) before the 10 s ring
+/// limit; else the 6 s ring limit comes first and no CANCEL may be sent
+/// without a provisional answer (RFC 3261 9.1). Either way the next agent is
+/// offered the call, which goes on; returns when 1002 was offered the call,
+/// counted from the first INVITE the silent phone got.
+fn lost_agent_invite(timer_b_first: bool) -> Duration {
+    let config = acd_config("[queues.support]\nannounce_agent = false\n");
+    let config = if timer_b_first {
+        config
+            .extra("[acd]\nring_cycle = \"5s\"\n")
+            .sip("t1 = \"100ms\"")
+    } else {
+        config
+    };
+    let server = Server::start(config);
+    let (port1, port2) = (free_port(), free_port());
+    // 1001 registers first, so it has been idle longest and is offered first.
+    register_agent(&server, "1001", port1);
+    std::thread::sleep(Duration::from_millis(50));
+    register_agent(&server, "1002", port2);
+    let (stop, lost) = silent_phone(port1, Duration::from_secs(30));
+    let offered_next = std::thread::scope(|s| {
+        let server = &server;
+        let answering = s.spawn(move || answering_agent(port2, 300, (0, "PCMU")).run(server));
+        let calling = s.spawn(move || caller("402", 12_000).run(server));
+        server.wait_event(
+            &["\"type\":\"call_offered\"", "\"agent\":\"1002\""],
+            Duration::from_secs(15),
+        );
+        let offered_next = Instant::now();
+        calling.join().unwrap().assert_ok(server);
+        answering.join().unwrap().assert_ok(server);
+        offered_next
+    });
+    stop.store(true, Ordering::Relaxed);
+    let lost = lost.join().unwrap();
+    let first = lost
+        .iter()
+        .find(|(_, l)| l.starts_with("INVITE "))
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("the silent phone got no INVITE: {lost:?}"));
+    let timeline: Vec<_> = lost
+        .iter()
+        .map(|(at, l)| (at.saturating_duration_since(first), l.as_str()))
+        .collect();
+    eprintln!("the silent phone got {timeline:?}");
+    let invites = lost
+        .iter()
+        .filter(|(_, l)| l.starts_with("INVITE "))
+        .count();
+    assert!(
+        invites >= 3,
+        "hotline retransmitted the INVITE nobody answered: {timeline:?}"
+    );
+    assert!(
+        lost.iter().all(|(_, l)| !l.starts_with("CANCEL ")),
+        "no CANCEL before any provisional answer (RFC 3261 9.1): {timeline:?}"
+    );
+    server.assert_event(&["\"type\":\"offer_failed\"", "\"agent\":\"1001\""]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1002\"",
+        "\"released_by\":\"caller\"",
+    ]);
+    if timer_b_first {
+        let last = lost
+            .last()
+            .map(|(at, _)| at.saturating_duration_since(first));
+        assert!(
+            last <= Some(Duration::from_millis(6_500)),
+            "the INVITE was retransmitted past 64*T1: {timeline:?}"
+        );
+    } else {
+        server.assert_event(&[
+            "\"type\":\"offer_failed\"",
+            "\"agent\":\"1001\"",
+            "\"outcome\":\"no_answer\"",
+        ]);
+    }
+    offered_next.saturating_duration_since(first)
+}
+
+#[test]
+fn an_agent_invite_that_is_lost_is_given_up_at_the_ring_limit_and_the_next_agent_answers() {
+    let next = lost_agent_invite(false);
+    assert!(
+        (Duration::from_millis(5_900)..Duration::from_millis(8_000)).contains(&next),
+        "the next agent was offered the call {next:?} after the lost INVITE"
+    );
+}
+
+#[test]
+fn an_agent_invite_that_times_out_with_timer_b_passes_the_call_to_the_next_agent() {
+    let next = lost_agent_invite(true);
+    assert!(
+        (Duration::from_millis(6_200)..Duration::from_millis(8_500)).contains(&next),
+        "the next agent was offered the call {next:?} after the lost INVITE"
+    );
+}
