@@ -800,3 +800,81 @@ fn an_agent_invite_that_times_out_with_timer_b_passes_the_call_to_the_next_agent
         "the next agent was offered the call {next:?} after the lost INVITE"
     );
 }
+
+#[test]
+fn a_bye_the_caller_never_answers_still_ends_and_releases_the_call_within_64_t1() {
+    let server = Server::start(
+        acd_config("[acd]\nwrap_up = \"1s\"\n\n[queues.support]\nannounce_agent = false\n")
+            .sip("t1 = \"100ms\"")
+            .http(true),
+    );
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    std::thread::scope(|s| {
+        let server = &server;
+        // The agent hangs up 1.5 s after answering: hotline sends the caller
+        // a BYE, which the caller never answers.
+        let agent = s.spawn(move || {
+            Sipp::new("agent_hangs_up")
+                .port(port)
+                .media()
+                .args(&["-d", "1500"])
+                .run(server)
+        });
+        let (caller, _party) = call_in(server, "402", CALLER_HZ);
+        let listener = s.spawn(move || {
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut byes: Vec<(Instant, SipMsg)> = Vec::new();
+            while Instant::now() < until
+                && byes
+                    .first()
+                    .is_none_or(|(at, _)| at.elapsed() < Duration::from_secs(10))
+            {
+                if let Some(m) = caller.sip.recv(Duration::from_millis(200))
+                    && m.method() == Some("BYE")
+                {
+                    byes.push((Instant::now(), m));
+                }
+            }
+            byes
+        });
+        agent.join().unwrap().assert_ok(server);
+        // Released at once, while the BYE is still unanswered: not when its
+        // transaction times out.
+        let hung_up = Instant::now();
+        server.wait_event(
+            &[
+                "\"type\":\"call_released\"",
+                "\"agent\":\"1001\"",
+                "\"released_by\":\"agent\"",
+            ],
+            Duration::from_secs(3),
+        );
+        server.wait_event(
+            &["\"type\":\"call_ended\"", "\"released_by\":\"agent\""],
+            Duration::from_secs(3),
+        );
+        wait_metric(server, "hotline_calls_active 0", Duration::from_secs(3));
+        let released = hung_up.elapsed();
+        let received = listener.join().unwrap();
+        let first = received.first().expect("hotline's BYE to the caller").0;
+        let byes: Vec<Duration> = received.iter().map(|(at, _)| *at - first).collect();
+        let cseqs: std::collections::HashSet<_> =
+            received.iter().map(|(_, m)| m.header("CSeq")).collect();
+        assert_eq!(cseqs.len(), 1, "one BYE, retransmitted: {cseqs:?}");
+        eprintln!(
+            "BYE sent at {byes:?}; released within {released:?} of the agent's phone leaving"
+        );
+        assert!(
+            first + Duration::from_millis(6_400) > hung_up + released,
+            "released only after the BYE timed out"
+        );
+        assert!(byes.len() >= 4, "the BYE was retransmitted: {byes:?}");
+        assert!(
+            byes.last() <= Some(&Duration::from_millis(6_500)),
+            "the BYE was retransmitted past 64*T1: {byes:?}"
+        );
+    });
+    // The agent is free after its wrap-up.
+    wait_ready(&server, "1001", 2, Duration::from_secs(5));
+}
