@@ -878,3 +878,195 @@ fn a_bye_the_caller_never_answers_still_ends_and_releases_the_call_within_64_t1(
     // The agent is free after its wrap-up.
     wait_ready(&server, "1001", 2, Duration::from_secs(5));
 }
+
+const ADMIN: &str = "races-admin-token";
+
+/// A config with an admin API token and `api` lines of the `[api]` section.
+fn api_config(api: &str) -> TestConfig {
+    use sha2::Digest;
+    let admin = hex::encode(sha2::Sha256::digest(ADMIN.as_bytes()));
+    acd_config(&format!(
+        "[api]\n{api}\n[api.tokens.admin]\nrole = \"admin\"\nsha256 = \"{admin}\"\n"
+    ))
+    .http(true)
+}
+
+/// A live-event journal that holds only a few events (2 KiB).
+fn small_journal_config() -> TestConfig {
+    api_config("journal_max_bytes = 2048\njournal_entry_max_bytes = 512")
+}
+
+/// Puts agent 1001 not ready (for `reason`) and ready again over the API:
+/// two events.
+fn toggle_agent_for(port: u16, reason: &str) {
+    let not_ready = format!(r#"{{"reason":"{reason}"}}"#);
+    for (action, body) in [("not-ready", Some(not_ready.as_str())), ("ready", None)] {
+        let (status, reply) = http_request(
+            port,
+            "POST",
+            &format!("/api/v1/agents/1001/{action}"),
+            Some(ADMIN),
+            body,
+        );
+        assert_eq!(status, 200, "{action}: {reply}");
+    }
+}
+
+fn toggle_agent(port: u16) {
+    toggle_agent_for(port, "lunch");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn a_cti_client_resuming_from_before_the_journal_is_told_the_gap_and_gets_what_is_left() {
+    let server = Server::start(small_journal_config());
+    let port = server.http_port.unwrap();
+    register_agent(&server, "1001", free_port());
+    let mut desk = WsClient::connect(port, &format!("/api/v1/events?token={ADMIN}"))
+        .expect("the event stream");
+    toggle_agent(port);
+    let seen = desk.wait_for(&["\"state\":\"ready\""], Duration::from_secs(3));
+    let last = json(seen.last().unwrap())["cursor"].as_u64().unwrap();
+    drop(desk);
+
+    // Away for longer than the journal reaches back.
+    for _ in 0..15 {
+        toggle_agent(port);
+    }
+    let newest = last + 30;
+    let mut desk = WsClient::connect(port, &format!("/api/v1/events?token={ADMIN}&since={last}"))
+        .expect("the event stream again");
+    let gap = json(
+        &desk
+            .next_text(Duration::from_secs(3))
+            .expect("a first message"),
+    );
+    assert_eq!(gap["type"], "gap", "{gap}");
+    assert_eq!(gap["since"].as_u64(), Some(last), "{gap}");
+    let resumes_at = gap["resumes_at"]
+        .as_u64()
+        .expect("where the stream resumes");
+    assert!(
+        resumes_at > last + 1 && resumes_at <= newest,
+        "missed {} to {resumes_at} of {newest}: {gap}",
+        last + 1
+    );
+    // Then every event the journal still held, in order and without holes,
+    // up to the newest.
+    let mut expected = resumes_at;
+    while expected <= newest {
+        let text = desk
+            .next_text(Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("no event {expected} after the gap"));
+        let cursor = json(&text)["cursor"].as_u64().unwrap();
+        assert_eq!(cursor, expected, "{text}");
+        expected += 1;
+    }
+}
+
+/// The value of an unlabelled metric on the page (0 when absent).
+fn metric(port: u16, name: &str) -> f64 {
+    http_get(port, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// What an event stream client that reads everything saw: the cursors in
+/// order, and whether the server closed the stream on it.
+fn keep_reading(mut client: WsClient, stop: &AtomicBool) -> (Vec<u64>, bool) {
+    let mut cursors = Vec::new();
+    loop {
+        let asked = Instant::now();
+        match client.next_text(Duration::from_millis(300)) {
+            Some(text) => {
+                if let Some(cursor) = json(&text)["cursor"].as_u64() {
+                    cursors.push(cursor);
+                }
+            }
+            // A read that fails at once is a closed stream, not a quiet one.
+            None if asked.elapsed() < Duration::from_millis(250) => return (cursors, true),
+            None if stop.load(Ordering::Relaxed) => return (cursors, false),
+            None => {}
+        }
+    }
+}
+
+#[test]
+fn a_cti_client_that_stops_reading_is_dropped_and_counted_while_one_that_reads_keeps_up() {
+    // Big events (a long not-ready reason) fill the stuck client's socket
+    // buffers with few requests.
+    let reason = "x".repeat(6_000);
+    let server = Server::start(api_config(&format!(
+        "not_ready_reasons = [\"lunch\", \"{reason}\"]"
+    )));
+    let port = server.http_port.unwrap();
+    register_agent(&server, "1001", free_port());
+    let path = format!("/api/v1/events?token={ADMIN}");
+    let mut stuck = WsClient::connect(port, &path).expect("the event stream");
+    let reader = WsClient::connect(port, &path).expect("the event stream");
+    let stop = AtomicBool::new(false);
+    let dropped = "hotline_api_event_clients_dropped_total";
+    let (read, closed, toggles, stuck_heard) = std::thread::scope(|s| {
+        let reading = s.spawn(|| keep_reading(reader, &stop));
+        let started = Instant::now();
+        let mut toggles = 0;
+        while metric(port, dropped) < 1.0 {
+            assert!(
+                toggles < 3_000 && started.elapsed() < Duration::from_secs(90),
+                "the client that stopped reading was never dropped ({toggles} toggles)"
+            );
+            for _ in 0..25 {
+                toggle_agent_for(port, &reason);
+                toggles += 1;
+            }
+        }
+        // One more event after the drop, for the reader to see.
+        toggle_agent(port);
+        server.wait_event(&["\"reason\":\"lunch\""], Duration::from_secs(3));
+        // The stuck client finds what was buffered for it, then the end of
+        // the stream.
+        let mut stuck_heard = Vec::new();
+        let ended = loop {
+            let asked = Instant::now();
+            match stuck.next_text(Duration::from_secs(3)) {
+                Some(text) => stuck_heard.push(json(&text)["cursor"].as_u64()),
+                None => break asked.elapsed() < Duration::from_millis(2_900),
+            }
+        };
+        assert!(ended, "the stuck client's stream was not closed");
+        stop.store(true, Ordering::Relaxed);
+        let (read, closed) = reading.join().unwrap();
+        (read, closed, toggles, stuck_heard)
+    });
+    eprintln!(
+        "dropped after {toggles} toggles; the stuck client had {} events buffered, the reader read {}",
+        stuck_heard.len(),
+        read.len()
+    );
+    assert_eq!(
+        metric(port, dropped),
+        1.0,
+        "only the stuck client was dropped"
+    );
+    assert!(!closed, "the client that kept reading was dropped");
+    assert!(
+        read.windows(2).all(|w| w[1] == w[0] + 1),
+        "the reader missed events"
+    );
+    assert!(
+        read.len() >= 2 * toggles,
+        "{} of {toggles} toggles",
+        read.len()
+    );
+    assert!(
+        stuck_heard.len() < read.len(),
+        "the stuck client got everything: {} of {}",
+        stuck_heard.len(),
+        read.len()
+    );
+}
