@@ -1070,3 +1070,69 @@ fn a_cti_client_that_stops_reading_is_dropped_and_counted_while_one_that_reads_k
         read.len()
     );
 }
+
+#[test]
+fn an_agent_answering_as_the_ring_limit_cancels_is_acked_then_hung_up_and_the_next_agent_answers() {
+    let server = Server::start(acd_config("[queues.support]\nannounce_agent = false\n"));
+    let (port1, port2) = (free_port(), free_port());
+    // 1001 registers first, so it has been idle longest and is offered first.
+    register_agent(&server, "1001", port1);
+    std::thread::sleep(Duration::from_millis(50));
+    register_agent(&server, "1002", port2);
+    std::thread::scope(|s| {
+        let server = &server;
+        // 1001 picks up only as the 6 s ring limit takes the offer back.
+        let late = s.spawn(move || {
+            Sipp::new("agent_answers_as_cancelled")
+                .port(port1)
+                .media()
+                .args(&["-timeout", "30s"])
+                .run(server)
+        });
+        let next = s.spawn(move || answering_agent(port2, 300, (0, "PCMU")).run(server));
+        caller("402", 10_000).run_ok(server);
+        let late = late.join().unwrap();
+        late.assert_ok(server);
+        next.join().unwrap().assert_ok(server);
+        let rang = received_at(&late, "CANCEL") - received_at(&late, "INVITE");
+        assert!(
+            (5.9..=6.5).contains(&rang),
+            "CANCEL came {rang:.3} s after the INVITE, not at the 6 s ring limit"
+        );
+        let timeline = late.timeline();
+        let answered = timeline
+            .iter()
+            .position(|e| {
+                !e.received
+                    && e.msg.status() == Some(200)
+                    && e.msg.cseq_method().as_deref() == Some("INVITE")
+            })
+            .expect("the late 200");
+        let acked = timeline
+            .iter()
+            .position(|e| e.received && e.msg.method() == Some("ACK"))
+            .expect("hotline's ACK");
+        let hung_up = timeline
+            .iter()
+            .position(|e| e.received && e.msg.method() == Some("BYE"))
+            .expect("hotline's BYE");
+        assert!(answered < acked && acked < hung_up, "{}", late.report());
+    });
+    server.assert_event(&[
+        "\"type\":\"offer_failed\"",
+        "\"agent\":\"1001\"",
+        "\"outcome\":\"no_answer\"",
+    ]);
+    server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1002\""]);
+    assert!(
+        server
+            .events(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""])
+            .is_empty(),
+        "the late answer was not connected"
+    );
+    server.assert_event(&[
+        "\"type\":\"call_released\"",
+        "\"agent\":\"1002\"",
+        "\"released_by\":\"caller\"",
+    ]);
+}
