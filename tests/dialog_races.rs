@@ -562,18 +562,24 @@ fn an_agent_answering_as_the_caller_leaves_is_acked_then_hung_up_and_offered_the
     server.assert_event(&["\"type\":\"call_connected\"", "\"agent\":\"1001\""]);
 }
 
-/// Waits until the metrics page shows `line` (e.g. "hotline_calls_active 0").
-fn wait_metric(server: &Server, line: &str, limit: Duration) {
+/// Waits until the metrics page shows no call left: `hotline_calls_active 0`
+/// and no trunk holding a place for one under its ceilings.
+fn wait_no_calls(server: &Server, limit: Duration) {
     let port = server.http_port.expect("http enabled");
     let deadline = Instant::now() + limit;
     loop {
         let page = http_get(port, "/metrics");
-        if page.lines().any(|l| l.trim() == line) {
+        let calls_gone = page.lines().any(|l| l.trim() == "hotline_calls_active 0");
+        let trunks_free = page
+            .lines()
+            .filter(|l| l.starts_with("hotline_trunk_calls_active{"))
+            .all(|l| l.trim().ends_with(" 0"));
+        if calls_gone && trunks_free {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "no `{line}` on the metrics page within {limit:?}:\n{page}\n{}",
+            "calls left on the metrics page after {limit:?}:\n{page}\n{}",
             server.log()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -650,7 +656,7 @@ fn a_caller_that_never_acks_is_released_at_64_t1_and_nothing_is_left_behind() {
     });
     server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
     wait_ready(&server, "1001", 2, Duration::from_secs(3));
-    wait_metric(&server, "hotline_calls_active 0", Duration::from_secs(3));
+    wait_no_calls(&server, Duration::from_secs(3));
     assert!(
         server.events(&["\"type\":\"offer_failed\""]).is_empty(),
         "a caller who never came is not the agent's missed offer"
@@ -854,7 +860,7 @@ fn a_bye_the_caller_never_answers_still_ends_and_releases_the_call_within_64_t1(
             &["\"type\":\"call_ended\"", "\"released_by\":\"agent\""],
             Duration::from_secs(3),
         );
-        wait_metric(server, "hotline_calls_active 0", Duration::from_secs(3));
+        wait_no_calls(server, Duration::from_secs(3));
         let released = hung_up.elapsed();
         let received = listener.join().unwrap();
         let first = received.first().expect("hotline's BYE to the caller").0;
