@@ -657,6 +657,12 @@ fn a_caller_that_never_acks_is_released_at_64_t1_and_nothing_is_left_behind() {
     server.assert_event(&["\"type\":\"call_abandoned\"", "\"queue\":\"support\""]);
     wait_ready(&server, "1001", 2, Duration::from_secs(3));
     wait_no_calls(&server, Duration::from_secs(3));
+    assert_eq!(
+        server.events(&["\"type\":\"call_abandoned\""]).len(),
+        1,
+        "the router heard of the abandon once"
+    );
+    assert_eq!(server.events(&["\"type\":\"call_ended\""]).len(), 1);
     assert!(
         server.events(&["\"type\":\"offer_failed\""]).is_empty(),
         "a caller who never came is not the agent's missed offer"
@@ -881,8 +887,10 @@ fn a_bye_the_caller_never_answers_still_ends_and_releases_the_call_within_64_t1(
             "the BYE was retransmitted past 64*T1: {byes:?}"
         );
     });
-    // The agent is free after its wrap-up.
+    // The agent is free after its wrap-up; the call ended once.
     wait_ready(&server, "1001", 2, Duration::from_secs(5));
+    assert_eq!(server.events(&["\"type\":\"call_released\""]).len(), 1);
+    assert_eq!(server.events(&["\"type\":\"call_ended\""]).len(), 1);
 }
 
 const ADMIN: &str = "races-admin-token";
