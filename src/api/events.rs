@@ -3,9 +3,13 @@
 //! and calls — `call_offered` is its screen pop, with the IVR's variables —,
 //! a supervisor its queues and their agents, an admin everything). A client
 //! that reconnects with `?since=CURSOR` within the journal's window misses
-//! nothing; one that cannot keep up is disconnected, never slowing calls.
+//! nothing; one that cannot keep up (more than the live buffer behind, or a
+//! message not taken within a few seconds) is disconnected and counted,
+//! never slowing calls.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -19,6 +23,10 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::floor::Entry;
 use crate::config::ApiRole;
+
+/// How long one message may take to leave before its client counts as
+/// stuck (it stopped reading) and is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Query of `GET /api/v1/events`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -52,7 +60,8 @@ pub fn visible(who: &Principal, entry: &Entry, agent_queues: &dyn Fn(&str) -> Ve
 /// The live event stream (WebSocket upgrade). Each message is one event:
 /// `{"cursor": N, "at": unix_ms, "type": "...", ...}`. With `since`, events
 /// after that cursor still in the journal come first; a `since` older than
-/// the journal gets a `{"type": "gap"}` message first.
+/// the journal gets a `{"type": "gap", "since": N, "resumes_at": M}` message
+/// first (events `N + 1` to `M - 1` are lost), then the whole journal.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     security(("bearer" = [])),
     params(StreamOptions),
@@ -79,6 +88,20 @@ fn message(entry: &Entry) -> Option<Message> {
         .map(|text| Message::Text(text.into()))
 }
 
+/// Sends `msg`; false when the client is gone or is dropped for not taking
+/// it within [`SEND_TIMEOUT`] (counted on the metrics page).
+async fn send(state: &ApiState, socket: &mut WebSocket, msg: Message) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            tracing::info!("an event stream client stopped reading: dropped");
+            let stats = state.floor.journal_stats();
+            stats.dropped_clients.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
 async fn stream(state: Arc<ApiState>, who: Principal, since: Option<u64>, mut socket: WebSocket) {
     let settings = state.edge.settings.clone();
     let agent_queues = move |agent: &str| {
@@ -94,21 +117,21 @@ async fn stream(state: Arc<ApiState>, who: Principal, since: Option<u64>, mut so
     let mut last: Option<u64> = None;
     if let Some(cursor) = since {
         last = Some(cursor);
-        let backlog = match state.floor.since(cursor) {
-            Some(entries) => entries,
-            None => {
-                let gap = serde_json::json!({"type": "gap", "since": cursor}).to_string();
-                if socket.send(Message::Text(gap.into())).await.is_err() {
-                    return;
-                }
-                state.floor.since(0).unwrap_or_default()
+        let (backlog, gap) = state.floor.resume(cursor);
+        if let Some(resumes_at) = gap {
+            // The client missed `since + 1` up to `resumes_at` (exclusive);
+            // what the journal still holds follows.
+            let gap = serde_json::json!({"type": "gap", "since": cursor, "resumes_at": resumes_at})
+                .to_string();
+            if !send(&state, &mut socket, Message::Text(gap.into())).await {
+                return;
             }
-        };
+        }
         for entry in backlog {
             last = Some(entry.cursor);
             if visible(&who, &entry, &agent_queues)
                 && let Some(msg) = message(&entry)
-                && socket.send(msg).await.is_err()
+                && !send(&state, &mut socket, msg).await
             {
                 return;
             }
@@ -124,19 +147,20 @@ async fn stream(state: Arc<ApiState>, who: Principal, since: Option<u64>, mut so
                     last = Some(entry.cursor);
                     if visible(&who, &entry, &agent_queues)
                         && let Some(msg) = message(&entry)
-                        && socket.send(msg).await.is_err()
+                        && !send(&state, &mut socket, msg).await
                     {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow: drop it; it may reconnect with `since`.
-                    let _ = socket
-                        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                            code: 1013,
-                            reason: "too slow; reconnect with since=<last cursor>".into(),
-                        })))
-                        .await;
+                    let stats = state.floor.journal_stats();
+                    stats.dropped_clients.fetch_add(1, Ordering::Relaxed);
+                    let close = Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1013,
+                        reason: "too slow; reconnect with since=<last cursor>".into(),
+                    }));
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
                     return;
                 }
                 Err(RecvError::Closed) => return,

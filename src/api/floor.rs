@@ -61,6 +61,8 @@ pub struct JournalStats {
     pub evicted_for_bytes: AtomicU64,
     /// Bytes of JSON held now.
     pub bytes: AtomicU64,
+    /// Event stream clients disconnected for falling behind.
+    pub dropped_clients: AtomicU64,
 }
 
 /// A live call as the API lists it.
@@ -350,6 +352,25 @@ impl Floor {
         )
     }
 
+    /// Entries after `cursor`, or, when the journal no longer reaches back
+    /// that far, every entry it still holds and the first cursor it lost
+    /// nothing after (the client missed `cursor + 1` up to it, exclusive).
+    pub fn resume(&self, cursor: u64) -> (Vec<Entry>, Option<u64>) {
+        let inner = self.lock();
+        let oldest = inner
+            .journal
+            .front()
+            .map_or(inner.next_cursor, |e| e.cursor);
+        let gap = (cursor + 1 < oldest).then_some(oldest);
+        let entries = inner
+            .journal
+            .iter()
+            .filter(|e| e.cursor > cursor)
+            .cloned()
+            .collect();
+        (entries, gap)
+    }
+
     /// The next cursor to be handed out.
     pub fn head(&self) -> u64 {
         self.lock().next_cursor
@@ -566,6 +587,32 @@ mod tests {
         assert!(last.bytes <= 1_024 + 64, "{}", last.bytes);
         assert_eq!(last.json["call_id"], "call-3");
         assert_eq!(last.agent.as_deref(), Some("a".repeat(300).as_str()));
+    }
+
+    #[test]
+    fn a_resume_older_than_the_journal_names_the_gap_and_gets_all_it_holds() {
+        let floor = Floor::with_limits(
+            HashMap::new(),
+            JournalLimits {
+                max_bytes: 8 * 1024,
+                entry_max_bytes: 1024,
+            },
+        );
+        for n in 0..100 {
+            floor.record(&notes(n, 600));
+        }
+        let oldest = floor.lock().journal.front().unwrap().cursor;
+        assert!(oldest > 10, "the journal dropped its oldest: {oldest}");
+        let (entries, gap) = floor.resume(3);
+        assert_eq!(gap, Some(oldest), "events 4 up to {oldest} are lost");
+        let cursors: Vec<u64> = entries.iter().map(|e| e.cursor).collect();
+        assert_eq!(cursors, (oldest..100).collect::<Vec<_>>());
+        // Just before the oldest held: nothing lost.
+        let (entries, gap) = floor.resume(oldest - 1);
+        assert_eq!(gap, None);
+        assert_eq!(entries.first().map(|e| e.cursor), Some(oldest));
+        let (entries, gap) = floor.resume(99);
+        assert_eq!((entries.len(), gap), (0, None));
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl ApiState {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let journal = self.floor.journal_stats();
-        let families: [(&str, &str, &str, u64); 5] = [
+        let families: [(&str, &str, &str, u64); 6] = [
             (
                 "hotline_api_auth_failure_sources",
                 "gauge",
@@ -124,6 +124,12 @@ impl ApiState {
                 "counter",
                 "Journal entries dropped early to keep api.journal_max_bytes.",
                 journal.evicted_for_bytes.load(Relaxed),
+            ),
+            (
+                "hotline_api_event_clients_dropped_total",
+                "counter",
+                "Event stream clients disconnected for falling behind (they may resume with since).",
+                journal.dropped_clients.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in families {

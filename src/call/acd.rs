@@ -66,6 +66,8 @@ pub struct AcdState {
     /// Agents being rung (the core's offers, one leg each).
     pub(super) legs: Vec<AgentLeg>,
     pub connected: Option<Connected>,
+    /// Legs with a re-INVITE of hotline's in flight (glare).
+    pub(super) reinvites: super::glare::PendingReinvites,
     /// Transfers so far (rulebook L6).
     pub(super) transfers: u32,
     /// The agent the next queueing offers the call to first (a transfer).
@@ -114,6 +116,7 @@ impl AcdState {
             finals: mpsc::unbounded_channel(),
             legs: Vec::new(),
             connected: None,
+            reinvites: Default::default(),
             transfers: 0,
             direct_to: None,
             released: None,
@@ -838,6 +841,11 @@ impl Actor {
                     self.acd.released = Some(by);
                 }
             }
+            DialogState::Updated(_, req, handle)
+                if ours && super::glare::crosses(&req, &self.acd.reinvites, Side::Agent) =>
+            {
+                super::glare::refuse(&handle).await;
+            }
             DialogState::Updated(_, req, handle) if ours => {
                 let Some(refresh) = self.peer_refresh(Side::Agent, &req, &handle).await else {
                     return;
@@ -982,31 +990,101 @@ impl Actor {
     /// The answers come back as [`CallCommand::Resumed`], so a phone slow to
     /// answer does not stall the call.
     fn hold_resume(&mut self) {
-        let caller_holds = self.media.on_hold();
-        let mut reinvites = Vec::new();
-        if let Some(connected) = self.acd.connected.as_mut()
-            && connected.leg.media.on_hold()
-            && let Some(dialog) = connected.leg.answered().cloned()
-        {
-            reinvites.push((Side::Agent, dialog, connected.leg.media.offer()));
+        let agent_holds = self
+            .acd
+            .connected
+            .as_ref()
+            .is_some_and(|c| c.leg.media.on_hold());
+        if agent_holds {
+            self.resume_side(Side::Agent, 1);
         }
-        if caller_holds {
-            reinvites.push((Side::Caller, self.caller_dialog.clone(), self.media.offer()));
+        if self.media.on_hold() {
+            self.resume_side(Side::Caller, 1);
         }
-        for (side, dialog, offer) in reinvites {
-            let mailbox = self.acd.mailbox.clone();
-            tokio::spawn(async move {
-                let answer = match dialog
-                    .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
-                    .await
-                {
-                    Ok(Some(resp)) if agent_leg::is_success(&resp) => Ok(resp.body),
-                    Ok(Some(resp)) => Err(format!("answered {}", agent_leg::code(&resp))),
-                    Ok(None) => Err("no answer".to_string()),
-                    Err(e) => Err(e.to_string()),
+    }
+
+    /// Sends `side` the re-INVITE taking it off hold (`attempt` counts the
+    /// sends that met glare), unless one is in flight there already.
+    fn resume_side(&mut self, side: Side, attempt: u32) {
+        let (dialog, offer) = match side {
+            Side::Agent => {
+                let Some(connected) = self.acd.connected.as_mut() else {
+                    return;
                 };
-                let _ = mailbox.send(CallCommand::Resumed { side, answer });
+                let Some(dialog) = connected.leg.answered().cloned() else {
+                    return;
+                };
+                (dialog, connected.leg.media.offer())
+            }
+            Side::Caller => (self.caller_dialog.clone(), self.media.offer()),
+        };
+        if !self.acd.reinvites.start(side) {
+            return;
+        }
+        let mailbox = self.acd.mailbox.clone();
+        tokio::spawn(async move {
+            let answer = match dialog
+                .reinvite(Some(vec![sdp_header()]), Some(offer.into_bytes()))
+                .await
+            {
+                Ok(Some(resp)) if agent_leg::code(&resp) == super::glare::REQUEST_PENDING => {
+                    let _ = mailbox.send(CallCommand::ResumeCrossed { side, attempt });
+                    return;
+                }
+                Ok(Some(resp)) if agent_leg::is_success(&resp) => Ok(resp.body),
+                Ok(Some(resp)) => Err(format!("answered {}", agent_leg::code(&resp))),
+                Ok(None) => Err("no answer".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = mailbox.send(CallCommand::Resumed { side, answer });
+        });
+    }
+
+    /// The phone on `side` refused the re-INVITE taking it off hold with 491
+    /// (its own crossed ours): wait as RFC 3261 §14.1 says for the dialog's
+    /// Call-ID owner or the other side, then send it again.
+    pub(super) fn resume_crossed(&mut self, side: Side, attempt: u32) {
+        self.acd.reinvites.finish(side);
+        if attempt >= super::glare::MAX_ATTEMPTS {
+            self.on_resumed(side, Err(format!("answered 491 {attempt} times (glare)")));
+            return;
+        }
+        let owns_call_id = match side {
+            Side::Caller => self.caller_dialog.role(),
+            Side::Agent => match self.acd.connected.as_ref().and_then(|c| c.leg.answered()) {
+                Some(dialog) => dialog.role(),
+                None => return,
+            },
+        } == rsipstack::transaction::key::TransactionRole::Client;
+        let wait = super::glare::retry_after(owns_call_id, rand::random::<f64>());
+        info!(
+            ?side,
+            wait_ms = super::core::ms(wait),
+            "re-INVITE glare (491): trying again"
+        );
+        let mailbox = self.acd.mailbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = mailbox.send(CallCommand::ResumeAgain {
+                side,
+                attempt: attempt + 1,
             });
+        });
+    }
+
+    /// The wait after glare is over: `side` is taken off hold again if it is
+    /// still held (the phone may have come off hold by itself meanwhile).
+    pub(super) fn resume_again(&mut self, side: Side, attempt: u32) {
+        let still_held = match side {
+            Side::Caller => self.media.on_hold(),
+            Side::Agent => self
+                .acd
+                .connected
+                .as_ref()
+                .is_some_and(|c| c.leg.media.on_hold()),
+        };
+        if still_held && self.core.is_held() {
+            self.resume_side(side, attempt);
         }
     }
 

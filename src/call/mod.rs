@@ -23,6 +23,7 @@ pub mod context;
 pub mod control;
 pub mod core;
 pub mod features;
+mod glare;
 pub mod lifetime;
 pub mod lookup;
 pub mod media_session;
@@ -108,6 +109,11 @@ pub enum CallCommand {
         side: acd::Side,
         answer: Result<Vec<u8>, String>,
     },
+    /// The phone on `side` refused hotline's re-INVITE taking the call off
+    /// hold with 491 (glare): it is sent again after the RFC 3261 §14.1 wait.
+    ResumeCrossed { side: acd::Side, attempt: u32 },
+    /// The wait after a crossed re-INVITE is over: take `side` off hold again.
+    ResumeAgain { side: acd::Side, attempt: u32 },
     /// The outcome of a session refresh hotline sent on `side`'s dialog.
     Refreshed {
         side: acd::Side,
@@ -895,7 +901,12 @@ impl Actor {
             CallCommand::Transfer { target, reply } => {
                 let _ = reply.send(self.transfer(target));
             }
-            CallCommand::Resumed { side, answer } => self.on_resumed(side, answer),
+            CallCommand::Resumed { side, answer } => {
+                self.acd.reinvites.finish(side);
+                self.on_resumed(side, answer);
+            }
+            CallCommand::ResumeCrossed { side, attempt } => self.resume_crossed(side, attempt),
+            CallCommand::ResumeAgain { side, attempt } => self.resume_again(side, attempt),
             CallCommand::Refreshed { side, result } => self.on_refreshed(side, result),
             CallCommand::Monitor(command) => self.on_monitor_command(command).await,
             CallCommand::Consult(command) => self.on_consult_command(command).await,
@@ -957,6 +968,11 @@ impl Actor {
                         }
                     }
                 }
+            }
+            DialogState::Updated(_, req, handle)
+                if glare::crosses(&req, &self.acd.reinvites, Side::Caller) =>
+            {
+                glare::refuse(&handle).await;
             }
             DialogState::Updated(_, req, handle) => {
                 // None: refused 422 (an interval below sip.min_se).

@@ -13,6 +13,7 @@ mod cli;
 mod consult;
 mod control_errors;
 mod deploy;
+mod dialog_races;
 mod edge_guard;
 mod fuzz;
 mod lookup;

@@ -61,6 +61,7 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_api_journal_bytes",
     "hotline_api_journal_truncated_total",
     "hotline_api_journal_evicted_total",
+    "hotline_api_event_clients_dropped_total",
     "hotline_store_write_failures_total",
     "hotline_store_write_failing",
     "hotline_store_rows_dropped_total",
