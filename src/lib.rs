@@ -1,6 +1,6 @@
 //! hotline: a real-time ACD/CTI telephony server.
 //!
-//! This file wires the rooms together (see ARCHITECTURE.md): configuration in,
+//! This file wires the rooms together (see docs/ARCHITECTURE.md): configuration in,
 //! the store, the SIP edge and the HTTP listener up, an orderly shutdown out.
 
 pub mod acd;

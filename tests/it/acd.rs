@@ -649,12 +649,7 @@ fn a_full_queue_plays_busy_and_hangs_up_and_an_unstaffed_queue_overflows_at_once
 
 #[test]
 fn with_hold_action_resume_hotline_takes_the_call_off_hold_at_the_limit() {
-    let server = Server::start(acd_config(
-        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
-         [queues.support]\nannounce_agent = false\n",
-    ));
-    let port = free_port();
-    register_agent(&server, "1001", port);
+    let (server, port) = short_hold_server("resume");
     std::thread::scope(|s| {
         let server = &server;
         let agent = s.spawn(move || holding_agent("agent_hold_resumed", port).run(server));

@@ -193,12 +193,7 @@ fn talk(ms: u64) -> (Instant, Instant) {
 
 #[test]
 fn a_caller_who_holds_leaves_the_agent_with_music_and_the_hold_limit_alerts_the_agent() {
-    let server = Server::start(acd_config(
-        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"alert\"\n\n\
-         [queues.support]\nannounce_agent = false\n",
-    ));
-    let port = free_port();
-    register_agent(&server, "1001", port);
+    let (server, port) = short_hold_server("alert");
     let (agent_socket, agent_rtp) = rtp_socket();
     let ear = Ear::start(agent_socket, AGENT_HZ);
     std::thread::scope(|s| {
@@ -298,12 +293,7 @@ fn trace_time(run: &SippRun, after: f64, pick: impl Fn(&WireEvent) -> bool) -> f
 
 #[test]
 fn re_invites_crossing_on_the_agent_leg_get_491_and_hotline_retries_after_2_1_to_4_s() {
-    let server = Server::start(acd_config(
-        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
-         [queues.support]\nannounce_agent = false\n",
-    ));
-    let port = free_port();
-    register_agent(&server, "1001", port);
+    let (server, port) = short_hold_server("resume");
     std::thread::scope(|s| {
         let server = &server;
         let agent = s.spawn(move || holding_agent("agent_hold_glare", port).run(server));
@@ -398,12 +388,7 @@ fn ack_of_refused(invite: &str) -> String {
 
 #[test]
 fn re_invites_crossing_on_the_caller_leg_get_491_and_hotline_retries_within_2_s() {
-    let server = Server::start(acd_config(
-        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"resume\"\n\n\
-         [queues.support]\nannounce_agent = false\n",
-    ));
-    let port = free_port();
-    register_agent(&server, "1001", port);
+    let (server, port) = short_hold_server("resume");
     let (agent_socket, agent_rtp) = rtp_socket();
     let _ear = Ear::start(agent_socket, AGENT_HZ);
     std::thread::scope(|s| {

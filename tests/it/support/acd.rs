@@ -24,6 +24,19 @@ pub fn acd_config(extra: &str) -> TestConfig {
 
 /// Registers `agent` (password demoNNNN) from `port` and waits until the
 /// router has it ready.
+/// A server whose holds are limited to 3 s (warned 1 s before) with
+/// `hold_action`, no agent announcement, and agent 1001 registered from the
+/// port returned beside it.
+pub fn short_hold_server(hold_action: &str) -> (Server, u16) {
+    let server = Server::start(acd_config(&format!(
+        "[acd]\nhold_limit = \"3s\"\nhold_warning_before = \"1s\"\nhold_action = \"{hold_action}\"\n\n\
+         [queues.support]\nannounce_agent = false\n"
+    )));
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    (server, port)
+}
+
 pub fn register_agent(server: &Server, agent: &str, port: u16) {
     Sipp::new("register_auth")
         .service(agent)
