@@ -29,7 +29,7 @@ use super::core::consult::{
 pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, relay};
-use super::{Actor, CallCommand, Phase};
+use super::{Actor, CallCommand};
 use crate::acd::{AgentId, CallId, Command, RouterError};
 use crate::events::Event;
 use crate::media::sdp;
@@ -192,7 +192,7 @@ impl Actor {
     /// What the consultation machine needs to know of the call.
     fn consult_view(&self) -> CallView {
         CallView {
-            bridged: matches!(self.phase, Phase::Bridged),
+            bridged: self.core.bridged(),
             agent: self
                 .acd
                 .connected
@@ -673,7 +673,6 @@ impl Actor {
             router_call,
             rang_since: since.into_std(),
         });
-        self.phase = Phase::Bridged;
         self.bridge();
     }
 

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::Actor;
 use super::acd::{Side, end_dialog};
 use super::agent_leg::{self, ForkFinal};
 use super::control::ControlError;
@@ -30,7 +31,6 @@ use super::core::monitor::{
 pub use super::core::monitor::{MonitorMode, TICK};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, Relayed, relay};
-use super::{Actor, Phase};
 use crate::media::mixer::{FRAME, MixStream, PcmQueue};
 use crate::media::rtp::HEADER_LEN;
 use crate::media::sdp;
@@ -349,7 +349,7 @@ enum Reach {
 impl Actor {
     /// What the supervisor machine needs to know of the call.
     fn monitor_view(&self) -> CallView {
-        let bridged = matches!(self.phase, Phase::Bridged);
+        let bridged = self.core.bridged();
         CallView {
             agent: self
                 .acd
