@@ -19,6 +19,7 @@ use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
 pub use super::core::Side;
 use super::core::{Effect, Input as CoreInput, QueueTimers};
+use super::monitor::MixedLeg;
 use super::policy::CallPolicy;
 use super::relay::{LegFormat, relay};
 use super::{Actor, CallCommand, sdp_header};
@@ -747,7 +748,7 @@ impl Actor {
         else {
             return;
         };
-        let relayed = match self.monitor.as_mut() {
+        let relayed = match self.mixed.as_mut().map(MixedLeg::leg_mut) {
             Some(monitor) => monitor.relay(Side::Caller, packet, &from, &to, &mut connected.buf),
             None => relay(packet, &from, &to, &mut connected.buf),
         };
@@ -788,7 +789,7 @@ impl Actor {
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
             return;
         };
-        let relayed = match self.monitor.as_mut() {
+        let relayed = match self.mixed.as_mut().map(MixedLeg::leg_mut) {
             Some(monitor) => {
                 monitor.relay(Side::Agent, packet, &agent, &caller, &mut connected.buf)
             }

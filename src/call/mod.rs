@@ -449,7 +449,7 @@ async fn call_actor(
             state_tx,
         ),
         caller_dialog: dialog.clone(),
-        monitor: None,
+        mixed: None,
         supervisor: self::core::monitor::MonitorMachine::new(&call_id),
         consult: consult::Consult::new(&call_id, ctx.settings.acd.max_transfers),
         survey: None,
@@ -527,13 +527,13 @@ struct Actor {
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
-    /// A supervisor listening in, whispering or barging; or the consulted
-    /// agent of a three-way call.
-    monitor: Option<monitor::Monitor>,
-    /// The supervisor's session, whose leg is in `monitor`.
+    /// The leg the mixer serves: a supervisor's, or the third party's of a
+    /// three-way call.
+    mixed: Option<monitor::MixedLeg>,
+    /// The supervisor's session, whose leg is `mixed`'s supervisor.
     supervisor: self::core::monitor::MonitorMachine,
     /// The agent consults another agent while the caller waits, or talks
-    /// with a third party in a three-way call (whose leg is in `monitor`).
+    /// with a third party in a three-way call (whose leg is `mixed`'s third party).
     consult: consult::Consult,
     /// The survey the caller is running, if it is.
     survey: Option<self::core::survey::Survey>,
@@ -740,14 +740,14 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
-            let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
+            let supervisor_rtp = monitor::monitor_rtp(self.mixed.as_ref());
             let consultant_rtp = self.consult.consultant_rtp();
             let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
                     let sip_call_id = &dialog_of(&state).call_id;
-                    if self.monitor.as_ref().is_some_and(|m| m.owns(sip_call_id)) {
+                    if self.mixed.as_ref().is_some_and(|m| m.leg().owns(sip_call_id)) {
                         self.on_monitor_dialog(state).await;
                         continue;
                     }
@@ -897,7 +897,10 @@ impl Actor {
     /// The earliest of the IVR timer and the ACD timers.
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
-        let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
+        let monitor = self
+            .mixed
+            .as_ref()
+            .and_then(|m| monitor::Monitor::deadline(m.leg()));
         let consult = self.consult.deadline();
         let lifetime = self.lifetime.deadline();
         let core = self.core.deadline().map(Instant::from_std);
