@@ -19,9 +19,10 @@ use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
 pub use super::core::Side;
 use super::core::{Effect, Input as CoreInput, QueueTimers};
+use super::monitor::MixedLeg;
 use super::policy::CallPolicy;
 use super::relay::{LegFormat, relay};
-use super::{Actor, CallCommand, Phase, sdp_header};
+use super::{Actor, CallCommand, sdp_header};
 use crate::acd::{AgentId, CallId, Caller, Command, QueueId};
 use crate::config::Overflow;
 use crate::events::{Event, ReleasedBy};
@@ -225,11 +226,9 @@ impl Actor {
                         count: self.acd.transfers,
                     });
                 }
-                Effect::Play(prompts) => self.play(&prompts, false),
-                Effect::Announce(prompts) => {
-                    self.phase = Phase::Announcing;
-                    self.play(&prompts, false);
-                }
+                Effect::Ivr(actions) => self.carry_out(actions),
+                Effect::HangUpCaller => self.callback_recorded(),
+                Effect::Play(prompts) | Effect::Announce(prompts) => self.play(&prompts, false),
                 Effect::Bridge => self.bridge(),
                 Effect::DialCustomer => self.dial_customer(),
                 Effect::QueueMusic => {
@@ -278,7 +277,6 @@ impl Actor {
         let moh = self.ctx.media.music_on_hold(config);
         self.playing = None;
         self.media.stream.play(moh, true);
-        self.phase = Phase::Queued;
         let timers = QueueTimers {
             max_wait: config.and_then(|q| q.max_wait),
             announce_every: config.and_then(|q| q.announce_position_every),
@@ -636,7 +634,6 @@ impl Actor {
         self.playing = None;
         self.media.stream.stop();
         connected.leg.media.stream.stop();
-        self.phase = Phase::Bridged;
         let caller = self.media.negotiated().map(LegFormat::from);
         let agent = connected.leg.media.negotiated().map(LegFormat::from);
         if let (Some(c), Some(a)) = (caller, agent) {
@@ -741,7 +738,7 @@ impl Actor {
         let format = self.media.negotiated().map(|n| (n.codec, n.payload_type));
         let held = self.core.is_held();
         (self.acd.recording).caller(packet, format, held);
-        if !matches!(self.phase, Phase::Bridged) || held {
+        if !self.core.bridged() || held {
             return;
         }
         let Some(connected) = self.acd.connected.as_mut() else {
@@ -751,7 +748,7 @@ impl Actor {
         else {
             return;
         };
-        let relayed = match self.monitor.as_mut() {
+        let relayed = match self.mixed.as_mut().map(MixedLeg::leg_mut) {
             Some(monitor) => monitor.relay(Side::Caller, packet, &from, &to, &mut connected.buf),
             None => relay(packet, &from, &to, &mut connected.buf),
         };
@@ -786,13 +783,13 @@ impl Actor {
         let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
-        if !accepted || !matches!(self.phase, Phase::Bridged) || self.core.is_held() {
+        if !accepted || !self.core.bridged() || self.core.is_held() {
             return;
         }
         let (Some((caller, agent)), Some(dst)) = (connected.formats, self.media.remote()) else {
             return;
         };
-        let relayed = match self.monitor.as_mut() {
+        let relayed = match self.mixed.as_mut().map(MixedLeg::leg_mut) {
             Some(monitor) => {
                 monitor.relay(Side::Agent, packet, &agent, &caller, &mut connected.buf)
             }
@@ -945,11 +942,11 @@ impl Actor {
                 if let Some(prompt) = prompt {
                     self.play(&[prompt], false);
                 }
-                self.phase = Phase::Ended;
+                self.core_do(CoreInput::Close);
             }
             Overflow::Queue(next) => match prompt {
                 Some(prompt) if reason != "max_wait" => {
-                    self.phase = Phase::Greeting(next);
+                    self.core_do(CoreInput::Greet { queue: next });
                     self.play(&[prompt], false);
                 }
                 _ => self.enter_queue(&next),
@@ -1127,7 +1124,7 @@ impl Actor {
     /// Why the call cannot be passed on now, if it cannot: no agent on it,
     /// or `acd.max_transfers` reached (rulebook L6).
     pub(super) fn transfer_refused(&self) -> Option<ControlError> {
-        if !matches!(self.phase, Phase::Bridged) || self.acd.connected.is_none() {
+        if !self.core.bridged() || self.acd.connected.is_none() {
             return Some(ControlError::NotBridged {
                 action: "be transferred",
             });
@@ -1241,7 +1238,6 @@ impl Actor {
             end_dialog(&self.ctx, dialog);
         }
         self.forget_leg(&connected.leg);
-        self.phase = Phase::Queued;
         self.playing = None;
     }
 

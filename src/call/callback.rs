@@ -11,10 +11,10 @@ use rsipstack::dialog::dialog::TerminatedReason;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::Actor;
 use super::agent_leg::{self, Dial, ForkFinal, ForkStatus, Target};
 use super::core::Input as CoreInput;
 use super::core::callback::{CustomerRinging, EntryStep, NumberEntry, Proposal};
-use super::{Actor, Phase};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::dialplan::{DialRefusal, OutboundPermit};
@@ -37,7 +37,7 @@ pub struct Callback {
 impl Actor {
     /// Whether `digit` asks for a callback now.
     pub(super) fn is_callback_key(&self, digit: char) -> bool {
-        matches!(self.phase, Phase::Queued)
+        self.core.queued()
             && self.core.callback_offered()
             && self.acd.legs.is_empty()
             && self
@@ -108,7 +108,7 @@ impl Actor {
 
     fn number_entry_given_up(&mut self) {
         self.acd.number_entry = None;
-        if matches!(self.phase, Phase::Queued) {
+        if self.core.queued() {
             self.playing = None;
             self.after_prompt();
         }
@@ -147,13 +147,11 @@ impl Actor {
             permit: None,
         });
         self.core_do(CoreInput::CallbackRecorded);
-        self.phase = Phase::CallbackRecorded;
         self.play(&["callback_recorded".to_string()], false);
     }
 
     /// The confirmation was heard: the caller is hung up, the place kept.
     pub(super) fn callback_recorded(&mut self) {
-        self.phase = Phase::Callback;
         self.media.stream.stop();
         let dialog = self.caller_dialog.clone();
         tokio::spawn(async move {
@@ -167,13 +165,13 @@ impl Actor {
         &mut self,
         reason: &TerminatedReason,
     ) -> Option<ReleasedBy> {
-        match self.phase {
-            Phase::CallbackRecorded | Phase::Callback => None,
-            _ => Some(match reason {
-                TerminatedReason::UasBye | TerminatedReason::UacBye => ReleasedBy::Caller,
-                _ => ReleasedBy::System,
-            }),
+        if self.core.caller_gone_for_callback() {
+            return None;
         }
+        Some(match reason {
+            TerminatedReason::UasBye | TerminatedReason::UacBye => ReleasedBy::Caller,
+            _ => ReleasedBy::System,
+        })
     }
 
     pub(super) fn is_customer_fork(&self, fork: &str) -> bool {

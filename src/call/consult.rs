@@ -28,8 +28,9 @@ use super::core::consult::{
 };
 pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
+use super::monitor::MixedLeg;
 use super::relay::{LegFormat, relay};
-use super::{Actor, CallCommand, Phase};
+use super::{Actor, CallCommand};
 use crate::acd::{AgentId, CallId, Command, RouterError};
 use crate::events::Event;
 use crate::media::sdp;
@@ -192,7 +193,7 @@ impl Actor {
     /// What the consultation machine needs to know of the call.
     fn consult_view(&self) -> CallView {
         CallView {
-            bridged: matches!(self.phase, Phase::Bridged),
+            bridged: self.core.bridged(),
             agent: self
                 .acd
                 .connected
@@ -673,7 +674,6 @@ impl Actor {
             router_call,
             rang_since: since.into_std(),
         });
-        self.phase = Phase::Bridged;
         self.bridge();
     }
 
@@ -688,16 +688,19 @@ impl Actor {
         };
         let sip_call_id = dialog.id().call_id.clone();
         info!(consultant = %leg.agent, "three-way call");
-        self.monitor = Some(super::monitor::Monitor::conference(
+        self.mixed = Some(MixedLeg::ThirdParty(super::monitor::Monitor::conference(
             leg.media,
             dialog,
             sip_call_id,
-        ));
+        )));
     }
 
     /// The third party's leg, out of the mixer, to take the caller over.
     fn third_party_leg(&mut self, third: Consultant) -> Option<AgentLeg> {
-        let (media, dialog, sip_call_id) = self.monitor.take().map(|m| m.into_leg())?;
+        let (media, dialog, sip_call_id) = self
+            .mixed
+            .take_if(|m| m.is_third_party())
+            .map(|m| m.into_leg().into_leg())?;
         let now = Instant::now();
         Some(AgentLeg {
             agent: third.agent,
@@ -726,7 +729,7 @@ impl Actor {
         let Some(third) = self.consult.machine.third_party() else {
             return false;
         };
-        if self.monitor.is_none() {
+        if !self.mixed.as_ref().is_some_and(MixedLeg::is_third_party) {
             return false;
         }
         info!(consultant = %third.agent, "the agent left the three-way call");

@@ -8,11 +8,13 @@
 //! offers, its timers and lookup replies. Nothing about one call is shared with
 //! another except the registry of live calls (shutdown, router decisions).
 //!
-//! The decisions of the call's ACD life (its place in a queue, the ring limit,
-//! who is connected, the hold and its limit, the callback number, the survey's
-//! score) are the pure call core's ([`self::core`]), which takes inputs at a given
-//! instant and answers with effects. The actor is its driver: it turns what
-//! happens into inputs, carries out the effects, and alone touches sockets,
+//! The decisions of the call's life (the IVR flow it is in, the greeting, its
+//! place in a queue, the ring limit, who is connected, the hold and its limit,
+//! the callback number, the survey's score, what the end of a prompt means)
+//! are the pure call core's ([`self::core`]), which takes inputs at a given
+//! instant and answers with effects; the core's stage is the call's one state.
+//! The actor is its driver: it turns what happens into inputs, carries out the
+//! effects, asks the core where the call stands, and alone touches sockets,
 //! SIP dialogs and timers.
 
 mod acd;
@@ -279,25 +281,6 @@ async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<&SdpEr
     }
 }
 
-/// Where the call is.
-enum Phase {
-    Ivr(Box<IvrRun>, String),
-    /// Playing the number's greeting before the queue.
-    Greeting(String),
-    /// Waiting in a queue with music on hold (agents may be ringing).
-    Queued,
-    /// An agent answered; the caller hears the agent's number before the bridge.
-    Announcing,
-    /// Caller and agent talk.
-    Bridged,
-    /// The caller left a number and hears it was recorded.
-    CallbackRecorded,
-    /// The caller hung up; the callback keeps its place in the queue, then
-    /// rings an agent, then the customer.
-    Callback,
-    Ended,
-}
-
 async fn call_actor(
     ctx: Arc<CallContext>,
     mut tx: Transaction,
@@ -442,7 +425,6 @@ async fn call_actor(
         call_id: call_id.clone(),
         media,
         language: media_room.language.clone(),
-        phase: Phase::Ended,
         timer: None,
         lookups: mpsc::unbounded_channel(),
         playing: None,
@@ -467,7 +449,7 @@ async fn call_actor(
             state_tx,
         ),
         caller_dialog: dialog.clone(),
-        monitor: None,
+        mixed: None,
         supervisor: self::core::monitor::MonitorMachine::new(&call_id),
         consult: consult::Consult::new(&call_id, ctx.settings.acd.max_transfers),
         survey: None,
@@ -483,6 +465,7 @@ async fn call_actor(
         vars.insert("caller".to_string(), caller);
         vars.insert("number".to_string(), admitted.number.number.clone());
         if admitted.blocked {
+            actor.core_do(CoreInput::Close);
             actor.play(&["blocked".to_string()], false);
         } else {
             actor.begin(&admitted.number.target, vars);
@@ -490,11 +473,13 @@ async fn call_actor(
         ended = actor.run(&dialog, &mut state_rx).await;
     }
     ctx.calls.mailboxes.remove(&call_id);
+    // A flow the caller hung up in is left last, after the call's release.
+    let flow_left = actor.core.take_ivr();
     actor.leave(ended.unwrap_or(ReleasedBy::System));
     actor.finish_recording().await;
-    actor.survey_done();
+    actor.survey_left(flow_left.as_ref().map(|(_, run)| &**run));
 
-    if let Phase::Ivr(run, flow) = &actor.phase {
+    if let Some((flow, run)) = &flow_left {
         ctx.bus.publish(Event::IvrExited {
             call_id: call_id.clone(),
             flow: flow.clone(),
@@ -528,7 +513,6 @@ struct Actor {
     call_id: String,
     media: MediaSession,
     language: String,
-    phase: Phase,
     timer: Option<Instant>,
     lookups: (
         mpsc::UnboundedSender<LookupResult>,
@@ -543,13 +527,13 @@ struct Actor {
     /// The queue, the agent legs and the bridge.
     acd: acd::AcdState,
     caller_dialog: InviteDialog,
-    /// A supervisor listening in, whispering or barging; or the consulted
-    /// agent of a three-way call.
-    monitor: Option<monitor::Monitor>,
-    /// The supervisor's session, whose leg is in `monitor`.
+    /// The leg the mixer serves: a supervisor's, or the third party's of a
+    /// three-way call.
+    mixed: Option<monitor::MixedLeg>,
+    /// The supervisor's session, whose leg is `mixed`'s supervisor.
     supervisor: self::core::monitor::MonitorMachine,
     /// The agent consults another agent while the caller waits, or talks
-    /// with a third party in a three-way call (whose leg is in `monitor`).
+    /// with a third party in a three-way call (whose leg is `mixed`'s third party).
     consult: consult::Consult,
     /// The survey the caller is running, if it is.
     survey: Option<self::core::survey::Survey>,
@@ -565,7 +549,9 @@ impl Actor {
             NumberTarget::Ivr(flow_name) => self.start_flow(flow_name, None, vars),
             NumberTarget::Queue { queue, greeting } => match greeting {
                 Some(greeting) => {
-                    self.phase = Phase::Greeting(queue.clone());
+                    self.core_do(CoreInput::Greet {
+                        queue: queue.clone(),
+                    });
                     self.play(std::slice::from_ref(greeting), false);
                 }
                 None => self.enter_queue(queue),
@@ -578,7 +564,7 @@ impl Actor {
         let Some(mut flow) = self.ctx.settings.ivr.get(flow_name).cloned() else {
             // Configuration checks make this unreachable; never leave a caller in silence.
             warn!(flow = %flow_name, "no such flow; ending the call");
-            self.phase = Phase::Ended;
+            self.core_do(CoreInput::Close);
             return;
         };
         if let Some(node) = node {
@@ -590,7 +576,10 @@ impl Actor {
             self.language = language.clone();
         }
         let (run, actions) = IvrRun::start(flow, vars, time::OffsetDateTime::now_utc);
-        self.phase = Phase::Ivr(Box::new(run), flow_name.to_string());
+        self.core_do(CoreInput::EnterIvr {
+            flow: flow_name.to_string(),
+            run: Box::new(run),
+        });
         self.carry_out(actions);
     }
 
@@ -607,11 +596,11 @@ impl Actor {
         for action in actions {
             match action {
                 Action::Entered { node } => {
-                    if let Phase::Ivr(_, flow) = &self.phase {
+                    if let Some((flow, _)) = self.core.ivr() {
                         info!(%flow, %node, "IVR node");
                         self.ctx.bus.publish(Event::IvrNodeEntered {
                             call_id: self.call_id.clone(),
-                            flow: flow.clone(),
+                            flow: flow.to_string(),
                             node,
                         });
                     }
@@ -640,7 +629,7 @@ impl Actor {
                 } => {
                     self.acd.skills = skills;
                     self.acd.priority = priority.unwrap_or(0);
-                    if let Phase::Ivr(run, _) = &self.phase {
+                    if let Some((_, run)) = self.core.ivr() {
                         self.acd.ivr_vars = run.shown_vars();
                         self.core.vars = self.acd.ivr_vars.clone();
                     }
@@ -649,7 +638,7 @@ impl Actor {
                 }
                 Action::Hangup => {
                     self.exit_ivr("hangup".into());
-                    self.phase = Phase::Ended;
+                    self.core_do(CoreInput::Close);
                 }
             }
         }
@@ -657,24 +646,24 @@ impl Actor {
 
     fn exit_ivr(&mut self, exit: String) {
         self.survey_done();
-        if let Phase::Ivr(_, flow) = &self.phase {
+        if let Some((flow, _)) = self.core.ivr() {
             self.ctx.bus.publish(Event::IvrExited {
                 call_id: self.call_id.clone(),
-                flow: flow.clone(),
+                flow: flow.to_string(),
                 exit,
             });
         }
     }
 
     fn feed(&mut self, input: Input) {
-        if let Phase::Ivr(run, _) = &mut self.phase {
-            let actions = run.on(input);
-            self.carry_out(actions);
-        }
+        self.core_do(CoreInput::Ivr(input));
     }
 
     fn on_digit(&mut self, digit: char, via: &'static str) {
-        let secret = matches!(&self.phase, Phase::Ivr(run, _) if run.collecting_secret());
+        let secret = self
+            .core
+            .ivr()
+            .is_some_and(|(_, run)| run.collecting_secret());
         if secret {
             // A PIN or card number: neither logged nor published.
             debug!(via, "DTMF (a secret's digit, not shown)");
@@ -686,7 +675,7 @@ impl Actor {
                 via,
             });
         }
-        if self.acd.number_entry.is_some() && matches!(self.phase, Phase::Queued) {
+        if self.acd.number_entry.is_some() && self.core.queued() {
             self.on_number_entry_digit(digit);
             return;
         }
@@ -705,16 +694,7 @@ impl Actor {
         self.ctx.bus.publish(Event::PromptFinished {
             call_id: self.call_id.clone(),
         });
-        match &self.phase {
-            Phase::Greeting(queue) => {
-                let queue = queue.clone();
-                self.enter_queue(&queue);
-            }
-            Phase::Announcing => self.bridge(),
-            Phase::CallbackRecorded => self.callback_recorded(),
-            Phase::Bridged | Phase::Queued => self.after_prompt(),
-            _ => self.feed(Input::PromptsDone),
-        }
+        self.after_prompt();
     }
 
     fn media_started(&self) {
@@ -744,7 +724,7 @@ impl Actor {
             self.media_started();
         }
         loop {
-            if matches!(self.phase, Phase::Ended) && self.playing.is_none() {
+            if self.core.closing() && self.playing.is_none() {
                 info!("flow hung up");
                 // The dialog ends as the BYE leaves; its answer is not waited for.
                 let dialog = dialog.clone();
@@ -760,14 +740,14 @@ impl Actor {
             }
             let deadline = self.next_deadline();
             let agent_rtp = self.acd.agent_rtp();
-            let supervisor_rtp = monitor::monitor_rtp(self.monitor.as_ref());
+            let supervisor_rtp = monitor::monitor_rtp(self.mixed.as_ref());
             let consultant_rtp = self.consult.consultant_rtp();
             let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
                     let sip_call_id = &dialog_of(&state).call_id;
-                    if self.monitor.as_ref().is_some_and(|m| m.owns(sip_call_id)) {
+                    if self.mixed.as_ref().is_some_and(|m| m.leg().owns(sip_call_id)) {
                         self.on_monitor_dialog(state).await;
                         continue;
                     }
@@ -881,7 +861,7 @@ impl Actor {
                 self.overflow(reason).await;
             }
             CallCommand::Position(position) => {
-                if matches!(self.phase, Phase::Queued) {
+                if self.core.queued() {
                     let entering_number = self.acd.number_entry.is_some();
                     self.core_do(CoreInput::Position {
                         position,
@@ -917,7 +897,10 @@ impl Actor {
     /// The earliest of the IVR timer and the ACD timers.
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(86400);
-        let monitor = self.monitor.as_ref().and_then(monitor::Monitor::deadline);
+        let monitor = self
+            .mixed
+            .as_ref()
+            .and_then(|m| monitor::Monitor::deadline(m.leg()));
         let consult = self.consult.deadline();
         let lifetime = self.lifetime.deadline();
         let core = self.core.deadline().map(Instant::from_std);

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::Actor;
 use super::acd::{Side, end_dialog};
 use super::agent_leg::{self, ForkFinal};
 use super::control::ControlError;
@@ -30,7 +31,6 @@ use super::core::monitor::{
 pub use super::core::monitor::{MonitorMode, TICK};
 use super::media_session::MediaSession;
 use super::relay::{LegFormat, Relayed, relay};
-use super::{Actor, Phase};
 use crate::media::mixer::{FRAME, MixStream, PcmQueue};
 use crate::media::rtp::HEADER_LEN;
 use crate::media::sdp;
@@ -335,9 +335,48 @@ fn end_of(reason: &str) -> MonitorEnd {
     }
 }
 
-/// The socket the supervisor's RTP arrives on.
-pub fn monitor_rtp(monitor: Option<&Monitor>) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
-    monitor.map(|m| m.media.rtp.clone())
+/// The socket the mixed leg's RTP arrives on.
+pub fn monitor_rtp(mixed: Option<&MixedLeg>) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
+    mixed.map(|m| m.leg().media.rtp.clone())
+}
+
+/// Who the mixer serves besides caller and agent; the two exclude each
+/// other (no monitoring of a three-way call, no three-way call while a
+/// supervisor is on).
+pub enum MixedLeg {
+    /// A supervisor listening in, whispering or barging.
+    Supervisor(Monitor),
+    /// The consulted agent of a three-way call, heard like a barging
+    /// supervisor.
+    ThirdParty(Monitor),
+}
+
+impl MixedLeg {
+    pub fn leg(&self) -> &Monitor {
+        match self {
+            MixedLeg::Supervisor(leg) | MixedLeg::ThirdParty(leg) => leg,
+        }
+    }
+
+    pub fn leg_mut(&mut self) -> &mut Monitor {
+        match self {
+            MixedLeg::Supervisor(leg) | MixedLeg::ThirdParty(leg) => leg,
+        }
+    }
+
+    fn is_supervisor(&self) -> bool {
+        matches!(self, MixedLeg::Supervisor(_))
+    }
+
+    pub fn is_third_party(&self) -> bool {
+        matches!(self, MixedLeg::ThirdParty(_))
+    }
+
+    pub fn into_leg(self) -> Monitor {
+        match self {
+            MixedLeg::Supervisor(leg) | MixedLeg::ThirdParty(leg) => leg,
+        }
+    }
 }
 
 /// What asking the supervisor's phone needs, once the machine has said so.
@@ -349,7 +388,7 @@ enum Reach {
 impl Actor {
     /// What the supervisor machine needs to know of the call.
     fn monitor_view(&self) -> CallView {
-        let bridged = matches!(self.phase, Phase::Bridged);
+        let bridged = self.core.bridged();
         CallView {
             agent: self
                 .acd
@@ -380,13 +419,13 @@ impl Actor {
                 MonitorEffect::Accept => reach = Some(Reach::Accept),
                 MonitorEffect::Refuse(why) => reply = Some(Err(why.into())),
                 MonitorEffect::SetMode(mode) => {
-                    if let Some(monitor) = self.monitor.as_mut() {
+                    if let Some(MixedLeg::Supervisor(monitor)) = self.mixed.as_mut() {
                         monitor.set_mode(mode);
                     }
                     info!(mode = mode.as_str(), "monitor mode changed");
                 }
                 MonitorEffect::Mix => {
-                    if let Some(monitor) = self.monitor.as_mut() {
+                    if let Some(MixedLeg::Supervisor(monitor)) = self.mixed.as_mut() {
                         monitor.clock = Some(MixClock::start(Instant::now().into_std()));
                     }
                     if let (Some(s), Some(mode)) =
@@ -396,13 +435,13 @@ impl Actor {
                     }
                 }
                 MonitorEffect::HangUp(via) => {
-                    if let Some(monitor) = self.monitor.take() {
-                        self.hang_up_mixed(monitor, via == Via::Api);
+                    if let Some(mixed) = self.mixed.take_if(|m| m.is_supervisor()) {
+                        self.hang_up_mixed(mixed.into_leg(), via == Via::Api);
                     }
                 }
                 MonitorEffect::Release => {
-                    if let Some(monitor) = self.monitor.take() {
-                        self.ctx.dialogs.remove_dialog(&monitor.dialog.id());
+                    if let Some(mixed) = self.mixed.take_if(|m| m.is_supervisor()) {
+                        self.ctx.dialogs.remove_dialog(&mixed.leg().dialog.id());
                     }
                 }
                 MonitorEffect::Publish(event) => {
@@ -499,17 +538,22 @@ impl Actor {
         )
         .map_err(ControlError::LegFailed)?;
         info!(%supervisor, mode = mode.as_str(), "ringing the supervisor");
-        self.monitor = Some(Monitor::new(mode, media, fork.dialog, fork.call_id));
+        self.mixed = Some(MixedLeg::Supervisor(Monitor::new(
+            mode,
+            media,
+            fork.dialog,
+            fork.call_id,
+        )));
         Ok(())
     }
 
     pub(super) fn is_monitor_fork(&self, fork: &str) -> bool {
-        self.monitor.as_ref().is_some_and(|m| m.owns(fork))
+        self.mixed.as_ref().is_some_and(|m| m.leg().owns(fork))
     }
 
     /// The supervisor's phone answered hotline's INVITE, or did not.
     pub(super) fn on_monitor_final(&mut self, fin: ForkFinal) {
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Some(MixedLeg::Supervisor(monitor)) = self.mixed.as_mut() else {
             return;
         };
         let response = match fin.response {
@@ -573,7 +617,12 @@ impl Actor {
             sip_call_id,
             ..
         } = phone;
-        self.monitor = Some(Monitor::new(mode, media, dialog, sip_call_id));
+        self.mixed = Some(MixedLeg::Supervisor(Monitor::new(
+            mode,
+            media,
+            dialog,
+            sip_call_id,
+        )));
         self.supervise(MonitorInput::Answered);
     }
 
@@ -584,9 +633,10 @@ impl Actor {
             self.supervise(MonitorInput::End(end_of(reason)));
             return;
         }
-        let Some(monitor) = self.monitor.take() else {
+        let Some(monitor) = self.mixed.take_if(|m| m.is_third_party()) else {
             return;
         };
+        let monitor = monitor.into_leg();
         match hang_up {
             true => self.hang_up_mixed(monitor, false),
             false => self.ctx.dialogs.remove_dialog(&monitor.dialog.id()),
@@ -598,7 +648,7 @@ impl Actor {
 
     /// RTP from the mixed leg's phone: its voice, or a key changing the mode.
     pub(super) fn on_supervisor_rtp(&mut self, source: SocketAddr, packet: &[u8]) {
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Some(monitor) = self.mixed.as_mut().map(MixedLeg::leg_mut) else {
             return;
         };
         let (accepted, digit) = monitor.media.on_rtp(source, packet);
@@ -612,14 +662,14 @@ impl Actor {
 
     /// The mix for the mixed leg; it ends once no agent is on the call.
     pub(super) fn on_monitor_timer(&mut self, now: Instant) {
-        if self.monitor.is_none() {
+        if self.mixed.is_none() {
             return;
         }
         if self.monitor_view().agent.is_none() {
             self.end_monitor("call_left_agent", true);
             return;
         }
-        let Some(monitor) = self.monitor.as_mut() else {
+        let Some(monitor) = self.mixed.as_mut().map(MixedLeg::leg_mut) else {
             return;
         };
         monitor.tick(now);
@@ -655,7 +705,7 @@ impl Actor {
                 }
             }
             DialogState::Updated(_, req, handle) => {
-                if let Some(monitor) = self.monitor.as_mut() {
+                if let Some(monitor) = self.mixed.as_mut().map(MixedLeg::leg_mut) {
                     super::answer_update(&mut monitor.media, &req, &handle).await;
                 }
             }

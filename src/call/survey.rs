@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 
 use tracing::info;
 
+use super::Actor;
 use super::control::ControlError;
 use super::core::survey::Survey;
-use super::{Actor, Phase};
+use crate::events::EventBus;
 use crate::events::ReleasedBy;
+use crate::ivr::IvrRun;
 
 impl Actor {
     /// The survey of the queue the connected agent answered from, with that
@@ -37,10 +39,7 @@ impl Actor {
     pub(super) fn agent_left_for_survey(&mut self) -> bool {
         // A callback's customer, or a caller left waiting on a consultation,
         // is hung up as before.
-        if !matches!(self.phase, Phase::Bridged)
-            || self.acd.callback.is_some()
-            || self.consult.running()
-        {
+        if !self.core.bridged() || self.acd.callback.is_some() || self.consult.running() {
             return false;
         }
         let Some((flow, queue, agent)) = self.survey_flow() else {
@@ -56,7 +55,7 @@ impl Actor {
     /// A transfer to the survey (CTI, or an agent's REFER to the survey's
     /// number): the agent is released and the caller runs the survey.
     pub(super) fn transfer_to_survey(&mut self, end_agent: bool) -> Result<(), ControlError> {
-        if !matches!(self.phase, Phase::Bridged) {
+        if !self.core.bridged() {
             return Err(ControlError::NotBridged {
                 action: "be sent to the survey",
             });
@@ -88,23 +87,37 @@ impl Actor {
         self.start_flow(flow, None, vars);
     }
 
-    /// The survey flow ends (its own hangup or exit, or the caller hung
-    /// up): its score, if one was given, is published.
+    /// The survey flow ends (its own hangup or exit): its score, if one
+    /// was given, is published.
     pub(super) fn survey_done(&mut self) {
-        let Some(survey) = self.survey.take() else {
-            return;
-        };
-        let Phase::Ivr(run, _) = &self.phase else {
-            return;
-        };
-        let queue = survey.queue.clone();
-        let score = Survey::score(run.vars());
-        match survey.finish(&self.call_id, run.vars()) {
-            Some(answer) => {
-                info!(?score, %queue, "survey answered");
-                self.ctx.bus.publish(answer);
-            }
-            None => info!(%queue, "the survey ended without a score"),
+        let vars = self.core.ivr().map(|(_, run)| run.vars());
+        publish_survey(&self.call_id, &self.ctx.bus, self.survey.take(), vars);
+    }
+
+    /// The caller hung up in a flow (`run`, taken from the call's stage):
+    /// a survey's score, if one was given, is published.
+    pub(super) fn survey_left(&mut self, run: Option<&IvrRun>) {
+        let vars = run.map(IvrRun::vars);
+        publish_survey(&self.call_id, &self.ctx.bus, self.survey.take(), vars);
+    }
+}
+
+fn publish_survey(
+    call_id: &str,
+    bus: &EventBus,
+    survey: Option<Survey>,
+    vars: Option<&BTreeMap<String, String>>,
+) {
+    let (Some(survey), Some(vars)) = (survey, vars) else {
+        return;
+    };
+    let queue = survey.queue.clone();
+    let score = Survey::score(vars);
+    match survey.finish(call_id, vars) {
+        Some(answer) => {
+            info!(?score, %queue, "survey answered");
+            bus.publish(answer);
         }
+        None => info!(%queue, "the survey ended without a score"),
     }
 }

@@ -105,8 +105,8 @@ pub struct Bridge {
     /// The call as the router knows this agent's part of it: the call's own
     /// id, or its consultation's when a consulted agent took the call over.
     pub router_call: CallId,
-    /// Caller and agent hear each other (the announcement is over).
-    pub talking: bool,
+    /// How far caller and agent are joined.
+    pub link: Link,
     pub holds: u32,
     pub hold_total: Duration,
     pub requests: HoldRequests,
@@ -120,7 +120,7 @@ impl Bridge {
             queue,
             answered_at,
             router_call,
-            talking: false,
+            link: Link::Answered,
             holds: 0,
             hold_total: Duration::ZERO,
             requests: HoldRequests::default(),
@@ -131,6 +131,24 @@ impl Bridge {
     pub fn deadline(&self) -> Option<Instant> {
         self.hold.as_ref().map(|h| h.clock.deadline())
     }
+
+    /// Caller and agent hear each other.
+    pub fn talking(&self) -> bool {
+        self.link == Link::Talking
+    }
+}
+
+/// How far caller and agent are joined, from the agent's answer on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The answer was accepted; the bridge follows at once.
+    Answered,
+    /// The caller hears the agent's number; the bridge follows the prompt.
+    Announcing,
+    /// The agent answered a callback: the customer is being called.
+    CallingCustomer,
+    /// Caller and agent hear each other.
+    Talking,
 }
 
 impl CallCore {
@@ -148,7 +166,7 @@ impl CallCore {
             return;
         };
         change(&mut bridge.requests);
-        if !bridge.talking {
+        if !bridge.talking() {
             return;
         }
         match (bridge.hold.is_some(), bridge.requests.reason()) {

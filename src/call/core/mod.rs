@@ -4,10 +4,15 @@
 //! driver (the call actor) to carry out; it owns no socket, no SIP dialog and
 //! no runtime, so every combination is a script of inputs (see `tests.rs`).
 //!
-//! The stage is data: a caller outside any queue, waiting (with the offers
-//! ringing), connected to an agent (with at most one hold, carrying its
-//! reason), or ended. Deadlines are computed from the stage, never stored
-//! beside it. Sub-machines: [`queue`] (waiting, announcements, overflow,
+//! The stage is data, the call's one state: a caller in an IVR flow (the
+//! run of the flow itself is kept in the stage: it is pure, and leaves with
+//! the stage), hearing a queue's greeting, between two of these, waiting
+//! (with the offers ringing, or kept for a callback), connected to an agent
+//! (announced, calling the customer back, or talking, with at most one hold
+//! carrying its reason), hearing a last prompt before it is hung up, or
+//! ended. The driver asks the core what the end of a prompt means and
+//! whether the call is bridged; it keeps no state of its own beside the
+//! stage. Deadlines are computed from the stage, never stored beside it. Sub-machines: [`queue`] (waiting, announcements, overflow,
 //! max wait, the callback offer), [`ringing`] (offers, ring limit, the answer
 //! race), [`bridge`] (the connection, hold and the hold limit, release),
 //! [`callback`] (the caller's number, the customer's ring limit), [`survey`]
@@ -31,9 +36,10 @@ use std::time::{Duration, Instant};
 use crate::acd::{AgentId, CallId, Command, Outcome, QueuePosition};
 
 use crate::events::{Event, ReleasedBy};
+use crate::ivr::{Action as IvrAction, Input as IvrInput, IvrRun};
 
-pub use self::bridge::{Bridge, Hold, HoldReason};
-pub use self::queue::{CallbackOffer, Place, QueueTimers, Waiting};
+pub use self::bridge::{Bridge, Hold, HoldReason, Link};
+pub use self::queue::{CallbackOffer, KeptForCallback, Place, QueueTimers, Waiting};
 pub use self::ringing::Offer;
 use super::policy::CallPolicy;
 
@@ -47,9 +53,18 @@ pub enum Side {
 /// Where the call stands in the ACD.
 #[derive(Debug)]
 pub enum Stage {
-    /// In an IVR flow, a greeting, a survey, or after an overflow: not in a
-    /// queue. The caller's place is kept (its waited time survives).
+    /// Not in a queue: just arrived, or overflowed or released and not yet
+    /// anywhere else. The caller's place is kept (its waited time survives),
+    /// as in every stage before the end.
     Outside { place: Option<Place> },
+    /// In IVR flow `flow` (a survey's too), at the point `run` stands.
+    Ivr {
+        place: Option<Place>,
+        flow: String,
+        run: Box<IvrRun>,
+    },
+    /// Hearing a greeting (or an overflow prompt) before joining `queue`.
+    Greeting { place: Option<Place>, queue: String },
     /// In a queue, agents perhaps ringing.
     Waiting(Waiting),
     /// An agent answered.
@@ -57,6 +72,8 @@ pub enum Stage {
         place: Option<Place>,
         bridge: Bridge,
     },
+    /// Hearing a last prompt (or none): the call is hung up as it ends.
+    Closing { place: Option<Place> },
     /// The call is over; every leg released, the router told.
     Ended,
 }
@@ -64,6 +81,16 @@ pub enum Stage {
 /// What happens to a call, as the core sees it.
 #[derive(Debug)]
 pub enum Input {
+    /// The caller enters IVR flow `flow`, `run` started (its first actions
+    /// are the driver's already).
+    EnterIvr { flow: String, run: Box<IvrRun> },
+    /// Something for the IVR flow (a key, a timer, a lookup's reply); the
+    /// end of a prompt comes as [`Input::PromptEnded`].
+    Ivr(IvrInput),
+    /// The caller hears `queue`'s greeting, then joins it.
+    Greet { queue: String },
+    /// The caller is hung up after the prompt it hears (or at once).
+    Close,
     /// The caller joins `queue` (`paused`: the queue takes nobody, the
     /// caller goes straight to its overflow).
     Enqueue {
@@ -128,7 +155,7 @@ pub enum Input {
     /// A phone answered (or not) hotline's resume re-INVITE; still held
     /// means the limit counts again from now.
     ResumeAnswered,
-    /// A prompt over the queue or the hold ended.
+    /// The prompt the caller heard ended (the stage says what follows).
     PromptEnded,
     /// The agent goes to wrap-up, the caller stays (transfer, survey).
     ReleaseAgent(ReleasedBy),
@@ -160,6 +187,10 @@ pub enum Effect {
         agent: AgentId,
         from_queue: String,
     },
+    /// The IVR flow asks for these actions.
+    Ivr(Vec<IvrAction>),
+    /// Hang the caller up (its number is kept for a callback).
+    HangUpCaller,
     /// The caller hears these prompts once.
     Play(Vec<String>),
     /// The caller hears the agent's number; the bridge follows the prompt.
@@ -246,7 +277,11 @@ impl CallCore {
     /// The caller's place: its queue and when it first queued.
     pub fn place(&self) -> Option<&Place> {
         match &self.stage {
-            Stage::Outside { place } | Stage::Connected { place, .. } => place.as_ref(),
+            Stage::Outside { place }
+            | Stage::Ivr { place, .. }
+            | Stage::Greeting { place, .. }
+            | Stage::Closing { place }
+            | Stage::Connected { place, .. } => place.as_ref(),
             Stage::Waiting(waiting) => Some(&waiting.place),
             Stage::Ended => None,
         }
@@ -271,6 +306,55 @@ impl CallCore {
             Stage::Connected { bridge, .. } => Some(bridge),
             _ => None,
         }
+    }
+
+    /// The IVR flow the caller is in, and where its run stands.
+    pub fn ivr(&self) -> Option<(&str, &IvrRun)> {
+        match &self.stage {
+            Stage::Ivr { flow, run, .. } => Some((flow, run)),
+            _ => None,
+        }
+    }
+
+    /// The caller hung up in an IVR flow: the driver takes the flow's name
+    /// and run for the last events; the call stands outside (its place
+    /// kept) for its end.
+    pub fn take_ivr(&mut self) -> Option<(String, Box<IvrRun>)> {
+        if !matches!(self.stage, Stage::Ivr { .. }) {
+            return None;
+        }
+        let place = self.place().cloned();
+        match std::mem::replace(&mut self.stage, Stage::Outside { place }) {
+            Stage::Ivr { flow, run, .. } => Some((flow, run)),
+            _ => None,
+        }
+    }
+
+    /// The caller waits in a queue, on the line (no callback recorded).
+    pub fn queued(&self) -> bool {
+        self.waiting().is_some_and(|w| w.kept.is_none())
+    }
+
+    /// Caller and agent hear each other (the announcement over, the
+    /// called-back customer answered).
+    pub fn bridged(&self) -> bool {
+        self.bridge().is_some_and(Bridge::talking)
+    }
+
+    /// The caller left a number and is hung up (or being so), the agent
+    /// not yet talking to the called-back customer: the end of the
+    /// caller's dialog is expected and ends nothing.
+    pub fn caller_gone_for_callback(&self) -> bool {
+        match &self.stage {
+            Stage::Waiting(waiting) => waiting.kept.is_some(),
+            Stage::Connected { bridge, .. } => bridge.link == Link::CallingCustomer,
+            _ => false,
+        }
+    }
+
+    /// The call is hung up when the prompt playing ends.
+    pub fn closing(&self) -> bool {
+        matches!(self.stage, Stage::Closing { .. })
     }
 
     /// The hold in progress.
@@ -308,7 +392,11 @@ impl CallCore {
                 [ring, waiting.deadline()].into_iter().flatten().min()
             }
             Stage::Connected { bridge, .. } => bridge.deadline(),
-            Stage::Outside { .. } | Stage::Ended => None,
+            Stage::Outside { .. }
+            | Stage::Ivr { .. }
+            | Stage::Greeting { .. }
+            | Stage::Closing { .. }
+            | Stage::Ended => None,
         }
     }
 
@@ -316,6 +404,23 @@ impl CallCore {
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         match input {
+            Input::EnterIvr { flow, run } => {
+                let place = self.place().cloned();
+                self.stage = Stage::Ivr { place, flow, run };
+            }
+            Input::Ivr(input) => {
+                if let Stage::Ivr { run, .. } = &mut self.stage {
+                    out.push(Effect::Ivr(run.on(input)));
+                }
+            }
+            Input::Greet { queue } => {
+                let place = self.place().cloned();
+                self.stage = Stage::Greeting { place, queue };
+            }
+            Input::Close => {
+                let place = self.place().cloned();
+                self.stage = Stage::Closing { place };
+            }
             Input::Enqueue {
                 queue,
                 timers,
@@ -360,7 +465,7 @@ impl CallCore {
             } => self.taken_over(agent, queue, router_call, rang_since, now, &mut out),
             Input::Bridged => {
                 if let Some(bridge) = self.bridge_mut() {
-                    bridge.talking = true;
+                    bridge.link = Link::Talking;
                 }
                 // A hold asked for during the announcement starts now.
                 self.holds(now, &mut out, |_| {});
@@ -390,9 +495,13 @@ impl CallCore {
     /// step, and in debug builds (with: no deadline left in the past after
     /// a tick).
     pub fn invariants(&self) -> Result<(), String> {
+        // The router knows only a caller with a place (its queue).
+        if self.in_router && self.place().is_none() {
+            return Err("in the router without a place".into());
+        }
         match &self.stage {
             Stage::Connected { bridge, .. } => {
-                let requested = bridge.requests.any() && bridge.talking;
+                let requested = bridge.requests.any() && bridge.talking();
                 if requested != bridge.hold.is_some() {
                     return Err(format!(
                         "held {} but hold requested {requested}",
@@ -407,13 +516,19 @@ impl CallCore {
                 if agents.len() != waiting.offers.len() {
                     return Err("an agent offered twice".into());
                 }
+                if waiting.kept.is_some() && waiting.deadline().is_some() {
+                    return Err("a call kept for a callback runs queue timers".into());
+                }
             }
             Stage::Ended => {
                 if self.in_router {
                     return Err("an ended call still in the router".into());
                 }
             }
-            Stage::Outside { .. } => {}
+            Stage::Outside { .. }
+            | Stage::Ivr { .. }
+            | Stage::Greeting { .. }
+            | Stage::Closing { .. } => {}
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CallCore, Effect, Stage, digit_prompts, ms};
+use super::{CallCore, Effect, IvrInput, Link, Stage, digit_prompts, ms};
 use crate::acd::QueuePosition;
 use crate::events::Event;
 
@@ -48,6 +48,15 @@ pub enum CallbackOffer {
     Missed,
 }
 
+/// A caller who left a number: the call keeps its place without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptForCallback {
+    /// The caller hears that its number was recorded.
+    Confirming,
+    /// The caller was hung up; an agent answering is the customer's call.
+    CallerGone,
+}
+
 /// A caller in a queue.
 #[derive(Debug)]
 pub struct Waiting {
@@ -60,7 +69,7 @@ pub struct Waiting {
     max_wait_passed: bool,
     /// The caller left a number: the call waits without them, with no
     /// queue timers.
-    pub kept_for_callback: bool,
+    pub kept: Option<KeptForCallback>,
     /// Agents whose phones ring.
     pub offers: Vec<super::Offer>,
 }
@@ -88,13 +97,13 @@ impl Waiting {
             announce,
             callback_offer,
             max_wait_passed: false,
-            kept_for_callback: false,
+            kept: None,
             offers: Vec::new(),
         }
     }
 
     fn max_wait_at(&self) -> Option<Instant> {
-        if self.max_wait_passed || self.kept_for_callback {
+        if self.max_wait_passed || self.kept.is_some() {
             return None;
         }
         self.timers.max_wait.map(|d| self.joined + d)
@@ -131,7 +140,7 @@ impl Waiting {
     }
 
     pub(super) fn keep_for_callback(&mut self) {
-        self.kept_for_callback = true;
+        self.kept = Some(KeptForCallback::Confirming);
         self.announce = Announce::Off;
         self.callback_offer = CallbackOffer::Never;
     }
@@ -226,7 +235,7 @@ impl CallCore {
         let Stage::Waiting(waiting) = &mut self.stage else {
             return;
         };
-        if waiting.kept_for_callback {
+        if waiting.kept.is_some() {
             return;
         }
         if waiting.announce == Announce::Asking {
@@ -278,18 +287,34 @@ impl CallCore {
         }
     }
 
-    /// After a prompt over the queue or a hold alert, the caller hears the
+    /// What the end of the prompt the caller heard means: the IVR flow
+    /// goes on, a greeting leads into its queue, the confirmation of a
+    /// callback hangs the caller up, the agent's number leads to the bridge;
+    /// after a prompt over the queue or a hold alert, the caller hears the
     /// music again.
     pub(super) fn prompt_ended(&mut self, out: &mut Vec<Effect>) {
         match &mut self.stage {
-            Stage::Waiting(_) => out.push(Effect::QueueMusic),
-            Stage::Connected { bridge, .. } => {
-                if let Some(hold) = bridge.hold.as_mut().filter(|h| h.alerting) {
-                    hold.alerting = false;
-                    out.push(Effect::QueueMusic);
+            Stage::Ivr { run, .. } => out.push(Effect::Ivr(run.on(IvrInput::PromptsDone))),
+            Stage::Greeting { queue, .. } => out.push(Effect::EnterQueue(queue.clone())),
+            Stage::Waiting(waiting) => match waiting.kept {
+                None => out.push(Effect::QueueMusic),
+                Some(KeptForCallback::Confirming) => {
+                    waiting.kept = Some(KeptForCallback::CallerGone);
+                    out.push(Effect::HangUpCaller);
                 }
-            }
-            Stage::Outside { .. } | Stage::Ended => {}
+                Some(KeptForCallback::CallerGone) => {}
+            },
+            Stage::Connected { bridge, .. } => match bridge.link {
+                Link::Announcing => out.push(Effect::Bridge),
+                Link::Talking => {
+                    if let Some(hold) = bridge.hold.as_mut().filter(|h| h.alerting) {
+                        hold.alerting = false;
+                        out.push(Effect::QueueMusic);
+                    }
+                }
+                Link::Answered | Link::CallingCustomer => {}
+            },
+            Stage::Outside { .. } | Stage::Closing { .. } | Stage::Ended => {}
         }
     }
 }

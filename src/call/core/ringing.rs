@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Bridge, CallCore, Effect, Stage, ms};
+use super::{Bridge, CallCore, Effect, Link, Stage, ms};
 use crate::acd::{AgentId, CallId, Command, Outcome};
 use crate::events::Event;
 
@@ -171,7 +171,7 @@ impl CallCore {
             out.push(Effect::CancelRinging(other.agent));
         }
         let place = waiting.place.clone();
-        let callback = waiting.kept_for_callback;
+        let callback = waiting.kept.is_some();
         out.push(Effect::Publish(Event::CallConnected {
             call_id: self.ident.call_id.clone(),
             agent: agent.0.clone(),
@@ -186,19 +186,22 @@ impl CallCore {
             .filter(char::is_ascii_digit)
             .map(|d| format!("digit_{d}"))
             .collect();
+        let mut bridge = Bridge::new(agent, offer.queue, now, self.call());
         out.push(if callback {
+            bridge.link = Link::CallingCustomer;
             Effect::DialCustomer
         } else if announce && !digits.is_empty() {
             let mut prompts = vec!["agent_number".to_string()];
             prompts.extend(digits);
             prompts.push("will_serve_you".to_string());
+            bridge.link = Link::Announcing;
             Effect::Announce(prompts)
         } else {
             Effect::Bridge
         });
         self.stage = Stage::Connected {
             place: Some(place),
-            bridge: Bridge::new(agent, offer.queue, now, self.call()),
+            bridge,
         };
     }
 
@@ -245,7 +248,7 @@ impl CallCore {
             late: false,
         }));
         let mut bridge = Bridge::new(agent, queue, now, router_call);
-        bridge.talking = true;
+        bridge.link = Link::Talking;
         self.stage = Stage::Connected { place, bridge };
     }
 }

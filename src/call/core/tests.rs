@@ -175,6 +175,234 @@ fn a_transfer_release_then_requeue_keeps_the_first_wait() {
     ));
 }
 
+/// A flow that plays a welcome (a key skips it), then hands the caller to
+/// the sales queue.
+pub(crate) fn welcome_flow() -> std::sync::Arc<crate::config::ivr::Flow> {
+    static FLOW: std::sync::OnceLock<std::sync::Arc<crate::config::ivr::Flow>> =
+        std::sync::OnceLock::new();
+    FLOW.get_or_init(|| {
+        let toml = r#"
+start = "welcome"
+[nodes.welcome]
+type = "play"
+prompts = ["welcome"]
+barge_in = true
+next = "sales"
+[nodes.sales]
+type = "queue"
+queue = "sales"
+"#;
+        let flow: crate::config::ivr::Flow = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap_or_else(|e| panic!("the test flow: {e}"));
+        std::sync::Arc::new(flow)
+    })
+    .clone()
+}
+
+/// `welcome_flow` started: the input that puts the caller in it.
+pub(crate) fn enter_welcome() -> Input {
+    let (run, _) = crate::ivr::IvrRun::start(welcome_flow(), BTreeMap::new(), || {
+        time::OffsetDateTime::UNIX_EPOCH
+    });
+    Input::EnterIvr {
+        flow: "welcome".into(),
+        run: Box::new(run),
+    }
+}
+
+fn ivr_actions(out: &[Effect]) -> Vec<crate::ivr::Action> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Ivr(actions) => Some(actions.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn the_flow_runs_in_the_stage_and_hands_the_caller_to_its_queue() {
+    let mut s = Script::new();
+    s.at(0, enter_welcome());
+    assert_eq!(s.core.ivr().map(|(flow, _)| flow), Some("welcome"));
+    assert_eq!(s.core.deadline(), None);
+    // The prompt's end is the flow's: it asks for the queue.
+    let out = s.at(4, Input::PromptEnded);
+    assert!(
+        ivr_actions(&out).contains(&crate::ivr::Action::Queue {
+            queue: "sales".into(),
+            skills: Vec::new(),
+            priority: None,
+        }),
+        "{out:?}"
+    );
+    // The driver enqueues: the wait counts from the queue, not the flow.
+    let out = s.enqueue("sales", QueueTimers::default(), 4);
+    assert!(matches!(
+        out[0],
+        Effect::Publish(Event::CallQueued { waited_ms: 0, .. })
+    ));
+    assert!(s.core.queued() && s.core.ivr().is_none());
+    // Keys are the flow's only while the caller is in it.
+    assert!(
+        s.at(5, Input::Ivr(crate::ivr::Input::Digit('1')))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_key_in_the_flow_is_the_flows_and_a_hang_up_takes_its_run() {
+    let mut s = Script::new();
+    s.at(0, enter_welcome());
+    let out = s.at(1, Input::Ivr(crate::ivr::Input::Digit('5')));
+    assert!(!ivr_actions(&out).is_empty(), "{out:?}");
+    s.at(2, enter_welcome());
+    let (flow, run) = s.core.take_ivr().unwrap_or_else(|| panic!("in a flow"));
+    assert_eq!((flow.as_str(), run.node()), ("welcome", "welcome"));
+    assert!(s.core.ivr().is_none() && s.core.take_ivr().is_none());
+    let out = s.at(3, Input::Ended(ReleasedBy::Caller));
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_greeting_leads_into_its_queue_at_the_prompts_end_keeping_the_wait() {
+    let mut s = Script::new();
+    s.at(
+        0,
+        Input::Greet {
+            queue: "sales".into(),
+        },
+    );
+    assert!(!s.core.queued());
+    // A prompt's end: into the greeting's queue.
+    assert_eq!(
+        s.at(3, Input::PromptEnded),
+        vec![Effect::EnterQueue("sales".into())]
+    );
+    s.enqueue("sales", QueueTimers::default(), 3);
+    // An overflow with a prompt greets into the next queue, the caller's
+    // first wait kept.
+    s.at(
+        20,
+        Input::Overflowed {
+            reason: "no_agents",
+            target: "queue:support".into(),
+        },
+    );
+    s.core.left_router();
+    s.at(
+        20,
+        Input::Greet {
+            queue: "support".into(),
+        },
+    );
+    assert_eq!(s.core.place().map(|p| p.queue.as_str()), Some("sales"));
+    assert_eq!(
+        s.at(25, Input::PromptEnded),
+        vec![Effect::EnterQueue("support".into())]
+    );
+    let out = s.enqueue("support", QueueTimers::default(), 25);
+    assert!(matches!(
+        out[0],
+        Effect::Publish(Event::CallQueued {
+            waited_ms: 22_000,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_agents_number_is_announced_then_the_prompts_end_bridges() {
+    let mut s = Script::new();
+    s.enqueue("sales", QueueTimers::default(), 0);
+    s.offer("1001", 1);
+    let out = s.at(
+        2,
+        Input::AgentAnswered {
+            agent: aid("1001"),
+            announce: true,
+        },
+    );
+    assert!(out.iter().any(|e| matches!(e, Effect::Announce(_))));
+    assert!(!s.core.bridged() && !s.core.queued());
+    assert_eq!(s.core.bridge().map(|b| b.link), Some(Link::Announcing));
+    // Not yet bridged: no transfer, no relay; a hold waits for the bridge.
+    s.at(3, Input::ApiHold(true));
+    assert!(!s.core.is_held());
+    assert_eq!(s.at(5, Input::PromptEnded), vec![Effect::Bridge]);
+    let out = s.at(5, Input::Bridged);
+    assert!(s.core.bridged() && s.core.is_held());
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Publish(Event::HoldStarted { .. })))
+    );
+    // Once talking, a prompt's end bridges nothing again.
+    assert!(!s.at(6, Input::PromptEnded).contains(&Effect::Bridge));
+}
+
+#[test]
+fn a_recorded_callback_hangs_the_caller_up_at_the_confirmations_end() {
+    let mut s = Script::new();
+    s.enqueue(
+        "sales",
+        QueueTimers {
+            callback_after: Some(Duration::from_secs(10)),
+            ..QueueTimers::default()
+        },
+        0,
+    );
+    s.at(10, Input::Tick);
+    s.at(11, Input::NumberEntryStarted);
+    s.at(15, Input::CallbackRecorded);
+    assert!(!s.core.queued() && s.core.caller_gone_for_callback());
+    // The confirmation's end hangs the caller up, once.
+    assert_eq!(s.at(17, Input::PromptEnded), vec![Effect::HangUpCaller]);
+    assert!(s.at(18, Input::PromptEnded).is_empty());
+    assert_eq!(
+        s.core.waiting().and_then(|w| w.kept),
+        Some(KeptForCallback::CallerGone)
+    );
+    // An agent answers: the customer is called; the caller's dialog
+    // ending is still expected until the customer talks.
+    s.offer("1001", 40);
+    let out = s.answer("1001", 42);
+    assert!(out.contains(&Effect::DialCustomer));
+    assert!(s.core.caller_gone_for_callback() && !s.core.bridged());
+    assert!(s.at(43, Input::PromptEnded).is_empty());
+    s.at(50, Input::Bridged);
+    assert!(s.core.bridged() && !s.core.caller_gone_for_callback());
+}
+
+#[test]
+fn a_closing_call_keeps_its_place_so_an_unconfirmed_dequeue_abandons() {
+    let mut s = Script::new();
+    s.enqueue("sales", QueueTimers::default(), 0);
+    s.at(
+        30,
+        Input::Overflowed {
+            reason: "no_agents",
+            target: "hangup".into(),
+        },
+    );
+    s.at(30, Input::Close);
+    assert!(s.core.closing() && !s.core.queued());
+    assert_eq!(s.core.deadline(), None);
+    assert!(s.at(33, Input::PromptEnded).is_empty());
+    // The router never confirmed the overflow's dequeue: the end tells it.
+    let out = s.at(33, Input::Ended(ReleasedBy::System));
+    assert!(matches!(
+        out[0],
+        Effect::Publish(Event::CallAbandoned {
+            waited_ms: 33_000,
+            ..
+        })
+    ));
+    assert_eq!(routed(&out), vec![Command::Dequeue(s.core.call())]);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(bool),
@@ -198,6 +426,10 @@ enum Op {
     TakeOver(u8),
     End(u8),
     Tick,
+    EnterIvr,
+    IvrDigit,
+    Greet,
+    Close,
 }
 
 fn op() -> impl PropStrategy<Value = Op> {
@@ -224,6 +456,10 @@ fn op() -> impl PropStrategy<Value = Op> {
         agent.clone().prop_map(Op::TakeOver),
         (0u8..3).prop_map(Op::End),
         Just(Op::Tick),
+        Just(Op::EnterIvr),
+        Just(Op::IvrDigit),
+        Just(Op::Greet),
+        Just(Op::Close),
     ]
 }
 
@@ -293,6 +529,12 @@ fn input(op: Op, now: Instant) -> Input {
             _ => ReleasedBy::System,
         }),
         Op::Tick => Input::Tick,
+        Op::EnterIvr => enter_welcome(),
+        Op::IvrDigit => Input::Ivr(crate::ivr::Input::Digit('1')),
+        Op::Greet => Input::Greet {
+            queue: "support".into(),
+        },
+        Op::Close => Input::Close,
     }
 }
 
@@ -326,6 +568,7 @@ proptest! {
             let was_connected = s.core.bridge().is_some();
             let ending = matches!(op, Op::End(_));
             let held_before = s.core.is_held();
+            let was_in_ivr = s.core.ivr().is_some();
             let out = s.core.handle(input(op.clone(), now), now);
             prop_assert_eq!(s.core.invariants(), Ok(()));
             // Hold clock running iff held: a start and an end each come
@@ -349,6 +592,27 @@ proptest! {
             // No offer rings once an agent is connected.
             if s.core.bridge().is_some() {
                 prop_assert!(s.core.offers().is_empty());
+            }
+            // One state: the stage's answers never contradict each other.
+            let answers = [
+                s.core.ivr().is_some(),
+                s.core.queued(),
+                s.core.bridged(),
+                s.core.closing(),
+                s.core.caller_gone_for_callback(),
+            ];
+            prop_assert!(answers.iter().filter(|a| **a).count() <= 1);
+            if s.core.ivr().is_some() || s.core.closing() {
+                prop_assert!(s.core.offers().is_empty() && s.core.bridge().is_none());
+                prop_assert_eq!(s.core.deadline(), None);
+            }
+            // A call kept for a callback runs no queue timer.
+            if s.core.waiting().is_some_and(|w| w.kept.is_some()) {
+                prop_assert!(s.core.waiting().and_then(Waiting::deadline).is_none());
+            }
+            // Only the flow acts on a key.
+            if matches!(op, Op::IvrDigit) && !was_in_ivr {
+                prop_assert!(out.is_empty());
             }
             if ending {
                 // Every leg released and the router told exactly once.
