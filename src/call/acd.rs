@@ -82,10 +82,8 @@ pub struct AcdState {
     pub(super) trunk_outbound: Option<std::net::SocketAddr>,
     /// The trunk the call came in on: its dial plan and outbound ceilings.
     pub(super) trunk: crate::config::Trunk,
-    /// The caller is giving or confirming the number to be called back on.
-    pub(super) number_entry: Option<super::core::callback::NumberEntry>,
-    /// The caller left its number: the call keeps its place without them.
-    pub(super) callback: Option<super::callback::Callback>,
+    /// The called-back customer's INVITE, once an agent answered a callback.
+    pub(super) customer: Option<super::callback::CustomerCall>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
     pub caller_sip_call_id: String,
     /// The call's recording, from its first bridge (rulebook Q1).
@@ -124,8 +122,7 @@ impl AcdState {
             given_up: std::collections::HashMap::new(),
             trunk_outbound: trunk.outbound,
             trunk: trunk.clone(),
-            number_entry: None,
-            callback: None,
+            customer: None,
             caller_sip_call_id: call_id,
             recording: crate::recording::CallRecording::new(),
         }
@@ -136,21 +133,10 @@ impl AcdState {
         self.connected.as_ref().map(|c| c.leg.media.rtp.clone())
     }
 
-    /// The driver's own ACD deadlines (the core's come from the core).
+    /// The driver's own deadline: the recording's flush (the call's come
+    /// from the core).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let customer = self
-            .callback
-            .as_ref()
-            .and_then(|c| c.ringing)
-            .map(|r| Instant::from_std(r.deadline()));
-        let entry = self
-            .number_entry
-            .as_ref()
-            .map(|e| Instant::from_std(e.deadline()));
-        [entry, customer, self.recording.flush_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.recording.flush_at()
     }
 }
 
@@ -265,6 +251,13 @@ impl Actor {
                 Effect::EnterQueue(queue) => self.enter_queue(&queue),
                 Effect::AskPosition => self.ask_position(),
                 Effect::Overflow(reason) => overflow = Some(reason),
+                Effect::CheckNumber(number) => self.propose_number(&number),
+                Effect::StopPrompt => {
+                    self.playing = None;
+                    self.media.stream.stop();
+                }
+                Effect::NumberEntryEnded => self.number_entry_ended(),
+                Effect::CustomerUnanswered => self.customer_unanswered(),
             }
         }
         overflow
@@ -285,7 +278,7 @@ impl Actor {
         self.core_do(CoreInput::Enqueue {
             queue: queue.to_string(),
             timers,
-            callback_possible: self.acd.trunk_outbound.is_some() && self.acd.callback.is_none(),
+            callback_possible: self.acd.trunk_outbound.is_some() && self.core.callback().is_none(),
             paused: self.ctx.calls.is_paused(queue),
         });
     }
@@ -532,7 +525,6 @@ impl Actor {
                 allows_update: super::session_timer::allows_update(&response.headers),
             }
         });
-        self.acd.number_entry = None;
         // Any other agent still ringing lost the race; the core says what
         // comes next (the agent's number, the bridge, or the customer).
         self.core_do(CoreInput::AgentAnswered { agent, announce });
@@ -888,24 +880,6 @@ impl Actor {
         if let Some(reason) = self.apply(effects) {
             self.overflow(reason).await;
         }
-        let std_now = now.into_std();
-        if self
-            .acd
-            .number_entry
-            .as_ref()
-            .is_some_and(|e| e.deadline() <= std_now)
-        {
-            self.number_entry_timed_out();
-        }
-        if self
-            .acd
-            .callback
-            .as_ref()
-            .and_then(|c| c.ringing)
-            .is_some_and(|r| r.deadline() <= std_now)
-        {
-            self.customer_unanswered();
-        }
         self.acd.recording.tick(now, self.core.is_held());
     }
 
@@ -926,7 +900,6 @@ impl Actor {
             }
             self.core.left_router();
         }
-        self.acd.number_entry = None;
         let config = self.ctx.settings.queues.get(&queue);
         let target = config.map(|q| q.overflow.clone()).unwrap_or_default();
         let prompt = config.and_then(|q| q.overflow_prompt.clone());

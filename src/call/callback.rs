@@ -14,7 +14,6 @@ use tracing::{debug, info, warn};
 use super::Actor;
 use super::agent_leg::{self, Dial, ForkFinal, ForkStatus, Target};
 use super::core::Input as CoreInput;
-use super::core::callback::{CustomerRinging, EntryStep, NumberEntry, Proposal};
 use crate::events::{Event, ReleasedBy};
 use crate::media::sdp;
 use crate::sip::dialplan::{DialRefusal, OutboundPermit};
@@ -22,16 +21,13 @@ use crate::sip::dialplan::{DialRefusal, OutboundPermit};
 /// The most characters of a refused number an event carries.
 const MAX_SHOWN_NUMBER: usize = 32;
 
-/// A callback in progress.
-pub struct Callback {
-    /// The number to call back, in E.164 ("+" and digits).
-    pub number: String,
-    /// The INVITE to the customer, once an agent answered.
-    pub customer: Option<agent_leg::Fork>,
-    /// The customer's phone rings (its ring limit counts from the dial).
-    pub ringing: Option<CustomerRinging>,
+/// The call to the customer of a callback (the number and its ring limit
+/// are the core's: [`super::core::CallbackRequest`]).
+pub struct CustomerCall {
+    /// The INVITE to the customer.
+    pub fork: agent_leg::Fork,
     /// The outbound call counted against the trunk's ceilings while it lasts.
-    pub permit: Option<OutboundPermit>,
+    _permit: OutboundPermit,
 }
 
 impl Actor {
@@ -49,65 +45,32 @@ impl Actor {
 
     /// The caller pressed the key: the number it calls from is proposed.
     pub(super) fn request_callback(&mut self) {
-        self.acd.number_entry = Some(NumberEntry::start(Instant::now().into_std()));
         self.core_do(CoreInput::NumberEntryStarted);
         let caller = self.acd.caller.clone();
         self.propose_number(&caller);
     }
 
-    /// Checks a number against the trunk's dial plan: an allowed one is read
-    /// back for confirmation, a refused one is an event and the caller is
-    /// asked for another.
-    fn propose_number(&mut self, number: &str) {
+    /// Checks a number against the trunk's dial plan: the core reads an
+    /// allowed one back for confirmation; a refused one is an event and the
+    /// caller is asked for another.
+    pub(super) fn propose_number(&mut self, number: &str) {
+        if self.core.number_entry().is_none() {
+            return;
+        }
         let checked = self.acd.trunk.dialplan.check(number);
-        let Some(entry) = self.acd.number_entry.as_mut() else {
-            return;
-        };
-        let refusal = checked.as_ref().err().copied();
-        match entry.propose(number, checked, Instant::now().into_std()) {
-            Proposal::ReadBack(prompts) => self.play(&prompts, false),
-            Proposal::Refused { give_up } => {
-                if let Some(reason) = refusal {
-                    self.outbound_refused(number, reason);
-                }
-                if give_up {
-                    self.number_entry_given_up();
-                } else {
-                    self.play(&["callback_number_refused".to_string()], false);
-                }
-            }
+        if let Err(reason) = checked {
+            self.outbound_refused(number, reason);
         }
+        self.core_do(CoreInput::NumberProposed {
+            number: number.to_string(),
+            e164: checked.ok(),
+        });
     }
 
-    /// A key while the caller gives its number: the confirmation key takes
-    /// the number read back, or ends a keyed-in number; `*` starts over.
-    pub(super) fn on_number_entry_digit(&mut self, digit: char) {
-        let Some(entry) = self.acd.number_entry.as_mut() else {
-            return;
-        };
-        match entry.key(digit, Instant::now().into_std()) {
-            EntryStep::Confirmed(number) => {
-                self.acd.number_entry = None;
-                self.record_callback(number);
-            }
-            EntryStep::Propose(keyed) => self.propose_number(&keyed),
-            EntryStep::StopReadBack => {
-                self.playing = None;
-                self.media.stream.stop();
-            }
-            EntryStep::Nothing => {}
-        }
-    }
-
-    /// Nothing keyed for too long: the caller goes on waiting, and may
-    /// press the callback key again.
-    pub(super) fn number_entry_timed_out(&mut self) {
-        debug!("no callback number given in time");
-        self.number_entry_given_up();
-    }
-
-    fn number_entry_given_up(&mut self) {
-        self.acd.number_entry = None;
+    /// No number given (nothing keyed in time, or every number refused):
+    /// the caller goes on waiting, and may press the callback key again.
+    pub(super) fn number_entry_ended(&mut self) {
+        debug!("no callback number given");
         if self.core.queued() {
             self.playing = None;
             self.after_prompt();
@@ -124,30 +87,6 @@ impl Actor {
             number: number.chars().take(MAX_SHOWN_NUMBER).collect(),
             reason: reason.as_str().to_string(),
         });
-    }
-
-    /// The caller confirmed `number`: it is recorded, the caller hears so
-    /// and is hung up; the call stays in the router with its place.
-    fn record_callback(&mut self, number: String) {
-        let queue = self
-            .core
-            .place()
-            .map(|p| p.queue.clone())
-            .unwrap_or_default();
-        info!(%queue, "callback requested");
-        self.ctx.bus.publish(Event::CallbackRequested {
-            call_id: self.call_id.clone(),
-            queue,
-            number: number.clone(),
-        });
-        self.acd.callback = Some(Callback {
-            number,
-            customer: None,
-            ringing: None,
-            permit: None,
-        });
-        self.core_do(CoreInput::CallbackRecorded);
-        self.play(&["callback_recorded".to_string()], false);
     }
 
     /// The confirmation was heard: the caller is hung up, the place kept.
@@ -176,15 +115,15 @@ impl Actor {
 
     pub(super) fn is_customer_fork(&self, fork: &str) -> bool {
         self.acd
-            .callback
+            .customer
             .as_ref()
-            .and_then(|c| c.customer.as_ref())
-            .is_some_and(|f| f.call_id == fork)
+            .is_some_and(|c| c.fork.call_id == fork)
     }
 
     /// The agent answered the callback: call the customer through the trunk.
     pub(super) fn dial_customer(&mut self) {
-        let (Some(outbound), Some(callback)) = (self.acd.trunk_outbound, &self.acd.callback) else {
+        let (Some(outbound), Some(callback)) = (self.acd.trunk_outbound, self.core.callback())
+        else {
             return;
         };
         let number = callback.number.clone();
@@ -234,13 +173,11 @@ impl Actor {
             self.acd.finals.0.clone(),
         ) {
             Ok(fork) => {
-                if let Some(callback) = self.acd.callback.as_mut() {
-                    callback.customer = Some(fork);
-                    callback.ringing = Some(CustomerRinging {
-                        since: Instant::now().into_std(),
-                    });
-                    callback.permit = Some(permit);
-                }
+                self.acd.customer = Some(CustomerCall {
+                    fork,
+                    _permit: permit,
+                });
+                self.core_do(CoreInput::CustomerDialled);
             }
             Err(e) => {
                 warn!(error = %e, "cannot call the customer back");
@@ -251,11 +188,11 @@ impl Actor {
 
     /// The customer's phone answered, or did not.
     pub(super) fn on_customer_final(&mut self, fin: ForkFinal) {
-        let Some(callback) = self.acd.callback.as_mut() else {
+        if self.core.callback().is_none() {
             return;
-        };
-        callback.ringing = None;
-        let Some(fork) = callback.customer.as_mut() else {
+        }
+        self.core_do(CoreInput::CustomerFinal);
+        let Some(fork) = self.acd.customer.as_mut().map(|c| &mut c.fork) else {
             return;
         };
         match fin.response {
@@ -284,7 +221,7 @@ impl Actor {
                 self.ctx.bus.publish(Event::CallbackCompleted {
                     call_id: self.call_id.clone(),
                     agent,
-                    number: callback_number(&self.acd.callback),
+                    number: self.callback_number(),
                 });
                 self.media_started();
                 self.bridge();
@@ -300,17 +237,14 @@ impl Actor {
 
     /// The customer's phone rang too long.
     pub(super) fn customer_unanswered(&mut self) {
-        if let Some(callback) = self.acd.callback.as_mut() {
-            callback.ringing = None;
-            if let Some(fork) = callback.customer.as_mut()
-                && fork.status == ForkStatus::Ringing
-            {
-                fork.status = ForkStatus::Cancelled;
-                let dialog = fork.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.cancel().await;
-                });
-            }
+        if let Some(fork) = self.acd.customer.as_mut().map(|c| &mut c.fork)
+            && fork.status == ForkStatus::Ringing
+        {
+            fork.status = ForkStatus::Cancelled;
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                let _ = dialog.cancel().await;
+            });
         }
         self.callback_failed(Some(408));
     }
@@ -320,16 +254,18 @@ impl Actor {
         warn!(?status, "the callback did not reach the customer");
         self.ctx.bus.publish(Event::CallbackFailed {
             call_id: self.call_id.clone(),
-            number: callback_number(&self.acd.callback),
+            number: self.callback_number(),
             status,
         });
         self.acd.released = Some(ReleasedBy::System);
     }
 }
 
-fn callback_number(callback: &Option<Callback>) -> String {
-    callback
-        .as_ref()
-        .map(|c| c.number.clone())
-        .unwrap_or_default()
+impl Actor {
+    fn callback_number(&self) -> String {
+        self.core
+            .callback()
+            .map(|c| c.number.clone())
+            .unwrap_or_default()
+    }
 }

@@ -141,7 +141,7 @@ impl Actor {
             self.expire("max_duration");
             return;
         }
-        if self.acd.callback.is_some() {
+        if self.core.callback().is_some() {
             // The caller left a number and hung up: its dialog is over, and
             // the called-back customer's is hotline's own, without a timer.
             self.lifetime.caller_session = None;
@@ -179,7 +179,7 @@ impl Actor {
         let std_now = now.into_std();
         // On hold, neither side owes media; a caller who left a number is
         // gone (its dialog carries none).
-        let excused = self.core.is_held() || self.acd.callback.is_some();
+        let excused = self.core.is_held() || self.core.callback().is_some();
         let legs = std::iter::once(&mut self.media)
             .chain(self.acd.connected.as_mut().map(|c| &mut c.leg.media));
         let mut silent = [Duration::ZERO; 2];
@@ -275,7 +275,7 @@ impl Actor {
             RefreshOutcome::Lost(e) => {
                 Totals::count(&totals.refreshes_failed);
                 warn!(?side, error = %e, "session refresh failed");
-                let caller_left = side == Side::Caller && self.acd.callback.is_some();
+                let caller_left = side == Side::Caller && self.core.callback().is_some();
                 if self.lifetime.session_mut(side).is_some() && !caller_left {
                     self.expire("session_expired");
                 }

@@ -675,8 +675,8 @@ impl Actor {
                 via,
             });
         }
-        if self.acd.number_entry.is_some() && self.core.queued() {
-            self.on_number_entry_digit(digit);
+        if self.core.number_entry().is_some() && self.core.queued() {
+            self.core_do(CoreInput::NumberKey(digit));
             return;
         }
         if self.is_callback_key(digit) {
@@ -862,7 +862,7 @@ impl Actor {
             }
             CallCommand::Position(position) => {
                 if self.core.queued() {
-                    let entering_number = self.acd.number_entry.is_some();
+                    let entering_number = self.core.number_entry().is_some();
                     self.core_do(CoreInput::Position {
                         position,
                         entering_number,
@@ -991,7 +991,7 @@ impl Actor {
             }
             DialogState::Terminated(_, reason) => {
                 info!(?reason, "caller's dialog ended");
-                if self.acd.callback.is_some() {
+                if self.core.callback().is_some() {
                     // The caller left a number and hung up, or the called-back
                     // customer hung up (a dialog hotline started: UAS BYE).
                     return self.callback_dialog_ended(&reason);

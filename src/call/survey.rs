@@ -39,7 +39,7 @@ impl Actor {
     pub(super) fn agent_left_for_survey(&mut self) -> bool {
         // A callback's customer, or a caller left waiting on a consultation,
         // is hung up as before.
-        if !self.core.bridged() || self.acd.callback.is_some() || self.consult.running() {
+        if !self.core.bridged() || self.core.callback().is_some() || self.consult.running() {
             return false;
         }
         let Some((flow, queue, agent)) = self.survey_flow() else {

@@ -392,6 +392,9 @@ impl CallCore {
             out.push(Effect::Router(Command::Dequeue(self.call())));
         }
         self.in_router = false;
+        if let Some(callback) = self.callback.as_mut() {
+            callback.ringing = None;
+        }
         self.stage = Stage::Ended;
     }
 }

@@ -39,6 +39,7 @@ use crate::events::{Event, ReleasedBy};
 use crate::ivr::{Action as IvrAction, Input as IvrInput, IvrRun};
 
 pub use self::bridge::{Bridge, Hold, HoldReason, Link};
+pub use self::callback::{CallbackRequest, NumberEntry};
 pub use self::queue::{CallbackOffer, KeptForCallback, Place, QueueTimers, Waiting};
 pub use self::ringing::Offer;
 use super::policy::CallPolicy;
@@ -116,9 +117,20 @@ pub enum Input {
     /// The caller pressed the callback key and is giving a number: the
     /// position announcements stop.
     NumberEntryStarted,
-    /// The caller left a number: the call keeps its place without them,
-    /// no more queue timers.
-    CallbackRecorded,
+    /// A number offered for the callback (the caller's own, or one keyed
+    /// in); `e164`: the trunk's dial plan allows it, as these digits.
+    NumberProposed {
+        number: String,
+        e164: Option<String>,
+    },
+    /// A key while the caller gives its number (the confirmation records
+    /// the callback: the call keeps its place without the caller, no more
+    /// queue timers).
+    NumberKey(char),
+    /// The called-back customer's phone rings (its ring limit counts from now).
+    CustomerDialled,
+    /// The customer's phone answered, or failed.
+    CustomerFinal,
     /// The router offered the call to `agent`; `contacts` phones ring (0:
     /// none could be rung).
     Offered {
@@ -217,6 +229,17 @@ pub enum Effect {
     EnterQueue(String),
     /// Ask the router where the caller stands.
     AskPosition,
+    /// Check a keyed-in callback number against the trunk's dial plan (the
+    /// answer comes back as [`Input::NumberProposed`]).
+    CheckNumber(String),
+    /// The caller keys another number: the read-back stops.
+    StopPrompt,
+    /// The caller gave no number (timeout, too many refused): it goes on
+    /// waiting with its music.
+    NumberEntryEnded,
+    /// The called-back customer did not answer in time: its INVITE is
+    /// cancelled and the callback failed.
+    CustomerUnanswered,
     /// The caller leaves its queue for the overflow (`max_wait`).
     Overflow(&'static str),
 }
@@ -239,6 +262,8 @@ pub struct CallCore {
     in_router: bool,
     /// What the IVR learned (the screen pop of every offer).
     pub vars: BTreeMap<String, String>,
+    /// The caller left a number: from then on the call is a callback.
+    callback: Option<CallbackRequest>,
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -253,6 +278,7 @@ impl CallCore {
             stage: Stage::Outside { place: None },
             in_router: false,
             vars: BTreeMap::new(),
+            callback: None,
         }
     }
 
@@ -380,8 +406,16 @@ impl CallCore {
     }
 
     /// When the core next has something to do (ring limit, queue timers,
-    /// hold clock), computed from the stage.
+    /// the callback number's entry, hold clock, the customer's ring limit),
+    /// computed from the stage.
     pub fn deadline(&self) -> Option<Instant> {
+        [self.stage_deadline(), self.callback_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn stage_deadline(&self) -> Option<Instant> {
         match &self.stage {
             Stage::Waiting(waiting) => {
                 let ring = waiting
@@ -433,16 +467,13 @@ impl CallCore {
                 position,
                 entering_number,
             } => self.position(position, entering_number, now, &mut out),
-            Input::NumberEntryStarted => {
-                if let Stage::Waiting(waiting) = &mut self.stage {
-                    waiting.stop_announcing();
-                }
+            Input::NumberEntryStarted => self.start_number_entry(now),
+            Input::NumberProposed { number, e164 } => {
+                self.number_proposed(&number, e164, now, &mut out)
             }
-            Input::CallbackRecorded => {
-                if let Stage::Waiting(waiting) = &mut self.stage {
-                    waiting.keep_for_callback();
-                }
-            }
+            Input::NumberKey(digit) => self.number_key(digit, now, &mut out),
+            Input::CustomerDialled => self.customer_dialled(now),
+            Input::CustomerFinal => self.customer_final(),
             Input::Offered {
                 agent,
                 queue,
@@ -484,6 +515,7 @@ impl CallCore {
                 self.ring_limits(now, &mut out);
                 self.queue_timers(now, &mut out);
                 self.hold_clock(now, &mut out);
+                self.callback_timers(now, &mut out);
                 debug_assert!(self.deadline().is_none_or(|d| d > now));
             }
         }
@@ -519,10 +551,16 @@ impl CallCore {
                 if waiting.kept.is_some() && waiting.deadline().is_some() {
                     return Err("a call kept for a callback runs queue timers".into());
                 }
+                if waiting.kept.is_some() && waiting.number_entry.is_some() {
+                    return Err("a call kept for a callback takes a number".into());
+                }
             }
             Stage::Ended => {
                 if self.in_router {
                     return Err("an ended call still in the router".into());
+                }
+                if self.deadline().is_some() {
+                    return Err("an ended call has a deadline".into());
                 }
             }
             Stage::Outside { .. }

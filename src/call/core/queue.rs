@@ -72,6 +72,8 @@ pub struct Waiting {
     pub kept: Option<KeptForCallback>,
     /// Agents whose phones ring.
     pub offers: Vec<super::Offer>,
+    /// The caller is giving or confirming the number to be called back on.
+    pub number_entry: Option<super::NumberEntry>,
 }
 
 impl Waiting {
@@ -99,6 +101,7 @@ impl Waiting {
             max_wait_passed: false,
             kept: None,
             offers: Vec::new(),
+            number_entry: None,
         }
     }
 
@@ -140,6 +143,7 @@ impl Waiting {
     }
 
     pub(super) fn keep_for_callback(&mut self) {
+        self.number_entry = None;
         self.kept = Some(KeptForCallback::Confirming);
         self.announce = Announce::Off;
         self.callback_offer = CallbackOffer::Never;
@@ -517,7 +521,7 @@ mod tests {
         let mut s = Script::new();
         s.enqueue("sales", timers(), 0);
         s.at(5, Input::NumberEntryStarted);
-        s.at(6, Input::CallbackRecorded);
+        s.confirm_number(6);
         assert_eq!(s.core.deadline(), None);
         assert!(s.core.in_router());
         s.offer("1001", 100);

@@ -344,7 +344,7 @@ mod tests {
             let mut s = Script::new();
             s.enqueue("sales", QueueTimers::default(), 0);
             if callback {
-                s.at(1, Input::CallbackRecorded);
+                s.record_callback(1);
             }
             s.offer(agent, 2);
             let out = s.at(

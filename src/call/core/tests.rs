@@ -97,6 +97,24 @@ impl Script {
         )
     }
 
+    /// The caller confirms its own number, read back (its entry started).
+    pub fn confirm_number(&mut self, s: u64) -> Vec<Effect> {
+        self.at(
+            s,
+            Input::NumberProposed {
+                number: "+1 555-0100".into(),
+                e164: Some("15550100".into()),
+            },
+        );
+        self.at(s, Input::NumberKey('#'))
+    }
+
+    /// The caller presses the callback key and confirms its own number.
+    pub fn record_callback(&mut self, s: u64) -> Vec<Effect> {
+        self.at(s, Input::NumberEntryStarted);
+        self.confirm_number(s)
+    }
+
     pub fn answer(&mut self, agent: &str, s: u64) -> Vec<Effect> {
         self.at(
             s,
@@ -134,7 +152,7 @@ fn a_callback_racing_an_abandon_dequeues_once() {
         })
     ));
     assert_eq!(routed(&out), vec![Command::Dequeue(s.core.call())]);
-    assert!(s.at(12, Input::CallbackRecorded).is_empty());
+    assert!(s.at(12, Input::NumberKey('#')).is_empty());
     assert!(s.at(13, Input::Ended(ReleasedBy::Caller)).is_empty());
 }
 
@@ -142,7 +160,7 @@ fn a_callback_racing_an_abandon_dequeues_once() {
 fn a_recorded_callback_answered_by_an_agent_is_released_once_at_the_end() {
     let mut s = Script::new();
     s.enqueue("sales", QueueTimers::default(), 0);
-    s.at(5, Input::CallbackRecorded);
+    s.record_callback(5);
     s.offer("1001", 40);
     s.answer("1001", 42);
     let out = s.at(50, Input::Ended(ReleasedBy::System));
@@ -356,7 +374,7 @@ fn a_recorded_callback_hangs_the_caller_up_at_the_confirmations_end() {
     );
     s.at(10, Input::Tick);
     s.at(11, Input::NumberEntryStarted);
-    s.at(15, Input::CallbackRecorded);
+    s.confirm_number(15);
     assert!(!s.core.queued() && s.core.caller_gone_for_callback());
     // The confirmation's end hangs the caller up, once.
     assert_eq!(s.at(17, Input::PromptEnded), vec![Effect::HangUpCaller]);
@@ -422,7 +440,10 @@ enum Op {
     PromptEnded,
     Release,
     NumberEntry,
-    CallbackRecorded,
+    NumberProposed(bool),
+    NumberKey(u8),
+    CustomerDialled,
+    CustomerFinal,
     TakeOver(u8),
     End(u8),
     Tick,
@@ -452,7 +473,10 @@ fn op() -> impl PropStrategy<Value = Op> {
         Just(Op::PromptEnded),
         Just(Op::Release),
         Just(Op::NumberEntry),
-        Just(Op::CallbackRecorded),
+        proptest::bool::ANY.prop_map(Op::NumberProposed),
+        (0u8..4).prop_map(Op::NumberKey),
+        Just(Op::CustomerDialled),
+        Just(Op::CustomerFinal),
         agent.clone().prop_map(Op::TakeOver),
         (0u8..3).prop_map(Op::End),
         Just(Op::Tick),
@@ -516,7 +540,13 @@ fn input(op: Op, now: Instant) -> Input {
         Op::PromptEnded => Input::PromptEnded,
         Op::Release => Input::ReleaseAgent(ReleasedBy::System),
         Op::NumberEntry => Input::NumberEntryStarted,
-        Op::CallbackRecorded => Input::CallbackRecorded,
+        Op::NumberProposed(allowed) => Input::NumberProposed {
+            number: "555".into(),
+            e164: allowed.then(|| "555".into()),
+        },
+        Op::NumberKey(k) => Input::NumberKey(['#', '*', '5', '0'][usize::from(k)]),
+        Op::CustomerDialled => Input::CustomerDialled,
+        Op::CustomerFinal => Input::CustomerFinal,
         Op::TakeOver(a) => Input::TakenOver {
             agent: agent(a),
             queue: "sales".into(),
@@ -609,6 +639,14 @@ proptest! {
             // A call kept for a callback runs no queue timer.
             if s.core.waiting().is_some_and(|w| w.kept.is_some()) {
                 prop_assert!(s.core.waiting().and_then(Waiting::deadline).is_none());
+            }
+            // A number is given only by a caller waiting on the line; a
+            // recorded callback is the call's for good.
+            if s.core.number_entry().is_some() {
+                prop_assert!(s.core.queued());
+            }
+            if s.core.caller_gone_for_callback() {
+                prop_assert!(s.core.callback().is_some());
             }
             // Only the flow acts on a key.
             if matches!(op, Op::IvrDigit) && !was_in_ivr {
