@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::agent_leg::{self, AgentLeg, ForkFinal, ForkStatus};
 use super::control::ControlError;
 pub use super::core::Side;
-use super::core::{Effect, Input as CoreInput, QueueTimers};
+use super::core::{Effect, Input as CoreInput, PassedOn, QueueTimers};
 use super::monitor::MixedLeg;
 use super::policy::CallPolicy;
 use super::relay::{LegFormat, relay};
@@ -69,10 +69,6 @@ pub struct AcdState {
     pub connected: Option<Connected>,
     /// Legs with a re-INVITE of hotline's in flight (glare).
     pub(super) reinvites: super::glare::PendingReinvites,
-    /// Transfers so far (rulebook L6).
-    pub(super) transfers: u32,
-    /// The agent the next queueing offers the call to first (a transfer).
-    pub(super) direct_to: Option<AgentId>,
     /// Set when the agent ended the call: the actor's loop returns it.
     pub released: Option<ReleasedBy>,
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
@@ -116,8 +112,6 @@ impl AcdState {
             legs: Vec::new(),
             connected: None,
             reinvites: Default::default(),
-            transfers: 0,
-            direct_to: None,
             released: None,
             given_up: std::collections::HashMap::new(),
             trunk_outbound: trunk.outbound,
@@ -177,7 +171,7 @@ impl Actor {
             match effect {
                 Effect::Publish(event) => self.ctx.bus.publish(event),
                 Effect::Router(command) => self.tell_router(command),
-                Effect::JoinRouter => self.join_router(),
+                Effect::JoinRouter { first } => self.join_router(first),
                 Effect::Paused => {
                     let _ = self.acd.mailbox.send(CallCommand::Paused);
                 }
@@ -196,8 +190,11 @@ impl Actor {
                     }
                 }
                 Effect::DetachAgent => self.detach_agent(),
-                Effect::Transferred { agent, from_queue } => {
-                    self.acd.transfers += 1;
+                Effect::Transferred {
+                    agent,
+                    from_queue,
+                    count,
+                } => {
                     let (to_queue, to_agent) = self
                         .core
                         .bridge()
@@ -209,7 +206,7 @@ impl Actor {
                         from_queue,
                         to_queue,
                         to_agent: Some(to_agent),
-                        count: self.acd.transfers,
+                        count,
                     });
                 }
                 Effect::Ivr(actions) => self.carry_out(actions),
@@ -285,7 +282,7 @@ impl Actor {
 
     /// Queues the caller with the router (first with the agent a transfer
     /// named); a refusal comes back as [`CallCommand::Refused`].
-    fn join_router(&mut self) {
+    fn join_router(&mut self, direct: Option<AgentId>) {
         let Some(place) = self.core.place() else {
             return;
         };
@@ -298,7 +295,6 @@ impl Actor {
         };
         let router = self.ctx.router.clone();
         let mailbox = self.acd.mailbox.clone();
-        let direct = self.acd.direct_to.take();
         tokio::spawn(async move {
             // A transfer to a named agent that is no longer ready falls back
             // to the queue, where the caller keeps its place.
@@ -1102,11 +1098,7 @@ impl Actor {
                 action: "be transferred",
             });
         }
-        let max = self.ctx.settings.acd.max_transfers;
-        (self.acd.transfers >= max).then_some(ControlError::TransferLimitReached {
-            done: self.acd.transfers,
-            max,
-        })
+        self.core.transfer_limit().map(ControlError::from)
     }
 
     /// [`Self::transfer`]; `end_agent` false leaves the agent's dialog to the
@@ -1159,7 +1151,12 @@ impl Actor {
         };
         self.end_consult("cancelled");
         self.end_monitor("transferred", true);
-        self.acd.transfers += 1;
+        self.core_do(CoreInput::PassedOn(match flow {
+            Some(_) => PassedOn::Flow,
+            None => PassedOn::Queue {
+                first: direct.clone(),
+            },
+        }));
         info!(from = %connected.leg.queue, to = %queue, "call transferred");
         self.ctx.bus.publish(Event::CallTransferred {
             call_id: self.call_id.clone(),
@@ -1168,7 +1165,7 @@ impl Actor {
             // An IVR flow is named as an overflow names it: "ivr:FLOW".
             to_queue: queue.clone(),
             to_agent: direct.as_ref().map(|a| a.0.clone()),
-            count: self.acd.transfers,
+            count: self.core.transfers(),
         });
         self.playing = None;
         match flow {
@@ -1178,10 +1175,7 @@ impl Actor {
                 vars.insert("number".to_string(), self.acd.number.clone());
                 self.start_flow(&flow, None, vars);
             }
-            None => {
-                self.acd.direct_to = direct;
-                self.enter_queue(&queue);
-            }
+            None => self.enter_queue(&queue),
         }
         Ok(())
     }

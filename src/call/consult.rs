@@ -199,7 +199,7 @@ impl Actor {
                 .connected
                 .as_ref()
                 .map(|c| (c.leg.agent.clone(), c.leg.queue.clone())),
-            transfers: self.acd.transfers,
+            transfers: self.core.transfers(),
             supervisor: self.supervisor.supervisor().is_some(),
             ring_limit: self.acd.policy.ring_limit,
         }

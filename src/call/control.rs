@@ -2,6 +2,7 @@
 //! supervisor): one error per reason, each with a stable machine code the API
 //! returns beside the message, and a kind saying what sort of refusal it is.
 
+use super::core::TransferLimit;
 use super::core::consult::{ConsultRefusal, ConsultTarget};
 use super::core::monitor::MonitorRefusal;
 use crate::acd::RouterError;
@@ -177,6 +178,15 @@ impl From<MonitorRefusal> for ControlError {
             MonitorRefusal::AlreadyOn(supervisor) => ControlError::AlreadyMonitoring(supervisor),
             MonitorRefusal::NobodyMonitors => ControlError::NotMonitored,
             MonitorRefusal::Unreachable(why) => why,
+        }
+    }
+}
+
+impl From<TransferLimit> for ControlError {
+    fn from(limit: TransferLimit) -> ControlError {
+        ControlError::TransferLimitReached {
+            done: limit.done,
+            max: limit.max,
         }
     }
 }

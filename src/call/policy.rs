@@ -16,6 +16,8 @@ pub struct CallPolicy {
     pub hold_warning_before: Duration,
     pub hold_action: HoldAction,
     pub queue_header: String,
+    /// How often a call may be passed on (L6).
+    pub max_transfers: u32,
 }
 
 impl CallPolicy {
@@ -27,6 +29,7 @@ impl CallPolicy {
             hold_warning_before: acd.hold_warning_before,
             hold_action: acd.hold_action,
             queue_header: acd.queue_header.clone(),
+            max_transfers: acd.max_transfers,
         }
     }
 }

@@ -92,6 +92,9 @@ pub enum Input {
     Greet { queue: String },
     /// The caller is hung up after the prompt it hears (or at once).
     Close,
+    /// The agent passes the call on (API or phone): the transfer is counted
+    /// (rulebook L6).
+    PassedOn(PassedOn),
     /// The caller joins `queue` (`paused`: the queue takes nobody, the
     /// caller goes straight to its overflow).
     Enqueue {
@@ -182,8 +185,11 @@ pub enum Input {
 pub enum Effect {
     Publish(Event),
     Router(Command),
-    /// Queue the caller with the router (first offered to `direct`).
-    JoinRouter,
+    /// Queue the caller with the router (first offered to `first`, the
+    /// agent a transfer named).
+    JoinRouter {
+        first: Option<AgentId>,
+    },
     /// The queue is paused: straight to the overflow.
     Paused,
     /// CANCEL the agent's ringing phones; its leg is given up.
@@ -194,10 +200,11 @@ pub enum Effect {
     /// dialog ended), consultation and monitoring end.
     DetachAgent,
     /// The agent who was on the call before a take-over passed it on (the
-    /// transfer is counted and published).
+    /// transfer is counted: `count` so far; the driver publishes it).
     Transferred {
         agent: AgentId,
         from_queue: String,
+        count: u32,
     },
     /// The IVR flow asks for these actions.
     Ivr(Vec<IvrAction>),
@@ -244,6 +251,23 @@ pub enum Effect {
     Overflow(&'static str),
 }
 
+/// Where the agent passes the call on to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassedOn {
+    /// A queue; `first`: the agent the next queueing offers the call to
+    /// first (a transfer to a named agent).
+    Queue { first: Option<AgentId> },
+    /// An IVR flow.
+    Flow,
+}
+
+/// `acd.max_transfers` is reached (rulebook L6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimit {
+    pub done: u32,
+    pub max: u32,
+}
+
 /// The call's identity, for the events it publishes.
 #[derive(Debug, Clone)]
 pub struct Ident {
@@ -264,6 +288,11 @@ pub struct CallCore {
     pub vars: BTreeMap<String, String>,
     /// The caller left a number: from then on the call is a callback.
     callback: Option<CallbackRequest>,
+    /// Transfers so far (rulebook L6), whoever passed the call on.
+    transfers: u32,
+    /// The agent the next queueing offers the call to first (a transfer
+    /// named it); taken when the call joins the router.
+    direct_to: Option<AgentId>,
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -279,6 +308,8 @@ impl CallCore {
             in_router: false,
             vars: BTreeMap::new(),
             callback: None,
+            transfers: 0,
+            direct_to: None,
         }
     }
 
@@ -288,6 +319,25 @@ impl CallCore {
 
     pub fn policy(&self) -> &CallPolicy {
         &self.policy
+    }
+
+    /// Transfers so far (rulebook L6).
+    pub fn transfers(&self) -> u32 {
+        self.transfers
+    }
+
+    /// The agent a transfer named, until the call joins the router.
+    pub fn direct_to(&self) -> Option<&AgentId> {
+        self.direct_to.as_ref()
+    }
+
+    /// Whether `acd.max_transfers` forbids passing the call on again.
+    pub fn transfer_limit(&self) -> Option<TransferLimit> {
+        let max = self.policy.max_transfers;
+        (self.transfers >= max).then_some(TransferLimit {
+            done: self.transfers,
+            max,
+        })
     }
 
     /// The router knows the call.
@@ -454,6 +504,12 @@ impl CallCore {
             Input::Close => {
                 let place = self.place().cloned();
                 self.stage = Stage::Closing { place };
+            }
+            Input::PassedOn(to) => {
+                self.transfers += 1;
+                if let PassedOn::Queue { first } = to {
+                    self.direct_to = first;
+                }
             }
             Input::Enqueue {
                 queue,

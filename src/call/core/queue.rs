@@ -192,7 +192,9 @@ impl CallCore {
             return;
         }
         self.in_router = true;
-        out.push(Effect::JoinRouter);
+        out.push(Effect::JoinRouter {
+            first: self.direct_to.take(),
+        });
     }
 
     /// The caller left its queue for `target` (the driver settled it with
@@ -348,7 +350,7 @@ mod tests {
             &out[0],
             Effect::Publish(Event::CallQueued { queue, waited_ms: 0, .. }) if queue == "sales"
         ));
-        assert_eq!(out[1], Effect::JoinRouter);
+        assert_eq!(out[1], Effect::JoinRouter { first: None });
         assert!(s.core.in_router());
         assert_eq!(s.core.deadline(), Some(secs(s.t0, 20)));
     }

@@ -232,9 +232,11 @@ impl CallCore {
         if let Stage::Connected { bridge, .. } = &self.stage {
             let previous = (bridge.agent.clone(), bridge.queue.clone());
             self.released_effects(crate::events::ReleasedBy::System, now, out);
+            self.transfers += 1;
             out.push(Effect::Transferred {
                 agent: previous.0,
                 from_queue: previous.1,
+                count: self.transfers,
             });
         }
         out.push(Effect::Publish(Event::CallConnected {

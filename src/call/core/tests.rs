@@ -36,6 +36,7 @@ fn policy(hold_action: HoldAction) -> CallPolicy {
         hold_warning_before: Duration::from_secs(5),
         hold_action,
         queue_header: "X-Queue".into(),
+        max_transfers: 2,
     }
 }
 
@@ -421,6 +422,110 @@ fn a_closing_call_keeps_its_place_so_an_unconfirmed_dequeue_abandons() {
     assert_eq!(routed(&out), vec![Command::Dequeue(s.core.call())]);
 }
 
+/// A caller talking with agent `agent` from second `s`.
+fn talking(s: &mut Script, agent: &str, at: u64) {
+    s.enqueue("sales", QueueTimers::default(), at);
+    s.offer(agent, at + 1);
+    s.answer(agent, at + 2);
+    s.at(at + 3, Input::Bridged);
+    assert!(s.core.bridged());
+}
+
+/// The agent passes the call on to `sales` (first to `first`): it is
+/// released, the transfer counted, the caller queued again.
+fn pass_on(s: &mut Script, first: Option<&str>, at: u64) -> Vec<Effect> {
+    s.at(at, Input::ReleaseAgent(ReleasedBy::System));
+    s.at(
+        at,
+        Input::PassedOn(PassedOn::Queue {
+            first: first.map(aid),
+        }),
+    );
+    s.enqueue("sales", QueueTimers::default(), at)
+}
+
+#[test]
+fn transfers_are_counted_until_max_transfers_refuses_the_next() {
+    let mut s = Script::new();
+    talking(&mut s, "1001", 0);
+    assert_eq!((s.core.transfers(), s.core.transfer_limit()), (0, None));
+    pass_on(&mut s, None, 10);
+    s.offer("1002", 11);
+    s.answer("1002", 12);
+    s.at(13, Input::Bridged);
+    assert_eq!((s.core.transfers(), s.core.transfer_limit()), (1, None));
+    // A consulted agent taking the call over is a transfer too.
+    let out = s.at(
+        20,
+        Input::TakenOver {
+            agent: aid("1003"),
+            queue: "sales".into(),
+            router_call: CallId::from("c1/consult"),
+            rang_since: s.t(18),
+        },
+    );
+    assert!(out.contains(&Effect::Transferred {
+        agent: aid("1002"),
+        from_queue: "sales".into(),
+        count: 2,
+    }));
+    assert_eq!(
+        s.core.transfer_limit(),
+        Some(TransferLimit { done: 2, max: 2 })
+    );
+    // A flow counts as well, and the count survives every stage.
+    s.at(30, Input::PassedOn(PassedOn::Flow));
+    s.at(31, Input::Ended(ReleasedBy::Caller));
+    assert_eq!(
+        s.core.transfer_limit(),
+        Some(TransferLimit { done: 3, max: 2 })
+    );
+}
+
+#[test]
+fn a_transfer_to_a_named_agent_offers_the_call_to_it_first_once() {
+    let mut s = Script::new();
+    talking(&mut s, "1001", 0);
+    let out = pass_on(&mut s, Some("1002"), 10);
+    assert!(out.contains(&Effect::JoinRouter {
+        first: Some(aid("1002"))
+    }));
+    assert_eq!(s.core.direct_to(), None);
+    // The named agent is not ready: the next queueing is the queue's own.
+    let out = s.enqueue("support", QueueTimers::default(), 12);
+    assert!(out.contains(&Effect::JoinRouter { first: None }));
+}
+
+#[test]
+fn a_named_agent_waits_for_the_next_join_when_the_queue_is_paused() {
+    let mut s = Script::new();
+    talking(&mut s, "1001", 0);
+    s.at(10, Input::ReleaseAgent(ReleasedBy::System));
+    s.at(
+        10,
+        Input::PassedOn(PassedOn::Queue {
+            first: Some(aid("1002")),
+        }),
+    );
+    let paused = s.at(
+        10,
+        Input::Enqueue {
+            queue: "sales".into(),
+            timers: QueueTimers::default(),
+            callback_possible: false,
+            paused: true,
+        },
+    );
+    assert_eq!(paused.last(), Some(&Effect::Paused));
+    assert_eq!(s.core.direct_to(), Some(&aid("1002")));
+    // A transfer to a flow leaves the named agent alone.
+    s.at(11, Input::PassedOn(PassedOn::Flow));
+    let out = s.enqueue("support", QueueTimers::default(), 12);
+    assert!(out.contains(&Effect::JoinRouter {
+        first: Some(aid("1002"))
+    }));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(bool),
@@ -440,6 +545,7 @@ enum Op {
     PromptEnded,
     Release,
     NumberEntry,
+    PassedOn(Option<u8>),
     NumberProposed(bool),
     NumberKey(u8),
     CustomerDialled,
@@ -473,6 +579,7 @@ fn op() -> impl PropStrategy<Value = Op> {
         Just(Op::PromptEnded),
         Just(Op::Release),
         Just(Op::NumberEntry),
+        proptest::option::of(agent.clone()).prop_map(Op::PassedOn),
         proptest::bool::ANY.prop_map(Op::NumberProposed),
         (0u8..4).prop_map(Op::NumberKey),
         Just(Op::CustomerDialled),
@@ -540,6 +647,10 @@ fn input(op: Op, now: Instant) -> Input {
         Op::PromptEnded => Input::PromptEnded,
         Op::Release => Input::ReleaseAgent(ReleasedBy::System),
         Op::NumberEntry => Input::NumberEntryStarted,
+        Op::PassedOn(Some(2)) => Input::PassedOn(PassedOn::Flow),
+        Op::PassedOn(first) => Input::PassedOn(PassedOn::Queue {
+            first: first.map(agent),
+        }),
         Op::NumberProposed(allowed) => Input::NumberProposed {
             number: "555".into(),
             e164: allowed.then(|| "555".into()),
@@ -599,8 +710,22 @@ proptest! {
             let ending = matches!(op, Op::End(_));
             let held_before = s.core.is_held();
             let was_in_ivr = s.core.ivr().is_some();
+            let transfers_before = s.core.transfers();
             let out = s.core.handle(input(op.clone(), now), now);
             prop_assert_eq!(s.core.invariants(), Ok(()));
+            // Transfers only count up, one at a time, each named with its count;
+            // a named agent is handed to the router once.
+            let counted = s.core.transfers() - transfers_before;
+            prop_assert!(counted <= 1);
+            prop_assert_eq!(counted == 1, matches!(op, Op::PassedOn(_)) || out.iter().any(|e| matches!(e, Effect::Transferred { .. })));
+            for effect in &out {
+                if let Effect::Transferred { count, .. } = effect {
+                    prop_assert_eq!(*count, s.core.transfers());
+                }
+                if matches!(effect, Effect::JoinRouter { .. }) {
+                    prop_assert!(s.core.direct_to().is_none());
+                }
+            }
             // Hold clock running iff held: a start and an end each come
             // with their event and their message to the router.
             let started = out.iter().filter(|e| matches!(e, Effect::Publish(Event::HoldStarted { .. }))).count();
