@@ -23,6 +23,8 @@ agent_port=$(free_port)
   printf '[sip]\nudp = "127.0.0.1:%s"\ntcp = "127.0.0.1:%s"\n' "$port" "$port"
   printf '[http]\nlisten = ""\n[log]\nlevel = "warn"\n'
   printf '[auth]\nmax_failures = 1000000\n'
+  # Recordings go with the run's other files, removed at the end.
+  printf '[recording]\ndir = "%s/recordings"\n' "$work"
   printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
   printf '[media]\nrtp_port_min = 20000\nrtp_port_max = 40000\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'

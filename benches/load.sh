@@ -17,6 +17,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   printf '[sip]\nudp = "127.0.0.1:%s"\ntcp = "127.0.0.1:%s"\n' "$port" "$port"
   printf '[http]\nlisten = ""\n[log]\nlevel = "warn"\n'
   printf '[auth]\nmax_failures = 1000000\n'
+  # Recordings go with the run's other files, removed at the end.
+  printf '[recording]\ndir = "%s/recordings"\n' "$work"
   printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'
   printf '[numbers."401"]\nqueue = "support"\n'
