@@ -207,9 +207,7 @@ fn an_unanswered_offer_is_cancelled_at_six_seconds_and_the_next_agent_gets_the_c
     let server = Server::start(acd_config(""));
     let (port1, port2) = (free_port(), free_port());
     // 1001 registers first, so it has been idle longest and is offered first.
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     std::thread::scope(|s| {
         let silent = s.spawn(|| {
             Sipp::new("agent_no_answer")
@@ -525,10 +523,10 @@ fn a_busy_phone_and_a_declining_phone_are_distinct_outcomes_with_their_cool_down
     config = config.agent_queues("1003", &["support"]);
     let server = Server::start(config);
     let ports = [free_port(), free_port(), free_port()];
-    for (agent, port) in ["1001", "1002", "1003"].into_iter().zip(ports) {
-        register_agent(&server, agent, port);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    register_agents_in_order(
+        &server,
+        &[("1001", ports[0]), ("1002", ports[1]), ("1003", ports[2])],
+    );
     std::thread::scope(|s| {
         let server = &server;
         let busy = s.spawn(move || Sipp::new("agent_busy").port(ports[0]).run(server));
@@ -685,9 +683,7 @@ fn with_hold_action_requeue_the_caller_goes_back_to_the_queue_and_the_next_agent
          [queues.support]\nannounce_agent = false\n",
     ));
     let (port1, port2) = (free_port(), free_port());
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     std::thread::scope(|s| {
         let server = &server;
         let holding = s.spawn(move || holding_agent("agent_hold_released", port1).run(server));

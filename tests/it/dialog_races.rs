@@ -712,9 +712,7 @@ fn lost_agent_invite(timer_b_first: bool) -> Duration {
     let server = Server::start(config);
     let (port1, port2) = (free_port(), free_port());
     // 1001 registers first, so it has been idle longest and is offered first.
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     let (stop, lost) = silent_phone(port1, Duration::from_secs(30));
     let offered_next = std::thread::scope(|s| {
         let server = &server;
@@ -1073,9 +1071,7 @@ fn an_agent_answering_as_the_ring_limit_cancels_is_acked_then_hung_up_and_the_ne
     let server = Server::start(acd_config("[queues.support]\nannounce_agent = false\n"));
     let (port1, port2) = (free_port(), free_port());
     // 1001 registers first, so it has been idle longest and is offered first.
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     std::thread::scope(|s| {
         let server = &server;
         // 1001 picks up only as the 6 s ring limit takes the offer back.

@@ -38,9 +38,7 @@ fn scripted_calls_move_the_counters_by_exactly_what_happened() {
         .http(true),
     );
     let (port1, port2) = (free_port(), free_port());
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     std::thread::scope(|s| {
         let server = &server;
         // B: 1001 lets it ring out (6 s), 1002 answers.

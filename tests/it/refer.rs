@@ -4,8 +4,6 @@
 //! agent of the other queue, whose REFER is refused past
 //! `acd.max_transfers` (tests/sipp/agent_refer_refused.xml).
 
-use std::time::Duration;
-
 use crate::support::*;
 
 /// 1001 serves `support` (number 402), 1002 `sales` (number 403); one
@@ -159,9 +157,7 @@ fn a_refer_to_an_agent_id_offers_the_caller_to_that_agent() {
         "[queues.support]\nannounce_agent = false\nannounce_position_every = \"0s\"\n",
     ));
     let (port1, port2) = (free_port(), free_port());
-    register_agent(&server, "1001", port1);
-    std::thread::sleep(Duration::from_millis(50));
-    register_agent(&server, "1002", port2);
+    register_agents_in_order(&server, &[("1001", port1), ("1002", port2)]);
     let refer_to = format!("<sip:1002@{}>", server.sip_target());
     std::thread::scope(|s| {
         let server = &server;

@@ -53,6 +53,18 @@ pub fn register_agent(server: &Server, agent: &str, port: u16) {
     );
 }
 
+/// Registers `agents` one after another, so that each has been idle longer
+/// than the next and is offered a call first. The pause between them keeps
+/// their idle-since times apart.
+pub fn register_agents_in_order(server: &Server, agents: &[(&str, u16)]) {
+    for (i, &(agent, port)) in agents.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        register_agent(server, agent, port);
+    }
+}
+
 /// An agent phone on `port` that answers after `answer_ms` with `codec`
 /// (payload type, name) and echoes the RTP it receives.
 pub fn answering_agent(port: u16, answer_ms: u32, codec: (u8, &str)) -> Sipp {
