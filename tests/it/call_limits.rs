@@ -36,9 +36,24 @@ fn stop(server: &mut Server) -> std::path::PathBuf {
     server.dir.path().join("hotline.db")
 }
 
-/// Runs one call to 402 answered by agent 1001 whose caller sends no RTP
-/// and never hangs up; returns the caller's and the agent's SIPp runs and
-/// how long the call lasted after the agent answered.
+/// Waits for the call to end at its longest length and checks the session
+/// timer never ended it: the refreshes kept the session alive.
+fn assert_ended_by_max_duration_not_session_expiry(server: &Server, why: &str) {
+    server.wait_event(
+        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
+        Duration::from_secs(3),
+    );
+    assert!(
+        server
+            .events(&[
+                "\"type\":\"call_expired\"",
+                "\"reason\":\"session_expired\""
+            ])
+            .is_empty(),
+        "{why}"
+    );
+}
+
 /// A SIPp caller scenario dialling `number`, asserted to succeed, and how
 /// long it took.
 fn caller_run(server: &Server, scenario: &str, number: &str) -> (SippRun, Duration) {
@@ -53,6 +68,9 @@ fn caller_run(server: &Server, scenario: &str, number: &str) -> (SippRun, Durati
     (run, lasted)
 }
 
+/// Runs one call to 402 answered by agent 1001 whose caller sends no RTP
+/// and never hangs up; returns the caller's and the agent's SIPp runs and
+/// how long the call lasted after the agent answered.
 fn silent_call(server: &Server) -> (SippRun, SippRun, Duration) {
     let agent_port = free_port();
     register_agent(server, "1001", agent_port);
@@ -313,18 +331,9 @@ fn a_caller_without_update_is_refreshed_by_re_invite_until_its_numbers_longest_c
         lasted >= Duration::from_millis(4500) && lasted < Duration::from_secs(12),
         "ended at the number's 5 s: {lasted:?}"
     );
-    server.wait_event(
-        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
-        Duration::from_secs(3),
-    );
-    assert!(
-        server
-            .events(&[
-                "\"type\":\"call_expired\"",
-                "\"reason\":\"session_expired\""
-            ])
-            .is_empty(),
-        "the answered refreshes kept the session"
+    assert_ended_by_max_duration_not_session_expiry(
+        &server,
+        "the answered refreshes kept the session",
     );
     let page = http_get(server.http_port.unwrap(), "/metrics");
     let sent_ok = page
@@ -350,17 +359,8 @@ fn a_refused_refresh_is_tried_again_by_re_invite_and_the_call_lives_on() {
     };
     assert_eq!(count("UPDATE"), 1, "UPDATE once, refused");
     assert!(count("INVITE") >= 1, "then re-INVITEs");
-    server.wait_event(
-        &["\"type\":\"call_expired\"", "\"reason\":\"max_duration\""],
-        Duration::from_secs(3),
-    );
-    assert!(
-        server
-            .events(&[
-                "\"type\":\"call_expired\"",
-                "\"reason\":\"session_expired\""
-            ])
-            .is_empty(),
-        "a refused refresh does not end the session"
+    assert_ended_by_max_duration_not_session_expiry(
+        &server,
+        "a refused refresh does not end the session",
     );
 }
