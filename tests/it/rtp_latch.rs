@@ -119,6 +119,28 @@ fn metric(server: &Server, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("{line_start} on the metrics page"))
 }
 
+/// Starts a stranger spraying the RTP range from `sprayer_host` before the
+/// invited caller's first packet, then ACKs and lets the caller speak; returns
+/// the sprayer, the caller's party and a window of bridged talk to measure.
+fn talk_with_a_sprayer(
+    server: &Server,
+    caller_sip: &mut Caller,
+    sprayer_host: &str,
+) -> (Sprayer, Party, Instant, Instant) {
+    let sprayer = Sprayer::start(sprayer_host, server.rtp_range());
+    sprayer.wait_rounds(server.rtp_range(), 3);
+    caller_sip.ack("");
+    let caller = Party::start(
+        caller_sip.rtp.try_clone().unwrap(),
+        CALLER_HZ,
+        caller_sip.server_rtp,
+    );
+    server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+    let from = settle();
+    std::thread::sleep(Duration::from_millis(1500));
+    (sprayer, caller, from, Instant::now())
+}
+
 #[test]
 fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
     let server = Server::start(acd_config("").media(&own_rtp_range()).http(true));
@@ -134,18 +156,8 @@ fn a_stranger_spraying_the_rtp_range_first_neither_hears_nor_is_heard() {
         assert_eq!(caller_sip.invite("402", &offer).status(), Some(200));
         // The stranger sprays every port of the range before the caller's
         // first packet, and on through the call (the agent's leg too).
-        let sprayer = Sprayer::start("127.0.0.1", server.rtp_range());
-        sprayer.wait_rounds(server.rtp_range(), 3);
-        caller_sip.ack("");
-        let caller = Party::start(
-            caller_sip.rtp.try_clone().unwrap(),
-            CALLER_HZ,
-            caller_sip.server_rtp,
-        );
-        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
-        let from = settle();
-        std::thread::sleep(Duration::from_millis(1500));
-        let to = Instant::now();
+        let (sprayer, caller, from, to) =
+            talk_with_a_sprayer(&server, &mut caller_sip, "127.0.0.1");
 
         let caller_hears_agent = caller.share(AGENT_HZ, from, to);
         let agent_hears_caller = agent.share(CALLER_HZ, from, to);
@@ -206,18 +218,8 @@ fn a_caller_behind_nat_talks_both_ways_and_a_stranger_cannot_take_its_place() {
         assert_eq!(caller_sip.invite("402", &offer).status(), Some(200));
         // A stranger elsewhere sprays the range before the caller speaks:
         // a NAT'd caller's source is not latched from another host.
-        let sprayer = Sprayer::start("127.0.0.2", server.rtp_range());
-        sprayer.wait_rounds(server.rtp_range(), 3);
-        caller_sip.ack("");
-        let caller = Party::start(
-            caller_sip.rtp.try_clone().unwrap(),
-            CALLER_HZ,
-            caller_sip.server_rtp,
-        );
-        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
-        let from = settle();
-        std::thread::sleep(Duration::from_millis(1500));
-        let to = Instant::now();
+        let (sprayer, caller, from, to) =
+            talk_with_a_sprayer(&server, &mut caller_sip, "127.0.0.2");
         let caller_hears_agent = caller.share(AGENT_HZ, from, to);
         let agent_hears_caller = agent.share(CALLER_HZ, from, to);
         let agent_hears_sprayer = agent.share(SPRAYER_HZ, from, to);
