@@ -12,8 +12,10 @@
 mod wallboard;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -129,12 +131,58 @@ pub async fn start(
     Ok(HttpServer { cancel, task })
 }
 
-/// Gives back an HTTP connection's place when it ends.
-struct OpenConnection(Arc<EdgeLimits>);
+/// An accepted HTTP socket holding its place among the open connections;
+/// the place is given back when the socket is dropped, so a connection
+/// upgraded to a WebSocket (which outlives hyper's connection future) keeps
+/// counting until the socket itself closes.
+struct CountedStream {
+    stream: tokio::net::TcpStream,
+    limits: Arc<EdgeLimits>,
+}
 
-impl Drop for OpenConnection {
+impl Drop for CountedStream {
     fn drop(&mut self) {
-        self.0.http_open.fetch_sub(1, Ordering::AcqRel);
+        self.limits.http_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -168,7 +216,10 @@ async fn serve(
             continue;
         }
         limits.http_open.fetch_add(1, Ordering::AcqRel);
-        let open = OpenConnection(limits.clone());
+        let stream = CountedStream {
+            stream,
+            limits: limits.clone(),
+        };
         let router = hyper_util::service::TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn(move |mut request| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -177,9 +228,8 @@ async fn serve(
         let connection = http1
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
             .with_upgrades();
-        let stop = stop.clone();
+        let (stop, limits) = (stop.clone(), limits.clone());
         tokio::spawn(async move {
-            let open = open;
             tokio::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
@@ -190,13 +240,12 @@ async fn serve(
             };
             if let Err(e) = served {
                 if e.is_timeout() {
-                    open.0.http_header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    limits.http_header_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "HTTP client sent no complete request head in time");
                 } else {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             }
-            drop(open);
         });
     }
 }

@@ -28,6 +28,11 @@ use crate::config::ApiRole;
 /// stuck (it stopped reading) and is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest message (and frame) a client may send: the stream only reads
+/// control traffic from it, so anything bigger is refused before it is
+/// buffered.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
 /// Query of `GET /api/v1/events`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -75,7 +80,10 @@ pub async fn events(
     Query(options): Query<StreamOptions>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| stream(state, who, options.since, socket))
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| stream(state, who, options.since, socket))
 }
 
 fn message(entry: &Entry) -> Option<Message> {

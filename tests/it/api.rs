@@ -249,6 +249,26 @@ fn the_openapi_document_describes_every_route() {
 }
 
 #[test]
+fn open_event_streams_hold_their_places_among_the_http_connections() {
+    let server = Server::start(api_config(""));
+    let port = server.http_port.unwrap();
+    let _streams: Vec<WsClient> = (0..3)
+        .map(|_| {
+            WsClient::connect(port, &format!("/api/v1/events?token={ADMIN}"))
+                .expect("the stream connects")
+        })
+        .collect();
+    let page = http_get(port, "/metrics");
+    let open: usize = page
+        .lines()
+        .find_map(|line| line.strip_prefix("hotline_http_connections "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the open connections gauge is on the page");
+    // The three streams and the request reading the page.
+    assert!(open >= 4, "{open} HTTP connections counted open");
+}
+
+#[test]
 fn an_agent_desktop_gets_its_screen_pop_before_the_phone_answers_and_resumes_after_reconnecting() {
     let server = Server::start(api_config("[queues.support]\nannounce_agent = false\n"));
     let port = server.http_port.unwrap();
