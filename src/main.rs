@@ -98,22 +98,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => match Settings::load(config.as_deref()) {
-            Ok(settings) if settings.check_demo_exposure().is_err() => demo_exposed(&settings),
-            Ok(settings) => match hotline::media::load_prompts(&settings) {
-                Ok(prompts) => {
-                    println!("{settings}, {} prompt(s)", prompts.len());
-                    ExitCode::SUCCESS
-                }
-                Err(issues) => {
-                    eprintln!(
-                        "{}",
-                        hotline::config::ConfigError::Invalid {
-                            origin: settings.origin.clone(),
-                            issues
-                        }
-                    );
-                    ExitCode::FAILURE
-                }
+            Ok(settings) => match refuse_demo_exposure(&settings) {
+                Some(code) => code,
+                None => match hotline::media::load_prompts(&settings) {
+                    Ok(prompts) => {
+                        println!("{settings}, {} prompt(s)", prompts.len());
+                        ExitCode::SUCCESS
+                    }
+                    Err(issues) => {
+                        eprintln!(
+                            "{}",
+                            hotline::config::ConfigError::Invalid {
+                                origin: settings.origin.clone(),
+                                issues
+                            }
+                        );
+                        ExitCode::FAILURE
+                    }
+                },
             },
             Err(e) => {
                 eprintln!("{e}");
@@ -173,8 +175,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if settings.check_demo_exposure().is_err() {
-                return demo_exposed(&settings);
+            if let Some(code) = refuse_demo_exposure(&settings) {
+                return code;
             }
             hotline::init_logging(&settings);
             let runtime = match tokio::runtime::Runtime::new() {
@@ -196,11 +198,10 @@ fn main() -> ExitCode {
 }
 
 /// Demo secrets on a listener off loopback: each key is named, exit status 2.
-fn demo_exposed(settings: &Settings) -> ExitCode {
-    if let Err(e) = settings.check_demo_exposure() {
-        eprintln!("{e}");
-    }
-    ExitCode::from(2)
+fn refuse_demo_exposure(settings: &Settings) -> Option<ExitCode> {
+    let exposure = settings.check_demo_exposure().err()?;
+    eprintln!("{exposure}");
+    Some(ExitCode::from(2))
 }
 
 /// `hotline recordings verify`.

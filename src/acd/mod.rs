@@ -24,7 +24,7 @@ pub fn router_from_settings(
     settings: &crate::config::Settings,
     now: std::time::Instant,
 ) -> Result<Router, RouterError> {
-    use crate::config::{QueueStrategy, WhenNoAgents};
+    use crate::config::WhenNoAgents;
     let acd = &settings.acd;
     let options = RouterOptions {
         max_no_answer: acd.max_no_answer,
@@ -40,15 +40,7 @@ pub fn router_from_settings(
         router.add_queue(QueueConfig {
             id: QueueId::from(name.as_str()),
             priority: queue.priority,
-            strategy: match queue.strategy {
-                QueueStrategy::LongestIdle => Strategy::LongestIdle,
-                QueueStrategy::RoundRobin => Strategy::RoundRobin,
-                QueueStrategy::FewestCalls => Strategy::FewestCalls,
-                QueueStrategy::LeastTalkTime => Strategy::LeastTalkTime,
-                QueueStrategy::TopDown => Strategy::TopDown,
-                QueueStrategy::Random => Strategy::Random,
-                QueueStrategy::RingAll => Strategy::RingAll,
-            },
+            strategy: queue.strategy,
             required_skills: queue
                 .required_skills
                 .iter()

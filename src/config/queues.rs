@@ -11,25 +11,9 @@ use serde::Deserialize;
 
 use super::{Problems, Section, nonzero};
 
-/// How a queue chooses among the agents free to take its next caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum QueueStrategy {
-    /// The agent ready (idle) the longest.
-    #[default]
-    LongestIdle,
-    /// Agents in turn, starting after the one offered last.
-    RoundRobin,
-    /// The agent who has answered the fewest calls.
-    FewestCalls,
-    /// The agent with the least talk time.
-    LeastTalkTime,
-    /// Always the first free agent, in order of agent id.
-    TopDown,
-    /// Any free agent, at random.
-    Random,
-    /// Every free agent at once; the first to answer takes the call.
-    RingAll,
-}
+/// How a queue chooses among the agents free to take its next caller: the
+/// router's own strategy, named as the config writes it.
+pub use crate::acd::Strategy as QueueStrategy;
 
 named_values! {
     QueueStrategy, "a queue strategy", [

@@ -104,6 +104,13 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Waits (bounded) until `counter` passes `done`.
+fn counter_reaches(counter: &AtomicU64, done: impl Fn(u64) -> bool) -> bool {
+    eventually(Duration::from_secs(3), || {
+        done(counter.load(Ordering::Relaxed))
+    })
+}
+
 #[tokio::test]
 async fn records_and_events_round_trip_through_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -123,10 +130,7 @@ async fn records_and_events_round_trip_through_the_file() {
     let stats = store.stats();
     // Written by the interval, before any close.
     assert!(
-        eventually(Duration::from_secs(3), || stats
-            .rows_written
-            .load(Ordering::Relaxed)
-            == 8),
+        counter_reaches(&stats.rows_written, |n| n == 8),
         "rows written: {stats:?}"
     );
     assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
@@ -241,10 +245,7 @@ async fn a_full_batch_is_written_before_the_interval() {
         store.record(e);
     }
     let stats = store.stats();
-    assert!(eventually(Duration::from_secs(3), || stats
-        .rows_written
-        .load(Ordering::Relaxed)
-        >= 10));
+    assert!(counter_reaches(&stats.rows_written, |n| n >= 10));
     store.close().await;
     assert_eq!(count(&path, "cdr"), 2);
 }
@@ -322,10 +323,7 @@ async fn a_locked_database_counts_errors_and_the_batch_is_retried() {
         store.record(e);
     }
     assert!(
-        eventually(Duration::from_secs(3), || stats
-            .errors
-            .load(Ordering::Relaxed)
-            >= 2),
+        counter_reaches(&stats.errors, |n| n >= 2),
         "no write error counted: {stats:?}"
     );
     assert_eq!(stats.rows_written.load(Ordering::Relaxed), 0);
@@ -339,10 +337,7 @@ async fn a_locked_database_counts_errors_and_the_batch_is_retried() {
     assert!(stats.write_failures.load(Ordering::Relaxed) >= 2);
     locker.execute_batch("ROLLBACK").unwrap();
     assert!(
-        eventually(Duration::from_secs(3), || stats
-            .rows_written
-            .load(Ordering::Relaxed)
-            == 7),
+        counter_reaches(&stats.rows_written, |n| n == 7),
         "the kept batch was not written: {stats:?}"
     );
     assert_eq!(stats.pending.load(Ordering::Relaxed), 0);
@@ -379,10 +374,7 @@ async fn pending_rows_are_capped_while_the_database_is_locked() {
     }
     // 11 rows dropped, and at least one failed write.
     let dropped_and_failed = 12;
-    assert!(eventually(Duration::from_secs(3), || stats
-        .errors
-        .load(Ordering::Relaxed)
-        >= dropped_and_failed));
+    assert!(counter_reaches(&stats.errors, |n| n >= dropped_and_failed));
     assert_eq!(stats.pending.load(Ordering::Relaxed), 10);
     locker.execute_batch("ROLLBACK").unwrap();
     store.close().await;
@@ -620,10 +612,7 @@ async fn rows_past_their_retention_are_deleted_at_start() {
     .unwrap();
     let stats = store.stats();
     assert!(
-        eventually(Duration::from_secs(3), || stats
-            .events_expired
-            .load(Ordering::Relaxed)
-            == 2),
+        counter_reaches(&stats.events_expired, |n| n == 2),
         "{stats:?}"
     );
     assert_eq!(stats.cdrs_expired.load(Ordering::Relaxed), 1);
