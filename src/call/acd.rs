@@ -74,9 +74,8 @@ pub struct AcdState {
     /// Forks of legs given up (ring limit, withdrawn, lost the race), by
     /// Call-ID: a 2xx that beat our CANCEL is ended with BYE.
     pub(super) given_up: std::collections::HashMap<String, InviteDialog>,
-    /// Where the trunk the call came in on takes hotline's own calls.
-    pub(super) trunk_outbound: Option<std::net::SocketAddr>,
-    /// The trunk the call came in on: its dial plan and outbound ceilings.
+    /// The trunk the call came in on: its dial plan, where it takes hotline's
+    /// own calls (`outbound`) and its outbound ceilings.
     pub(super) trunk: crate::config::Trunk,
     /// The called-back customer's INVITE, once an agent answered a callback.
     pub(super) customer: Option<super::callback::CustomerCall>,
@@ -114,7 +113,6 @@ impl AcdState {
             reinvites: Default::default(),
             released: None,
             given_up: std::collections::HashMap::new(),
-            trunk_outbound: trunk.outbound,
             trunk: trunk.clone(),
             customer: None,
             caller_sip_call_id: call_id,
@@ -275,7 +273,7 @@ impl Actor {
         self.core_do(CoreInput::Enqueue {
             queue: queue.to_string(),
             timers,
-            callback_possible: self.acd.trunk_outbound.is_some() && self.core.callback().is_none(),
+            callback_possible: self.acd.trunk.outbound.is_some() && self.core.callback().is_none(),
             paused: self.ctx.calls.is_paused(queue),
         });
     }

@@ -122,7 +122,7 @@ impl Actor {
 
     /// The agent answered the callback: call the customer through the trunk.
     pub(super) fn dial_customer(&mut self) {
-        let (Some(outbound), Some(callback)) = (self.acd.trunk_outbound, self.core.callback())
+        let (Some(outbound), Some(callback)) = (self.acd.trunk.outbound, self.core.callback())
         else {
             return;
         };

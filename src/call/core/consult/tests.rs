@@ -116,6 +116,15 @@ fn rung(m: &mut ConsultMachine, agent: &str, now: Instant) {
     assert_eq!(fx, vec![ConsultEffect::AdoptLeg]);
 }
 
+/// A machine whose consultation of `target` (dialled from `phone`, if any)
+/// rings `agent`.
+fn ringing(target: ConsultTarget, agent: &str, phone: Option<&str>, t0: Instant) -> ConsultMachine {
+    let mut m = machine();
+    started(&mut m, target, phone, t0);
+    rung(&mut m, agent, t0);
+    m
+}
+
 fn answered(m: &mut ConsultMachine, agent: &str, now: Instant) -> Vec<ConsultEffect> {
     let fx = m.handle(ConsultInput::LegAnswered(aid(agent)), &bridged(), now);
     assert!(
@@ -291,9 +300,7 @@ fn hold_during_a_consultation_lasts_exactly_as_long_as_the_consultation() {
 #[test]
 fn the_transfer_limit_refuses_an_attended_transfer_and_keeps_the_consultation() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Agent("1002".into()), None, t0);
-    rung(&mut m, "1002", t0);
+    let mut m = ringing(ConsultTarget::Agent("1002".into()), "1002", None, t0);
     answered(&mut m, "1002", t0);
     let twice = CallView {
         transfers: 2,
@@ -313,9 +320,7 @@ fn the_transfer_limit_refuses_an_attended_transfer_and_keeps_the_consultation() 
 #[test]
 fn the_consulted_agent_never_answers_and_the_ring_limit_ends_a_consultation_by_name() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Agent("1002".into()), None, t0);
-    rung(&mut m, "1002", t0);
+    let mut m = ringing(ConsultTarget::Agent("1002".into()), "1002", None, t0);
     let fx = m.handle(
         ConsultInput::Timer,
         &bridged(),
@@ -338,9 +343,7 @@ fn the_consulted_agent_never_answers_and_the_ring_limit_ends_a_consultation_by_n
 #[test]
 fn a_queue_consultation_survives_an_agent_that_does_not_answer() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Queue("experts".into()), None, t0);
-    rung(&mut m, "1003", t0);
+    let mut m = ringing(ConsultTarget::Queue("experts".into()), "1003", None, t0);
     let fx = m.handle(
         ConsultInput::LegFailed {
             agent: aid("1003"),
@@ -365,9 +368,7 @@ fn a_queue_consultation_survives_an_agent_that_does_not_answer() {
 #[test]
 fn a_late_answer_and_a_leg_of_an_ended_consultation_are_let_go() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Queue("experts".into()), None, t0);
-    rung(&mut m, "1003", t0);
+    let mut m = ringing(ConsultTarget::Queue("experts".into()), "1003", None, t0);
     let fx = m.handle(
         ConsultInput::AnswerConfirmed {
             agent: aid("1003"),
@@ -413,9 +414,7 @@ fn a_late_answer_and_a_leg_of_an_ended_consultation_are_let_go() {
 #[test]
 fn a_conference_the_agent_leaves_is_a_transfer_to_the_third_party() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Agent("1002".into()), None, t0);
-    rung(&mut m, "1002", t0);
+    let mut m = ringing(ConsultTarget::Agent("1002".into()), "1002", None, t0);
     answered(&mut m, "1002", t0);
     let supervised = CallView {
         supervisor: true,
@@ -459,9 +458,7 @@ fn a_conference_the_agent_leaves_is_a_transfer_to_the_third_party() {
 #[test]
 fn the_third_party_leaving_frees_it_in_the_router() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Agent("1002".into()), None, t0);
-    rung(&mut m, "1002", t0);
+    let mut m = ringing(ConsultTarget::Agent("1002".into()), "1002", None, t0);
     answered(&mut m, "1002", t0);
     m.handle(ConsultInput::Conference, &bridged(), t0);
     let fx = m.handle(ConsultInput::ThirdPartyLeft, &bridged(), t0);
@@ -479,14 +476,12 @@ fn the_third_party_leaving_frees_it_in_the_router() {
 #[test]
 fn a_phone_consultation_completes_by_refer_with_replaces_naming_the_other_dialog() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(
-        &mut m,
+    let mut m = ringing(
         ConsultTarget::Agent("1002".into()),
+        "1002",
         Some("consult-dialog"),
         t0,
     );
-    rung(&mut m, "1002", t0);
     let refer = |refer_dialog: &str, replaced: &str| ConsultInput::ReferReplaces {
         refer_dialog: refer_dialog.into(),
         replaced: replaced.into(),
@@ -528,14 +523,12 @@ fn a_phone_consultation_completes_by_refer_with_replaces_naming_the_other_dialog
 #[test]
 fn a_consultation_from_the_phone_ends_with_its_dialog_and_joins_no_conference() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(
-        &mut m,
+    let mut m = ringing(
         ConsultTarget::Agent("1002".into()),
+        "1002",
         Some("consult-dialog"),
         t0,
     );
-    rung(&mut m, "1002", t0);
     answered(&mut m, "1002", t0);
     let fx = m.handle(ConsultInput::Conference, &bridged(), t0);
     assert_eq!(reply(&fx), Some(Err(ConsultRefusal::DialledFromPhone)));
@@ -551,9 +544,7 @@ fn a_consultation_from_the_phone_ends_with_its_dialog_and_joins_no_conference() 
 #[test]
 fn the_consultant_hanging_up_is_not_sent_a_bye() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Agent("1002".into()), None, t0);
-    rung(&mut m, "1002", t0);
+    let mut m = ringing(ConsultTarget::Agent("1002".into()), "1002", None, t0);
     answered(&mut m, "1002", t0);
     let fx = m.handle(
         ConsultInput::ConsultantLeft { by_bye: true },
@@ -568,9 +559,7 @@ fn the_consultant_hanging_up_is_not_sent_a_bye() {
 #[test]
 fn a_withdrawn_offer_stops_ringing_and_the_call_ending_dequeues_the_consultation() {
     let t0 = Instant::now();
-    let mut m = machine();
-    started(&mut m, ConsultTarget::Queue("experts".into()), None, t0);
-    rung(&mut m, "1003", t0);
+    let mut m = ringing(ConsultTarget::Queue("experts".into()), "1003", None, t0);
     let fx = m.handle(ConsultInput::Withdrawn(aid("1003")), &bridged(), t0);
     assert_eq!(fx, vec![ConsultEffect::CancelRinging(aid("1003"))]);
     assert_eq!(m.deadline(), None);
