@@ -58,6 +58,17 @@ fn require_browser() -> (PathBuf, PathBuf) {
     }
 }
 
+/// One read from `stream`, again when a signal interrupted it (the tests share
+/// one process, whose children's exits deliver signals).
+fn read_some(stream: &mut impl Read, chunk: &mut [u8]) -> Result<usize, String> {
+    loop {
+        match stream.read(chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// One HTTP/1.1 exchange (with chromedriver, or the server): status, head
 /// and body.
 fn exchange(
@@ -96,7 +107,7 @@ fn exchange(
                 .and_then(|v| v.trim().parse::<usize>().ok());
             break (at + 4, length);
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(&mut stream, &mut chunk)?;
         if n == 0 {
             return Err(format!(
                 "connection closed in the header: {}",
@@ -109,7 +120,7 @@ fn exchange(
         if wanted.is_some_and(|w| data.len() >= head_len + w) {
             break;
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(&mut stream, &mut chunk)?;
         if n == 0 {
             break;
         }

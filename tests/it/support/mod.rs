@@ -1606,6 +1606,8 @@ impl UdpClient {
                     // ICMP from an earlier datagram: keep waiting
                     continue;
                 }
+                // A signal (a child of the test process exiting) cut the wait short.
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => panic!("recv_from: {e}"),
             }
         }
