@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::g711::Codec;
 use super::prompt::{Playback, Prompt};
-use super::rtp::{HEADER_LEN, OutgoingStream};
+use super::rtp::{HEADER_LEN, OutgoingStream, send_now};
 
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
@@ -308,7 +308,7 @@ fn send_frame(
         return;
     };
     let len = numbering.write_packet(payload_type, frame, FRAME_SAMPLES as u32, buf);
-    match socket.try_send_to(&buf[..len], remote) {
+    match send_now(socket, &buf[..len], remote) {
         Ok(sent) => {
             stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             stats.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed)

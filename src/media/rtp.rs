@@ -91,6 +91,14 @@ pub struct OutgoingStream {
 /// RTP header length without CSRCs or extensions.
 pub const HEADER_LEN: usize = 12;
 
+/// Sends one datagram now, whatever tokio's readiness cache says. A socket
+/// bound a moment ago is writable before the I/O driver has polled its
+/// registration, and `try_send_to` would drop the packet meanwhile; a UDP
+/// send never waits, so the plain system call is the right one.
+pub fn send_now(socket: &UdpSocket, packet: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(packet, &to.into())
+}
+
 impl OutgoingStream {
     /// A stream with a random SSRC, sequence number and timestamp (RFC 3550 §5.1).
     pub fn new() -> OutgoingStream {

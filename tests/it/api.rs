@@ -233,14 +233,15 @@ fn the_openapi_document_describes_every_route() {
     // The document is valid OpenAPI (openapi-spec-validator, from PyPI).
     let file = server.dir.path().join("openapi.json");
     std::fs::write(&file, &body).unwrap();
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
-        ])
-        .arg(&file)
-        .output()
-        .expect("python3");
+    let out = output_within(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))",
+            ])
+            .arg(&file),
+        Duration::from_secs(60),
+    );
     assert!(
         out.status.success(),
         "openapi-spec-validator refused the document (pip install openapi-spec-validator):\n{}",
@@ -488,11 +489,12 @@ fn a_desktop_holds_files_and_transfers_its_call_within_the_transfer_limit() {
 
 /// `category|notes|transfers` of every record, through `hotline cdr export`.
 fn record_summaries(path: &std::path::Path) -> String {
-    let out = hotline_command()
-        .args(["cdr", "export", "--format", "json", "--db"])
-        .arg(path)
-        .output()
-        .expect("hotline cdr export");
+    let out = output_within(
+        hotline_command()
+            .args(["cdr", "export", "--format", "json", "--db"])
+            .arg(path),
+        Duration::from_secs(30),
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -42,11 +42,12 @@ fn version() {
 #[test]
 fn check_config_runs_anywhere_on_the_embedded_config_and_prompts() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hotline_command()
-        .arg("check-config")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = output_within(
+        hotline_command()
+            .arg("check-config")
+            .current_dir(dir.path()),
+        Duration::from_secs(30),
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("embedded default config"), "{stdout}");
@@ -784,7 +785,7 @@ fn serve_refuses_demo_secrets_off_loopback_naming_every_key() {
         .unwrap()
         .replace(&demo_tokens(), "");
     fs::write(&path, stripped).unwrap();
-    let out = cmd.output().unwrap();
+    let out = output_within(&mut cmd, Duration::from_secs(30));
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 

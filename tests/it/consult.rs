@@ -293,11 +293,12 @@ fn an_attended_transfer_hands_the_caller_over_and_counts_on_the_record() {
     let mut server = f.server;
     server.sigterm();
     server.wait_exit(Duration::from_secs(10));
-    let out = hotline_command()
-        .args(["cdr", "export", "--format", "json", "--db"])
-        .arg(server.dir.path().join("hotline.db"))
-        .output()
-        .expect("hotline cdr export");
+    let out = output_within(
+        hotline_command()
+            .args(["cdr", "export", "--format", "json", "--db"])
+            .arg(server.dir.path().join("hotline.db")),
+        Duration::from_secs(30),
+    );
     let records = String::from_utf8_lossy(&out.stdout);
     let record: serde_json::Value = records
         .lines()

@@ -109,9 +109,7 @@ fn python_with_yaml() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    output_within(cmd, Duration::from_secs(120))
 }
 
 fn assert_ok(out: &Output, what: &str) {

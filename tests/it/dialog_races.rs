@@ -975,7 +975,13 @@ fn metric(port: u16, name: &str) -> f64 {
 /// order, and whether the server closed the stream on it.
 fn keep_reading(mut client: WsClient, stop: &AtomicBool) -> (Vec<u64>, bool) {
     let mut cursors = Vec::new();
+    // Bounded even if the test panics before it says stop (the scope it
+    // runs in would otherwise wait for ever).
+    let until = Instant::now() + Duration::from_secs(180);
     loop {
+        if Instant::now() > until {
+            return (cursors, false);
+        }
         let asked = Instant::now();
         match client.next_text(Duration::from_millis(300)) {
             Some(text) => {

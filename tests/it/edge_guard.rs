@@ -142,14 +142,14 @@ fn svcrack_is_stopped_within_the_configured_number_of_tries() {
     let list: Vec<String> = (0..50).map(|i| format!("guess{i:02}")).collect();
     assert!(!list.iter().any(|w| w == "demo1001"));
     std::fs::write(&words, list.join("\n") + "\n").unwrap();
-    let out = std::process::Command::new("timeout")
+    let mut svcrack = std::process::Command::new("timeout");
+    svcrack
         .args(["-s", "KILL", "60", "svcrack", "-u", "1001", "-d"])
         .arg(&words)
         .args(["-p", &server.sip_port.to_string()])
         .args(["-P", &free_port().to_string()])
-        .args(["--maximumtime", "5", "127.0.0.1"])
-        .output()
-        .expect("run svcrack (sipvicious)");
+        .args(["--maximumtime", "5", "127.0.0.1"]);
+    let out = output_within(&mut svcrack, Duration::from_secs(70));
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -440,7 +440,10 @@ fn floods_are_held_at_their_ceilings_while_a_real_caller_reaches_an_agent() {
                 .collect();
             let open = open_idle_connections(server.sip_addr(), &sources, 200);
             let connected = open.len();
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            // Held until the checks are done, or bounded if one of them
+            // panics first (the scope would otherwise wait for ever).
+            let until = Instant::now() + Duration::from_secs(90);
+            while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(50));
             }
             connected

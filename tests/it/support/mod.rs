@@ -19,6 +19,7 @@ pub mod audio;
 pub mod caller;
 pub mod catalogue;
 pub mod pcap;
+pub mod watchdog;
 pub use acd::*;
 pub use audio::*;
 pub use caller::{Caller, sdp_offer};
@@ -466,26 +467,42 @@ pub fn hotline_command() -> Command {
 /// Runs the hotline binary with `args` to completion (bounded to 30 s).
 pub fn run_hotline(args: &[&str]) -> Output {
     let mut cmd = hotline_command();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn hotline");
-    wait_output(child, Duration::from_secs(30), "hotline")
+    cmd.args(args);
+    output_within(&mut cmd, Duration::from_secs(30))
+}
+
+/// Runs `cmd` to completion with its output captured, like
+/// [`Command::output`], but killed (by PID) after `limit`: a tool that hangs
+/// fails its test instead of stalling the suite.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{:?}", cmd.get_program());
+    let _watch = watchdog::watch(&what);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    wait_output(child, limit, &what)
+}
+
+/// Reads `pipe` to its end on a thread of its own; the receiver gets the bytes.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = pipe.read_to_end(&mut v);
+        let _ = tx.send(v);
+    });
+    rx
 }
 
 /// Waits for a child with piped stdout/stderr, killing it (by PID) after
-/// `limit`.
+/// `limit`. Output still held open by a process the child left behind is
+/// waited for 5 s more, then given up.
 fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -499,10 +516,18 @@ fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let rest = Instant::now() + Duration::from_secs(5);
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(rest.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                eprintln!("{what}: its output was still held open by another process");
+                Vec::new()
+            })
+    };
     Output {
         status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
+        stdout: collect(out),
+        stderr: collect(err),
     }
 }
 
@@ -561,6 +586,7 @@ pub struct Server {
     pub log_path: PathBuf,
     exit: Option<ExitStatus>,
     sipp_runs: Mutex<u32>,
+    _watch: watchdog::Watch,
 }
 
 impl Server {
@@ -600,6 +626,7 @@ impl Server {
                 log_path,
                 exit: None,
                 sipp_runs: Mutex::new(0),
+                _watch: watchdog::watch("its server"),
             };
             match server.wait_ready() {
                 Ok(()) => return server,
