@@ -92,10 +92,12 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
         .context("setting up the ACD router")?;
     let (decisions_tx, decisions_rx) = tokio::sync::mpsc::unbounded_channel();
     let (router, _router_task) = acd::RouterHandle::start(router, decisions_tx);
+    let pacer_stats = media.pacer.stats.clone();
     let wiring = wiring::Wiring::new(router.clone(), media);
     let edge = sip::SipEdge::start(&settings, bus.clone(), wiring.clone())
         .await
         .context("starting the SIP edge")?;
+    watch_overload(&edge, &bus, store.as_ref(), pacer_stats);
     let calls = wiring.call_context(edge.context().clone());
     tokio::spawn(follow_decisions(decisions_rx, bus.clone(), calls.clone()));
     if settings.login_on_register {
@@ -132,6 +134,32 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     }
     info!("hotline stopped");
     Ok(())
+}
+
+/// Has the SIP edge shed new calls while the server falls behind: the
+/// store's queue and uncommitted rows, the media pacer's late ticks, the
+/// event bus's lag.
+fn watch_overload(
+    edge: &sip::SipEdge,
+    bus: &EventBus,
+    store: Option<&store::Store>,
+    pacer: std::sync::Arc<media::pacer::PacerStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = store.map(store::Store::stats);
+    let lagging = bus.clone();
+    sip::overload::watch(
+        edge.context().limits.overload.clone(),
+        sip::overload::SignalSources {
+            store_backlog: Box::new(move || {
+                store
+                    .as_ref()
+                    .map_or(0, |s| s.queue.queued() + s.pending.load(Relaxed))
+            }),
+            pacer_late_ticks_total: Box::new(move || pacer.late_ticks.load(Relaxed)),
+            bus_lag: Box::new(move || lagging.lag() as u64),
+        },
+    );
 }
 
 /// Writes every event to the log at debug level (target `hotline::events`), as

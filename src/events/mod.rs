@@ -656,9 +656,12 @@ impl EventBus {
     }
 }
 
+/// Events the server's bus keeps for its slowest subscriber.
+pub const BUS_CAPACITY: usize = 4096;
+
 impl Default for EventBus {
     fn default() -> Self {
-        Self::new(4096)
+        Self::new(BUS_CAPACITY)
     }
 }
 

@@ -300,6 +300,36 @@ fn event_followers(out: &mut String, bus: &crate::events::EventBus) {
     }
 }
 
+/// Whether the door sheds new calls, and the calls shed by reason.
+fn overload(out: &mut String, overload: &crate::sip::overload::Overload) {
+    use crate::sip::overload::ShedReason;
+    family(
+        out,
+        "hotline_overload_active",
+        "gauge",
+        "1 while new calls are refused (503) because the server fell behind: store backlog, late media ticks or event bus lag.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_overload_active {}",
+        u8::from(overload.shedding().is_some())
+    );
+    family(
+        out,
+        "hotline_calls_shed_total",
+        "counter",
+        "New calls refused with 503 at the door, by reason: store_backlog, pacer_late, bus_lag (overload) and max_calls (limits.max_calls).",
+    );
+    for reason in ShedReason::ALL {
+        let _ = writeln!(
+            out,
+            "hotline_calls_shed_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            overload.shed(reason)
+        );
+    }
+}
+
 fn edge_limits(out: &mut String, ctx: &EdgeContext) {
     use crate::sip::limits::Refusal;
     use std::sync::atomic::Ordering::Relaxed;
@@ -318,6 +348,7 @@ fn edge_limits(out: &mut String, ctx: &EdgeContext) {
             limits.refused.get(refusal)
         );
     }
+    overload(out, &limits.overload);
     let now = std::time::Instant::now();
     let (users, sources) = ctx.lockout.active(now);
     let (user_bans, source_bans) = ctx.lockout.imposed();

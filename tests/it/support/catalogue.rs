@@ -74,6 +74,8 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_events_queued",
     "hotline_events_queued_high_water",
     "hotline_events_lost_total",
+    "hotline_overload_active",
+    "hotline_calls_shed_total",
     "hotline_sip_refused_total",
     "hotline_sip_auth_lockouts_total",
     "hotline_sip_auth_lockouts_active",
