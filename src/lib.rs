@@ -138,7 +138,7 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
 
 /// Has the SIP edge shed new calls while the server falls behind: the
 /// store's queue and uncommitted rows, the media pacer's late ticks, the
-/// event bus's lag.
+/// event bus's lag (its slowest subscriber, or the metrics' queue).
 fn watch_overload(
     edge: &sip::SipEdge,
     bus: &EventBus,
@@ -157,7 +157,16 @@ fn watch_overload(
                     .map_or(0, |s| s.queue.queued() + s.pending.load(Relaxed))
             }),
             pacer_late_ticks_total: Box::new(move || pacer.late_ticks.load(Relaxed)),
-            bus_lag: Box::new(move || lagging.lag() as u64),
+            // The broadcast ring's slowest subscriber, or the metrics'
+            // queue: both mean the runtime runs behind the calls.
+            bus_lag: Box::new(move || {
+                let followers = lagging
+                    .backlogs()
+                    .into_iter()
+                    .filter(|(name, _)| *name != "store")
+                    .map(|(_, backlog)| backlog.queued());
+                followers.fold(lagging.lag() as u64, u64::max)
+            }),
         },
     );
 }

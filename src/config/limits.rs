@@ -75,8 +75,9 @@ pub struct LimitsSettings {
     /// Media pacer ticks more than 2 ms late within a second past which new
     /// calls are refused as overload; 0: not watched.
     pub overload_pacer_late_ticks: u64,
-    /// Events the event bus's slowest subscriber may lag behind before new
-    /// calls are refused as overload; 0: not watched.
+    /// Events the event bus's slowest subscriber (or the metrics' queue)
+    /// may lag behind before new calls are refused as overload; 0: not
+    /// watched.
     pub overload_bus_lag: u64,
     /// How long every overload signal must stay under half its mark before
     /// new calls are taken again (and the Retry-After of a shed call).

@@ -27,8 +27,8 @@ pub enum ShedReason {
     /// The media pacer started more than `limits.overload_pacer_late_ticks`
     /// ticks a second late.
     PacerLate,
-    /// The event bus's slowest subscriber is more than
-    /// `limits.overload_bus_lag` events behind.
+    /// The event bus's slowest subscriber (or the metrics' queue) is more
+    /// than `limits.overload_bus_lag` events behind.
     BusLag,
 }
 
@@ -79,7 +79,7 @@ pub struct Signals {
     pub store_backlog: u64,
     /// Pacer ticks more than 2 ms late in the last second.
     pub pacer_late_ticks: u64,
-    /// Events the slowest bus subscriber has yet to receive.
+    /// Events the slowest bus subscriber (or the metrics) has yet to take.
     pub bus_lag: u64,
 }
 
