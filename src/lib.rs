@@ -151,10 +151,17 @@ fn watch_overload(
     sip::overload::watch(
         edge.context().limits.overload.clone(),
         sip::overload::SignalSources {
+            // Rows kept while the database cannot be written are the write
+            // alarm's, not the door's: a full disk must not stop the calls.
             store_backlog: Box::new(move || {
-                store
-                    .as_ref()
-                    .map_or(0, |s| s.queue.queued() + s.pending.load(Relaxed))
+                store.as_ref().map_or(0, |s| {
+                    let uncommitted = if s.failing.load(Relaxed) {
+                        0
+                    } else {
+                        s.pending.load(Relaxed)
+                    };
+                    s.queue.queued() + uncommitted
+                })
             }),
             pacer_late_ticks_total: Box::new(move || pacer.late_ticks.load(Relaxed)),
             // The broadcast ring's slowest subscriber, or the metrics'
