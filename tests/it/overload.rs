@@ -3,6 +3,7 @@
 //! excess INVITEs get 503 (overloaded) with Retry-After, the call already
 //! up keeps its audio, the door opens again once the store has caught up,
 //! and every accepted call has its complete record in the SQLite file.
+//! Calls refused at `limits.max_calls` are counted as shed too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -165,4 +166,41 @@ fn past_its_capacity_the_server_sheds_new_calls_and_keeps_every_record() {
     assert!(taken.is_subset(&recorded), "{taken:?} vs {recorded:?}");
     assert_eq!(admitted, recorded);
     assert_eq!(ended, recorded);
+}
+
+#[test]
+fn calls_refused_at_max_calls_are_counted_as_shed_without_closing_the_door() {
+    let server = Server::start(
+        TestConfig::new()
+            .http(true)
+            .extra("[limits]\nmax_calls = 1\n"),
+    );
+    let http = server.http_port.unwrap();
+    let mut first = Caller::new(&server);
+    let offer = sdp_offer(first.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    assert_status(&Some(first.invite("401", &offer)), 200, "the first call");
+    first.ack("");
+    let mut second = Caller::new(&server);
+    let offer = sdp_offer(second.rtp_addr(), "0", "a=rtpmap:0 PCMU/8000\r\n");
+    let refused = second.invite("401", &offer);
+    assert_status(
+        &Some(refused.clone()),
+        503,
+        "a second call over max_calls = 1",
+    );
+    assert!(
+        refused.reason().contains("too many calls"),
+        "{}",
+        refused.raw
+    );
+    first.bye();
+    assert_eq!(
+        metric(http, "hotline_calls_shed_total{reason=\"max_calls\"}"),
+        1.0
+    );
+    assert_eq!(metric(http, "hotline_overload_active"), 0.0);
+    assert_eq!(
+        metric(http, "hotline_calls_shed_total{reason=\"store_backlog\"}"),
+        0.0
+    );
 }
