@@ -148,9 +148,11 @@ fn watch_overload(
     use std::sync::atomic::Ordering::Relaxed;
     let store = store.map(store::Store::stats);
     let lagging = bus.clone();
+    let limits = edge.context().limits.clone();
     sip::overload::watch(
         edge.context().limits.overload.clone(),
         sip::overload::SignalSources {
+            calls_up: Box::new(move || limits.calls.counts().0 as u64),
             // Rows kept while the database cannot be written are the write
             // alarm's, not the door's: a full disk must not stop the calls.
             store_backlog: Box::new(move || {
@@ -179,18 +181,21 @@ fn watch_overload(
 }
 
 /// Writes every event to the log at debug level (target `hotline::events`), as
-/// one JSON object per line, until the bus closes.
+/// one JSON object per line, until the bus closes. Without that level (the
+/// filter is set once, at start) nothing subscribes: a follower that writes
+/// nothing must not lag behind the bus under load.
 fn log_events(bus: &EventBus) {
+    if !tracing::enabled!(target: "hotline::events", tracing::Level::DEBUG) {
+        return;
+    }
     let mut events = bus.subscribe();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    if tracing::enabled!(target: "hotline::events", tracing::Level::DEBUG) {
-                        let json = serde_json::to_string(&event).unwrap_or_default();
-                        tracing::debug!(target: "hotline::events", "{json}");
-                    }
+                    let json = serde_json::to_string(&event).unwrap_or_default();
+                    tracing::debug!(target: "hotline::events", "{json}");
                 }
                 Err(RecvError::Lagged(lost)) => {
                     tracing::warn!(target: "hotline::events", lost, "event log fell behind")

@@ -25,6 +25,7 @@ pub struct RawLimits {
     pub http_max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub http_header_timeout: Duration,
+    pub overload_min_calls: u64,
     pub overload_store_backlog: u64,
     pub overload_pacer_late_ticks: u64,
     pub overload_bus_lag: u64,
@@ -43,6 +44,7 @@ impl Default for RawLimits {
             tcp_first_message_timeout: Duration::from_secs(10),
             http_max_connections: 256,
             http_header_timeout: Duration::from_secs(10),
+            overload_min_calls: 100,
             overload_store_backlog: 20_000,
             overload_pacer_late_ticks: 10,
             overload_bus_lag: 2_048,
@@ -69,6 +71,8 @@ pub struct LimitsSettings {
     pub tcp_first_message_timeout: Duration,
     pub http_max_connections: usize,
     pub http_header_timeout: Duration,
+    /// Calls up below which nothing is refused as overload.
+    pub overload_min_calls: u64,
     /// Events and rows waiting for the store past which new calls are
     /// refused as overload; 0: not watched.
     pub overload_store_backlog: u64,
@@ -107,6 +111,7 @@ impl RawLimits {
             tcp_first_message_timeout: self.tcp_first_message_timeout,
             http_max_connections: self.http_max_connections,
             http_header_timeout: self.http_header_timeout,
+            overload_min_calls: self.overload_min_calls,
             overload_store_backlog: self.overload_store_backlog,
             overload_pacer_late_ticks: self.overload_pacer_late_ticks,
             overload_bus_lag: self.overload_bus_lag,
@@ -209,6 +214,7 @@ mod tests {
         assert_eq!(s.limits.invite_rate, 0.5);
         assert_eq!(s.limits.trunk_max_calls.get("t"), Some(&1));
         assert_eq!(s.limits.overload_store_backlog, 20_000);
+        assert_eq!(s.limits.overload_min_calls, 100);
         assert_eq!(s.limits.overload_cooldown, Duration::from_secs(5));
         let s = load(
             "[limits]\noverload_store_backlog = 0\noverload_pacer_late_ticks = 5\noverload_bus_lag = 100\noverload_cooldown = \"2s\"\n",

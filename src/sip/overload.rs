@@ -5,7 +5,9 @@
 //! and feeds the pure [`OverloadGate`], whose hysteresis (in above a high
 //! mark, out only after every signal stayed under half its mark for the
 //! cool-down) keeps the door from flapping; the INVITE path reads one
-//! atomic. Calls shed, by reason, are counted for the metrics page, with
+//! atomic. With fewer than `limits.overload_min_calls` calls up the door
+//! stays open: the lag then is not the calls' doing (a busy neighbour on
+//! the machine), and refusing the few would not cure it. Calls shed, by reason, are counted for the metrics page, with
 //! those refused at `limits.max_calls`.
 
 use std::collections::VecDeque;
@@ -55,6 +57,8 @@ impl ShedReason {
 /// taken again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverloadThresholds {
+    /// Calls up below which nothing is shed for overload.
+    pub min_calls: u64,
     pub store_backlog: u64,
     pub pacer_late_ticks: u64,
     pub bus_lag: u64,
@@ -64,6 +68,7 @@ pub struct OverloadThresholds {
 impl OverloadThresholds {
     pub fn from_settings(settings: &crate::config::LimitsSettings) -> OverloadThresholds {
         OverloadThresholds {
+            min_calls: settings.overload_min_calls,
             store_backlog: settings.overload_store_backlog,
             pacer_late_ticks: settings.overload_pacer_late_ticks,
             bus_lag: settings.overload_bus_lag,
@@ -75,6 +80,8 @@ impl OverloadThresholds {
 /// What the server measured at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Signals {
+    /// Calls up (holding a call slot).
+    pub calls_up: u64,
     /// Events waiting for the store's writer plus rows not yet committed.
     pub store_backlog: u64,
     /// Pacer ticks more than 2 ms late in the last second.
@@ -123,6 +130,11 @@ impl OverloadGate {
     /// In: a signal above its high mark. Out: every signal at or under half
     /// its mark, without a break, for the cool-down.
     pub fn update(&mut self, now: Instant, signals: Signals) -> Option<ShedReason> {
+        if signals.calls_up < self.thresholds.min_calls {
+            self.shedding = None;
+            self.calm_since = None;
+            return None;
+        }
         let marks = signals.marks(&self.thresholds);
         let over = marks
             .iter()
@@ -236,6 +248,7 @@ impl LateTicks {
 /// What the watcher reads at each sample: the store's backlog, the pacer's
 /// late ticks since start, the bus's lag.
 pub struct SignalSources {
+    pub calls_up: Box<dyn Fn() -> u64 + Send>,
     pub store_backlog: Box<dyn Fn() -> u64 + Send>,
     pub pacer_late_ticks_total: Box<dyn Fn() -> u64 + Send>,
     pub bus_lag: Box<dyn Fn() -> u64 + Send>,
@@ -253,6 +266,7 @@ pub fn watch(overload: Arc<Overload>, sources: SignalSources) -> tokio::task::Jo
             clock.tick().await;
             let now = Instant::now();
             let signals = Signals {
+                calls_up: (sources.calls_up)(),
                 store_backlog: (sources.store_backlog)(),
                 pacer_late_ticks: late.in_last_window(now, (sources.pacer_late_ticks_total)()),
                 bus_lag: (sources.bus_lag)(),
@@ -264,6 +278,7 @@ pub fn watch(overload: Arc<Overload>, sources: SignalSources) -> tokio::task::Jo
                 match after {
                     Some(reason) => warn!(
                         reason = reason.label(),
+                        calls_up = signals.calls_up,
                         store_backlog = signals.store_backlog,
                         pacer_late_ticks = signals.pacer_late_ticks,
                         bus_lag = signals.bus_lag,
@@ -282,6 +297,7 @@ mod tests {
 
     fn thresholds() -> OverloadThresholds {
         OverloadThresholds {
+            min_calls: 10,
             store_backlog: 100,
             pacer_late_ticks: 10,
             bus_lag: 1000,
@@ -291,6 +307,7 @@ mod tests {
 
     fn backlog(n: u64) -> Signals {
         Signals {
+            calls_up: 50,
             store_backlog: n,
             ..Signals::default()
         }
@@ -311,12 +328,14 @@ mod tests {
         );
         let mut gate = OverloadGate::new(thresholds());
         let late = Signals {
+            calls_up: 50,
             pacer_late_ticks: 11,
             bus_lag: 1001,
             ..Signals::default()
         };
         assert_eq!(gate.update(t0, late), Some(ShedReason::PacerLate));
         let lag = Signals {
+            calls_up: 50,
             bus_lag: 1001,
             ..Signals::default()
         };
@@ -352,17 +371,39 @@ mod tests {
     fn an_unwatched_signal_never_closes_the_door() {
         let t0 = Instant::now();
         let mut gate = OverloadGate::new(OverloadThresholds {
+            min_calls: 0,
             store_backlog: 0,
             pacer_late_ticks: 0,
             bus_lag: 0,
             cooldown: Duration::from_secs(1),
         });
         let huge = Signals {
+            calls_up: u64::MAX,
             store_backlog: u64::MAX,
             pacer_late_ticks: u64::MAX,
             bus_lag: u64::MAX,
         };
         assert_eq!(gate.update(t0, huge), None);
+    }
+
+    #[test]
+    fn with_few_calls_up_the_door_stays_open_whatever_the_signals() {
+        let t0 = Instant::now();
+        let mut gate = OverloadGate::new(thresholds());
+        let starved = Signals {
+            calls_up: 9,
+            store_backlog: 1_000,
+            pacer_late_ticks: 50,
+            bus_lag: 5_000,
+        };
+        assert_eq!(gate.update(t0, starved), None);
+        let busy = Signals {
+            calls_up: 10,
+            ..starved
+        };
+        assert_eq!(gate.update(t0, busy), Some(ShedReason::StoreBacklog));
+        // Once the calls have gone below the minimum, it opens at once.
+        assert_eq!(gate.update(t0, starved), None);
     }
 
     #[test]

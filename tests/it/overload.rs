@@ -50,7 +50,7 @@ fn past_its_capacity_the_server_sheds_new_calls_and_keeps_every_record() {
     // machine must not close the door); rows are committed every 4 s, so a
     // handful of calls' events pass the mark of 40 before the next write.
     let server = Server::start(TestConfig::new().http(true).extra(
-        "[limits]\ninvite_rate = 0\noverload_store_backlog = 40\n\
+        "[limits]\ninvite_rate = 0\noverload_min_calls = 0\noverload_store_backlog = 40\n\
          overload_pacer_late_ticks = 0\noverload_bus_lag = 0\noverload_cooldown = \"1s\"\n\
          [store]\nbatch_interval = \"4s\"\n",
     ));
