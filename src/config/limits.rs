@@ -46,7 +46,7 @@ impl Default for RawLimits {
             http_header_timeout: Duration::from_secs(10),
             overload_min_calls: 100,
             overload_store_backlog: 20_000,
-            overload_pacer_late_ticks: 10,
+            overload_pacer_late_ticks: 25,
             overload_bus_lag: 2_048,
             overload_cooldown: Duration::from_secs(5),
         }
@@ -215,6 +215,7 @@ mod tests {
         assert_eq!(s.limits.trunk_max_calls.get("t"), Some(&1));
         assert_eq!(s.limits.overload_store_backlog, 20_000);
         assert_eq!(s.limits.overload_min_calls, 100);
+        assert_eq!(s.limits.overload_pacer_late_ticks, 25);
         assert_eq!(s.limits.overload_cooldown, Duration::from_secs(5));
         let s = load(
             "[limits]\noverload_store_backlog = 0\noverload_pacer_late_ticks = 5\noverload_bus_lag = 100\noverload_cooldown = \"2s\"\n",
