@@ -92,10 +92,12 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
         .context("setting up the ACD router")?;
     let (decisions_tx, decisions_rx) = tokio::sync::mpsc::unbounded_channel();
     let (router, _router_task) = acd::RouterHandle::start(router, decisions_tx);
+    let pacer_stats = media.pacer.stats.clone();
     let wiring = wiring::Wiring::new(router.clone(), media);
     let edge = sip::SipEdge::start(&settings, bus.clone(), wiring.clone())
         .await
         .context("starting the SIP edge")?;
+    watch_overload(&edge, &bus, store.as_ref(), pacer_stats);
     let calls = wiring.call_context(edge.context().clone());
     tokio::spawn(follow_decisions(decisions_rx, bus.clone(), calls.clone()));
     if settings.login_on_register {
@@ -134,19 +136,66 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()>) -> an
     Ok(())
 }
 
+/// Has the SIP edge shed new calls while the server falls behind: the
+/// store's queue and uncommitted rows, the media pacer's late ticks, the
+/// event bus's lag (its slowest subscriber, or the metrics' queue).
+fn watch_overload(
+    edge: &sip::SipEdge,
+    bus: &EventBus,
+    store: Option<&store::Store>,
+    pacer: std::sync::Arc<media::pacer::PacerStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = store.map(store::Store::stats);
+    let lagging = bus.clone();
+    let limits = edge.context().limits.clone();
+    sip::overload::watch(
+        edge.context().limits.overload.clone(),
+        sip::overload::SignalSources {
+            calls_up: Box::new(move || limits.calls.counts().0 as u64),
+            // Rows kept while the database cannot be written are the write
+            // alarm's, not the door's: a full disk must not stop the calls.
+            store_backlog: Box::new(move || {
+                store.as_ref().map_or(0, |s| {
+                    let uncommitted = if s.failing.load(Relaxed) {
+                        0
+                    } else {
+                        s.pending.load(Relaxed)
+                    };
+                    s.queue.queued() + uncommitted
+                })
+            }),
+            pacer_late_ticks_total: Box::new(move || pacer.late_ticks.load(Relaxed)),
+            // The broadcast ring's slowest subscriber, or the metrics'
+            // queue: both mean the runtime runs behind the calls.
+            bus_lag: Box::new(move || {
+                let followers = lagging
+                    .backlogs()
+                    .into_iter()
+                    .filter(|(name, _)| *name != "store")
+                    .map(|(_, backlog)| backlog.queued());
+                followers.fold(lagging.lag() as u64, u64::max)
+            }),
+        },
+    );
+}
+
 /// Writes every event to the log at debug level (target `hotline::events`), as
-/// one JSON object per line, until the bus closes.
+/// one JSON object per line, until the bus closes. Without that level (the
+/// filter is set once, at start) nothing subscribes: a follower that writes
+/// nothing must not lag behind the bus under load.
 fn log_events(bus: &EventBus) {
+    if !tracing::enabled!(target: "hotline::events", tracing::Level::DEBUG) {
+        return;
+    }
     let mut events = bus.subscribe();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    if tracing::enabled!(target: "hotline::events", tracing::Level::DEBUG) {
-                        let json = serde_json::to_string(&event).unwrap_or_default();
-                        tracing::debug!(target: "hotline::events", "{json}");
-                    }
+                    let json = serde_json::to_string(&event).unwrap_or_default();
+                    tracing::debug!(target: "hotline::events", "{json}");
                 }
                 Err(RecvError::Lagged(lost)) => {
                     tracing::warn!(target: "hotline::events", lost, "event log fell behind")

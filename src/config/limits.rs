@@ -25,6 +25,12 @@ pub struct RawLimits {
     pub http_max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub http_header_timeout: Duration,
+    pub overload_min_calls: u64,
+    pub overload_store_backlog: u64,
+    pub overload_pacer_late_ticks: u64,
+    pub overload_bus_lag: u64,
+    #[serde(with = "humantime_serde")]
+    pub overload_cooldown: Duration,
 }
 
 impl Default for RawLimits {
@@ -38,6 +44,11 @@ impl Default for RawLimits {
             tcp_first_message_timeout: Duration::from_secs(10),
             http_max_connections: 256,
             http_header_timeout: Duration::from_secs(10),
+            overload_min_calls: 100,
+            overload_store_backlog: 20_000,
+            overload_pacer_late_ticks: 25,
+            overload_bus_lag: 2_048,
+            overload_cooldown: Duration::from_secs(5),
         }
     }
 }
@@ -60,6 +71,21 @@ pub struct LimitsSettings {
     pub tcp_first_message_timeout: Duration,
     pub http_max_connections: usize,
     pub http_header_timeout: Duration,
+    /// Calls up below which nothing is refused as overload.
+    pub overload_min_calls: u64,
+    /// Events and rows waiting for the store past which new calls are
+    /// refused as overload; 0: not watched.
+    pub overload_store_backlog: u64,
+    /// Media pacer ticks more than 2 ms late within a second past which new
+    /// calls are refused as overload; 0: not watched.
+    pub overload_pacer_late_ticks: u64,
+    /// Events the event bus's slowest subscriber (or the metrics' queue)
+    /// may lag behind before new calls are refused as overload; 0: not
+    /// watched.
+    pub overload_bus_lag: u64,
+    /// How long every overload signal must stay under half its mark before
+    /// new calls are taken again (and the Retry-After of a shed call).
+    pub overload_cooldown: Duration,
 }
 
 impl Default for LimitsSettings {
@@ -85,6 +111,11 @@ impl RawLimits {
             tcp_first_message_timeout: self.tcp_first_message_timeout,
             http_max_connections: self.http_max_connections,
             http_header_timeout: self.http_header_timeout,
+            overload_min_calls: self.overload_min_calls,
+            overload_store_backlog: self.overload_store_backlog,
+            overload_pacer_late_ticks: self.overload_pacer_late_ticks,
+            overload_bus_lag: self.overload_bus_lag,
+            overload_cooldown: self.overload_cooldown,
         }
     }
 }
@@ -129,6 +160,35 @@ impl Section for RawLimits {
                 "must be at least 100ms (a client that sends no complete request head within it is disconnected)",
             );
         }
+        if self.overload_store_backlog >= crate::events::BACKLOG_CAPACITY {
+            problems.add(
+                "limits.overload_store_backlog",
+                format!(
+                    "must be below {} (the store's queue capacity): the door must close before events could be lost (0: not watched)",
+                    crate::events::BACKLOG_CAPACITY
+                ),
+            );
+        }
+        if self.overload_pacer_late_ticks > 50 {
+            problems.add(
+                "limits.overload_pacer_late_ticks",
+                "must be between 0 and 50 (the pacer ticks 50 times a second; 0: not watched)",
+            );
+        }
+        if self.overload_bus_lag >= crate::events::BUS_CAPACITY as u64 {
+            problems.add(
+                "limits.overload_bus_lag",
+                format!(
+                    "must be below {} (the event bus's capacity; 0: not watched)",
+                    crate::events::BUS_CAPACITY
+                ),
+            );
+        }
+        if self.overload_cooldown < Duration::from_secs(1)
+            || self.overload_cooldown > Duration::from_secs(300)
+        {
+            problems.add("limits.overload_cooldown", "must be between 1s and 5m");
+        }
         self.resolve(BTreeMap::new(), BTreeMap::new())
     }
 }
@@ -153,6 +213,34 @@ mod tests {
         assert_eq!(s.limits.max_calls, 2);
         assert_eq!(s.limits.invite_rate, 0.5);
         assert_eq!(s.limits.trunk_max_calls.get("t"), Some(&1));
+        assert_eq!(s.limits.overload_store_backlog, 20_000);
+        assert_eq!(s.limits.overload_min_calls, 100);
+        assert_eq!(s.limits.overload_pacer_late_ticks, 25);
+        assert_eq!(s.limits.overload_cooldown, Duration::from_secs(5));
+        let s = load(
+            "[limits]\noverload_store_backlog = 0\noverload_pacer_late_ticks = 5\noverload_bus_lag = 100\noverload_cooldown = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.limits.overload_store_backlog, 0);
+        assert_eq!(s.limits.overload_pacer_late_ticks, 5);
+        assert_eq!(s.limits.overload_bus_lag, 100);
+        assert_eq!(s.limits.overload_cooldown, Duration::from_secs(2));
+        let err = load(
+            "[limits]\noverload_store_backlog = 100000000\noverload_pacer_late_ticks = 51\noverload_bus_lag = 5000\noverload_cooldown = \"0s\"\n",
+        )
+        .unwrap_err();
+        let overload_keys = keys(err);
+        for key in [
+            "limits.overload_store_backlog",
+            "limits.overload_pacer_late_ticks",
+            "limits.overload_bus_lag",
+            "limits.overload_cooldown",
+        ] {
+            assert!(
+                overload_keys.contains(&key.to_string()),
+                "{key} not in {overload_keys:?}"
+            );
+        }
         let err = load(
             "[limits]\ninvite_burst = 0\ntcp_max_connections_per_source = 5000\nhttp_header_timeout = \"0s\"\n[auth]\nmax_failures = 10\nmax_failures_per_source = 3\n",
         )

@@ -2,10 +2,20 @@
 //!
 //! Every happening that metrics, the store or the CTI API will care about is an
 //! [`Event`]. Publishers call [`EventBus::publish`], which never blocks and never
-//! fails: a subscriber that falls behind loses the oldest events (and is told how
-//! many it lost), it never slows a call down.
+//! fails. Two kinds of followers hear it:
+//!
+//! - subscribers ([`EventBus::subscribe`], a broadcast ring): one that falls
+//!   behind loses the oldest events (and is told how many it lost); for those
+//!   that may lose (the event log, the CTI journal);
+//! - lossless followers ([`EventBus::attach`]): each event is handed to their
+//!   own queue at publish time, so none is lost to a slow follower; the queue's
+//!   depth, high-water mark and losses (only past its hard capacity) are kept
+//!   in a [`Backlog`], which the SIP edge watches to refuse new calls long
+//!   before that capacity (the store, the metrics).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -433,36 +443,225 @@ mod unix_millis {
     }
 }
 
-/// Non-blocking fan-out of events to any number of subscribers.
-#[derive(Debug, Clone)]
+/// The queue of one lossless follower: events handed over and not yet
+/// taken, the most there ever were, and those lost past its capacity (a
+/// figure that must stay 0: the SIP edge refuses new calls long before).
+#[derive(Debug)]
+pub struct Backlog {
+    queued: AtomicU64,
+    high_water: AtomicU64,
+    lost: AtomicU64,
+    capacity: u64,
+}
+
+/// Events a lossless follower may have waiting before it loses some:
+/// about a minute of events at a few thousand calls a second, far past
+/// where the SIP edge starts refusing new calls.
+pub const BACKLOG_CAPACITY: u64 = 1 << 18;
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog::with_capacity(BACKLOG_CAPACITY)
+    }
+}
+
+impl Backlog {
+    /// A queue that loses events only past `capacity` waiting at once.
+    pub fn with_capacity(capacity: u64) -> Backlog {
+        Backlog {
+            queued: AtomicU64::new(0),
+            high_water: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Counts one event in and runs `send` to queue it; `false` when the
+    /// queue is full and the event is lost (counted). A `send` that fails
+    /// (the follower has stopped) is not counted as waiting.
+    pub fn hand_over(&self, send: impl FnOnce() -> bool) -> bool {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if queued > self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.high_water.fetch_max(queued, Ordering::Relaxed);
+        if !send() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        true
+    }
+
+    /// The follower took one event off its queue.
+    pub fn taken(&self) {
+        // Never below zero, even for an event queued without `hand_over`.
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Events waiting now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The most events that ever waited at once.
+    pub fn high_water(&self) -> u64 {
+        self.high_water.load(Ordering::Relaxed)
+    }
+
+    /// Events lost because the queue was full.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+type Deliver = Box<dyn Fn(&Stamped) + Send + Sync>;
+
+struct Follower {
+    id: u64,
+    name: &'static str,
+    backlog: Arc<Backlog>,
+    deliver: Deliver,
+}
+
+#[derive(Default)]
+struct Followers {
+    next_id: u64,
+    list: Vec<Follower>,
+}
+
+/// Non-blocking fan-out of events to any number of subscribers and
+/// lossless followers.
+#[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Stamped>,
+    capacity: usize,
+    followers: Arc<RwLock<Followers>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.sender.receiver_count())
+            .field("lag", &self.lag())
+            .finish()
+    }
+}
+
+/// A lossless follower's place on the bus; dropping it (or
+/// [`Attachment::detach`]) stops the deliveries. It does not keep the bus
+/// alive: once every handle of the bus is gone, so is the follower's
+/// `deliver` (and with it, say, the sending half of its channel).
+pub struct Attachment {
+    followers: std::sync::Weak<RwLock<Followers>>,
+    id: u64,
+}
+
+impl Attachment {
+    /// Stops the deliveries; once this returns, no more events arrive.
+    pub fn detach(self) {}
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Some(followers) = self.followers.upgrade() {
+            let mut followers = followers.write().unwrap_or_else(|e| e.into_inner());
+            followers.list.retain(|f| f.id != self.id);
+        }
+    }
 }
 
 impl EventBus {
     /// `capacity` events are kept for the slowest subscriber before it starts losing them.
     pub fn new(capacity: usize) -> Self {
-        let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        let capacity = capacity.max(1);
+        let (sender, _) = broadcast::channel(capacity);
+        Self {
+            sender,
+            capacity,
+            followers: Arc::default(),
+        }
     }
 
-    /// Publishes without waiting; with no subscriber the event is simply dropped.
+    /// Publishes without waiting: hands the event to every lossless
+    /// follower, then to the subscribers; with nobody listening the event
+    /// is simply dropped.
     pub fn publish(&self, event: Event) {
-        // An Err only means nobody is listening right now.
-        let _ = self.sender.send(Stamped {
+        let stamped = Stamped {
             at: SystemTime::now(),
             event,
-        });
+        };
+        {
+            let followers = self.followers.read().unwrap_or_else(|e| e.into_inner());
+            for follower in &followers.list {
+                (follower.deliver)(&stamped);
+            }
+        }
+        // An Err only means nobody is listening right now.
+        let _ = self.sender.send(stamped);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Stamped> {
         self.sender.subscribe()
     }
+
+    /// Hands every event published from now on to `deliver`, in the
+    /// publisher's thread: `deliver` must only queue it (through `backlog`,
+    /// which the bus reports under `name`), never wait.
+    pub fn attach(
+        &self,
+        name: &'static str,
+        backlog: Arc<Backlog>,
+        deliver: impl Fn(&Stamped) + Send + Sync + 'static,
+    ) -> Attachment {
+        let mut followers = self.followers.write().unwrap_or_else(|e| e.into_inner());
+        let id = followers.next_id;
+        followers.next_id += 1;
+        followers.list.push(Follower {
+            id,
+            name,
+            backlog,
+            deliver: Box::new(deliver),
+        });
+        Attachment {
+            followers: Arc::downgrade(&self.followers),
+            id,
+        }
+    }
+
+    /// The lossless followers' queues, by name.
+    pub fn backlogs(&self) -> Vec<(&'static str, Arc<Backlog>)> {
+        let followers = self.followers.read().unwrap_or_else(|e| e.into_inner());
+        followers
+            .list
+            .iter()
+            .map(|f| (f.name, f.backlog.clone()))
+            .collect()
+    }
+
+    /// Events the slowest subscriber has yet to receive.
+    pub fn lag(&self) -> usize {
+        self.sender.len()
+    }
+
+    /// Events a subscriber may lag behind before it loses some.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
+
+/// Events the server's bus keeps for its slowest subscriber.
+pub const BUS_CAPACITY: usize = 4096;
 
 impl Default for EventBus {
     fn default() -> Self {
-        Self::new(4096)
+        Self::new(BUS_CAPACITY)
     }
 }
 
@@ -510,6 +709,76 @@ mod tests {
             other => panic!("expected lag, got {other:?}"),
         }
         assert_eq!(rx.recv().await.unwrap().event, answered(6));
+    }
+
+    #[test]
+    fn a_lossless_follower_gets_every_event_however_far_behind_it_is() {
+        let bus = EventBus::new(4);
+        let backlog = Arc::new(Backlog::with_capacity(1_000));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queue = backlog.clone();
+        let attachment = bus.attach("test", backlog.clone(), move |s| {
+            let tx = tx.clone();
+            let s = s.clone();
+            queue.hand_over(move || tx.send(s).is_ok());
+        });
+        for n in 0..100 {
+            bus.publish(answered(n));
+        }
+        assert_eq!(backlog.queued(), 100);
+        assert_eq!(backlog.high_water(), 100);
+        for n in 0..100 {
+            assert_eq!(rx.try_recv().unwrap().event, answered(n));
+            backlog.taken();
+        }
+        assert_eq!(
+            (backlog.queued(), backlog.high_water(), backlog.lost()),
+            (0, 100, 0)
+        );
+        assert_eq!(bus.backlogs().len(), 1);
+        attachment.detach();
+        assert!(bus.backlogs().is_empty());
+        bus.publish(answered(100));
+        assert!(rx.try_recv().is_err(), "nothing arrives once detached");
+    }
+
+    #[test]
+    fn a_follower_lets_go_of_its_queue_when_the_bus_is_gone() {
+        let bus = EventBus::new(4);
+        let (tx, rx) = std::sync::mpsc::channel::<Stamped>();
+        let _attachment = bus.attach("test", Arc::default(), move |s| {
+            let _ = tx.send(s.clone());
+        });
+        drop(bus);
+        assert!(rx.recv().is_err(), "the sender went with the bus");
+    }
+
+    #[test]
+    fn a_full_backlog_counts_what_it_loses_and_a_stopped_follower_holds_no_place() {
+        let backlog = Backlog::with_capacity(2);
+        assert!(backlog.hand_over(|| true));
+        assert!(backlog.hand_over(|| true));
+        assert!(!backlog.hand_over(|| panic!("not sent past the capacity")));
+        assert_eq!((backlog.queued(), backlog.lost()), (2, 1));
+        backlog.taken();
+        assert!(backlog.hand_over(|| false), "a stopped follower is no loss");
+        assert_eq!((backlog.queued(), backlog.lost()), (1, 1));
+        backlog.taken();
+        backlog.taken();
+        assert_eq!(backlog.queued(), 0, "never below zero");
+    }
+
+    #[tokio::test]
+    async fn the_lag_is_what_the_slowest_subscriber_has_not_received() {
+        let bus = EventBus::new(8);
+        let mut rx = bus.subscribe();
+        for n in 0..3 {
+            bus.publish(answered(n));
+        }
+        assert_eq!(bus.lag(), 3);
+        rx.recv().await.unwrap();
+        assert_eq!(bus.lag(), 2);
+        assert_eq!(bus.capacity(), 8);
     }
 
     #[test]

@@ -813,22 +813,35 @@ impl Metrics {
     }
 }
 
-/// Consumes the bus into `metrics` until it closes. The registry (cheap to
-/// clone, shared) is what the page reads; the task alone owns the rest.
+/// Consumes the bus into `metrics`, losing nothing: the publisher hands
+/// each event to the metrics task's own queue (counted in a
+/// [`crate::events::Backlog`]), so counters do not drift when the task runs
+/// late under load. The registry (cheap to clone, shared) is what the page
+/// reads; the task alone owns the rest.
 pub fn follow(bus: &crate::events::EventBus, mut metrics: Metrics) -> Registry {
     let registry = metrics.registry.clone();
-    let mut events = bus.subscribe();
-    tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match events.recv().await {
-                Ok(stamped) => metrics.observe(&stamped),
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(lost = n, "metrics fell behind the event bus");
-                    metrics.lost(n);
-                }
-                Err(RecvError::Closed) => break,
+    let lost = metrics.events_lost.clone();
+    let queue = std::sync::Arc::new(crate::events::Backlog::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Stamped>();
+    let handed = queue.clone();
+    let attachment = bus.attach("metrics", queue.clone(), move |stamped| {
+        let queued = handed.hand_over(|| tx.send(stamped.clone()).is_ok());
+        if !queued {
+            lost.inc();
+            if handed.lost().is_power_of_two() {
+                tracing::warn!(
+                    lost = handed.lost(),
+                    "the metrics' queue is full: events lost"
+                );
             }
+        }
+    });
+    tokio::spawn(async move {
+        // Delivery stops with the task: the bus holds no sender of a gone task.
+        let _attachment = attachment;
+        while let Some(stamped) = rx.recv().await {
+            queue.taken();
+            metrics.observe(&stamped);
         }
     });
     registry

@@ -116,6 +116,7 @@ pub fn render(src: &Sources<'_>) -> String {
     }
     sip(&mut out, ctx);
     edge_limits(&mut out, ctx);
+    event_followers(&mut out, &ctx.edge.bus);
     rtp(&mut out, ctx);
     session_timers(&mut out, ctx);
     if let Some(store) = src.store {
@@ -260,6 +261,75 @@ fn sip(out: &mut String, ctx: &EdgeContext) {
 }
 
 /// The edge's ceilings and lockouts: what they refused and what is open.
+/// One figure of a follower's queue: name, type, help, reading.
+type BacklogFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::events::Backlog) -> u64,
+);
+
+/// The queues of the bus's lossless followers (the store, the metrics).
+fn event_followers(out: &mut String, bus: &crate::events::EventBus) {
+    let backlogs = bus.backlogs();
+    let families: [BacklogFamily; 3] = [
+        (
+            "hotline_events_queued",
+            "gauge",
+            "Events handed to a lossless follower (store, metrics) and not yet taken by it.",
+            |b| b.queued(),
+        ),
+        (
+            "hotline_events_queued_high_water",
+            "gauge",
+            "The most events that waited at once for a lossless follower since start.",
+            |b| b.high_water(),
+        ),
+        (
+            "hotline_events_lost_total",
+            "counter",
+            "Events a lossless follower lost because its queue was full (must stay 0).",
+            |b| b.lost(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for (follower, backlog) in &backlogs {
+            let _ = writeln!(out, "{name}{{follower=\"{follower}\"}} {}", value(backlog));
+        }
+    }
+}
+
+/// Whether the door sheds new calls, and the calls shed by reason.
+fn overload(out: &mut String, overload: &crate::sip::overload::Overload) {
+    use crate::sip::overload::ShedReason;
+    family(
+        out,
+        "hotline_overload_active",
+        "gauge",
+        "1 while new calls are refused (503) because the server fell behind: store backlog, late media ticks or event bus lag.",
+    );
+    let _ = writeln!(
+        out,
+        "hotline_overload_active {}",
+        u8::from(overload.shedding().is_some())
+    );
+    family(
+        out,
+        "hotline_calls_shed_total",
+        "counter",
+        "New calls refused with 503 at the door, by reason: store_backlog, pacer_late, bus_lag (overload) and max_calls (limits.max_calls).",
+    );
+    for reason in ShedReason::ALL {
+        let _ = writeln!(
+            out,
+            "hotline_calls_shed_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            overload.shed(reason)
+        );
+    }
+}
+
 fn edge_limits(out: &mut String, ctx: &EdgeContext) {
     use crate::sip::limits::Refusal;
     use std::sync::atomic::Ordering::Relaxed;
@@ -278,6 +348,7 @@ fn edge_limits(out: &mut String, ctx: &EdgeContext) {
             limits.refused.get(refusal)
         );
     }
+    overload(out, &limits.overload);
     let now = std::time::Instant::now();
     let (users, sources) = ctx.lockout.active(now);
     let (user_bans, source_bans) = ctx.lockout.imposed();

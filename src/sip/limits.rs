@@ -340,6 +340,8 @@ pub struct EdgeLimits {
     pub http_refused: AtomicU64,
     /// HTTP connections closed for sending no complete request head in time.
     pub http_header_timeouts: AtomicU64,
+    /// Whether new calls are shed for overload, and those shed.
+    pub overload: Arc<super::overload::Overload>,
 }
 
 impl EdgeLimits {
@@ -364,6 +366,9 @@ impl EdgeLimits {
             http_open: AtomicUsize::new(0),
             http_refused: AtomicU64::new(0),
             http_header_timeouts: AtomicU64::new(0),
+            overload: Arc::new(super::overload::Overload::new(
+                super::overload::OverloadThresholds::from_settings(settings),
+            )),
             settings: settings.clone(),
         }
     }

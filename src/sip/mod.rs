@@ -13,6 +13,7 @@ pub mod digest;
 pub mod handoff;
 pub mod limits;
 pub mod lockout;
+pub mod overload;
 pub mod registrar;
 pub mod screen;
 pub mod stats;
@@ -708,6 +709,19 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
             return refuse_with(&mut tx, 403, "Forbidden (caller blocked)", vec![]).await;
         }
     }
+    let overload = &ctx.limits.overload;
+    if let Some(reason) = overload.shedding() {
+        overload.count_shed(reason);
+        debug!(%source, %call_id, reason = reason.label(), "call shed: the server is overloaded");
+        let retry = overload.retry_after_secs().to_string();
+        return refuse_with(
+            &mut tx,
+            503,
+            "Service Unavailable (overloaded)",
+            vec![other("Retry-After", retry)],
+        )
+        .await;
+    }
     let trunk_max = ctx.limits.trunk_max_calls(&trunk.name);
     let slot = match ctx.limits.calls.take(&call_id, &trunk.name, trunk_max) {
         Ok(slot) => slot,
@@ -720,10 +734,13 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
                     limits::Refusal::TrunkMaxCalls,
                     "Service Unavailable (too many calls from this trunk)",
                 ),
-                _ => (
-                    limits::Refusal::MaxCalls,
-                    "Service Unavailable (too many calls)",
-                ),
+                _ => {
+                    overload.count_shed(overload::ShedReason::MaxCalls);
+                    (
+                        limits::Refusal::MaxCalls,
+                        "Service Unavailable (too many calls)",
+                    )
+                }
             };
             ctx.limits.refused.count(counted);
             debug!(%source, %call_id, trunk = %trunk.name, ?refusal, "call refused at a ceiling");

@@ -1,9 +1,11 @@
 //! The store: call detail records and the event log in an embedded SQLite
 //! database.
 //!
-//! Owns the database file (`store.path`) and everything written to it. A
-//! task drains the event bus without ever blocking and hands each event to
-//! a dedicated writer thread through an unbounded channel; the thread folds
+//! Owns the database file (`store.path`) and everything written to it. The
+//! store follows the event bus losslessly: the publisher hands each event
+//! to a dedicated writer thread through a channel, counted in the store's
+//! [`Backlog`] (whose depth the SIP edge watches to refuse new calls before
+//! the store could fall behind for good); the thread folds
 //! the events of each call into its record ([`cdr::CdrBuilder`]) and writes
 //! batches in one transaction every `store.batch_interval`. Nothing on the
 //! call path waits for the disk. [`Store::close`] writes everything accepted
@@ -24,15 +26,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 pub use cdr::{Cdr, CdrBuilder, Disposition};
 pub use writer::{Retention, WriterOptions};
 
 use crate::config::StoreSettings;
-use crate::events::{EventBus, Stamped};
+use crate::events::{Attachment, Backlog, EventBus, Stamped};
 use writer::{Msg, Writer};
 
 /// What went wrong with the database.
@@ -83,6 +83,8 @@ pub struct StoreStats {
     /// Failed writes, events lost before they reached the store, and rows
     /// dropped (over the pending cap, or unwritable at close).
     pub errors: AtomicU64,
+    /// Events handed to the writer thread and not yet taken by it.
+    pub queue: Arc<Backlog>,
     /// Rows committed: events and call records.
     pub rows_written: AtomicU64,
     /// Rows accepted and not yet committed.
@@ -110,7 +112,7 @@ pub struct Store {
     stats: Arc<StoreStats>,
     inbox: std::sync::mpsc::Sender<Msg>,
     writer: Option<std::thread::JoinHandle<()>>,
-    drain: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    attachment: Option<Attachment>,
 }
 
 impl Store {
@@ -152,12 +154,12 @@ impl Store {
             stats,
             inbox,
             writer: Some(thread),
-            drain: None,
+            attachment: None,
         })
     }
 
     /// Opens the store described by `[store]` and records every event
-    /// published on `bus` from now on. Needs a tokio runtime.
+    /// published on `bus` from now on.
     pub fn start(settings: &StoreSettings, bus: &EventBus) -> Result<Store, StoreError> {
         let options = WriterOptions {
             batch_interval: settings.batch_interval,
@@ -175,24 +177,20 @@ impl Store {
         Ok(store)
     }
 
-    /// Subscribes to `bus` now and drains it in a task of its own.
+    /// Follows `bus` from now on, losing nothing: the publisher hands each
+    /// event to the writer thread.
     pub fn follow(&mut self, bus: &EventBus) {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(drain(
-            bus.subscribe(),
-            self.inbox.clone(),
-            stop.clone(),
-            self.stats.clone(),
-        ));
-        if let Some((old, _)) = self.drain.replace((stop, task)) {
-            old.cancel();
-        }
+        let inbox = self.inbox.clone();
+        let stats = self.stats.clone();
+        let attachment = bus.attach("store", stats.queue.clone(), move |stamped| {
+            hand_over(&stats, &inbox, stamped.clone());
+        });
+        self.attachment = Some(attachment);
     }
 
     /// Hands one event to the writer; never blocks.
     pub fn record(&self, stamped: Stamped) {
-        // Fails only once the writer has stopped, i.e. after close.
-        let _ = self.inbox.send(Msg::Event(Box::new(stamped)));
+        hand_over(&self.stats, &self.inbox, stamped);
     }
 
     /// The store's counters.
@@ -208,12 +206,8 @@ impl Store {
     /// Takes the events already published, writes everything accepted and
     /// stops the writer thread.
     pub async fn close(mut self) {
-        if let Some((stop, task)) = self.drain.take() {
-            stop.cancel();
-            if let Err(e) = task.await {
-                error!(error = %e, "the store's event drain ended abnormally");
-            }
-        }
+        // Everything published before this is already in the channel.
+        drop(self.attachment.take());
         let _ = self.inbox.send(Msg::Close);
         if let Some(thread) = self.writer.take() {
             match tokio::task::spawn_blocking(move || thread.join()).await {
@@ -233,55 +227,30 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some((stop, _)) = self.drain.take() {
-            stop.cancel();
-        }
+        drop(self.attachment.take());
         if self.writer.is_some() {
             let _ = self.inbox.send(Msg::Close);
         }
     }
 }
 
-/// Moves events from the bus to the writer until stopped, then takes what
-/// was published before the stop. Never blocks: the channel is unbounded.
-async fn drain(
-    mut events: broadcast::Receiver<Stamped>,
-    writer: std::sync::mpsc::Sender<Msg>,
-    stop: CancellationToken,
-    stats: Arc<StoreStats>,
-) {
-    use broadcast::error::{RecvError, TryRecvError};
-    let lost = |count: u64| {
-        stats.errors.fetch_add(count, Ordering::Relaxed);
-        error!(
-            lost = count,
-            "the store fell behind the event bus: events lost, their calls' records may be incomplete"
-        );
-    };
-    loop {
-        tokio::select! {
-            biased;
-            received = events.recv() => match received {
-                Ok(stamped) => {
-                    if writer.send(Msg::Event(Box::new(stamped))).is_err() {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(count)) => lost(count),
-                Err(RecvError::Closed) => return,
-            },
-            _ = stop.cancelled() => break,
-        }
-    }
-    loop {
-        match events.try_recv() {
-            Ok(stamped) => {
-                if writer.send(Msg::Event(Box::new(stamped))).is_err() {
-                    return;
-                }
-            }
-            Err(TryRecvError::Lagged(count)) => lost(count),
-            Err(_) => return,
+/// Queues one event for the writer, counted in the store's queue; past its
+/// capacity the event is lost and counted as an error (which the door's
+/// shedding keeps from happening).
+fn hand_over(stats: &StoreStats, inbox: &std::sync::mpsc::Sender<Msg>, stamped: Stamped) {
+    let queue = &stats.queue;
+    // Fails only once the writer has stopped, i.e. after close.
+    let queued = queue.hand_over(|| inbox.send(Msg::Event(Box::new(stamped))).is_ok());
+    if !queued {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        let lost = queue.lost();
+        // Logged at 1, 2, 4, 8, ... lost: an alarm, not a flood.
+        if lost.is_power_of_two() {
+            error!(
+                lost,
+                capacity = queue.capacity(),
+                "the store's queue is full: events lost, their calls' records may be incomplete"
+            );
         }
     }
 }

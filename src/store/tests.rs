@@ -271,6 +271,34 @@ async fn the_store_follows_the_bus_and_close_takes_the_last_events() {
     assert_eq!(count(&path, "events"), 6);
 }
 
+#[tokio::test]
+async fn the_store_loses_no_event_however_far_it_runs_behind_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hotline.db");
+    // A ring of 4: any subscriber would lose nearly everything below.
+    let bus = EventBus::new(4);
+    let settings = StoreSettings {
+        enabled: true,
+        path: path.clone(),
+        batch_interval: Duration::from_secs(60),
+        ..StoreSettings::default()
+    };
+    let store = Store::start(&settings, &bus).unwrap();
+    let stats = store.stats();
+    for n in 0..1_000u64 {
+        for e in answered_call(&format!("call-{n}"), 1_800_000_000_000 + n * 100) {
+            bus.publish(e.event);
+        }
+    }
+    assert!(stats.queue.high_water() > 4, "it did run behind");
+    store.close().await;
+    assert_eq!(stats.queue.lost(), 0);
+    assert_eq!(stats.queue.queued(), 0);
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(count(&path, "cdr"), 1_000);
+    assert_eq!(count(&path, "events"), 6_000);
+}
+
 #[test]
 fn an_unwritable_path_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -159,6 +159,7 @@ impl Writer {
             };
             match received {
                 Ok(Msg::Event(stamped)) => {
+                    self.stats.queue.taken();
                     self.accept(&stamped);
                     if !self.failing && self.pending() >= self.options.batch_rows {
                         self.write();

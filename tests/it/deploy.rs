@@ -47,6 +47,8 @@ const ALERTS: &[&str] = &[
     "HotlineAuthLockouts",
     "HotlineTollFraudAttempts",
     "HotlineZombieCalls",
+    "HotlineOverloaded",
+    "HotlineEventsLost",
 ];
 
 const SERVICE_LEVEL_RULE: &str = "hotline:queue_service_level:ratio_rate15m";

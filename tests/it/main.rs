@@ -20,6 +20,7 @@ mod lookup;
 mod media;
 mod metrics;
 mod monitor;
+mod overload;
 mod recording;
 mod refer;
 mod registrar;
