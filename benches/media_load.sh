@@ -9,7 +9,8 @@
 #   benches/media_load.sh playback  [streams] [plateau_s] [rate] default 1000 20 200
 #   benches/media_load.sh setup     [rate] [seconds]             default 500 8
 #       (1 s calls into an IVR that plays a prompt, then the same rate through
-#        the queue to agents; two lines, case=setup_ivr and case=setup_queue)
+#        the queue to agents; two lines, case=setup_ivr and case=setup_queue;
+#        these callers send no RTP, so that SIPp is not the limit)
 #   benches/media_load.sh recording [calls] [plateau_s] [rate]  default 500 15 200
 #       (the bridged case with recording off, then on; the CPU delta)
 #   benches/media_load.sh overload  [capacity] [plateau_s] [rate] default 500 15 200
@@ -21,7 +22,8 @@
 # pkts_expected counts 50 pps per leg and direction over the plateau;
 # pkts_in/pkts_out are the server's RTP counters over the plateau;
 # sock_drops are datagrams the kernel dropped on the server's sockets;
-# us_per_pkt is server CPU / (packets in + out); setup latency is SIPp's
+# us_per_pkt is server CPU / (packets in + out), us_per_relayed server CPU /
+# packets out; setup latency is SIPp's
 # INVITE -> 200 response time. Every server is stopped by its PID, every
 # SIPp is bounded by `timeout`, the run's files are removed at the end.
 set -euo pipefail
@@ -50,6 +52,25 @@ trap 'stop_all; [ -n "${MEDIA_LOAD_KEEP:-}" ] && echo "files kept in $work" >&2 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# SIPp binds its media port and the port two above (RTCP): both must be free.
+free_media_port() {
+  python3 - <<'PY'
+import socket
+while True:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    try:
+        for p in (port + 2, port + 3, port + 1):
+            t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            t.bind(("127.0.0.1", p))
+            t.close()
+    except OSError:
+        continue
+    print(port)
+    break
+PY
+}
 # One second of quiet µ-law noise: what a caller says, looped.
 python3 -c 'import random,sys; r=random.Random(7); sys.stdout.buffer.write(bytes(0xf0 + r.randrange(15) for _ in range(8000)))' > "$work/speech.ulaw"
 
@@ -123,21 +144,22 @@ start_agents() {
   mkdir -p "$run/uas"
   (cd "$run/uas" && exec timeout 170 sipp 127.0.0.1:"$sip_port" -i 127.0.0.1 -p "$agent_port" -m "$calls" \
       -sf "$root/tests/sipp/agent_answer_race.xml" -key pt 0 -key codec PCMU \
-      -mi 127.0.0.1 -mp "$(free_port)" -rtp_echo -nostdin -timeout 160s -trace_stat -fd 1 \
+      -mi 127.0.0.1 -mp "$(free_media_port)" -rtp_echo -nostdin -timeout 160s -trace_stat -trace_err -fd 1 \
       >/dev/null 2>&1) &
   uas=$!
   pids+=("$uas")
 }
 
-# Callers: $1 calls at $2/s to number $3, each on the line $4 ms.
+# Callers: $1 calls at $2/s to number $3, each on the line $4 ms, talking
+# (scenario caller_rtp) or not ($5 = caller_quiet).
 start_callers() {
-  local calls=$1 rate=$2 number=$3 hold_ms=$4
+  local calls=$1 rate=$2 number=$3 hold_ms=$4 scenario=${5:-caller_rtp}
   mkdir -p "$run/uac"
   cp "$work/speech.ulaw" "$run/uac/"
   (cd "$run/uac" && exec timeout 170 sipp 127.0.0.1:"$sip_port" -i 127.0.0.1 -p 0 -m "$calls" -r "$rate" \
-      -l "$calls" -sf "$root/benches/sipp/caller_rtp.xml" -s "$number" -d "$hold_ms" \
-      -key caller 5550000 -mi 127.0.0.1 -mp "$(free_port)" \
-      -nostdin -timeout 160s -timeout_error -trace_stat -fd 1 -trace_counts -trace_rtt -rtt_freq 1 \
+      -l "$calls" -sf "$root/benches/sipp/$scenario.xml" -s "$number" -d "$hold_ms" \
+      -key caller 5550000 -mi 127.0.0.1 -mp "$(free_media_port)" \
+      -nostdin -timeout 160s -timeout_error -trace_stat -trace_err -fd 1 -trace_counts -trace_rtt -rtt_freq 1 \
       >/dev/null 2>&1) &
   uac=$!
   pids+=("$uac")
@@ -151,6 +173,14 @@ callers_summary() {
     "$(ls -t "$run"/uac/*_rtt.csv 2>/dev/null | head -1)"
 }
 
+# Once the callers are done, the agents' SIPp gets a few seconds to end its
+# last calls, then is stopped (offers that never came would keep it waiting).
+finish_agents() {
+  for _ in $(seq 10); do kill -0 "$uas" 2>/dev/null || break; sleep 0.5; done
+  kill "$uas" 2>/dev/null || true
+  wait "$uas" 2>/dev/null || true
+}
+
 sample() { python3 "$probe" sample "$server" "$metrics_url" > "$1"; }
 
 # Waits up to $2 s until $1 trunk calls are up.
@@ -161,7 +191,8 @@ await_calls() {
     [ "${active:-0}" -ge "$want" ] && return 0
     sleep 0.5
   done
-  echo "   warning: $active of $want calls up before the plateau" >&2
+  echo "   warning: $active of $want calls up before the plateau; SIPp's first errors:" >&2
+  cat "$run"/uac/*_errors.log "$run"/uas/*_errors.log 2>/dev/null | grep -v '^$' | head -4 | cut -c1-200 >&2 || true
 }
 
 new_run() { run=$(mktemp -d -p "$work"); }
@@ -190,7 +221,7 @@ bridged() {
   rss_start=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rss_kb"])' "$run/start.json")
   wait "$uac" 2>/dev/null || true
   s=$(callers_summary)
-  wait "$uas" 2>/dev/null || true
+  finish_agents
   stop_server
   python3 - "$label" "$calls" "$plateau" "$rss_start" "$d" "$s" <<'PY'
 import sys
@@ -201,12 +232,14 @@ secs = float(kv["secs"])
 pkts = int(kv["pkts_in"]) + int(kv["pkts_out"])
 expected = int(calls * 2 * 50 * secs)
 us = 1e6 * float(kv["cpu_s"]) / pkts if pkts else 0
+relayed = int(kv["pkts_out"])
+us_relayed = 1e6 * float(kv["cpu_s"]) / relayed if relayed else 0
 print(f"case={label} calls={calls} failed={int(kv['failed']) + int(kv['refused_503'])} "
       f"cpu%={kv['cpu_pct']} rss_kb_per_call={(int(kv['rss_kb']) - rss_start) / calls:.1f} "
       f"pkts_expected={expected} pkts_in={kv['pkts_in']} pkts_out={kv['pkts_out']} "
       f"dropped={int(kv['rtp_rejected']) + int(kv['socket_drops'])} sock_drops={kv['socket_drops']} "
       f"rejected_foreign={kv['rejected_foreign']} rejected_unconfirmed={kv['rejected_unconfirmed']} "
-      f"us_per_pkt={us:.2f} setup_p50_ms={kv['setup_p50_ms']} p99_ms={kv['setup_p99_ms']}")
+      f"us_per_pkt={us:.2f} us_per_relayed={us_relayed:.2f} setup_p50_ms={kv['setup_p50_ms']} p99_ms={kv['setup_p99_ms']}")
 PY
   grep -c "ERROR\|panicked\|fell behind" "$run/hotline.log" | sed "s/^/   server errors or lags logged: /" || true
 }
@@ -262,13 +295,13 @@ setup() {
     register_agents "$agents"
     sample "$run/p0.json"
     [ "$agents" -gt 0 ] && start_agents "$calls"
-    start_callers "$calls" "$rate" "$number" 1000
+    start_callers "$calls" "$rate" "$number" 1000 caller_quiet
     local s d
     wait "$uac" 2>/dev/null || true
     s=$(callers_summary)
     sample "$run/p1.json"
     d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
-    [ "$agents" -gt 0 ] && { wait "$uas" 2>/dev/null || true; }
+    [ "$agents" -gt 0 ] && finish_agents
     stop_server
     python3 - "$label" "$rate" "$calls" "$d" "$s" <<'PY'
 import sys
@@ -320,7 +353,7 @@ overload() {
   d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
   wait "$uac" 2>/dev/null || true
   s=$(callers_summary)
-  wait "$uas" 2>/dev/null || true
+  finish_agents
   # Records are flushed at the latest one batch interval after the calls end.
   sleep 2
   stop_server

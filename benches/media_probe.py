@@ -33,10 +33,16 @@ METRICS = (
 
 def metrics(url):
     values = {}
-    try:
-        body = urllib.request.urlopen(url, timeout=5).read().decode()
-    except OSError:
-        return values
+    body = None
+    # A server at its limit may answer slowly: a few tries before giving up.
+    for _ in range(3):
+        try:
+            body = urllib.request.urlopen(url, timeout=10).read().decode()
+            break
+        except OSError:
+            time.sleep(1)
+    if body is None:
+        sys.exit(f"no answer from {url}")
     for line in body.splitlines():
         if line.startswith("#") or " " not in line:
             continue
