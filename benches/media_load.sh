@@ -142,7 +142,8 @@ register_agents() {
 start_agents() {
   local calls=$1
   mkdir -p "$run/uas"
-  (cd "$run/uas" && exec timeout 170 sipp 127.0.0.1:"$sip_port" -i 127.0.0.1 -p "$agent_port" -m "$calls" \
+  # -l: SIPp's default ceiling on calls at once is below a large plateau's.
+  (cd "$run/uas" && exec timeout 170 sipp 127.0.0.1:"$sip_port" -i 127.0.0.1 -p "$agent_port" -m "$calls" -l "$calls" \
       -sf "$root/tests/sipp/agent_answer_race.xml" -key pt 0 -key codec PCMU \
       -mi 127.0.0.1 -mp "$(free_media_port)" -rtp_echo -nostdin -timeout 160s -trace_stat -trace_err -fd 1 \
       >/dev/null 2>&1) &
@@ -357,13 +358,12 @@ overload() {
   # Records are flushed at the latest one batch interval after the calls end.
   sleep 2
   stop_server
-  local records
-  records=$("$HOTLINE_BIN" cdr export --config "$run/hotline.toml" --format json 2>/dev/null || true)
-  python3 - "$capacity" "$calls" "$d" "$s" "$records" <<'PY'
+  "$HOTLINE_BIN" cdr export --config "$run/hotline.toml" --format json > "$run/records.json" 2>/dev/null || true
+  python3 - "$capacity" "$calls" "$d" "$s" "$run/records.json" <<'PY'
 import json, sys
 capacity, calls, d, s, records = sys.argv[1:]
 kv = dict(x.split("=", 1) for x in (d + " " + s).split())
-rows = [json.loads(line) for line in records.splitlines() if line.strip()]
+rows = [json.loads(line) for line in open(records) if line.strip()]
 refused = int(kv["refused_503"])
 accepted = int(calls) - refused
 # A complete record of an accepted call: answered by an agent, talked, ended.
