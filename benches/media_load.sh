@@ -51,7 +51,23 @@ trap 'stop_all; [ -n "${MEDIA_LOAD_KEEP:-}" ] && echo "files kept in $work" >&2 
 # one per call in SIPp.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port free for both TCP and UDP (hotline's SIP listens on both).
+free_port() {
+  python3 - <<'PY'
+import socket
+while True:
+    t = socket.socket()
+    t.bind(("127.0.0.1", 0))
+    port = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+PY
+}
 # SIPp binds its media port and the port two above (RTCP): both must be free.
 free_media_port() {
   python3 - <<'PY'
@@ -144,7 +160,7 @@ start_agents() {
   mkdir -p "$run/uas"
   # -l: SIPp's default ceiling on calls at once is below a large plateau's.
   (cd "$run/uas" && exec timeout 170 sipp 127.0.0.1:"$sip_port" -i 127.0.0.1 -p "$agent_port" -m "$calls" -l "$calls" \
-      -sf "$root/tests/sipp/agent_answer_race.xml" -key pt 0 -key codec PCMU \
+      -sf "$root/benches/sipp/agent_echo.xml" -key pt 0 -key codec PCMU \
       -mi 127.0.0.1 -mp "$(free_media_port)" -rtp_echo -nostdin -timeout 160s -trace_stat -trace_err -fd 1 \
       >/dev/null 2>&1) &
   uas=$!

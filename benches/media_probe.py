@@ -60,7 +60,8 @@ def metrics(url):
 
 
 def socket_drops(pid):
-    """Datagrams the kernel dropped on the server's own UDP sockets (full buffers)."""
+    """Datagrams the kernel dropped on each of the server's UDP sockets (full
+    buffers), by socket inode."""
     inodes = set()
     for fd in glob.glob(f"/proc/{pid}/fd/*"):
         try:
@@ -69,7 +70,7 @@ def socket_drops(pid):
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    drops = 0
+    drops = {}
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             lines = open(table).read().splitlines()[1:]
@@ -78,7 +79,7 @@ def socket_drops(pid):
         for line in lines:
             cols = line.split()
             if len(cols) >= 13 and cols[9] in inodes:
-                drops += int(cols[12])
+                drops[cols[9]] = int(cols[12])
     return drops
 
 
@@ -120,7 +121,13 @@ def delta(before, after):
         "rtp_rejected": d("hotline_rtp_packets_dropped_total"),
         "rejected_foreign": d('hotline_rtp_packets_rejected_total{reason="foreign_source"}'),
         "rejected_unconfirmed": d('hotline_rtp_packets_rejected_total{reason="unconfirmed_source"}'),
-        "socket_drops": a["socket_drops"] - b["socket_drops"],
+        # Over the sockets open at both samples: a call's sockets closed
+        # meanwhile take their counts with them.
+        "socket_drops": sum(
+            n - b["socket_drops"][inode]
+            for inode, n in a["socket_drops"].items()
+            if inode in b["socket_drops"]
+        ),
         "late_ticks": d("hotline_media_late_ticks_total"),
         "active": int(m(a, "hotline_trunk_calls_active")),
         "events_lost": int(m(a, "hotline_metrics_events_lost_total")),
