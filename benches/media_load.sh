@@ -404,5 +404,5 @@ case "$case_name" in
   recording) recording "$@" ;;
   overload) overload "$@" ;;
   all) bridged; playback; setup; recording; overload ;;
-  *) sed -n '2,27p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,28p' "$0" >&2; exit 2 ;;
 esac
