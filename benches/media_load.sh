@@ -33,6 +33,10 @@ probe="$root/benches/media_probe.py"
 case_name=${1:-all}
 shift || true
 
+case "$case_name" in
+  bridged | playback | setup | recording | overload | all) ;;
+  *) sed -n '2,28p' "$0" >&2; exit 2 ;;
+esac
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install -y sip-tester" >&2; exit 1; }
 if [ -z "${HOTLINE_BIN:-}" ]; then
   cargo build --release --quiet
