@@ -25,7 +25,7 @@ agent_port=$(free_port)
   printf '[auth]\nmax_failures = 1000000\n'
   # Recordings go with the run's other files, removed at the end.
   printf '[recording]\ndir = "%s/recordings"\n' "$work"
-  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
+  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\noverload_pacer_late_ticks = 0\n'
   printf '[media]\nrtp_port_min = 20000\nrtp_port_max = 40000\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'
   printf '[numbers."402"]\nqueue = "support"\n'

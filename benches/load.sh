@@ -19,7 +19,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
   printf '[auth]\nmax_failures = 1000000\n'
   # Recordings go with the run's other files, removed at the end.
   printf '[recording]\ndir = "%s/recordings"\n' "$work"
-  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\n'
+  printf '[limits]\nmax_calls = 0\ninvite_rate = 0\noverload_pacer_late_ticks = 0\n'
   printf '[trunks.local]\nsources = ["127.0.0.0/8"]\n'
   printf '[numbers."401"]\nqueue = "support"\n'
   printf '[queues.support]\n'
