@@ -757,9 +757,13 @@ proptest! {
                 s.core.caller_gone_for_callback(),
             ];
             prop_assert!(answers.iter().filter(|a| **a).count() <= 1);
+            // Only a callback's customer still ringing (a leg of its own,
+            // whatever the caller's side does) keeps a timer there.
             if s.core.ivr().is_some() || s.core.closing() {
                 prop_assert!(s.core.offers().is_empty() && s.core.bridge().is_none());
-                prop_assert_eq!(s.core.deadline(), None);
+                prop_assert_eq!(s.core.stage_deadline(), None);
+                let customer = s.core.callback().and_then(|c| c.ringing).map(|r| r.deadline());
+                prop_assert_eq!(s.core.deadline(), customer);
             }
             // A call kept for a callback runs no queue timer.
             if s.core.waiting().is_some_and(|w| w.kept.is_some()) {
