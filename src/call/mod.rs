@@ -723,6 +723,12 @@ impl Actor {
         if !self.delayed_offer {
             self.media_started();
         }
+        // One timer for the call's life, moved only when the deadline moves:
+        // most turns of the loop (media, messages) leave it where it is.
+        let mut far = Instant::now() + Duration::from_secs(86400);
+        let mut armed = self.next_deadline().unwrap_or(far);
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
         loop {
             if self.core.closing() && self.playing.is_none() {
                 info!("flow hung up");
@@ -738,7 +744,11 @@ impl Actor {
             if let Some(released) = self.acd.released.take() {
                 return Some(released);
             }
-            let deadline = self.next_deadline();
+            let deadline = self.next_deadline().unwrap_or(far);
+            if deadline != armed {
+                armed = deadline;
+                timer.as_mut().reset(deadline);
+            }
             let agent_rtp = self.acd.agent_rtp();
             let supervisor_rtp = monitor::monitor_rtp(self.mixed.as_ref());
             let consultant_rtp = self.consult.consultant_rtp();
@@ -822,8 +832,11 @@ impl Actor {
                         self.feed(Input::LookupDone(reply));
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
                     let now = Instant::now();
+                    if now >= far {
+                        far = now + Duration::from_secs(86400);
+                    }
                     if self.timer.is_some_and(|t| t <= now) {
                         self.timer = None;
                         self.feed(Input::Timeout);
@@ -894,9 +907,8 @@ impl Actor {
         }
     }
 
-    /// The earliest of the IVR timer and the ACD timers.
-    fn next_deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(86400);
+    /// The earliest of the IVR timer and the ACD timers, if any is set.
+    fn next_deadline(&self) -> Option<Instant> {
         let monitor = self
             .mixed
             .as_ref()
@@ -915,7 +927,6 @@ impl Actor {
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(far)
     }
 
     /// A request or state change of the caller's dialog; returns who ended
