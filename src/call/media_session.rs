@@ -38,7 +38,7 @@ pub struct MediaSession {
     /// Inbound packets when the silence clock last looked, and since when
     /// no packet came while one was due.
     heard: (u64, Instant),
-    pub stats: InboundStats,
+    pub stats: Arc<InboundStats>,
     totals: Arc<RtpTotals>,
     rfc4733: EventDetector,
     inband: InbandDetector,
@@ -76,7 +76,7 @@ impl MediaSession {
             latch_window: room.latch_window,
             signalling: None,
             heard: (0, Instant::now()),
-            stats: InboundStats::default(),
+            stats: Arc::default(),
             totals: room.rtp.clone(),
             rfc4733: EventDetector::default(),
             inband: InbandDetector::new(),
@@ -245,6 +245,39 @@ impl MediaSession {
             return self.inband.push(&self.pcm[..n]).map(|d| (d, "inband"));
         }
         None
+    }
+
+    /// A clone of the RTP socket for a media loop (the same port, still
+    /// non-blocking).
+    pub fn rtp_clone(&self) -> std::io::Result<std::net::UdpSocket> {
+        use std::os::fd::AsFd;
+        let fd = self.rtp.as_fd().try_clone_to_owned()?;
+        Ok(std::net::UdpSocket::from(fd))
+    }
+
+    /// The inbound latch, as a media loop starts from it.
+    pub fn latch(&self) -> &Latch {
+        &self.latch
+    }
+
+    /// The latch a media loop hands back (the peer's source may have
+    /// latched meanwhile): our own stream follows it.
+    pub fn restore_latch(&mut self, latch: Latch) {
+        let before = self.remote();
+        self.latch = latch;
+        if self.remote() != before {
+            self.stream.set_remote(self.remote());
+        }
+    }
+
+    /// The RFC 4733 detector, lent to a media loop with the bridge.
+    pub fn take_key_detector(&mut self) -> EventDetector {
+        std::mem::take(&mut self.rfc4733)
+    }
+
+    /// The detector back from a media loop (a key may be half pressed).
+    pub fn restore_key_detector(&mut self, detector: EventDetector) {
+        self.rfc4733 = detector;
     }
 
     /// Counts a packet the bridge relayed out of this session's socket.

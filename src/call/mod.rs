@@ -458,6 +458,9 @@ async fn call_actor(
             ctx.settings.media.rtp_timeout,
             admitted.number.max_duration,
         ),
+        on_loop: None,
+        loop_refused: false,
+        loop_keys: mpsc::unbounded_channel(),
     };
     actor.lifetime.caller_agreed = caller_agreed;
     if ended.is_none() {
@@ -541,6 +544,12 @@ struct Actor {
     referred: Vec<refer::Accepted>,
     /// The bounds that end the call when its end never comes.
     lifetime: lifetime::Lifetime,
+    /// The bridge's relay, while a media loop runs it.
+    on_loop: Option<crate::media::engine::BridgeTicket>,
+    /// A media loop could not take the bridge: it stays here.
+    loop_refused: bool,
+    /// The caller's RFC 4733 keys, from the media loop running the bridge.
+    loop_keys: (mpsc::UnboundedSender<char>, mpsc::UnboundedReceiver<char>),
 }
 
 impl Actor {
@@ -708,8 +717,19 @@ impl Actor {
         }
     }
 
-    /// The call's main loop; returns who ended the call.
+    /// The call's main loop; returns who ended the call. The bridge is back
+    /// from its media loop when it returns.
     async fn run(
+        &mut self,
+        dialog: &InviteDialog,
+        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+    ) -> Option<ReleasedBy> {
+        let released = self.run_turns(dialog, state_rx).await;
+        self.take_bridge_back().await;
+        released
+    }
+
+    async fn run_turns(
         &mut self,
         dialog: &InviteDialog,
         state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
@@ -744,18 +764,22 @@ impl Actor {
             if let Some(released) = self.acd.released.take() {
                 return Some(released);
             }
+            self.place_bridge().await;
             let deadline = self.next_deadline().unwrap_or(far);
             if deadline != armed {
                 armed = deadline;
                 timer.as_mut().reset(deadline);
             }
-            let agent_rtp = self.acd.agent_rtp();
+            // A bridge on a media loop: its sockets are the loop's to read.
+            let relayed_here = self.on_loop.is_none();
+            let agent_rtp = self.acd.agent_rtp().filter(|_| relayed_here);
             let supervisor_rtp = monitor::monitor_rtp(self.mixed.as_ref());
             let consultant_rtp = self.consult.consultant_rtp();
             let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
+                    self.take_bridge_back().await;
                     let sip_call_id = &dialog_of(&state).call_id;
                     if self.mixed.as_ref().is_some_and(|m| m.leg().owns(sip_call_id)) {
                         self.on_monitor_dialog(state).await;
@@ -775,15 +799,17 @@ impl Actor {
                 }
                 command = self.acd.commands.recv() => {
                     if let Some(command) = command {
+                        self.take_bridge_back().await;
                         self.on_command(command).await;
                     }
                 }
                 fork = self.acd.finals.1.recv() => {
                     if let Some(fork) = fork {
+                        self.take_bridge_back().await;
                         self.on_fork_final(fork).await;
                     }
                 }
-                received = self.media.rtp.recv_from(&mut rtp_buf) => {
+                received = self.media.rtp.recv_from(&mut rtp_buf), if relayed_here => {
                     if let Ok((n, source)) = received {
                         let (accepted, digit) = self.media.on_rtp(source, &rtp_buf[..n]);
                         if let Some((digit, via)) = digit {
@@ -819,13 +845,20 @@ impl Actor {
                         self.media.on_rtcp();
                     }
                 }
+                key = self.loop_keys.1.recv() => {
+                    if let Some(digit) = key {
+                        self.on_digit(digit, "rfc4733");
+                    }
+                }
                 event = self.media.events.recv() => {
                     if let Some(MediaEvent::PlaybackFinished { generation }) = event {
+                        self.take_bridge_back().await;
                         self.on_playback_finished(generation);
                     }
                 }
                 reply = self.lookups.1.recv() => {
                     if let Some(reply) = reply {
+                        self.take_bridge_back().await;
                         if let Err(e) = &reply {
                             info!(error = %e, "lookup failed");
                         }
