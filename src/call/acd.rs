@@ -723,8 +723,8 @@ impl Actor {
 
     /// Whether the bridge is a plain one a media loop may relay: caller and
     /// agent connected and both formats known, neither side on hold, no
-    /// supervisor or third party in the mixer, no consultation, not recorded
-    /// (the recorder is fed here).
+    /// supervisor or third party in the mixer, no consultation (a recording
+    /// goes to the loop with the bridge).
     fn plain_bridge(&self) -> bool {
         let Some(connected) = self.acd.connected.as_ref() else {
             return false;
@@ -739,7 +739,6 @@ impl Actor {
             && !self.consult.in_conference()
             && self.consult.consultant_rtp().is_none()
             && self.consult.phone_rtp().is_none()
-            && !self.acd.recording.is_active()
     }
 
     /// Hands a plain bridge to a media loop, or takes it back once it is no
@@ -793,15 +792,28 @@ impl Actor {
                 keys: None,
             },
             digits: self.loop_keys.0.clone(),
+            recording: self
+                .acd
+                .recording
+                .is_active()
+                .then(|| std::mem::take(&mut self.acd.recording)),
         };
         match engine.attach(bridge) {
             Ok(ticket) => {
                 debug!("bridge relayed on a media loop");
                 self.on_loop = Some(ticket);
             }
-            Err(e) => {
-                warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
+            Err(bridge) => {
+                warn!("no media loop takes the bridge; relaying here");
                 self.loop_refused = true;
+                if let Some(bridge) = bridge {
+                    if let Some(keys) = bridge.caller.keys {
+                        self.media.restore_key_detector(keys);
+                    }
+                    if let Some(recording) = bridge.recording {
+                        self.acd.recording = recording;
+                    }
+                }
             }
         }
     }
@@ -821,6 +833,9 @@ impl Actor {
         self.media.restore_latch(returned.caller_latch);
         if let Some(keys) = returned.caller_keys {
             self.media.restore_key_detector(keys);
+        }
+        if let Some(recording) = returned.recording {
+            self.acd.recording = recording;
         }
         // The agent may have left meanwhile (the hold limit requeued the
         // caller): its latch then goes with its leg.

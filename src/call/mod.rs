@@ -7,6 +7,9 @@
 //! inbound RTP and RTCP of both legs, the pacer's playback events, the router's
 //! offers, its timers and lookup replies. Nothing about one call is shared with
 //! another except the registry of live calls (shutdown, router decisions).
+//! While caller and agent simply talk, a media loop ([`crate::media::engine`])
+//! relays the bridge instead, and the actor takes it back before anything
+//! changes the media picture.
 //!
 //! The decisions of the call's life (the IVR flow it is in, the greeting, its
 //! place in a queue, the ring limit, who is connected, the hold and its limit,

@@ -3,9 +3,11 @@
 //! agent without waking the calls' tasks.
 //!
 //! A call's actor hands a plain bridge over (both legs answered, neither on
-//! hold, no supervisor, no consultation, not recorded: a recorded call stays
-//! on its actor, which feeds the recorder) and takes it back before anything
-//! changes the media picture. Each bridge stays on the loop it was given (the
+//! hold, no supervisor, no consultation) and takes it back before anything
+//! changes the media picture. A recorded call's recording goes with its
+//! bridge: the loop feeds it each leg's packets and flushes it when due
+//! (the recording sends its buffers to the writer thread over a channel),
+//! so recording does not keep a call off the loops. Each bridge stays on the loop it was given (the
 //! least loaded one). Per packet the loop judges the source exactly as the
 //! actor does ([`Latch::judge`], same counters), passes the caller's RFC 4733
 //! keys to the actor, rewrites the packet with [`relay`] into a buffer
@@ -22,7 +24,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -31,15 +33,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use crate::call::relay::{LegFormat, relay};
 use crate::media::dtmf::EventDetector;
 use crate::media::rtp::{DropReason, InboundStats, Latch, RtpTotals, Verdict};
-
-/// Errors of handing a bridge to a loop.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("cannot register the bridge's sockets: {0}")]
-    Register(#[source] std::io::Error),
-    #[error("the media loop is gone")]
-    LoopGone,
-}
+use crate::recording::CallRecording;
 
 /// One leg of a bridge as the loop takes it.
 pub struct LegMedia {
@@ -61,15 +55,17 @@ pub struct BridgeMedia {
     pub caller: LegMedia,
     pub agent: LegMedia,
     pub digits: tokio_mpsc::UnboundedSender<char>,
+    /// The call's recording, when it records.
+    pub recording: Option<CallRecording>,
 }
 
 /// What comes back with a bridge: each leg's latch (it may have moved) and
-/// the caller's key detector (a key may be half pressed).
-#[derive(Debug)]
+/// the caller's key detector (a key may be half pressed), the recording.
 pub struct Returned {
     pub caller_latch: Latch,
     pub agent_latch: Latch,
     pub caller_keys: Option<EventDetector>,
+    pub recording: Option<CallRecording>,
 }
 
 /// A bridge on a loop, to take it back with.
@@ -82,6 +78,15 @@ pub struct BridgeTicket {
 enum Command {
     Attach(u64, Box<BridgeMedia>),
     Detach(u64, oneshot::Sender<Returned>),
+}
+
+impl Command {
+    fn into_bridge(self) -> Option<Box<BridgeMedia>> {
+        match self {
+            Command::Attach(_, bridge) => Some(bridge),
+            Command::Detach(..) => None,
+        }
+    }
 }
 
 struct LoopHandle {
@@ -140,26 +145,30 @@ impl MediaEngine {
             .collect()
     }
 
-    /// Hands a bridge to the least loaded loop.
-    pub fn attach(&self, bridge: BridgeMedia) -> Result<BridgeTicket, EngineError> {
-        let (loop_index, handle) = self
+    /// Hands a bridge to the least loaded loop; the bridge comes back when
+    /// no loop runs.
+    pub fn attach(&self, bridge: BridgeMedia) -> Result<BridgeTicket, Option<Box<BridgeMedia>>> {
+        let Some((loop_index, handle)) = self
             .loops
             .iter()
             .enumerate()
             .min_by_key(|(_, l)| l.bridges.load(Ordering::Relaxed))
-            .ok_or(EngineError::LoopGone)?;
+        else {
+            return Err(Some(Box::new(bridge)));
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Counted at once, so bridges handed over together spread out.
         handle.bridges.fetch_add(1, Ordering::Relaxed);
-        if handle
-            .commands
-            .send(Command::Attach(id, Box::new(bridge)))
-            .is_err()
+        if let Err(mpsc::SendError(command)) =
+            handle.commands.send(Command::Attach(id, Box::new(bridge)))
         {
             handle.bridges.fetch_sub(1, Ordering::Relaxed);
-            return Err(EngineError::LoopGone);
+            return Err(command.into_bridge());
         }
-        handle.waker.wake().map_err(EngineError::Register)?;
+        if let Err(e) = handle.waker.wake() {
+            // The loop still takes it at its next sweep.
+            tracing::debug!(error = %e, "cannot wake a media loop");
+        }
         Ok(BridgeTicket { loop_index, id })
     }
 
@@ -191,11 +200,9 @@ impl Leg {
     /// address unless the peer is behind NAT (as the session's `remote`;
     /// a bridge on a loop is never on hold).
     fn remote(&self) -> Option<SocketAddr> {
-        self.latch.peer().or_else(|| {
-            self.latch
-                .expected()
-                .filter(|_| !self.latch.behind_nat())
-        })
+        self.latch
+            .peer()
+            .or_else(|| self.latch.expected().filter(|_| !self.latch.behind_nat()))
     }
 }
 
@@ -203,6 +210,7 @@ struct Bridge {
     id: u64,
     legs: [Leg; 2],
     digits: tokio_mpsc::UnboundedSender<char>,
+    recording: Option<CallRecording>,
 }
 
 /// Counts of one batch, added to the totals at its end.
@@ -252,6 +260,9 @@ const PACKET_MAX: usize = 2048;
 /// Receive errors in a row (other than "nothing more") before a socket is
 /// left until its next readiness.
 const ERRORS_IN_A_ROW: u32 = 8;
+/// How often the loop looks at its recordings' clocks (a recording also
+/// flushes as its packets arrive; this covers a silent call).
+const RECORDING_SWEEP: Duration = Duration::from_millis(100);
 
 struct MediaLoop {
     poll: Poll,
@@ -269,8 +280,10 @@ impl MediaLoop {
         let mut inbound = vec![0u8; PACKET_MAX];
         let mut outbound = vec![0u8; PACKET_MAX];
         let mut tally = Tally::default();
+        let mut next_sweep = Instant::now() + RECORDING_SWEEP;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let wait = next_sweep.saturating_duration_since(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -289,8 +302,22 @@ impl MediaLoop {
                 }
             }
             tally.flush(&self.totals);
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + RECORDING_SWEEP;
+                self.sweep_recordings(now);
+            }
             if commands && !self.take_commands() {
                 return;
+            }
+        }
+    }
+
+    fn sweep_recordings(&mut self, now: Instant) {
+        let now = tokio::time::Instant::from_std(now);
+        for bridge in self.slots.iter_mut().flatten() {
+            if let Some(recording) = bridge.recording.as_mut() {
+                recording.tick(now, false);
             }
         }
     }
@@ -327,13 +354,14 @@ impl MediaLoop {
             id,
             legs: [leg(bridge.caller), leg(bridge.agent)],
             digits: bridge.digits,
+            recording: bridge.recording,
         };
         for (side, leg) in bridge.legs.iter_mut().enumerate() {
             let token = Token(slot * 2 + side);
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut leg.socket, token, Interest::READABLE)
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut leg.socket, token, Interest::READABLE)
             {
                 // The bridge is kept: it is handed back when asked for, and
                 // its call's silence clock ends it if no audio flows.
@@ -358,6 +386,7 @@ impl MediaLoop {
             caller_latch: caller.latch,
             agent_latch: agent.latch,
             caller_keys: caller.keys,
+            recording: bridge.recording,
         })
     }
 }
@@ -366,6 +395,7 @@ impl Bridge {
     /// Reads every datagram waiting on leg `side` and relays what the
     /// other leg should hear.
     fn drain(&mut self, side: usize, inbound: &mut [u8], outbound: &mut [u8], tally: &mut Tally) {
+        let recording = &mut self.recording;
         let (from, to) = match &mut self.legs {
             [caller, agent] if side == 0 => (caller, &*agent),
             [caller, agent] => (agent, &*caller),
@@ -393,6 +423,14 @@ impl Bridge {
             }
             tally.packets_in += 1;
             tally.bytes_in += n as u64;
+            if let Some(recording) = recording.as_mut() {
+                let format = Some((from.format.codec, from.format.payload_type));
+                if side == 0 {
+                    recording.caller(packet, format, false);
+                } else {
+                    recording.agent(packet, format, false);
+                }
+            }
             if let Some(keys) = from.keys.as_mut()
                 && let Some(digit) = key_of(keys, &from.format, packet)
             {
@@ -404,10 +442,7 @@ impl Bridge {
             let Some(destination) = to.remote() else {
                 continue;
             };
-            if let Ok(sent) = to
-                .socket
-                .send_to(&outbound[..relayed.len()], destination)
-            {
+            if let Ok(sent) = to.socket.send_to(&outbound[..relayed.len()], destination) {
                 tally.relayed_packets += 1;
                 tally.relayed_bytes += sent as u64;
             }
@@ -429,7 +464,6 @@ fn key_of(keys: &mut EventDetector, format: &LegFormat, packet: &[u8]) -> Option
 mod tests {
     use super::*;
     use crate::media::g711::Codec;
-    use std::time::Duration;
 
     const PCMU: LegFormat = LegFormat {
         codec: Codec::Pcmu,
@@ -496,7 +530,9 @@ mod tests {
                 caller,
                 agent,
                 digits: digits_tx,
+                recording: None,
             })
+            .ok()
             .unwrap();
         assert_eq!(engine.bridges_per_loop().iter().sum::<usize>(), 1);
 
@@ -507,7 +543,10 @@ mod tests {
             let voice = rtp(0, seq, &[seq as u8; 160]);
             caller_phone.send_to(&voice, caller_addr).unwrap();
             let (n, from) = agent_phone.recv_from(&mut buf).unwrap();
-            assert_eq!(from, agent_addr, "the agent hears the caller from its own leg");
+            assert_eq!(
+                from, agent_addr,
+                "the agent hears the caller from its own leg"
+            );
             assert_eq!(&buf[..n], &voice[..]);
             let reply = rtp(0, 100 + seq, &[0x55; 160]);
             agent_phone.send_to(&reply, agent_addr).unwrap();
@@ -516,7 +555,9 @@ mod tests {
             assert_eq!(&buf[..n], &reply[..]);
         }
         // A stranger's packet is dropped and counted, and reaches nobody.
-        stranger.send_to(&rtp(0, 9, &[1; 160]), caller_addr).unwrap();
+        stranger
+            .send_to(&rtp(0, 9, &[1; 160]), caller_addr)
+            .unwrap();
         wait_for("the stranger's drop", || {
             totals.dropped_foreign.load(Ordering::Relaxed) == 1
         });
@@ -572,14 +613,14 @@ mod tests {
                 caller,
                 agent,
                 digits,
+                recording: None,
             })
+            .ok()
             .unwrap();
         let caller_addr = caller_socket.local_addr().unwrap();
         let mut buf = [0u8; 2048];
         for seq in 0..3u16 {
-            phone
-                .send_to(&rtp(0, seq, &[0; 160]), caller_addr)
-                .unwrap();
+            phone.send_to(&rtp(0, seq, &[0; 160]), caller_addr).unwrap();
         }
         // The third packet in a row confirms the source and is relayed.
         agent_phone.recv_from(&mut buf).unwrap();

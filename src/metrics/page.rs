@@ -428,7 +428,10 @@ fn rtp(out: &mut String, ctx: &CallContext) {
     );
     let bridges = ctx.media.engine.as_ref().map(|e| e.bridges_per_loop());
     for (index, count) in bridges.unwrap_or_default().into_iter().enumerate() {
-        let _ = writeln!(out, "hotline_media_loop_bridges{{loop=\"{index}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "hotline_media_loop_bridges{{loop=\"{index}\"}} {count}"
+        );
     }
 }
 
