@@ -42,6 +42,9 @@ pub struct MediaSession {
     totals: Arc<RtpTotals>,
     rfc4733: EventDetector,
     inband: InbandDetector,
+    /// The call is collecting keys (IVR, a callback number, the callback
+    /// key): only then are in-band tones looked for.
+    digits_wanted: bool,
     pcm: Vec<i16>,
     session_id: u64,
     version: u64,
@@ -80,6 +83,7 @@ impl MediaSession {
             totals: room.rtp.clone(),
             rfc4733: EventDetector::default(),
             inband: InbandDetector::new(),
+            digits_wanted: true,
             pcm: vec![0; 2048],
             session_id: u64::from(rand::random::<u32>()),
             version: 0,
@@ -228,6 +232,17 @@ impl MediaSession {
         true
     }
 
+    /// Whether the call now collects keys. RFC 4733 events are always read
+    /// (they cost nothing when none come); the in-band detector, which
+    /// decodes and filters every audio frame, runs only while keys matter.
+    pub fn want_digits(&mut self, wanted: bool) {
+        if wanted && !self.digits_wanted {
+            // A tone from before does not complete a key now.
+            self.inband = InbandDetector::new();
+        }
+        self.digits_wanted = wanted;
+    }
+
     fn detect_digit(&mut self, packet: &[u8]) -> Option<(char, DigitSource)> {
         let reader = rtp_rs::RtpReader::new(packet).ok()?;
         let negotiated = self.negotiated.as_ref()?;
@@ -238,7 +253,10 @@ impl MediaSession {
                 .on_packet(reader.timestamp(), reader.mark(), reader.payload())
                 .map(|d| (d, "rfc4733"));
         }
-        if negotiated.telephone_event.is_none() && pt == negotiated.payload_type {
+        if self.digits_wanted
+            && negotiated.telephone_event.is_none()
+            && pt == negotiated.payload_type
+        {
             let payload = reader.payload();
             let n = payload.len().min(self.pcm.len());
             negotiated.codec.decode(&payload[..n], &mut self.pcm[..n]);

@@ -768,6 +768,8 @@ impl Actor {
                 return Some(released);
             }
             self.place_bridge().await;
+            let digits_wanted = self.digits_wanted();
+            self.media.want_digits(digits_wanted);
             let deadline = self.next_deadline().unwrap_or(far);
             if deadline != armed {
                 armed = deadline;
@@ -941,6 +943,16 @@ impl Actor {
             CallCommand::Consult(command) => self.on_consult_command(command).await,
             CallCommand::ConsultLeg(pending) => self.consult_leg_ready(*pending),
         }
+    }
+
+    /// Whether a key the caller presses can matter now: in an IVR flow (the
+    /// survey's too), keying a callback number, or waiting in a queue that
+    /// offered the callback key. Bridged, the caller's keys are only
+    /// reported (RFC 4733, INFO), never looked for in the audio.
+    fn digits_wanted(&self) -> bool {
+        self.core.ivr().is_some()
+            || self.core.number_entry().is_some()
+            || (self.core.queued() && self.core.callback_offered())
     }
 
     /// The earliest of the IVR timer and the ACD timers, if any is set.
