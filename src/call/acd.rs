@@ -123,7 +123,9 @@ impl AcdState {
 
     /// The socket the answered agent's RTP arrives on.
     pub fn agent_rtp(&self) -> Option<Arc<UdpSocket>> {
-        self.connected.as_ref().map(|c| c.leg.media.rtp.clone())
+        self.connected
+            .as_ref()
+            .and_then(|c| c.leg.media.rtp.watched())
     }
 
     /// The driver's own deadline: the recording's flush (the call's come
@@ -761,15 +763,22 @@ impl Actor {
         let Some((caller_format, agent_format)) = connected.formats else {
             return;
         };
-        let sockets = self
-            .media
-            .rtp_clone()
-            .and_then(|caller| Ok((caller, connected.leg.media.rtp_clone()?)));
-        let (caller_socket, agent_socket) = match sockets {
-            Ok(sockets) => sockets,
+        let caller_socket = match self.media.park_rtp() {
+            Ok(socket) => socket,
             Err(e) => {
                 warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
                 self.loop_refused = true;
+                return;
+            }
+        };
+        let agent_socket = match connected.leg.media.park_rtp() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
+                self.loop_refused = true;
+                if let Err(e) = self.media.unpark_rtp(caller_socket) {
+                    warn!(error = %e, "the caller's RTP socket is lost");
+                }
                 return;
             }
         };
@@ -807,6 +816,7 @@ impl Actor {
                 warn!("no media loop takes the bridge; relaying here");
                 self.loop_refused = true;
                 if let Some(bridge) = bridge {
+                    self.unpark_sockets(bridge.caller.socket, bridge.agent.socket);
                     if let Some(keys) = bridge.caller.keys {
                         self.media.restore_key_detector(keys);
                     }
@@ -826,10 +836,11 @@ impl Actor {
             return;
         };
         let Some(returned) = engine.detach(ticket).await else {
-            warn!("the media loop did not hand the bridge back; relaying here");
+            warn!("the media loop did not hand the bridge back; its RTP is lost");
             self.loop_refused = true;
             return;
         };
+        self.unpark_sockets(returned.caller_socket, returned.agent_socket);
         self.media.restore_latch(returned.caller_latch);
         if let Some(keys) = returned.caller_keys {
             self.media.restore_key_detector(keys);
@@ -843,6 +854,21 @@ impl Actor {
             connected.leg.media.restore_latch(returned.agent_latch);
         }
         debug!("bridge relayed by its call again");
+    }
+
+    /// The legs' RTP sockets back from a media loop (or from a handover
+    /// that did not happen).
+    fn unpark_sockets(&mut self, caller: std::net::UdpSocket, agent: std::net::UdpSocket) {
+        if let Err(e) = self.media.unpark_rtp(caller) {
+            warn!(error = %e, "the caller's RTP socket is lost");
+        }
+        // The agent may have left meanwhile (the hold limit requeued the
+        // caller): its socket then closes with this handle.
+        if let Some(connected) = self.acd.connected.as_mut()
+            && let Err(e) = connected.leg.media.unpark_rtp(agent)
+        {
+            warn!(error = %e, "the agent's RTP socket is lost");
+        }
     }
 
     pub(super) fn relay_from_caller(&mut self, packet: &[u8]) {

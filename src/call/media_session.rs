@@ -22,8 +22,70 @@ use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescriptio
 /// How a digit reached hotline.
 pub type DigitSource = &'static str;
 
+/// A leg's RTP socket: watched by the runtime while the call reads it, or
+/// parked (handed to a media loop, out of the runtime's readiness set, so a
+/// packet the loop reads wakes nothing here).
+pub struct RtpSocket {
+    watched: Option<Arc<UdpSocket>>,
+    local: Option<SocketAddr>,
+}
+
+impl RtpSocket {
+    /// The socket to read from, while the call reads it.
+    pub fn watched(&self) -> Option<Arc<UdpSocket>> {
+        self.watched.clone()
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.local
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrNotAvailable))
+    }
+
+    /// The next datagram; never, while parked.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match &self.watched {
+            Some(socket) => socket.recv_from(buf).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> std::io::Result<usize> {
+        match &self.watched {
+            Some(socket) => socket.try_send_to(buf, target),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The socket for a media loop: the socket itself, taken out of the
+    /// runtime's readiness set, when nothing else holds it; else a clone
+    /// (the same port; the runtime still sees its readiness).
+    fn park(&mut self) -> std::io::Result<std::net::UdpSocket> {
+        let Some(socket) = self.watched.take() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        match Arc::try_unwrap(socket) {
+            Ok(socket) => socket.into_std(),
+            Err(shared) => {
+                use std::os::fd::AsFd;
+                let clone = shared.as_fd().try_clone_to_owned();
+                self.watched = Some(shared);
+                Ok(std::net::UdpSocket::from(clone?))
+            }
+        }
+    }
+
+    /// The socket back from a media loop: watched again when it was parked
+    /// (a clone is just closed).
+    fn unpark(&mut self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        if self.watched.is_none() {
+            self.watched = Some(Arc::new(UdpSocket::from_std(socket)?));
+        }
+        Ok(())
+    }
+}
+
 pub struct MediaSession {
-    pub rtp: Arc<UdpSocket>,
+    pub rtp: RtpSocket,
     pub rtcp: UdpSocket,
     /// The address written into our SDP.
     pub advertised: SocketAddr,
@@ -63,11 +125,15 @@ impl MediaSession {
             .rtp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(ip, 0));
-        let rtp = Arc::new(ports.rtp);
+        let socket = Arc::new(ports.rtp);
         let (events_tx, events) = mpsc::unbounded_channel();
         let stream = room
             .pacer
-            .add_stream(rtp.clone(), Codec::Pcmu, 0, events_tx);
+            .add_stream(socket.clone(), Codec::Pcmu, 0, events_tx);
+        let rtp = RtpSocket {
+            local: socket.local_addr().ok(),
+            watched: Some(socket),
+        };
         Ok(MediaSession {
             rtp,
             rtcp: ports.rtcp,
@@ -265,12 +331,15 @@ impl MediaSession {
         None
     }
 
-    /// A clone of the RTP socket for a media loop (the same port, still
-    /// non-blocking).
-    pub fn rtp_clone(&self) -> std::io::Result<std::net::UdpSocket> {
-        use std::os::fd::AsFd;
-        let fd = self.rtp.as_fd().try_clone_to_owned()?;
-        Ok(std::net::UdpSocket::from(fd))
+    /// The RTP socket for a media loop (see [`RtpSocket`]); the call reads
+    /// nothing from it until [`MediaSession::unpark_rtp`].
+    pub fn park_rtp(&mut self) -> std::io::Result<std::net::UdpSocket> {
+        self.rtp.park()
+    }
+
+    /// The RTP socket back from a media loop.
+    pub fn unpark_rtp(&mut self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.rtp.unpark(socket)
     }
 
     /// The inbound latch, as a media loop starts from it.

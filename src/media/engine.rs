@@ -15,9 +15,11 @@
 //! no timer, no allocation and no lock on the packet path; the global totals
 //! are added once per batch of readiness events.
 //!
-//! The loop reads clones (dup) of the legs' sockets: while it holds a bridge
-//! the actor does not read them, and packets arriving during a handover wait
-//! in the socket's kernel buffer for whoever reads next.
+//! The loop takes the legs' sockets themselves, out of the async runtime's
+//! readiness set (the pacer sends prompts from its own handle on each), so a
+//! packet wakes the loop and nothing else; while it holds a bridge the actor
+//! does not read them, and packets arriving during a handover wait in the
+//! socket's kernel buffer for whoever reads next.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -37,7 +39,8 @@ use crate::recording::CallRecording;
 
 /// One leg of a bridge as the loop takes it.
 pub struct LegMedia {
-    /// A clone of the leg's RTP socket (non-blocking, as the original).
+    /// The leg's RTP socket (non-blocking), or a clone of it; handed back
+    /// with the bridge.
     pub socket: std::net::UdpSocket,
     /// What the leg agreed to send and receive.
     pub format: LegFormat,
@@ -59,9 +62,12 @@ pub struct BridgeMedia {
     pub recording: Option<CallRecording>,
 }
 
-/// What comes back with a bridge: each leg's latch (it may have moved) and
-/// the caller's key detector (a key may be half pressed), the recording.
+/// What comes back with a bridge: each leg's socket and latch (it may have
+/// moved), the caller's key detector (a key may be half pressed), the
+/// recording.
 pub struct Returned {
+    pub caller_socket: std::net::UdpSocket,
+    pub agent_socket: std::net::UdpSocket,
     pub caller_latch: Latch,
     pub agent_latch: Latch,
     pub caller_keys: Option<EventDetector>,
@@ -395,6 +401,8 @@ impl MediaLoop {
         self.bridges.fetch_sub(1, Ordering::Relaxed);
         let [caller, agent] = bridge.legs;
         Some(Returned {
+            caller_socket: caller.socket.into(),
+            agent_socket: agent.socket.into(),
             caller_latch: caller.latch,
             agent_latch: agent.latch,
             caller_keys: caller.keys,
@@ -587,6 +595,8 @@ mod tests {
         assert_eq!(caller_stats.packets.load(Ordering::Relaxed), 7);
 
         let returned = engine.detach(ticket).await.unwrap();
+        assert_eq!(returned.caller_socket.local_addr().ok(), Some(caller_addr));
+        assert_eq!(returned.agent_socket.local_addr().ok(), Some(agent_addr));
         assert_eq!(returned.caller_latch.peer(), caller_phone.local_addr().ok());
         assert_eq!(returned.agent_latch.peer(), agent_phone.local_addr().ok());
         assert!(returned.caller_keys.is_some());
