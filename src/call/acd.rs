@@ -26,6 +26,7 @@ use super::{Actor, CallCommand, sdp_header};
 use crate::acd::{AgentId, CallId, Caller, Command, QueueId};
 use crate::config::Overflow;
 use crate::events::{Event, ReleasedBy};
+use crate::media::engine::{BridgeMedia, LegMedia};
 use crate::media::sdp;
 use crate::sip::EdgeContext;
 
@@ -122,7 +123,9 @@ impl AcdState {
 
     /// The socket the answered agent's RTP arrives on.
     pub fn agent_rtp(&self) -> Option<Arc<UdpSocket>> {
-        self.connected.as_ref().map(|c| c.leg.media.rtp.clone())
+        self.connected
+            .as_ref()
+            .and_then(|c| c.leg.media.rtp.watched())
     }
 
     /// The driver's own deadline: the recording's flush (the call's come
@@ -718,6 +721,154 @@ impl Actor {
                 debug!(error = %e, "INFO to the agent failed");
             }
         });
+    }
+
+    /// Whether the bridge is a plain one a media loop may relay: caller and
+    /// agent connected and both formats known, neither side on hold, no
+    /// supervisor or third party in the mixer, no consultation (a recording
+    /// goes to the loop with the bridge).
+    fn plain_bridge(&self) -> bool {
+        let Some(connected) = self.acd.connected.as_ref() else {
+            return false;
+        };
+        connected.formats.is_some()
+            && self.core.bridged()
+            && !self.core.is_held()
+            && !self.media.on_hold()
+            && !connected.leg.media.on_hold()
+            && self.mixed.is_none()
+            && !self.consult.running()
+            && !self.consult.in_conference()
+            && self.consult.consultant_rtp().is_none()
+            && self.consult.phone_rtp().is_none()
+    }
+
+    /// Hands a plain bridge to a media loop, or takes it back once it is no
+    /// longer plain.
+    pub(super) async fn place_bridge(&mut self) {
+        let plain = !self.loop_refused && self.ctx.media.engine.is_some() && self.plain_bridge();
+        if plain && self.on_loop.is_none() {
+            self.hand_bridge_over();
+        } else if !plain && self.on_loop.is_some() {
+            self.take_bridge_back().await;
+        }
+    }
+
+    fn hand_bridge_over(&mut self) {
+        let (Some(engine), Some(connected)) =
+            (self.ctx.media.engine.as_ref(), self.acd.connected.as_mut())
+        else {
+            return;
+        };
+        let Some((caller_format, agent_format)) = connected.formats else {
+            return;
+        };
+        let caller_socket = match self.media.park_rtp() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
+                self.loop_refused = true;
+                return;
+            }
+        };
+        let agent_socket = match connected.leg.media.park_rtp() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
+                self.loop_refused = true;
+                if let Err(e) = self.media.unpark_rtp(caller_socket) {
+                    warn!(error = %e, "the caller's RTP socket is lost");
+                }
+                return;
+            }
+        };
+        let caller_keys = caller_format
+            .telephone_event
+            .map(|_| self.media.take_key_detector());
+        let bridge = BridgeMedia {
+            caller: LegMedia {
+                socket: caller_socket,
+                format: caller_format,
+                latch: self.media.latch().clone(),
+                stats: self.media.stats.clone(),
+                keys: caller_keys,
+            },
+            agent: LegMedia {
+                socket: agent_socket,
+                format: agent_format,
+                latch: connected.leg.media.latch().clone(),
+                stats: connected.leg.media.stats.clone(),
+                keys: None,
+            },
+            digits: self.loop_keys.0.clone(),
+            recording: self
+                .acd
+                .recording
+                .is_active()
+                .then(|| std::mem::take(&mut self.acd.recording)),
+        };
+        match engine.attach(bridge) {
+            Ok(ticket) => {
+                debug!("bridge relayed on a media loop");
+                self.on_loop = Some(ticket);
+            }
+            Err(bridge) => {
+                warn!("no media loop takes the bridge; relaying here");
+                self.loop_refused = true;
+                if let Some(bridge) = bridge {
+                    self.unpark_sockets(bridge.caller.socket, bridge.agent.socket);
+                    if let Some(keys) = bridge.caller.keys {
+                        self.media.restore_key_detector(keys);
+                    }
+                    if let Some(recording) = bridge.recording {
+                        self.acd.recording = recording;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the bridge back from its media loop (if it is on one), with
+    /// the legs' latches as they now stand.
+    pub(super) async fn take_bridge_back(&mut self) {
+        let (Some(ticket), Some(engine)) = (self.on_loop.take(), self.ctx.media.engine.as_ref())
+        else {
+            return;
+        };
+        let Some(returned) = engine.detach(ticket).await else {
+            warn!("the media loop did not hand the bridge back; its RTP is lost");
+            self.loop_refused = true;
+            return;
+        };
+        self.unpark_sockets(returned.caller_socket, returned.agent_socket);
+        self.media.restore_latch(returned.caller_latch);
+        if let Some(keys) = returned.caller_keys {
+            self.media.restore_key_detector(keys);
+        }
+        if let Some(recording) = returned.recording {
+            self.acd.recording = recording;
+        }
+        // The agent may have left meanwhile (the hold limit requeued the
+        // caller): its latch then goes with its leg.
+        if let Some(connected) = self.acd.connected.as_mut() {
+            connected.leg.media.restore_latch(returned.agent_latch);
+        }
+        debug!("bridge relayed by its call again");
+    }
+
+    /// The legs' RTP sockets back from a media loop (or from a handover
+    /// that did not happen).
+    fn unpark_sockets(&mut self, caller: std::net::UdpSocket, agent: std::net::UdpSocket) {
+        if let Err(e) = self.media.unpark_rtp(caller) {
+            warn!(error = %e, "the caller's RTP socket is lost");
+        }
+        // The agent may have left meanwhile (the hold limit requeued the
+        // caller): its socket then closes with this handle.
+        if let Some(connected) = self.acd.connected.as_mut()
+            && let Err(e) = connected.leg.media.unpark_rtp(agent)
+        {
+            warn!(error = %e, "the agent's RTP socket is lost");
+        }
     }
 
     pub(super) fn relay_from_caller(&mut self, packet: &[u8]) {

@@ -154,12 +154,12 @@ impl Consult {
 
     /// The socket the consulted agent's RTP arrives on.
     pub fn consultant_rtp(&self) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
-        self.answered.as_ref().map(|l| l.media.rtp.clone())
+        self.answered.as_ref().and_then(|l| l.media.rtp.watched())
     }
 
     /// The socket of the agent's own consultation dialog.
     pub fn phone_rtp(&self) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
-        self.phone.as_ref().map(|p| p.media.rtp.clone())
+        self.phone.as_ref().and_then(|p| p.media.rtp.watched())
     }
 
     pub fn deadline(&self) -> Option<Instant> {

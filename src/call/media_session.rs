@@ -22,8 +22,70 @@ use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescriptio
 /// How a digit reached hotline.
 pub type DigitSource = &'static str;
 
+/// A leg's RTP socket: watched by the runtime while the call reads it, or
+/// parked (handed to a media loop, out of the runtime's readiness set, so a
+/// packet the loop reads wakes nothing here).
+pub struct RtpSocket {
+    watched: Option<Arc<UdpSocket>>,
+    local: Option<SocketAddr>,
+}
+
+impl RtpSocket {
+    /// The socket to read from, while the call reads it.
+    pub fn watched(&self) -> Option<Arc<UdpSocket>> {
+        self.watched.clone()
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.local
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrNotAvailable))
+    }
+
+    /// The next datagram; never, while parked.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match &self.watched {
+            Some(socket) => socket.recv_from(buf).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> std::io::Result<usize> {
+        match &self.watched {
+            Some(socket) => socket.try_send_to(buf, target),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// The socket for a media loop: the socket itself, taken out of the
+    /// runtime's readiness set, when nothing else holds it; else a clone
+    /// (the same port; the runtime still sees its readiness).
+    fn park(&mut self) -> std::io::Result<std::net::UdpSocket> {
+        let Some(socket) = self.watched.take() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        match Arc::try_unwrap(socket) {
+            Ok(socket) => socket.into_std(),
+            Err(shared) => {
+                use std::os::fd::AsFd;
+                let clone = shared.as_fd().try_clone_to_owned();
+                self.watched = Some(shared);
+                Ok(std::net::UdpSocket::from(clone?))
+            }
+        }
+    }
+
+    /// The socket back from a media loop: watched again when it was parked
+    /// (a clone is just closed).
+    fn unpark(&mut self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        if self.watched.is_none() {
+            self.watched = Some(Arc::new(UdpSocket::from_std(socket)?));
+        }
+        Ok(())
+    }
+}
+
 pub struct MediaSession {
-    pub rtp: Arc<UdpSocket>,
+    pub rtp: RtpSocket,
     pub rtcp: UdpSocket,
     /// The address written into our SDP.
     pub advertised: SocketAddr,
@@ -38,10 +100,13 @@ pub struct MediaSession {
     /// Inbound packets when the silence clock last looked, and since when
     /// no packet came while one was due.
     heard: (u64, Instant),
-    pub stats: InboundStats,
+    pub stats: Arc<InboundStats>,
     totals: Arc<RtpTotals>,
     rfc4733: EventDetector,
     inband: InbandDetector,
+    /// The call is collecting keys (IVR, a callback number, the callback
+    /// key): only then are in-band tones looked for.
+    digits_wanted: bool,
     pcm: Vec<i16>,
     session_id: u64,
     version: u64,
@@ -60,11 +125,15 @@ impl MediaSession {
             .rtp
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::new(ip, 0));
-        let rtp = Arc::new(ports.rtp);
+        let socket = Arc::new(ports.rtp);
         let (events_tx, events) = mpsc::unbounded_channel();
         let stream = room
             .pacer
-            .add_stream(rtp.clone(), Codec::Pcmu, 0, events_tx);
+            .add_stream(socket.clone(), Codec::Pcmu, 0, events_tx);
+        let rtp = RtpSocket {
+            local: socket.local_addr().ok(),
+            watched: Some(socket),
+        };
         Ok(MediaSession {
             rtp,
             rtcp: ports.rtcp,
@@ -76,10 +145,11 @@ impl MediaSession {
             latch_window: room.latch_window,
             signalling: None,
             heard: (0, Instant::now()),
-            stats: InboundStats::default(),
+            stats: Arc::default(),
             totals: room.rtp.clone(),
             rfc4733: EventDetector::default(),
             inband: InbandDetector::new(),
+            digits_wanted: true,
             pcm: vec![0; 2048],
             session_id: u64::from(rand::random::<u32>()),
             version: 0,
@@ -228,6 +298,17 @@ impl MediaSession {
         true
     }
 
+    /// Whether the call now collects keys. RFC 4733 events are always read
+    /// (they cost nothing when none come); the in-band detector, which
+    /// decodes and filters every audio frame, runs only while keys matter.
+    pub fn want_digits(&mut self, wanted: bool) {
+        if wanted && !self.digits_wanted {
+            // A tone from before does not complete a key now.
+            self.inband = InbandDetector::new();
+        }
+        self.digits_wanted = wanted;
+    }
+
     fn detect_digit(&mut self, packet: &[u8]) -> Option<(char, DigitSource)> {
         let reader = rtp_rs::RtpReader::new(packet).ok()?;
         let negotiated = self.negotiated.as_ref()?;
@@ -238,13 +319,52 @@ impl MediaSession {
                 .on_packet(reader.timestamp(), reader.mark(), reader.payload())
                 .map(|d| (d, "rfc4733"));
         }
-        if negotiated.telephone_event.is_none() && pt == negotiated.payload_type {
+        if self.digits_wanted
+            && negotiated.telephone_event.is_none()
+            && pt == negotiated.payload_type
+        {
             let payload = reader.payload();
             let n = payload.len().min(self.pcm.len());
             negotiated.codec.decode(&payload[..n], &mut self.pcm[..n]);
             return self.inband.push(&self.pcm[..n]).map(|d| (d, "inband"));
         }
         None
+    }
+
+    /// The RTP socket for a media loop (see [`RtpSocket`]); the call reads
+    /// nothing from it until [`MediaSession::unpark_rtp`].
+    pub fn park_rtp(&mut self) -> std::io::Result<std::net::UdpSocket> {
+        self.rtp.park()
+    }
+
+    /// The RTP socket back from a media loop.
+    pub fn unpark_rtp(&mut self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.rtp.unpark(socket)
+    }
+
+    /// The inbound latch, as a media loop starts from it.
+    pub fn latch(&self) -> &Latch {
+        &self.latch
+    }
+
+    /// The latch a media loop hands back (the peer's source may have
+    /// latched meanwhile): our own stream follows it.
+    pub fn restore_latch(&mut self, latch: Latch) {
+        let before = self.remote();
+        self.latch = latch;
+        if self.remote() != before {
+            self.stream.set_remote(self.remote());
+        }
+    }
+
+    /// The RFC 4733 detector, lent to a media loop with the bridge.
+    pub fn take_key_detector(&mut self) -> EventDetector {
+        std::mem::take(&mut self.rfc4733)
+    }
+
+    /// The detector back from a media loop (a key may be half pressed).
+    pub fn restore_key_detector(&mut self, detector: EventDetector) {
+        self.rfc4733 = detector;
     }
 
     /// Counts a packet the bridge relayed out of this session's socket.

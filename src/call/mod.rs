@@ -7,6 +7,9 @@
 //! inbound RTP and RTCP of both legs, the pacer's playback events, the router's
 //! offers, its timers and lookup replies. Nothing about one call is shared with
 //! another except the registry of live calls (shutdown, router decisions).
+//! While caller and agent simply talk, a media loop ([`crate::media::engine`])
+//! relays the bridge instead, and the actor takes it back before anything
+//! changes the media picture.
 //!
 //! The decisions of the call's life (the IVR flow it is in, the greeting, its
 //! place in a queue, the ring limit, who is connected, the hold and its limit,
@@ -458,6 +461,9 @@ async fn call_actor(
             ctx.settings.media.rtp_timeout,
             admitted.number.max_duration,
         ),
+        on_loop: None,
+        loop_refused: false,
+        loop_keys: mpsc::unbounded_channel(),
     };
     actor.lifetime.caller_agreed = caller_agreed;
     if ended.is_none() {
@@ -541,6 +547,12 @@ struct Actor {
     referred: Vec<refer::Accepted>,
     /// The bounds that end the call when its end never comes.
     lifetime: lifetime::Lifetime,
+    /// The bridge's relay, while a media loop runs it.
+    on_loop: Option<crate::media::engine::BridgeTicket>,
+    /// A media loop could not take the bridge: it stays here.
+    loop_refused: bool,
+    /// The caller's RFC 4733 keys, from the media loop running the bridge.
+    loop_keys: (mpsc::UnboundedSender<char>, mpsc::UnboundedReceiver<char>),
 }
 
 impl Actor {
@@ -708,8 +720,19 @@ impl Actor {
         }
     }
 
-    /// The call's main loop; returns who ended the call.
+    /// The call's main loop; returns who ended the call. The bridge is back
+    /// from its media loop when it returns.
     async fn run(
+        &mut self,
+        dialog: &InviteDialog,
+        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+    ) -> Option<ReleasedBy> {
+        let released = self.run_turns(dialog, state_rx).await;
+        self.take_bridge_back().await;
+        released
+    }
+
+    async fn run_turns(
         &mut self,
         dialog: &InviteDialog,
         state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
@@ -723,6 +746,12 @@ impl Actor {
         if !self.delayed_offer {
             self.media_started();
         }
+        // One timer for the call's life, moved only when the deadline moves:
+        // most turns of the loop (media, messages) leave it where it is.
+        let mut far = Instant::now() + Duration::from_secs(86400);
+        let mut armed = self.next_deadline().unwrap_or(far);
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
         loop {
             if self.core.closing() && self.playing.is_none() {
                 info!("flow hung up");
@@ -738,14 +767,24 @@ impl Actor {
             if let Some(released) = self.acd.released.take() {
                 return Some(released);
             }
-            let deadline = self.next_deadline();
-            let agent_rtp = self.acd.agent_rtp();
+            self.place_bridge().await;
+            let digits_wanted = self.digits_wanted();
+            self.media.want_digits(digits_wanted);
+            let deadline = self.next_deadline().unwrap_or(far);
+            if deadline != armed {
+                armed = deadline;
+                timer.as_mut().reset(deadline);
+            }
+            // A bridge on a media loop: its sockets are the loop's to read.
+            let relayed_here = self.on_loop.is_none();
+            let agent_rtp = self.acd.agent_rtp().filter(|_| relayed_here);
             let supervisor_rtp = monitor::monitor_rtp(self.mixed.as_ref());
             let consultant_rtp = self.consult.consultant_rtp();
             let consult_phone_rtp = self.consult.phone_rtp();
             tokio::select! {
                 state = state_rx.recv() => {
                     let Some(state) = state else { return Some(ReleasedBy::System) };
+                    self.take_bridge_back().await;
                     let sip_call_id = &dialog_of(&state).call_id;
                     if self.mixed.as_ref().is_some_and(|m| m.leg().owns(sip_call_id)) {
                         self.on_monitor_dialog(state).await;
@@ -765,15 +804,17 @@ impl Actor {
                 }
                 command = self.acd.commands.recv() => {
                     if let Some(command) = command {
+                        self.take_bridge_back().await;
                         self.on_command(command).await;
                     }
                 }
                 fork = self.acd.finals.1.recv() => {
                     if let Some(fork) = fork {
+                        self.take_bridge_back().await;
                         self.on_fork_final(fork).await;
                     }
                 }
-                received = self.media.rtp.recv_from(&mut rtp_buf) => {
+                received = self.media.rtp.recv_from(&mut rtp_buf), if relayed_here => {
                     if let Ok((n, source)) = received {
                         let (accepted, digit) = self.media.on_rtp(source, &rtp_buf[..n]);
                         if let Some((digit, via)) = digit {
@@ -809,21 +850,31 @@ impl Actor {
                         self.media.on_rtcp();
                     }
                 }
+                key = self.loop_keys.1.recv() => {
+                    if let Some(digit) = key {
+                        self.on_digit(digit, "rfc4733");
+                    }
+                }
                 event = self.media.events.recv() => {
                     if let Some(MediaEvent::PlaybackFinished { generation }) = event {
+                        self.take_bridge_back().await;
                         self.on_playback_finished(generation);
                     }
                 }
                 reply = self.lookups.1.recv() => {
                     if let Some(reply) = reply {
+                        self.take_bridge_back().await;
                         if let Err(e) = &reply {
                             info!(error = %e, "lookup failed");
                         }
                         self.feed(Input::LookupDone(reply));
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
                     let now = Instant::now();
+                    if now >= far {
+                        far = now + Duration::from_secs(86400);
+                    }
                     if self.timer.is_some_and(|t| t <= now) {
                         self.timer = None;
                         self.feed(Input::Timeout);
@@ -894,9 +945,18 @@ impl Actor {
         }
     }
 
-    /// The earliest of the IVR timer and the ACD timers.
-    fn next_deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(86400);
+    /// Whether a key the caller presses can matter now: in an IVR flow (the
+    /// survey's too), keying a callback number, or waiting in a queue that
+    /// offered the callback key. Bridged, the caller's keys are only
+    /// reported (RFC 4733, INFO), never looked for in the audio.
+    fn digits_wanted(&self) -> bool {
+        self.core.ivr().is_some()
+            || self.core.number_entry().is_some()
+            || (self.core.queued() && self.core.callback_offered())
+    }
+
+    /// The earliest of the IVR timer and the ACD timers, if any is set.
+    fn next_deadline(&self) -> Option<Instant> {
         let monitor = self
             .mixed
             .as_ref()
@@ -915,7 +975,6 @@ impl Actor {
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(far)
     }
 
     /// A request or state change of the caller's dialog; returns who ended

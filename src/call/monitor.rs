@@ -337,7 +337,7 @@ fn end_of(reason: &str) -> MonitorEnd {
 
 /// The socket the mixed leg's RTP arrives on.
 pub fn monitor_rtp(mixed: Option<&MixedLeg>) -> Option<std::sync::Arc<tokio::net::UdpSocket>> {
-    mixed.map(|m| m.leg().media.rtp.clone())
+    mixed.and_then(|m| m.leg().media.rtp.watched())
 }
 
 /// Who the mixer serves besides caller and agent; the two exclude each

@@ -19,6 +19,8 @@ pub struct RawMedia {
     pub latch_window: Duration,
     #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
+    /// `None`: one per core.
+    pub workers: Option<usize>,
 }
 
 impl Default for RawMedia {
@@ -31,6 +33,7 @@ impl Default for RawMedia {
             music_on_hold: "moh/default".into(),
             latch_window: Duration::from_secs(2),
             rtp_timeout: Duration::from_secs(60),
+            workers: None,
         }
     }
 }
@@ -52,6 +55,9 @@ pub struct MediaSettings {
     /// A leg that sends no RTP this long while due to (not on hold, not
     /// muted by its SDP) ends the call; `None` = never.
     pub rtp_timeout: Option<Duration>,
+    /// Threads that relay plain bridges (caller ↔ agent) off the calls'
+    /// tasks; 0 = none, every call relays on its own task.
+    pub workers: usize,
 }
 
 impl Section for RawMedia {
@@ -91,7 +97,17 @@ impl Section for RawMedia {
                 ),
             );
         }
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        if workers > 256 {
+            problems.add(
+                "media.workers",
+                "must not exceed 256 (one per core is the point)",
+            );
+        }
         MediaSettings {
+            workers,
             prompts: self.prompts.clone().into(),
             language: self.language.clone(),
             rtp_port_min: self.rtp_port_min,

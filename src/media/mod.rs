@@ -5,6 +5,7 @@
 //! parameters and receives DTMF and playback events back.
 
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod mixer;
 pub mod pacer;
@@ -36,6 +37,9 @@ pub struct MediaRoom {
     pub music_on_hold: String,
     /// `media.latch_window`.
     pub latch_window: std::time::Duration,
+    /// The loops that relay plain bridges (`media.workers`); `None` when
+    /// they are off or could not start: calls relay on their own tasks.
+    pub engine: Option<engine::MediaEngine>,
 }
 
 /// Loads the prompt library and checks that every prompt the configuration
@@ -82,9 +86,21 @@ impl crate::config::PromptCatalog for PromptLibrary {
 impl MediaRoom {
     /// Starts the pacer on the current runtime.
     pub fn start(settings: &Settings, prompts: PromptLibrary) -> MediaRoom {
+        let rtp = Arc::<rtp::RtpTotals>::default();
+        let workers = settings.media.workers;
+        let engine = (workers > 0)
+            .then(|| engine::MediaEngine::start(workers, rtp.clone()))
+            .and_then(|started| {
+                started
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "media loops did not start: calls relay on their own tasks");
+                    })
+                    .ok()
+            });
         MediaRoom {
             pacer: Pacer::start(),
-            rtp: Arc::default(),
+            rtp,
+            engine,
             ports: PortPool::new(settings.media.rtp_port_min, settings.media.rtp_port_max),
             prompts: Arc::new(prompts),
             language: settings.media.language.clone(),

@@ -34,7 +34,7 @@ pub enum MediaEvent {
 enum Command {
     Add {
         id: u64,
-        socket: Arc<UdpSocket>,
+        socket: Sender,
         codec: Codec,
         payload_type: u8,
         events: mpsc::UnboundedSender<MediaEvent>,
@@ -139,8 +139,34 @@ pub struct StreamHandle {
     generation: u64,
 }
 
+/// What a stream sends from: its own handle on the call's socket (the same
+/// port), so the call may hand its socket to a media loop meanwhile; the
+/// call's shared socket when no handle could be made.
+enum Sender {
+    Own(std::net::UdpSocket),
+    Shared(Arc<UdpSocket>),
+}
+
+impl Sender {
+    fn new(socket: Arc<UdpSocket>) -> Sender {
+        use std::os::fd::AsFd;
+        match socket.as_fd().try_clone_to_owned() {
+            Ok(fd) => Sender::Own(std::net::UdpSocket::from(fd)),
+            Err(_) => Sender::Shared(socket),
+        }
+    }
+
+    /// Sends without waiting (both are non-blocking).
+    fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> std::io::Result<usize> {
+        match self {
+            Sender::Own(socket) => socket.send_to(buf, target),
+            Sender::Shared(socket) => send_now(socket, buf, target),
+        }
+    }
+}
+
 struct Stream {
-    socket: Arc<UdpSocket>,
+    socket: Sender,
     remote: Option<SocketAddr>,
     codec: Codec,
     payload_type: u8,
@@ -176,7 +202,7 @@ impl Pacer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.commands.send(Command::Add {
             id,
-            socket,
+            socket: Sender::new(socket),
             codec,
             payload_type,
             events,
@@ -296,7 +322,7 @@ fn apply(streams: &mut HashMap<u64, Stream>, command: Command) {
 #[allow(clippy::too_many_arguments)]
 fn send_frame(
     numbering: &mut OutgoingStream,
-    socket: &UdpSocket,
+    socket: &Sender,
     remote: Option<SocketAddr>,
     payload_type: u8,
     frame: &[u8],
@@ -308,7 +334,7 @@ fn send_frame(
         return;
     };
     let len = numbering.write_packet(payload_type, frame, FRAME_SAMPLES as u32, buf);
-    match send_now(socket, &buf[..len], remote) {
+    match socket.try_send_to(&buf[..len], remote) {
         Ok(sent) => {
             stats.frames_sent.fetch_add(1, Ordering::Relaxed);
             stats.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed)

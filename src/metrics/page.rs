@@ -491,6 +491,19 @@ fn rtp(out: &mut String, ctx: &CallContext) {
             load(counter)
         );
     }
+    family(
+        out,
+        "hotline_media_loop_bridges",
+        "gauge",
+        "Bridged calls each media loop relays (none: media.workers = 0).",
+    );
+    let bridges = ctx.media.engine.as_ref().map(|e| e.bridges_per_loop());
+    for (index, count) in bridges.unwrap_or_default().into_iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "hotline_media_loop_bridges{{loop=\"{index}\"}} {count}"
+        );
+    }
 }
 
 /// The store's alarms and bounds.

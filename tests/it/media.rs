@@ -428,3 +428,108 @@ fn a_stray_stream_that_arrives_first_does_not_keep_the_callers_audio() {
         .unwrap();
     caller.bye();
 }
+
+/// Bridges the media loops relay, over all loops (from the metrics page).
+fn bridges_on_loops(server: &Server) -> f64 {
+    let port = server.http_port.expect("http enabled");
+    http_get(port, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("hotline_media_loop_bridges{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_bridges_on_loops(server: &Server, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = bridges_on_loops(server);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{got} bridges on the media loops, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The caller's re-INVITE with `direction`, answered 200 and ACKed.
+fn caller_direction(caller: &mut Caller, version: u32, direction: &str) {
+    let offer = sdp_offer(
+        caller.rtp_addr(),
+        "0",
+        &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
+    )
+    .replace("o=caller 1 1", &format!("o=caller 1 {version}"));
+    let reinvite = caller.in_dialog("INVITE", Some("application/sdp"), &offer);
+    caller.sip.send(&reinvite);
+    let ok = caller
+        .sip
+        .final_response("INVITE", Duration::from_secs(5))
+        .expect("a final response to the re-INVITE");
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    let cseq = caller.cseq;
+    let ack = caller
+        .in_dialog("ACK", None, "")
+        .replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"));
+    caller.sip.send(&ack);
+}
+
+#[test]
+fn a_bridge_leaves_its_media_loop_for_a_hold_and_after_it_audio_flows_both_ways_again() {
+    const CALLER_HZ: f64 = 400.0;
+    const AGENT_HZ: f64 = 1000.0;
+    let server = Server::start(
+        acd_config("[queues.support]\nannounce_agent = false\n")
+            .media("workers = 2")
+            .http(true),
+    );
+    let port = free_port();
+    register_agent(&server, "1001", port);
+    let (agent_socket, agent_rtp) = rtp_socket();
+    let agent_ear = Party::start(agent_socket, AGENT_HZ, None);
+    std::thread::scope(|s| {
+        let server = &server;
+        let agent = s.spawn(move || answering_phone(port, agent_rtp).run(server));
+        let (mut caller, caller_ear) = call_in(server, "402", CALLER_HZ);
+        server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
+        wait_bridges_on_loops(server, 1.0);
+        let both_ways = |when: &str| {
+            let from = settle();
+            std::thread::sleep(Duration::from_millis(1000));
+            let to = std::time::Instant::now();
+            let agent_hears = agent_ear.share(CALLER_HZ, from, to);
+            let caller_hears = caller_ear.share(AGENT_HZ, from, to);
+            assert!(agent_hears > 0.5, "{when}: the agent hears {agent_hears}");
+            assert!(
+                caller_hears > 0.5,
+                "{when}: the caller hears {caller_hears}"
+            );
+        };
+        both_ways("bridged on a loop");
+
+        caller_direction(&mut caller, 2, "sendonly");
+        server.wait_event(
+            &["\"type\":\"hold_started\"", "\"by\":\"caller\""],
+            Duration::from_secs(3),
+        );
+        // Held, the call relays (and plays the music) itself.
+        wait_bridges_on_loops(server, 0.0);
+
+        caller_direction(&mut caller, 3, "sendrecv");
+        server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(3));
+        wait_bridges_on_loops(server, 1.0);
+        both_ways("back on a loop after the hold");
+
+        caller.bye();
+        agent.join().unwrap().assert_ok(server);
+        wait_bridges_on_loops(server, 0.0);
+    });
+    // Nothing the loops relayed was a stranger's.
+    let page = http_get(server.http_port.expect("http enabled"), "/metrics");
+    assert!(
+        page.contains("hotline_rtp_packets_rejected_total{reason=\"foreign_source\"} 0"),
+        "{page}"
+    );
+}
