@@ -1013,12 +1013,17 @@ fn a_cti_client_that_stops_reading_is_dropped_and_counted_while_one_that_reads_k
     let stop = AtomicBool::new(false);
     let dropped = "hotline_api_event_clients_dropped_total";
     let (read, closed, toggles, stuck_heard) = std::thread::scope(|s| {
+        // A failed check below still lets the reader go before the scope
+        // waits for it.
+        let _stop = RaiseOnDrop(&stop);
         let reading = s.spawn(|| keep_reading(reader, &stop));
         let started = Instant::now();
         let mut toggles = 0;
         while metric(port, dropped) < 1.0 {
+            // The server gives a client that takes nothing 5 s: the toggles
+            // go on (however fast the machine makes them) until that ran out.
             assert!(
-                toggles < 3_000 && started.elapsed() < Duration::from_secs(90),
+                started.elapsed() < Duration::from_secs(90),
                 "the client that stopped reading was never dropped ({toggles} toggles)"
             );
             for _ in 0..25 {

@@ -464,6 +464,17 @@ pub fn hotline_command() -> Command {
     cmd
 }
 
+/// Raises its flag when dropped, also when a panic unwinds past it: a
+/// helper thread told to stop by the flag is let go before a scope waits
+/// for it, whichever way the test ends.
+pub struct RaiseOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Runs the hotline binary with `args` to completion (bounded to 30 s).
 pub fn run_hotline(args: &[&str]) -> Output {
     let mut cmd = hotline_command();
