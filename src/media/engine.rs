@@ -266,6 +266,10 @@ const PACKET_MAX: usize = 2048;
 /// Receive errors in a row (other than "nothing more") before a socket is
 /// left until its next readiness.
 const ERRORS_IN_A_ROW: u32 = 8;
+/// The most datagrams one look reads from one leg (a leg sends one every
+/// 20 ms): a socket flooded by a stranger cannot keep its loop from the
+/// other bridges; what is left is read first at the next look.
+const PACKETS_PER_LOOK: usize = 64;
 /// How often the loop looks at its recordings' clocks (a recording also
 /// flushes as its packets arrive; this covers a silent call).
 const RECORDING_SWEEP: Duration = Duration::from_millis(100);
@@ -292,8 +296,16 @@ impl MediaLoop {
         let mut outbound = vec![0u8; PACKET_MAX];
         let mut tally = Tally::default();
         let mut next_sweep = Instant::now() + RECORDING_SWEEP;
+        // Legs whose datagrams were not all read at the last look; edge
+        // triggered, they would not be reported again.
+        let mut unfinished: Vec<(usize, usize)> = Vec::with_capacity(64);
+        let mut carried: Vec<(usize, usize)> = Vec::with_capacity(64);
         loop {
-            let wait = next_sweep.saturating_duration_since(Instant::now());
+            let wait = if unfinished.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
@@ -303,14 +315,19 @@ impl MediaLoop {
             }
             let looked = Instant::now();
             let mut commands = false;
-            for event in events.iter() {
+            std::mem::swap(&mut unfinished, &mut carried);
+            let ready = events.iter().filter_map(|event| {
                 if event.token() == WAKER {
                     commands = true;
-                    continue;
+                    return None;
                 }
-                let (slot, side) = (event.token().0 / 2, event.token().0 % 2);
-                if let Some(Some(bridge)) = self.slots.get_mut(slot) {
-                    bridge.drain(side, &mut inbound, &mut outbound, &mut tally);
+                Some((event.token().0 / 2, event.token().0 % 2))
+            });
+            for (slot, side) in carried.drain(..).chain(ready) {
+                if let Some(Some(bridge)) = self.slots.get_mut(slot)
+                    && bridge.drain(side, &mut inbound, &mut outbound, &mut tally)
+                {
+                    unfinished.push((slot, side));
                 }
             }
             tally.flush(&self.totals);
@@ -412,23 +429,30 @@ impl MediaLoop {
 }
 
 impl Bridge {
-    /// Reads every datagram waiting on leg `side` and relays what the
-    /// other leg should hear.
-    fn drain(&mut self, side: usize, inbound: &mut [u8], outbound: &mut [u8], tally: &mut Tally) {
+    /// Reads the datagrams waiting on leg `side`, at most
+    /// [`PACKETS_PER_LOOK`], and relays what the other leg should hear;
+    /// true when some may be left.
+    fn drain(
+        &mut self,
+        side: usize,
+        inbound: &mut [u8],
+        outbound: &mut [u8],
+        tally: &mut Tally,
+    ) -> bool {
         let recording = &mut self.recording;
         let (from, to) = match &mut self.legs {
             [caller, agent] if side == 0 => (caller, &*agent),
             [caller, agent] => (agent, &*caller),
         };
         let mut errors = 0;
-        loop {
+        for _ in 0..PACKETS_PER_LOOK {
             let (n, source) = match from.socket.recv_from(inbound) {
                 Ok(received) => received,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                 Err(_) => {
                     errors += 1;
                     if errors >= ERRORS_IN_A_ROW {
-                        return;
+                        return false;
                     }
                     continue;
                 }
@@ -467,6 +491,7 @@ impl Bridge {
                 tally.relayed_bytes += sent as u64;
             }
         }
+        true
     }
 }
 
@@ -531,6 +556,49 @@ mod tests {
             assert!(Instant::now() < until, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn one_look_reads_a_bounded_number_of_datagrams_from_a_flooded_leg() {
+        let phone = bind();
+        let stranger = bind();
+        let (caller_socket, caller) = leg(phone.local_addr().unwrap());
+        let (_agent_socket, agent) = leg(bind().local_addr().unwrap());
+        let into_leg = |media: LegMedia| Leg {
+            socket: UdpSocket::from_std(media.socket),
+            format: media.format,
+            latch: media.latch,
+            stats: media.stats,
+            keys: media.keys,
+        };
+        let (digits, _keys) = tokio_mpsc::unbounded_channel();
+        let mut bridge = Bridge {
+            id: 1,
+            legs: [into_leg(caller), into_leg(agent)],
+            digits,
+            recording: None,
+        };
+        let target = caller_socket.local_addr().unwrap();
+        let flood = 2 * PACKETS_PER_LOOK + 10;
+        for seq in 0..flood {
+            stranger
+                .send_to(&rtp(0, seq as u16, &[0; 160]), target)
+                .unwrap();
+        }
+        let (mut inbound, mut outbound) = ([0u8; PACKET_MAX], [0u8; PACKET_MAX]);
+        let mut tally = Tally::default();
+        let judged = |t: &Tally| t.packets_in + t.foreign + t.malformed + t.unconfirmed;
+        let mut look = |tally: &mut Tally| bridge.drain(0, &mut inbound, &mut outbound, tally);
+        assert!(look(&mut tally), "a full look leaves the rest for the next");
+        assert_eq!(judged(&tally), PACKETS_PER_LOOK as u64);
+        assert!(look(&mut tally));
+        assert_eq!(judged(&tally), 2 * PACKETS_PER_LOOK as u64);
+        assert!(!look(&mut tally), "the last look empties the socket");
+        assert_eq!(judged(&tally), flood as u64);
+        assert_eq!(
+            tally.foreign, flood as u64,
+            "every datagram was the stranger's"
+        );
     }
 
     #[tokio::test]
