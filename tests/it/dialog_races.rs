@@ -160,30 +160,6 @@ fn field_ms(line: &str, key: &str) -> u64 {
         .unwrap()
 }
 
-/// Sends an in-dialog re-INVITE with `direction` from the raw caller and
-/// ACKs its 200; returns the 200.
-fn caller_reinvite(caller: &mut Caller, version: u32, direction: &str) -> SipMsg {
-    let offer = sdp_offer(
-        caller.rtp_addr(),
-        "0",
-        &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
-    )
-    .replace("o=caller 1 1", &format!("o=caller 1 {version}"));
-    let reinvite = caller.in_dialog("INVITE", Some("application/sdp"), &offer);
-    caller.sip.send(&reinvite);
-    let ok = caller
-        .sip
-        .final_response("INVITE", Duration::from_secs(5))
-        .expect("a final response to the re-INVITE");
-    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
-    let cseq = caller.cseq;
-    let ack = caller
-        .in_dialog("ACK", None, "")
-        .replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"));
-    caller.sip.send(&ack);
-    ok
-}
-
 /// Audio over a short stretch of talk, measured after it settles.
 fn talk(ms: u64) -> (Instant, Instant) {
     let from = settle();
@@ -217,7 +193,7 @@ fn a_caller_who_holds_leaves_the_agent_with_music_and_the_hold_limit_alerts_the_
         let talking = ear.between(from, to);
 
         let hold_sent = Instant::now();
-        let ok = caller_reinvite(&mut caller, 2, "sendonly");
+        let ok = caller.reinvite(2, "sendonly");
         assert!(
             ok.body.contains("a=recvonly") || ok.body.contains("a=inactive"),
             "the caller's hold is answered recvonly: {}",
@@ -239,7 +215,7 @@ fn a_caller_who_holds_leaves_the_agent_with_music_and_the_hold_limit_alerts_the_
         let observed = hold_sent.elapsed();
         let on_hold = ear.between(music_from, Instant::now());
 
-        caller_reinvite(&mut caller, 3, "sendrecv");
+        caller.reinvite(3, "sendrecv");
         let ended = server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(3));
         let (from, to) = talk(1000);
         let resumed = ear.between(from, to);
@@ -396,7 +372,7 @@ fn re_invites_crossing_on_the_caller_leg_get_491_and_hotline_retries_within_2_s(
         let agent = s.spawn(move || answering_phone(port, agent_rtp).run(server));
         let (mut caller, _party) = call_in(server, "402", CALLER_HZ);
         server.wait_event(&["\"type\":\"call_bridged\""], Duration::from_secs(10));
-        caller_reinvite(&mut caller, 2, "sendonly");
+        caller.reinvite(2, "sendonly");
         server.wait_event(
             &["\"type\":\"hold_started\"", "\"by\":\"caller\""],
             Duration::from_secs(3),

@@ -454,28 +454,6 @@ fn wait_bridges_on_loops(server: &Server, want: f64) {
     }
 }
 
-/// The caller's re-INVITE with `direction`, answered 200 and ACKed.
-fn caller_direction(caller: &mut Caller, version: u32, direction: &str) {
-    let offer = sdp_offer(
-        caller.rtp_addr(),
-        "0",
-        &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
-    )
-    .replace("o=caller 1 1", &format!("o=caller 1 {version}"));
-    let reinvite = caller.in_dialog("INVITE", Some("application/sdp"), &offer);
-    caller.sip.send(&reinvite);
-    let ok = caller
-        .sip
-        .final_response("INVITE", Duration::from_secs(5))
-        .expect("a final response to the re-INVITE");
-    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
-    let cseq = caller.cseq;
-    let ack = caller
-        .in_dialog("ACK", None, "")
-        .replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"));
-    caller.sip.send(&ack);
-}
-
 #[test]
 fn a_bridge_leaves_its_media_loop_for_a_hold_and_after_it_audio_flows_both_ways_again() {
     const CALLER_HZ: f64 = 400.0;
@@ -509,7 +487,7 @@ fn a_bridge_leaves_its_media_loop_for_a_hold_and_after_it_audio_flows_both_ways_
         };
         both_ways("bridged on a loop");
 
-        caller_direction(&mut caller, 2, "sendonly");
+        caller.reinvite(2, "sendonly");
         server.wait_event(
             &["\"type\":\"hold_started\"", "\"by\":\"caller\""],
             Duration::from_secs(3),
@@ -517,7 +495,7 @@ fn a_bridge_leaves_its_media_loop_for_a_hold_and_after_it_audio_flows_both_ways_
         // Held, the call relays (and plays the music) itself.
         wait_bridges_on_loops(server, 0.0);
 
-        caller_direction(&mut caller, 3, "sendrecv");
+        caller.reinvite(3, "sendrecv");
         server.wait_event(&["\"type\":\"hold_ended\""], Duration::from_secs(3));
         wait_bridges_on_loops(server, 1.0);
         both_ways("back on a loop after the hold");

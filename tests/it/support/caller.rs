@@ -153,6 +153,30 @@ impl Caller {
         assert_status(&r, 200, "INFO with a digit");
     }
 
+    /// Sends an in-dialog re-INVITE with `direction` and ACKs its 200;
+    /// returns the 200.
+    pub fn reinvite(&mut self, version: u32, direction: &str) -> SipMsg {
+        let offer = sdp_offer(
+            self.rtp_addr(),
+            "0",
+            &format!("a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"),
+        )
+        .replace("o=caller 1 1", &format!("o=caller 1 {version}"));
+        let reinvite = self.in_dialog("INVITE", Some("application/sdp"), &offer);
+        self.sip.send(&reinvite);
+        let ok = self
+            .sip
+            .final_response("INVITE", Duration::from_secs(5))
+            .expect("a final response to the re-INVITE");
+        assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+        let cseq = self.cseq;
+        let ack = self
+            .in_dialog("ACK", None, "")
+            .replace("CSeq: 1 ACK", &format!("CSeq: {cseq} ACK"));
+        self.sip.send(&ack);
+        ok
+    }
+
     pub fn bye(&mut self) {
         let bye = self.in_dialog("BYE", None, "");
         self.sip.send(&bye);
