@@ -27,6 +27,7 @@ use crate::acd::{AgentId, CallId, Caller, Command, QueueId};
 use crate::config::Overflow;
 use crate::events::{Event, ReleasedBy};
 use crate::media::engine::{BridgeMedia, LegMedia};
+use crate::media::pacer::RemoteFollower;
 use crate::media::sdp;
 use crate::sip::EdgeContext;
 
@@ -743,131 +744,205 @@ impl Actor {
             && self.consult.phone_rtp().is_none()
     }
 
-    /// Hands a plain bridge to a media loop, or takes it back once it is no
-    /// longer plain.
+    /// Whether the caller's audio is wanted for nothing but RFC 4733 keys
+    /// (an IVR prompt, music on hold): a media loop may then read it.
+    /// Not while in-band tones are looked for, a recording runs, or anyone
+    /// else is on the call's media.
+    fn caller_only_listens(&self) -> bool {
+        let Some(negotiated) = self.media.negotiated() else {
+            return false;
+        };
+        (self.core.queued() || self.core.ivr().is_some())
+            && !self.core.bridged()
+            && self.acd.connected.is_none()
+            && !self.acd.recording.is_active()
+            && self.mixed.is_none()
+            && !self.consult.running()
+            && !self.consult.in_conference()
+            && (negotiated.telephone_event.is_some() || !self.digits_wanted())
+    }
+
+    /// Hands a plain bridge, or a caller who only listens, to a media loop,
+    /// or takes it back once that no longer holds.
     pub(super) async fn place_bridge(&mut self) {
-        let plain = !self.loop_refused && self.ctx.media.engine.is_some() && self.plain_bridge();
-        if plain && self.on_loop.is_none() {
-            self.hand_bridge_over();
-        } else if !plain && self.on_loop.is_some() {
+        let wanted = if self.loop_refused || self.ctx.media.engine.is_none() {
+            None
+        } else if self.plain_bridge() {
+            Some(false)
+        } else if self.caller_only_listens() {
+            Some(true)
+        } else {
+            None
+        };
+        let current = self.on_loop.as_ref().map(|on| on.listening);
+        if wanted == current {
+            return;
+        }
+        if current.is_some() {
             self.take_bridge_back().await;
+        }
+        match wanted {
+            Some(false) => self.hand_bridge_over(),
+            Some(true) => self.hand_listener_over(),
+            None => {}
         }
     }
 
     fn hand_bridge_over(&mut self) {
-        let (Some(engine), Some(connected)) =
-            (self.ctx.media.engine.as_ref(), self.acd.connected.as_mut())
-        else {
+        let Some(connected) = self.acd.connected.as_mut() else {
             return;
         };
         let Some((caller_format, agent_format)) = connected.formats else {
             return;
-        };
-        let caller_socket = match self.media.park_rtp() {
-            Ok(socket) => socket,
-            Err(e) => {
-                warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
-                self.loop_refused = true;
-                return;
-            }
         };
         let agent_socket = match connected.leg.media.park_rtp() {
             Ok(socket) => socket,
             Err(e) => {
                 warn!(error = %e, "cannot hand the bridge to a media loop; relaying here");
                 self.loop_refused = true;
-                if let Err(e) = self.media.unpark_rtp(caller_socket) {
-                    warn!(error = %e, "the caller's RTP socket is lost");
-                }
+                return;
+            }
+        };
+        let agent = LegMedia {
+            socket: agent_socket,
+            format: agent_format,
+            latch: connected.leg.media.latch().clone(),
+            stats: connected.leg.media.stats.clone(),
+            keys: None,
+            follow: None,
+        };
+        let recording = self
+            .acd
+            .recording
+            .is_active()
+            .then(|| std::mem::take(&mut self.acd.recording));
+        self.hand_to_loop(caller_format, None, Some(agent), recording);
+    }
+
+    /// Hands the caller's lone leg to a media loop: it reads, judges and
+    /// counts the caller's packets and passes RFC 4733 keys on; the prompt
+    /// or music follows the caller's source if it latches there.
+    fn hand_listener_over(&mut self) {
+        let Some(format) = self.media.negotiated().map(LegFormat::from) else {
+            return;
+        };
+        let follow = (!self.media.on_hold()).then(|| self.media.stream.follower());
+        self.hand_to_loop(format, follow, None, None);
+    }
+
+    fn hand_to_loop(
+        &mut self,
+        caller_format: LegFormat,
+        follow: Option<RemoteFollower>,
+        agent: Option<LegMedia>,
+        recording: Option<crate::recording::CallRecording>,
+    ) {
+        let room = self.ctx.media.clone();
+        let Some(engine) = room.engine.as_ref() else {
+            return;
+        };
+        let listening = agent.is_none();
+        let caller_socket = match self.media.park_rtp() {
+            Ok(socket) => socket,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the call's media to a media loop; reading it here");
+                self.loop_refused = true;
+                self.restore_from_loop(None, agent.map(|a| a.socket), None, recording);
                 return;
             }
         };
         let caller_keys = caller_format
             .telephone_event
             .map(|_| self.media.take_key_detector());
-        let bridge = BridgeMedia {
+        let media = BridgeMedia {
             caller: LegMedia {
                 socket: caller_socket,
                 format: caller_format,
                 latch: self.media.latch().clone(),
                 stats: self.media.stats.clone(),
                 keys: caller_keys,
+                follow,
             },
-            agent: LegMedia {
-                socket: agent_socket,
-                format: agent_format,
-                latch: connected.leg.media.latch().clone(),
-                stats: connected.leg.media.stats.clone(),
-                keys: None,
-            },
+            agent,
             digits: self.loop_keys.0.clone(),
-            recording: self
-                .acd
-                .recording
-                .is_active()
-                .then(|| std::mem::take(&mut self.acd.recording)),
+            recording,
         };
-        match engine.attach(bridge) {
+        match engine.attach(media) {
             Ok(ticket) => {
-                debug!("bridge relayed on a media loop");
-                self.on_loop = Some(ticket);
+                debug!(listening, "call's media on a media loop");
+                self.on_loop = Some(super::OnLoop { ticket, listening });
             }
-            Err(bridge) => {
-                warn!("no media loop takes the bridge; relaying here");
+            Err(media) => {
+                warn!("no media loop takes the call's media; reading it here");
                 self.loop_refused = true;
-                if let Some(bridge) = bridge {
-                    self.unpark_sockets(bridge.caller.socket, bridge.agent.socket);
-                    if let Some(keys) = bridge.caller.keys {
-                        self.media.restore_key_detector(keys);
-                    }
-                    if let Some(recording) = bridge.recording {
-                        self.acd.recording = recording;
-                    }
+                if let Some(media) = media {
+                    let media = *media;
+                    self.restore_from_loop(
+                        Some(media.caller.socket),
+                        media.agent.map(|a| a.socket),
+                        media.caller.keys,
+                        media.recording,
+                    );
                 }
             }
         }
     }
 
-    /// Takes the bridge back from its media loop (if it is on one), with
-    /// the legs' latches as they now stand.
+    /// Takes the call's media back from its media loop (if it is on one),
+    /// with the legs' latches as they now stand.
     pub(super) async fn take_bridge_back(&mut self) {
-        let (Some(ticket), Some(engine)) = (self.on_loop.take(), self.ctx.media.engine.as_ref())
-        else {
+        let room = self.ctx.media.clone();
+        let (Some(on_loop), Some(engine)) = (self.on_loop.take(), room.engine.as_ref()) else {
             return;
         };
-        let Some(returned) = engine.detach(ticket).await else {
-            warn!("the media loop did not hand the bridge back; its RTP is lost");
+        let Some(returned) = engine.detach(on_loop.ticket).await else {
+            warn!("the media loop did not hand the call's media back; its RTP is lost");
             self.loop_refused = true;
             return;
         };
-        self.unpark_sockets(returned.caller_socket, returned.agent_socket);
         self.media.restore_latch(returned.caller_latch);
-        if let Some(keys) = returned.caller_keys {
-            self.media.restore_key_detector(keys);
-        }
-        if let Some(recording) = returned.recording {
-            self.acd.recording = recording;
-        }
+        self.restore_from_loop(
+            Some(returned.caller_socket),
+            returned.agent_socket,
+            returned.caller_keys,
+            returned.recording,
+        );
         // The agent may have left meanwhile (the hold limit requeued the
         // caller): its latch then goes with its leg.
-        if let Some(connected) = self.acd.connected.as_mut() {
-            connected.leg.media.restore_latch(returned.agent_latch);
+        if let (Some(connected), Some(latch)) = (self.acd.connected.as_mut(), returned.agent_latch)
+        {
+            connected.leg.media.restore_latch(latch);
         }
-        debug!("bridge relayed by its call again");
+        debug!("call's media read by its call again");
     }
 
-    /// The legs' RTP sockets back from a media loop (or from a handover
-    /// that did not happen).
-    fn unpark_sockets(&mut self, caller: std::net::UdpSocket, agent: std::net::UdpSocket) {
-        if let Err(e) = self.media.unpark_rtp(caller) {
+    /// What a media loop held (or a handover that did not happen) back
+    /// with the call: the legs' RTP sockets, the caller's key detector (a
+    /// key may be half pressed), the recording.
+    fn restore_from_loop(
+        &mut self,
+        caller: Option<std::net::UdpSocket>,
+        agent: Option<std::net::UdpSocket>,
+        keys: Option<crate::media::dtmf::EventDetector>,
+        recording: Option<crate::recording::CallRecording>,
+    ) {
+        if let Some(caller) = caller
+            && let Err(e) = self.media.unpark_rtp(caller)
+        {
             warn!(error = %e, "the caller's RTP socket is lost");
         }
         // The agent may have left meanwhile (the hold limit requeued the
         // caller): its socket then closes with this handle.
-        if let Some(connected) = self.acd.connected.as_mut()
+        if let (Some(agent), Some(connected)) = (agent, self.acd.connected.as_mut())
             && let Err(e) = connected.leg.media.unpark_rtp(agent)
         {
             warn!(error = %e, "the agent's RTP socket is lost");
+        }
+        if let Some(keys) = keys {
+            self.media.restore_key_detector(keys);
+        }
+        if let Some(recording) = recording {
+            self.acd.recording = recording;
         }
     }
 

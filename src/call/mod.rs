@@ -548,7 +548,7 @@ struct Actor {
     /// The bounds that end the call when its end never comes.
     lifetime: lifetime::Lifetime,
     /// The bridge's relay, while a media loop runs it.
-    on_loop: Option<crate::media::engine::BridgeTicket>,
+    on_loop: Option<OnLoop>,
     /// A media loop could not take the bridge: it stays here.
     loop_refused: bool,
     /// The caller's RFC 4733 keys, from the media loop running the bridge.
@@ -1234,6 +1234,12 @@ fn dialog_of(state: &DialogState) -> &DialogId {
 }
 
 /// Receives from `socket`, or never when there is none.
+/// The call's media on a media loop: a bridge, or the caller listening.
+pub(crate) struct OnLoop {
+    ticket: crate::media::engine::BridgeTicket,
+    listening: bool,
+}
+
 async fn recv_from_opt(
     socket: Option<&tokio::net::UdpSocket>,
     buf: &mut [u8],

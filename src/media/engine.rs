@@ -1,10 +1,13 @@
 //! The media loops: a fixed set of threads (`media.workers`), each an event
 //! loop over the RTP sockets of the bridges handed to it, relaying caller ↔
-//! agent without waking the calls' tasks.
+//! agent without waking the calls' tasks, and of the callers who only
+//! listen (an IVR prompt, music on hold), whose packets it judges, counts
+//! and reads keys from.
 //!
 //! A call's actor hands a plain bridge over (both legs answered, neither on
-//! hold, no supervisor, no consultation) and takes it back before anything
-//! changes the media picture. A recorded call's recording goes with its
+//! hold, no supervisor, no consultation), or a caller's lone leg while
+//! nothing but RFC 4733 keys is wanted from its audio, and takes it back
+//! before anything changes the media picture. A recorded call's recording goes with its
 //! bridge: the loop feeds it each leg's packets and flushes it when due
 //! (the recording sends its buffers to the writer thread over a channel),
 //! so recording does not keep a call off the loops. Each bridge stays on the loop it was given (the
@@ -34,6 +37,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::call::relay::{LegFormat, relay};
 use crate::media::dtmf::EventDetector;
+use crate::media::pacer::RemoteFollower;
 use crate::media::rtp::{DropReason, InboundStats, Latch, RtpTotals, Verdict};
 use crate::recording::CallRecording;
 
@@ -50,13 +54,16 @@ pub struct LegMedia {
     pub stats: Arc<InboundStats>,
     /// Some: the leg's RFC 4733 keys are reported (the caller's).
     pub keys: Option<EventDetector>,
+    /// Some: the stream hotline plays to this leg follows its source when
+    /// it latches (a listening caller, whose prompt or music plays on).
+    pub follow: Option<RemoteFollower>,
 }
 
-/// A bridge handed to a loop: the caller's leg, the agent's, and where the
-/// caller's keys go.
+/// A bridge handed to a loop: the caller's leg, the agent's (none: the
+/// caller only listens, nothing is relayed), and where the caller's keys go.
 pub struct BridgeMedia {
     pub caller: LegMedia,
-    pub agent: LegMedia,
+    pub agent: Option<LegMedia>,
     pub digits: tokio_mpsc::UnboundedSender<char>,
     /// The call's recording, when it records.
     pub recording: Option<CallRecording>,
@@ -67,9 +74,9 @@ pub struct BridgeMedia {
 /// recording.
 pub struct Returned {
     pub caller_socket: std::net::UdpSocket,
-    pub agent_socket: std::net::UdpSocket,
+    pub agent_socket: Option<std::net::UdpSocket>,
     pub caller_latch: Latch,
-    pub agent_latch: Latch,
+    pub agent_latch: Option<Latch>,
     pub caller_keys: Option<EventDetector>,
     pub recording: Option<CallRecording>,
 }
@@ -98,7 +105,29 @@ impl Command {
 struct LoopHandle {
     commands: mpsc::Sender<Command>,
     waker: Arc<Waker>,
-    bridges: Arc<AtomicUsize>,
+    load: Arc<LoopLoad>,
+}
+
+/// What a loop carries, for the gauges and for choosing the least loaded.
+#[derive(Default)]
+struct LoopLoad {
+    bridges: AtomicUsize,
+    listeners: AtomicUsize,
+}
+
+impl LoopLoad {
+    fn counter(&self, listening: bool) -> &AtomicUsize {
+        if listening {
+            &self.listeners
+        } else {
+            &self.bridges
+        }
+    }
+
+    /// A bridge reads two legs and sends; a listener reads one.
+    fn weight(&self) -> usize {
+        2 * self.bridges.load(Ordering::Relaxed) + self.listeners.load(Ordering::Relaxed)
+    }
 }
 
 /// The media loops of the server.
@@ -118,11 +147,11 @@ impl MediaEngine {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (commands, inbox) = mpsc::channel();
-            let bridges = Arc::new(AtomicUsize::new(0));
+            let load = Arc::new(LoopLoad::default());
             let mut media_loop = MediaLoop {
                 poll,
                 inbox,
-                bridges: bridges.clone(),
+                load: load.clone(),
                 totals: totals.clone(),
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -134,7 +163,7 @@ impl MediaEngine {
             loops.push(LoopHandle {
                 commands,
                 waker,
-                bridges,
+                load,
             });
         }
         Ok(MediaEngine {
@@ -147,28 +176,37 @@ impl MediaEngine {
     pub fn bridges_per_loop(&self) -> Vec<usize> {
         self.loops
             .iter()
-            .map(|l| l.bridges.load(Ordering::Relaxed))
+            .map(|l| l.load.bridges.load(Ordering::Relaxed))
             .collect()
     }
 
-    /// Hands a bridge to the least loaded loop; the bridge comes back when
-    /// no loop runs.
+    /// Listening callers on each loop, in loop order.
+    pub fn listeners_per_loop(&self) -> Vec<usize> {
+        self.loops
+            .iter()
+            .map(|l| l.load.listeners.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Hands a bridge (or a listening caller) to the least loaded loop; it
+    /// comes back when no loop runs.
     pub fn attach(&self, bridge: BridgeMedia) -> Result<BridgeTicket, Option<Box<BridgeMedia>>> {
         let Some((loop_index, handle)) = self
             .loops
             .iter()
             .enumerate()
-            .min_by_key(|(_, l)| l.bridges.load(Ordering::Relaxed))
+            .min_by_key(|(_, l)| l.load.weight())
         else {
             return Err(Some(Box::new(bridge)));
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Counted at once, so bridges handed over together spread out.
-        handle.bridges.fetch_add(1, Ordering::Relaxed);
+        let counter = handle.load.counter(bridge.agent.is_none());
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::SendError(command)) =
             handle.commands.send(Command::Attach(id, Box::new(bridge)))
         {
-            handle.bridges.fetch_sub(1, Ordering::Relaxed);
+            counter.fetch_sub(1, Ordering::Relaxed);
             return Err(command.into_bridge());
         }
         if let Err(e) = handle.waker.wake() {
@@ -199,9 +237,21 @@ struct Leg {
     latch: Latch,
     stats: Arc<InboundStats>,
     keys: Option<EventDetector>,
+    follow: Option<RemoteFollower>,
 }
 
 impl Leg {
+    fn new(media: LegMedia) -> Leg {
+        Leg {
+            socket: UdpSocket::from_std(media.socket),
+            format: media.format,
+            latch: media.latch,
+            stats: media.stats,
+            keys: media.keys,
+            follow: media.follow,
+        }
+    }
+
     /// Where this leg's RTP goes: the latched source, else the SDP's
     /// address unless the peer is behind NAT (as the session's `remote`;
     /// a bridge on a loop is never on hold).
@@ -214,7 +264,8 @@ impl Leg {
 
 struct Bridge {
     id: u64,
-    legs: [Leg; 2],
+    caller: Leg,
+    agent: Option<Leg>,
     digits: tokio_mpsc::UnboundedSender<char>,
     recording: Option<CallRecording>,
 }
@@ -282,7 +333,7 @@ const COALESCE: Duration = Duration::from_millis(1);
 struct MediaLoop {
     poll: Poll,
     inbox: mpsc::Receiver<Command>,
-    bridges: Arc<AtomicUsize>,
+    load: Arc<LoopLoad>,
     totals: Arc<RtpTotals>,
     slots: Vec<Option<Bridge>>,
     free: Vec<usize>,
@@ -378,20 +429,15 @@ impl MediaLoop {
             self.slots.push(None);
             self.slots.len() - 1
         });
-        let leg = |media: LegMedia| Leg {
-            socket: UdpSocket::from_std(media.socket),
-            format: media.format,
-            latch: media.latch,
-            stats: media.stats,
-            keys: media.keys,
-        };
         let mut bridge = Bridge {
             id,
-            legs: [leg(bridge.caller), leg(bridge.agent)],
+            caller: Leg::new(bridge.caller),
+            agent: bridge.agent.map(Leg::new),
             digits: bridge.digits,
             recording: bridge.recording,
         };
-        for (side, leg) in bridge.legs.iter_mut().enumerate() {
+        let legs = std::iter::once(&mut bridge.caller).chain(bridge.agent.as_mut());
+        for (side, leg) in legs.enumerate() {
             let token = Token(slot * 2 + side);
             if let Err(e) =
                 self.poll
@@ -411,27 +457,35 @@ impl MediaLoop {
         let slot = self.by_id.remove(&id)?;
         let mut bridge = self.slots.get_mut(slot)?.take()?;
         debug_assert_eq!(bridge.id, id);
-        for leg in &mut bridge.legs {
+        let legs = std::iter::once(&mut bridge.caller).chain(bridge.agent.as_mut());
+        for leg in legs {
             let _ = self.poll.registry().deregister(&mut leg.socket);
         }
         self.free.push(slot);
-        self.bridges.fetch_sub(1, Ordering::Relaxed);
-        let [caller, agent] = bridge.legs;
+        let counter = self.load.counter(bridge.agent.is_none());
+        counter.fetch_sub(1, Ordering::Relaxed);
+        let Bridge {
+            caller,
+            agent,
+            recording,
+            ..
+        } = bridge;
+        let (agent_socket, agent_latch) = agent.map(|a| (a.socket.into(), a.latch)).unzip();
         Some(Returned {
             caller_socket: caller.socket.into(),
-            agent_socket: agent.socket.into(),
+            agent_socket,
             caller_latch: caller.latch,
-            agent_latch: agent.latch,
+            agent_latch,
             caller_keys: caller.keys,
-            recording: bridge.recording,
+            recording,
         })
     }
 }
 
 impl Bridge {
     /// Reads the datagrams waiting on leg `side`, at most
-    /// [`PACKETS_PER_LOOK`], and relays what the other leg should hear;
-    /// true when some may be left.
+    /// [`PACKETS_PER_LOOK`], and relays what the other leg should hear (a
+    /// listening caller's go nowhere); true when some may be left.
     fn drain(
         &mut self,
         side: usize,
@@ -440,9 +494,10 @@ impl Bridge {
         tally: &mut Tally,
     ) -> bool {
         let recording = &mut self.recording;
-        let (from, to) = match &mut self.legs {
-            [caller, agent] if side == 0 => (caller, &*agent),
-            [caller, agent] => (agent, &*caller),
+        let (from, to) = match (side, self.agent.as_mut()) {
+            (0, agent) => (&mut self.caller, agent.map(|a| &*a)),
+            (_, Some(agent)) => (agent, Some(&self.caller)),
+            (_, None) => return false,
         };
         let mut errors = 0;
         for _ in 0..PACKETS_PER_LOOK {
@@ -459,11 +514,17 @@ impl Bridge {
             };
             errors = 0;
             let packet = &inbound[..n];
-            if let Verdict::Drop(reason) =
-                from.latch.judge(source, packet, &from.stats, Instant::now)
-            {
-                tally.dropped(reason);
-                continue;
+            match from.latch.judge(source, packet, &from.stats, Instant::now) {
+                Verdict::Drop(reason) => {
+                    tally.dropped(reason);
+                    continue;
+                }
+                Verdict::Accept { latched: true } => {
+                    if let Some(follow) = &from.follow {
+                        follow.set_remote(Some(source));
+                    }
+                }
+                Verdict::Accept { latched: false } => {}
             }
             tally.packets_in += 1;
             tally.bytes_in += n as u64;
@@ -480,6 +541,9 @@ impl Bridge {
             {
                 let _ = self.digits.send(digit);
             }
+            let Some(to) = to else {
+                continue;
+            };
             let Some(relayed) = relay(packet, &from.format, &to.format, outbound) else {
                 continue;
             };
@@ -546,6 +610,7 @@ mod tests {
             latch,
             stats: Arc::default(),
             keys: None,
+            follow: None,
         };
         (ours, media)
     }
@@ -564,17 +629,11 @@ mod tests {
         let stranger = bind();
         let (caller_socket, caller) = leg(phone.local_addr().unwrap());
         let (_agent_socket, agent) = leg(bind().local_addr().unwrap());
-        let into_leg = |media: LegMedia| Leg {
-            socket: UdpSocket::from_std(media.socket),
-            format: media.format,
-            latch: media.latch,
-            stats: media.stats,
-            keys: media.keys,
-        };
         let (digits, _keys) = tokio_mpsc::unbounded_channel();
         let mut bridge = Bridge {
             id: 1,
-            legs: [into_leg(caller), into_leg(agent)],
+            caller: Leg::new(caller),
+            agent: Some(Leg::new(agent)),
             digits,
             recording: None,
         };
@@ -616,7 +675,7 @@ mod tests {
         let ticket = engine
             .attach(BridgeMedia {
                 caller,
-                agent,
+                agent: Some(agent),
                 digits: digits_tx,
                 recording: None,
             })
@@ -664,9 +723,15 @@ mod tests {
 
         let returned = engine.detach(ticket).await.unwrap();
         assert_eq!(returned.caller_socket.local_addr().ok(), Some(caller_addr));
-        assert_eq!(returned.agent_socket.local_addr().ok(), Some(agent_addr));
+        assert_eq!(
+            returned.agent_socket.and_then(|s| s.local_addr().ok()),
+            Some(agent_addr)
+        );
         assert_eq!(returned.caller_latch.peer(), caller_phone.local_addr().ok());
-        assert_eq!(returned.agent_latch.peer(), agent_phone.local_addr().ok());
+        assert_eq!(
+            returned.agent_latch.and_then(|l| l.peer()),
+            agent_phone.local_addr().ok()
+        );
         assert!(returned.caller_keys.is_some());
         assert_eq!(engine.bridges_per_loop().iter().sum::<usize>(), 0);
         // Taken back, the loop no longer reads the socket: the packet waits
@@ -701,7 +766,7 @@ mod tests {
         let ticket = engine
             .attach(BridgeMedia {
                 caller,
-                agent,
+                agent: Some(agent),
                 digits,
                 recording: None,
             })
@@ -717,5 +782,98 @@ mod tests {
         let returned = engine.detach(ticket).await.unwrap();
         assert_eq!(returned.caller_latch.peer(), phone.local_addr().ok());
         assert!(!returned.caller_latch.behind_nat());
+    }
+
+    #[tokio::test]
+    async fn a_listening_caller_is_judged_and_counted_its_keys_pass_and_nothing_is_relayed() {
+        let totals = Arc::new(RtpTotals::default());
+        let engine = MediaEngine::start(2, totals.clone()).unwrap();
+        let phone = bind();
+        let stranger = bind();
+        let (caller_socket, mut caller) = leg(phone.local_addr().unwrap());
+        caller.keys = Some(EventDetector::default());
+        let stats = caller.stats.clone();
+        let (digits_tx, mut digits) = tokio_mpsc::unbounded_channel();
+        let ticket = engine
+            .attach(BridgeMedia {
+                caller,
+                agent: None,
+                digits: digits_tx,
+                recording: None,
+            })
+            .ok()
+            .unwrap();
+        assert_eq!(engine.listeners_per_loop().iter().sum::<usize>(), 1);
+        assert_eq!(engine.bridges_per_loop().iter().sum::<usize>(), 0);
+        let hotline = caller_socket.local_addr().unwrap();
+        for seq in 0..4u16 {
+            phone.send_to(&rtp(0, seq, &[0xff; 160]), hotline).unwrap();
+        }
+        stranger.send_to(&rtp(0, 9, &[1; 160]), hotline).unwrap();
+        let key = |end: bool| rtp(101, 50, &[7, if end { 0x8a } else { 0x0a }, 0, 160]);
+        phone.send_to(&key(false), hotline).unwrap();
+        phone.send_to(&key(true), hotline).unwrap();
+        let digit = tokio::time::timeout(Duration::from_secs(5), digits.recv()).await;
+        assert_eq!(digit.unwrap(), Some('7'));
+        wait_for("the counts", || {
+            totals.packets_in.load(Ordering::Relaxed) == 6
+                && totals.dropped_foreign.load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(stats.packets.load(Ordering::Relaxed), 6);
+        assert_eq!(totals.relayed_packets.load(Ordering::Relaxed), 0);
+        // Nothing came back to anyone: a listener's packets go nowhere.
+        phone
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(phone.recv_from(&mut buf).is_err());
+
+        let returned = engine.detach(ticket).await.unwrap();
+        assert_eq!(returned.caller_socket.local_addr().ok(), Some(hotline));
+        assert!(returned.agent_socket.is_none() && returned.agent_latch.is_none());
+        assert_eq!(returned.caller_latch.peer(), phone.local_addr().ok());
+        assert!(returned.caller_keys.is_some());
+        assert_eq!(engine.listeners_per_loop().iter().sum::<usize>(), 0);
+    }
+
+    #[test]
+    fn a_listener_weighs_half_a_bridge_when_a_loop_is_chosen() {
+        let engine = MediaEngine::start(2, Arc::default()).unwrap();
+        let listener = || {
+            let (socket, caller) = leg(bind().local_addr().unwrap());
+            let (digits, _) = tokio_mpsc::unbounded_channel();
+            let media = BridgeMedia {
+                caller,
+                agent: None,
+                digits,
+                recording: None,
+            };
+            (socket, media)
+        };
+        let (_bridge_sockets, bridge) = {
+            let (a, caller) = leg(bind().local_addr().unwrap());
+            let (b, agent) = leg(bind().local_addr().unwrap());
+            let (digits, _) = tokio_mpsc::unbounded_channel();
+            let media = BridgeMedia {
+                caller,
+                agent: Some(agent),
+                digits,
+                recording: None,
+            };
+            ((a, b), media)
+        };
+        assert!(engine.attach(bridge).is_ok());
+        // Two listeners weigh what the bridge does: both go to the other loop.
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let (socket, media) = listener();
+            kept.push(socket);
+            assert!(engine.attach(media).is_ok());
+        }
+        let bridges = engine.bridges_per_loop();
+        let listeners = engine.listeners_per_loop();
+        let with_bridge = bridges.iter().position(|&b| b == 1).unwrap();
+        assert_eq!(listeners[with_bridge], 0);
+        assert_eq!(listeners[1 - with_bridge], 2);
     }
 }

@@ -241,6 +241,15 @@ impl StreamHandle {
         });
     }
 
+    /// A handle that moves only where the stream goes (a media loop
+    /// following a caller's latched source); it does not keep the stream.
+    pub fn follower(&self) -> RemoteFollower {
+        RemoteFollower {
+            id: self.id,
+            commands: self.commands.clone(),
+        }
+    }
+
     pub fn set_codec(&self, codec: Codec, payload_type: u8) {
         let _ = self.commands.send(Command::SetCodec {
             id: self.id,
@@ -257,6 +266,22 @@ impl StreamHandle {
 impl Drop for StreamHandle {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Remove { id: self.id });
+    }
+}
+
+/// Where one stream goes, settable from another thread (see
+/// [`StreamHandle::follower`]).
+pub struct RemoteFollower {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RemoteFollower {
+    pub fn set_remote(&self, remote: Option<SocketAddr>) {
+        let _ = self.commands.send(Command::SetRemote {
+            id: self.id,
+            remote,
+        });
     }
 }
 

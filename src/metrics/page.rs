@@ -504,6 +504,19 @@ fn rtp(out: &mut String, ctx: &CallContext) {
             "hotline_media_loop_bridges{{loop=\"{index}\"}} {count}"
         );
     }
+    family(
+        out,
+        "hotline_media_loop_listeners",
+        "gauge",
+        "Callers each media loop reads while they only listen to a prompt or music (none: media.workers = 0).",
+    );
+    let listeners = ctx.media.engine.as_ref().map(|e| e.listeners_per_loop());
+    for (index, count) in listeners.unwrap_or_default().into_iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "hotline_media_loop_listeners{{loop=\"{index}\"}} {count}"
+        );
+    }
 }
 
 /// The store's alarms and bounds.

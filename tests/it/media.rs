@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::caller::media_of;
 use crate::support::*;
 use hotline::media::g711::Codec;
 use hotline::media::prompt::Prompt;
@@ -429,29 +430,103 @@ fn a_stray_stream_that_arrives_first_does_not_keep_the_callers_audio() {
     caller.bye();
 }
 
-/// Bridges the media loops relay, over all loops (from the metrics page).
-fn bridges_on_loops(server: &Server) -> f64 {
+/// A media-loop gauge (`bridges`, `listeners`) over all loops, from the
+/// metrics page.
+fn on_loops(server: &Server, what: &str) -> f64 {
     let port = server.http_port.expect("http enabled");
+    let family = format!("hotline_media_loop_{what}{{");
     http_get(port, "/metrics")
         .lines()
-        .filter(|l| l.starts_with("hotline_media_loop_bridges{"))
+        .filter(|l| l.starts_with(&family))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-fn wait_bridges_on_loops(server: &Server, want: f64) {
+fn wait_on_loops(server: &Server, what: &str, want: f64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let got = bridges_on_loops(server);
+        let got = on_loops(server, what);
         if got == want {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{got} bridges on the media loops, expected {want}"
+            "{got} {what} on the media loops, expected {want}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn wait_bridges_on_loops(server: &Server, want: f64) {
+    wait_on_loops(server, "bridges", want);
+}
+
+#[test]
+fn a_natd_caller_on_music_is_read_by_a_media_loop_the_music_follows_its_source_and_its_keys_count()
+{
+    let server = Server::start(acd_config("").media("workers = 2").http(true));
+    let mut caller = Caller::new(&server);
+    // The phone writes its LAN address; its packets come from its real
+    // socket on 127.0.0.1, where its SIP comes from too.
+    let offer = sdp_offer(
+        caller.rtp_addr(),
+        "0 101",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
+    .replace("c=IN IP4 127.0.0.1", "c=IN IP4 192.168.77.20");
+    let answer = caller.invite("402", &offer);
+    assert_eq!(answer.status(), Some(200));
+    caller.ack("");
+    let hotline_rtp = media_of(&answer.body).expect("SDP answer");
+    // No agent is logged in: the caller waits on music, and only listens.
+    wait_on_loops(&server, "listeners", 1.0);
+    assert_eq!(on_loops(&server, "bridges"), 0.0);
+    // Behind NAT, nothing is sent before the caller's packets show where
+    // it is.
+    caller
+        .rtp
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        caller.rtp.recv_from(&mut buf).is_err(),
+        "music sent before the NAT'd caller's source was known"
+    );
+    // The caller speaks; the loop latches its source and the music goes
+    // there.
+    for seq in 0..10u16 {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&0x0c0f_fee0u32.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        caller.rtp.send_to(&p, hotline_rtp).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    caller
+        .rtp
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let music = caller.receive(25);
+    assert!(
+        music.iter().all(|(_, pt, ..)| *pt == 0),
+        "the music comes in the caller's codec"
+    );
+    // Its keys reach the call from the loop.
+    caller.press('4');
+    server.assert_event(&[
+        "\"type\":\"dtmf_received\"",
+        "\"digit\":\"4\"",
+        "\"via\":\"rfc4733\"",
+    ]);
+    assert_eq!(on_loops(&server, "listeners"), 1.0, "still listening");
+    caller.bye();
+    wait_on_loops(&server, "listeners", 0.0);
+    let page = http_get(server.http_port.expect("http enabled"), "/metrics");
+    assert!(
+        page.contains("hotline_rtp_packets_rejected_total{reason=\"foreign_source\"} 0"),
+        "{page}"
+    );
 }
 
 #[test]

@@ -85,6 +85,7 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_http_refused_total",
     "hotline_rtp_packets_rejected_total",
     "hotline_media_loop_bridges",
+    "hotline_media_loop_listeners",
     "hotline_calls_expired_total",
     "hotline_session_refreshes_total",
     "hotline_session_interval_too_small_total",
