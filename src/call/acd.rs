@@ -31,6 +31,10 @@ use crate::media::pacer::RemoteFollower;
 use crate::media::sdp;
 use crate::sip::EdgeContext;
 
+/// Datagrams that reach a caller who only listens (half a second of its
+/// audio) before a media loop reads them instead of its call.
+const LISTENER_AFTER_PACKETS: u64 = 25;
+
 /// The agent who answered: its leg and the relay between it and the caller
 /// (the core keeps the rest: [`super::core::Bridge`]).
 pub struct Connected {
@@ -765,16 +769,29 @@ impl Actor {
     /// Hands a plain bridge, or a caller who only listens, to a media loop,
     /// or takes it back once that no longer holds.
     pub(super) async fn place_bridge(&mut self) {
+        let current = self.on_loop.as_ref().map(|on| on.listening);
+        let listens = !self.loop_refused
+            && self.ctx.media.engine.is_some()
+            && !self.plain_bridge()
+            && self.caller_only_listens();
+        if !listens {
+            self.listen_mark = None;
+        }
         let wanted = if self.loop_refused || self.ctx.media.engine.is_none() {
             None
         } else if self.plain_bridge() {
             Some(false)
-        } else if self.caller_only_listens() {
-            Some(true)
+        } else if listens {
+            // Only once datagrams arrive (the caller's, or a stranger's
+            // the loop drops as cheaply): handing a quiet caller over
+            // would cost the round trips and save nothing.
+            let packets = self.media.packets_in() + self.media.dropped();
+            let mark = *self.listen_mark.get_or_insert(packets);
+            (current == Some(true) || packets.saturating_sub(mark) >= LISTENER_AFTER_PACKETS)
+                .then_some(true)
         } else {
             None
         };
-        let current = self.on_loop.as_ref().map(|on| on.listening);
         if wanted == current {
             return;
         }

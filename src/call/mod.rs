@@ -463,6 +463,7 @@ async fn call_actor(
         ),
         on_loop: None,
         loop_refused: false,
+        listen_mark: None,
         loop_keys: mpsc::unbounded_channel(),
     };
     actor.lifetime.caller_agreed = caller_agreed;
@@ -551,6 +552,9 @@ struct Actor {
     on_loop: Option<OnLoop>,
     /// A media loop could not take the bridge: it stays here.
     loop_refused: bool,
+    /// The caller's inbound packet count when it began only to listen
+    /// (see `place_bridge`).
+    listen_mark: Option<u64>,
     /// The caller's RFC 4733 keys, from the media loop running the bridge.
     loop_keys: (mpsc::UnboundedSender<char>, mpsc::UnboundedReceiver<char>),
 }
@@ -857,7 +861,13 @@ impl Actor {
                 }
                 event = self.media.events.recv() => {
                     if let Some(MediaEvent::PlaybackFinished { generation }) = event {
-                        self.take_bridge_back().await;
+                        // A listening caller stays on its loop: what comes
+                        // next (a prompt, keys) needs only the pacer, and a
+                        // change that needs its audio here is seen at the
+                        // top of the next turn.
+                        if !self.on_loop.as_ref().is_some_and(|l| l.listening) {
+                            self.take_bridge_back().await;
+                        }
                         self.on_playback_finished(generation);
                     }
                 }

@@ -462,8 +462,8 @@ fn wait_bridges_on_loops(server: &Server, want: f64) {
 }
 
 #[test]
-fn a_natd_caller_on_music_is_read_by_a_media_loop_the_music_follows_its_source_and_its_keys_count()
-{
+fn a_caller_on_music_is_read_by_a_media_loop_once_datagrams_come_and_the_music_follows_its_natd_source()
+ {
     let server = Server::start(acd_config("").media("workers = 2").http(true));
     let mut caller = Caller::new(&server);
     // The phone writes its LAN address; its packets come from its real
@@ -478,9 +478,11 @@ fn a_natd_caller_on_music_is_read_by_a_media_loop_the_music_follows_its_source_a
     assert_eq!(answer.status(), Some(200));
     caller.ack("");
     let hotline_rtp = media_of(&answer.body).expect("SDP answer");
-    // No agent is logged in: the caller waits on music, and only listens.
-    wait_on_loops(&server, "listeners", 1.0);
-    assert_eq!(on_loops(&server, "bridges"), 0.0);
+    // No agent is logged in: the caller waits on music. Quiet, it stays
+    // with its call (nothing to read).
+    server.wait_event(&["\"type\":\"call_queued\""], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(on_loops(&server, "listeners"), 0.0);
     // Behind NAT, nothing is sent before the caller's packets show where
     // it is.
     caller
@@ -492,15 +494,32 @@ fn a_natd_caller_on_music_is_read_by_a_media_loop_the_music_follows_its_source_a
         caller.rtp.recv_from(&mut buf).is_err(),
         "music sent before the NAT'd caller's source was known"
     );
-    // The caller speaks; the loop latches its source and the music goes
-    // there.
-    for seq in 0..10u16 {
+    let packet = |seq: u16, ssrc: u32| {
         let mut p = vec![0x80, 0];
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-        p.extend_from_slice(&0x0c0f_fee0u32.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
         p.extend_from_slice(&[0xff; 160]);
-        caller.rtp.send_to(&p, hotline_rtp).unwrap();
+        p
+    };
+    // A stranger on another host sprays the port: once datagrams come, a
+    // media loop reads them instead of the call, and drops the stranger's.
+    let stranger = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    for seq in 0..30u16 {
+        stranger
+            .send_to(&packet(seq, 0x0bad_5eed), hotline_rtp)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_on_loops(&server, "listeners", 1.0);
+    assert_eq!(on_loops(&server, "bridges"), 0.0);
+    // The caller speaks; the loop latches its source and the music goes
+    // there.
+    for seq in 0..10u16 {
+        caller
+            .rtp
+            .send_to(&packet(seq, 0x0c0f_fee0), hotline_rtp)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
     caller
@@ -519,13 +538,20 @@ fn a_natd_caller_on_music_is_read_by_a_media_loop_the_music_follows_its_source_a
         "\"digit\":\"4\"",
         "\"via\":\"rfc4733\"",
     ]);
-    assert_eq!(on_loops(&server, "listeners"), 1.0, "still listening");
+    assert_eq!(on_loops(&server, "listeners"), 1.0, "still on the loop");
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "the stranger got RTP from hotline"
+    );
     caller.bye();
     wait_on_loops(&server, "listeners", 0.0);
     let page = http_get(server.http_port.expect("http enabled"), "/metrics");
     assert!(
-        page.contains("hotline_rtp_packets_rejected_total{reason=\"foreign_source\"} 0"),
-        "{page}"
+        page.contains("hotline_rtp_packets_rejected_total{reason=\"foreign_source\"} 30"),
+        "every one of the stranger's packets, and only those, dropped: {page}"
     );
 }
 

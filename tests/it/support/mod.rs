@@ -1180,9 +1180,12 @@ impl SippRun {
             if !received && !title.contains(" message sent") {
                 continue;
             }
-            let at = stamp
-                .split_whitespace()
-                .nth(1)
+            // Seconds since the epoch, so a run across midnight still
+            // counts forward.
+            let mut parts = stamp.split_whitespace();
+            let day = parts.next().and_then(days_since_epoch).unwrap_or(0);
+            let at = parts
+                .next()
                 .and_then(|t| {
                     let mut it = t.split(':');
                     let h: f64 = it.next()?.parse().ok()?;
@@ -1190,7 +1193,7 @@ impl SippRun {
                     let s: f64 = it.next()?.parse().ok()?;
                     Some(h * 3600.0 + m * 60.0 + s)
                 })
-                .unwrap_or(0.0);
+                .map_or(0.0, |t| day as f64 * 86400.0 + t);
             let text = lines.next().unwrap_or("").trim_start_matches(['\r', '\n']);
             if let Some(msg) = SipMsg::parse(text.as_bytes()) {
                 out.push(WireEvent { at, received, msg });
@@ -1198,6 +1201,38 @@ impl SippRun {
         }
         out
     }
+}
+
+/// Days from 1970-01-01 to a `YYYY-MM-DD` date (proleptic Gregorian).
+fn days_since_epoch(date: &str) -> Option<i64> {
+    let mut it = date.split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Some(era * 146_097 + day_of_era - 719_468)
+}
+
+#[test]
+fn trace_dates_count_days_across_midnight_and_month_ends() {
+    assert_eq!(days_since_epoch("1970-01-01"), Some(0));
+    assert_eq!(days_since_epoch("2000-03-01"), Some(11_017));
+    assert_eq!(
+        days_since_epoch("2026-12-08").map(|d| d - days_since_epoch("2026-12-07").unwrap()),
+        Some(1)
+    );
+    assert_eq!(
+        days_since_epoch("2027-01-01").map(|d| d - days_since_epoch("2026-12-31").unwrap()),
+        Some(1)
+    );
+    assert_eq!(
+        days_since_epoch("2028-03-01").map(|d| d - days_since_epoch("2028-02-28").unwrap()),
+        Some(2)
+    );
 }
 
 /// One message in a SIPp message log.
