@@ -218,11 +218,6 @@ impl CallRecording {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        if active.failed.load(Ordering::Acquire) {
-            // The writer raised the alarm; the call goes on unrecorded.
-            self.active = None;
-            return;
-        }
         let ms = (now - active.started).as_millis() as u64;
         match (active.hold_since, on_hold) {
             (None, true) => active.hold_since = Some(ms),
@@ -233,6 +228,14 @@ impl CallRecording {
             _ => {}
         }
         if now >= active.next_flush {
+            // Looked at once per flush, not per packet: the flag lives
+            // apart from the call's other state, and a read of it per
+            // packet was a cache miss per packet.
+            if active.failed.load(Ordering::Acquire) {
+                // The writer raised the alarm; the call goes on unrecorded.
+                self.active = None;
+                return;
+            }
             // Packets within the jitter of now may still arrive for the
             // stretch just before it: it waits for the next flush.
             let end = frames_of(now - active.started).saturating_sub(JITTER_FRAMES);
@@ -285,8 +288,10 @@ fn frames_of(d: Duration) -> u64 {
 /// Both channels from the last flush on, placed by arrival.
 struct Timeline {
     stereo: bool,
-    /// Interleaved caller, agent; frame 0 is frame `flushed` of the recording.
-    samples: Vec<i16>,
+    /// Caller's and agent's samples, each in its own run (a packet touches
+    /// only its own channel's memory); index 0 is frame `flushed` of the
+    /// recording.
+    samples: [Vec<i16>; 2],
     /// Frames handed to the writer.
     flushed: u64,
     /// Per channel, the frame after its last sample.
@@ -297,14 +302,17 @@ impl Timeline {
     fn new(stereo: bool, capacity_frames: u64) -> Timeline {
         Timeline {
             stereo,
-            samples: vec![0; capacity_frames as usize * 2],
+            samples: [
+                vec![0; capacity_frames as usize],
+                vec![0; capacity_frames as usize],
+            ],
             flushed: 0,
             cursor: [0; 2],
         }
     }
 
     fn capacity(&self) -> u64 {
-        (self.samples.len() / 2) as u64
+        self.samples[0].len() as u64
     }
 
     fn written_end(&self) -> u64 {
@@ -327,15 +335,9 @@ impl Timeline {
         if offset + n > self.capacity() {
             return;
         }
-        let mut pcm = [0i16; 256];
-        for (i, chunk) in payload.chunks(pcm.len()).enumerate() {
-            let decoded = &mut pcm[..chunk.len()];
-            codec.decode(chunk, decoded);
-            let base = (offset as usize + i * 256) * 2 + channel;
-            for (j, s) in decoded.iter().enumerate() {
-                self.samples[base + j * 2] = *s;
-            }
-        }
+        let offset = offset as usize;
+        let into = &mut self.samples[channel][offset..offset + payload.len()];
+        codec.decode(payload, into);
         self.cursor[channel] = start + n;
     }
 
@@ -350,17 +352,20 @@ impl Timeline {
         let frames = end - self.flushed;
         let held = frames.min(self.capacity()) as usize;
         out.reserve(held * if self.stereo { 4 } else { 2 });
-        for frame in self.samples[..held * 2].chunks_exact(2) {
+        let [caller, agent] = &self.samples;
+        for (c, a) in caller[..held].iter().zip(&agent[..held]) {
             if self.stereo {
-                out.extend_from_slice(&frame[0].to_le_bytes());
-                out.extend_from_slice(&frame[1].to_le_bytes());
+                out.extend_from_slice(&c.to_le_bytes());
+                out.extend_from_slice(&a.to_le_bytes());
             } else {
-                out.extend_from_slice(&frame[0].saturating_add(frame[1]).to_le_bytes());
+                out.extend_from_slice(&c.saturating_add(*a).to_le_bytes());
             }
         }
-        let len = self.samples.len();
-        self.samples.copy_within(held * 2..len, 0);
-        self.samples[len - held * 2..].fill(0);
+        for channel in &mut self.samples {
+            let len = channel.len();
+            channel.copy_within(held..len, 0);
+            channel[len - held..].fill(0);
+        }
         self.flushed = end;
         let bytes_per_frame = if self.stereo { 4 } else { 2 };
         (frames - held as u64) * bytes_per_frame
