@@ -16,7 +16,8 @@
 //! keys to the actor, rewrites the packet with [`relay`] into a buffer
 //! allocated once, and sends it from the other leg's socket. No task per leg,
 //! no timer, no allocation and no lock on the packet path; the global totals
-//! are added once per batch of readiness events.
+//! are added once per batch of readiness events, each call's own counters
+//! at the loop's sweep (every 100 ms) and when it takes its media back.
 //!
 //! The loop takes the legs' sockets themselves, out of the async runtime's
 //! readiness set (the pacer sends prompts from its own handle on each), so a
@@ -235,7 +236,12 @@ struct Leg {
     socket: UdpSocket,
     format: LegFormat,
     latch: Latch,
+    /// The call's counters, published into at each sweep and at the
+    /// handback.
     stats: Arc<InboundStats>,
+    /// What the loop counted since it last published: the leg's own, next
+    /// to the rest of its state, so a packet touches no shared line.
+    counted: InboundStats,
     keys: Option<EventDetector>,
     follow: Option<RemoteFollower>,
 }
@@ -247,9 +253,14 @@ impl Leg {
             format: media.format,
             latch: media.latch,
             stats: media.stats,
+            counted: InboundStats::default(),
             keys: media.keys,
             follow: media.follow,
         }
+    }
+
+    fn publish(&self) {
+        self.counted.move_into(&self.stats);
     }
 
     /// Where this leg's RTP goes: the latched source, else the SDP's
@@ -321,9 +332,10 @@ const ERRORS_IN_A_ROW: u32 = 8;
 /// 20 ms): a socket flooded by a stranger cannot keep its loop from the
 /// other bridges; what is left is read first at the next look.
 const PACKETS_PER_LOOK: usize = 64;
-/// How often the loop looks at its recordings' clocks (a recording also
-/// flushes as its packets arrive; this covers a silent call).
-const RECORDING_SWEEP: Duration = Duration::from_millis(100);
+/// How often the loop publishes its legs' counters to their calls and looks
+/// at its recordings' clocks (a recording also flushes as its packets
+/// arrive; this covers a silent call).
+const SWEEP: Duration = Duration::from_millis(100);
 /// The least time between two looks at the sockets. Waking once per
 /// packet would cost a context switch per packet; waiting this long lets
 /// each look find many calls' packets ready (a packet waits at most this
@@ -346,7 +358,7 @@ impl MediaLoop {
         let mut inbound = vec![0u8; PACKET_MAX];
         let mut outbound = vec![0u8; PACKET_MAX];
         let mut tally = Tally::default();
-        let mut next_sweep = Instant::now() + RECORDING_SWEEP;
+        let mut next_sweep = Instant::now() + SWEEP;
         // Legs whose datagrams were not all read at the last look; edge
         // triggered, they would not be reported again.
         let mut unfinished: Vec<(usize, usize)> = Vec::with_capacity(64);
@@ -384,8 +396,8 @@ impl MediaLoop {
             tally.flush(&self.totals);
             let now = Instant::now();
             if now >= next_sweep {
-                next_sweep = now + RECORDING_SWEEP;
-                self.sweep_recordings(now);
+                next_sweep = now + SWEEP;
+                self.sweep(now);
             }
             if commands && !self.take_commands() {
                 return;
@@ -399,9 +411,13 @@ impl MediaLoop {
         }
     }
 
-    fn sweep_recordings(&mut self, now: Instant) {
+    fn sweep(&mut self, now: Instant) {
         let now = tokio::time::Instant::from_std(now);
         for bridge in self.slots.iter_mut().flatten() {
+            bridge.caller.publish();
+            if let Some(agent) = &bridge.agent {
+                agent.publish();
+            }
             if let Some(recording) = bridge.recording.as_mut() {
                 recording.tick(now, false);
             }
@@ -460,6 +476,7 @@ impl MediaLoop {
         let legs = std::iter::once(&mut bridge.caller).chain(bridge.agent.as_mut());
         for leg in legs {
             let _ = self.poll.registry().deregister(&mut leg.socket);
+            leg.publish();
         }
         self.free.push(slot);
         let counter = self.load.counter(bridge.agent.is_none());
@@ -514,7 +531,10 @@ impl Bridge {
             };
             errors = 0;
             let packet = &inbound[..n];
-            match from.latch.judge(source, packet, &from.stats, Instant::now) {
+            match from
+                .latch
+                .judge(source, packet, &from.counted, Instant::now)
+            {
                 Verdict::Drop(reason) => {
                     tally.dropped(reason);
                     continue;
@@ -708,7 +728,10 @@ mod tests {
         wait_for("the stranger's drop", || {
             totals.dropped_foreign.load(Ordering::Relaxed) == 1
         });
-        assert_eq!(caller_stats.dropped_source.load(Ordering::Relaxed), 1);
+        // The call's own counters are published at the loop's next sweep.
+        wait_for("the call's drop count", || {
+            caller_stats.dropped_source.load(Ordering::Relaxed) == 1
+        });
         // The caller's key (RFC 4733: start, then the end) reaches the call.
         let key = |end: bool| rtp(101, 50, &[5, if end { 0x8a } else { 0x0a }, 0, 160]);
         caller_phone.send_to(&key(false), caller_addr).unwrap();
@@ -719,7 +742,9 @@ mod tests {
             totals.relayed_packets.load(Ordering::Relaxed) == 12
         });
         assert_eq!(totals.packets_in.load(Ordering::Relaxed), 12);
-        assert_eq!(caller_stats.packets.load(Ordering::Relaxed), 7);
+        wait_for("the call's packet count", || {
+            caller_stats.packets.load(Ordering::Relaxed) == 7
+        });
 
         let returned = engine.detach(ticket).await.unwrap();
         assert_eq!(returned.caller_socket.local_addr().ok(), Some(caller_addr));
@@ -819,7 +844,6 @@ mod tests {
             totals.packets_in.load(Ordering::Relaxed) == 6
                 && totals.dropped_foreign.load(Ordering::Relaxed) == 1
         });
-        assert_eq!(stats.packets.load(Ordering::Relaxed), 6);
         assert_eq!(totals.relayed_packets.load(Ordering::Relaxed), 0);
         // Nothing came back to anyone: a listener's packets go nowhere.
         phone
@@ -829,6 +853,9 @@ mod tests {
         assert!(phone.recv_from(&mut buf).is_err());
 
         let returned = engine.detach(ticket).await.unwrap();
+        // Handed back, everything counted is published.
+        assert_eq!(stats.packets.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.dropped_source.load(Ordering::Relaxed), 1);
         assert_eq!(returned.caller_socket.local_addr().ok(), Some(hotline));
         assert!(returned.agent_socket.is_none() && returned.agent_latch.is_none());
         assert_eq!(returned.caller_latch.peer(), phone.local_addr().ok());

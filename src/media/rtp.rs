@@ -209,6 +209,27 @@ pub struct InboundStats {
     pub rtcp_packets: AtomicU64,
 }
 
+impl InboundStats {
+    /// Adds these counts into `shared` and starts them again from zero
+    /// (a media loop counts each packet in a leg of its own and publishes
+    /// now and then, rather than touching the shared counters per packet).
+    pub fn move_into(&self, shared: &InboundStats) {
+        let pairs = [
+            (&self.packets, &shared.packets),
+            (&self.bytes, &shared.bytes),
+            (&self.dropped_source, &shared.dropped_source),
+            (&self.dropped_malformed, &shared.dropped_malformed),
+            (&self.dropped_unconfirmed, &shared.dropped_unconfirmed),
+            (&self.rtcp_packets, &shared.rtcp_packets),
+        ];
+        for (local, shared) in pairs {
+            if local.load(Ordering::Relaxed) > 0 {
+                shared.fetch_add(local.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Why an inbound datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -420,6 +441,24 @@ impl Latch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_moved_into_the_shared_counters_start_again_from_zero() {
+        let (local, shared) = (InboundStats::default(), InboundStats::default());
+        shared.packets.store(10, Ordering::Relaxed);
+        local.packets.store(3, Ordering::Relaxed);
+        local.bytes.store(516, Ordering::Relaxed);
+        local.dropped_unconfirmed.store(2, Ordering::Relaxed);
+        local.move_into(&shared);
+        local.packets.store(1, Ordering::Relaxed);
+        local.move_into(&shared);
+        assert_eq!(shared.packets.load(Ordering::Relaxed), 14);
+        assert_eq!(shared.bytes.load(Ordering::Relaxed), 516);
+        assert_eq!(shared.dropped_unconfirmed.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.dropped_source.load(Ordering::Relaxed), 0);
+        assert_eq!(local.packets.load(Ordering::Relaxed), 0);
+        assert_eq!(local.bytes.load(Ordering::Relaxed), 0);
+    }
 
     #[tokio::test]
     async fn pool_hands_out_even_rtp_with_rtcp_above_and_skips_busy_ports() {
