@@ -18,6 +18,8 @@
 #        every accepted call looked up in the CDR store)
 #   benches/media_load.sh all       every case at its defaults
 # Figures: cpu% is the server's CPU over the plateau (100 = one core);
+# on_time_frames is the share of prompt/music frames sent within 2 ms of
+# their tick;
 # rss_kb_per_call is (RSS at plateau - RSS before the calls) / calls;
 # pkts_expected counts 50 pps per leg and direction over the plateau;
 # pkts_in/pkts_out are the server's RTP counters over the plateau;
@@ -300,7 +302,9 @@ us = 1e6 * float(kv["cpu_s"]) / sent if sent else 0
 print(f"case=playback streams={calls} failed={int(kv['failed']) + int(kv['refused_503'])} "
       f"cpu%={kv['cpu_pct']} rss_kb_per_stream={(int(kv['rss_kb']) - rss_start) / calls:.1f} "
       f"frames_expected={expected} frames_sent={sent} sent_share={100 * sent / expected:.2f}% "
-      f"late_ticks={kv['late_ticks']}/{ticks} pkts_in={kv['pkts_in']} "
+      f"late_ticks={kv['late_ticks']}/{ticks} "
+      f"on_time_frames={100 - 100 * int(kv['late_frames']) / sent if sent else 0:.2f}% "
+      f"pkts_in={kv['pkts_in']} "
       f"dropped={int(kv['rtp_rejected']) + int(kv['socket_drops'])} us_per_frame={us:.2f}")
 PY
 }

@@ -23,6 +23,7 @@ METRICS = (
     "hotline_rtp_packets_sent_total",
     "hotline_rtp_packets_dropped_total",
     "hotline_media_late_ticks_total",
+    "hotline_media_late_frames_total",
     "hotline_trunk_calls_active",
     "hotline_calls_total",
     "hotline_metrics_events_lost_total",
@@ -129,6 +130,7 @@ def delta(before, after):
             if inode in b["socket_drops"]
         ),
         "late_ticks": d("hotline_media_late_ticks_total"),
+        "late_frames": d("hotline_media_late_frames_total"),
         "active": int(m(a, "hotline_trunk_calls_active")),
         "events_lost": int(m(a, "hotline_metrics_events_lost_total")),
         "refused_max_calls": int(m(a, 'hotline_sip_refused_total{reason="max_calls"}')),

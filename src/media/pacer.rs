@@ -72,6 +72,10 @@ pub struct PacerStats {
     pub send_failures: AtomicU64,
     /// Ticks that started more than 2 ms after their deadline.
     pub late_ticks: AtomicU64,
+    /// Frames sent more than 2 ms after their tick's deadline (a tick that
+    /// started late, or the tail of a tick with many streams), counted to
+    /// the nearest [`LATE_FRAME_CHECK`] frames.
+    pub late_frames: AtomicU64,
     pub max_lateness_us: AtomicU64,
     pub streams: AtomicU64,
     /// Tick lateness in 250 µs buckets; the last bucket holds 10 ms and more.
@@ -88,6 +92,7 @@ impl Default for PacerStats {
             bytes_sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
             late_ticks: AtomicU64::new(0),
+            late_frames: AtomicU64::new(0),
             max_lateness_us: AtomicU64::new(0),
             streams: AtomicU64::new(0),
             lateness: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -353,36 +358,60 @@ fn send_frame(
     frame: &[u8],
     buf: &mut [u8],
     stats: &PacerStats,
-) {
+) -> bool {
     let Some(remote) = remote else {
         numbering.skip(FRAME_SAMPLES as u32);
-        return;
+        return false;
     };
     let len = numbering.write_packet(payload_type, frame, FRAME_SAMPLES as u32, buf);
     match socket.try_send_to(&buf[..len], remote) {
         Ok(sent) => {
             stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed)
+            stats.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
+            true
         }
-        Err(_) => stats.send_failures.fetch_add(1, Ordering::Relaxed),
-    };
+        Err(_) => {
+            stats.send_failures.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
-/// Sends every stream its next frame.
-fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats) {
+/// How many frames go out between two looks at the clock while a tick
+/// sends (a look costs tens of nanoseconds, a frame microseconds).
+pub const LATE_FRAME_CHECK: u64 = 16;
+/// A frame sent later than this after its tick's deadline is late.
+const LATE_FRAME: Duration = Duration::from_millis(2);
+
+/// Sends every stream its next frame; `deadline` is the tick's, by which
+/// late frames are counted.
+fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats, deadline: Instant) {
+    let late_after = deadline + LATE_FRAME;
+    let mut late = Instant::now() > late_after;
+    let (mut sent, mut sent_late) = (0u64, 0u64);
     for stream in streams.values_mut() {
         let mut drained = false;
         match &mut stream.playback {
             Some((playback, _)) => match playback.next_frame(stream.codec) {
-                Some(frame) => send_frame(
-                    &mut stream.numbering,
-                    &stream.socket,
-                    stream.remote,
-                    stream.payload_type,
-                    frame,
-                    buf,
-                    stats,
-                ),
+                Some(frame) => {
+                    if send_frame(
+                        &mut stream.numbering,
+                        &stream.socket,
+                        stream.remote,
+                        stream.payload_type,
+                        frame,
+                        buf,
+                        stats,
+                    ) {
+                        sent += 1;
+                        if !late && sent % LATE_FRAME_CHECK == 0 {
+                            late = Instant::now() > late_after;
+                        }
+                        if late {
+                            sent_late += 1;
+                        }
+                    }
+                }
                 None => drained = true,
             },
             None => stream.numbering.skip(FRAME_SAMPLES as u32),
@@ -401,6 +430,9 @@ fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats) 
             stream.playback = None;
             stream.numbering.skip(FRAME_SAMPLES as u32);
         }
+    }
+    if sent_late > 0 {
+        stats.late_frames.fetch_add(sent_late, Ordering::Relaxed);
     }
 }
 
@@ -426,7 +458,7 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, stats: Arc<PacerSta
         }
         stats.ticks.fetch_add(1, Ordering::Relaxed);
         stats.streams.store(streams.len() as u64, Ordering::Relaxed);
-        tick(&mut streams, &mut buf, &stats);
+        tick(&mut streams, &mut buf, &stats, deadline.into_std());
     }
 }
 
@@ -439,6 +471,63 @@ mod tests {
             .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
             .collect();
         Arc::new(Prompt::from_pcm("tone", pcm))
+    }
+
+    /// `count` streams playing a long tone to one sink, applied as the
+    /// pacing task would.
+    fn playing_streams(count: u64, sink: SocketAddr) -> HashMap<u64, Stream> {
+        let mut streams = HashMap::new();
+        for id in 0..count {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let (events, _) = mpsc::unbounded_channel();
+            for command in [
+                Command::Add {
+                    id,
+                    socket: Sender::Own(socket),
+                    codec: Codec::Pcmu,
+                    payload_type: 0,
+                    events,
+                },
+                Command::SetRemote {
+                    id,
+                    remote: Some(sink),
+                },
+                Command::Play {
+                    id,
+                    prompts: vec![tone(10)],
+                    looping: true,
+                    generation: 1,
+                },
+            ] {
+                apply(&mut streams, command);
+            }
+        }
+        streams
+    }
+
+    #[test]
+    fn frames_sent_more_than_2ms_after_their_tick_are_counted_late() {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut streams = playing_streams(40, sink.local_addr().unwrap());
+        let stats = PacerStats::default();
+        let mut buf = vec![0u8; HEADER_LEN + 1024];
+        // On time: nothing is late (40 frames take far less than 2 ms).
+        tick(&mut streams, &mut buf, &stats, Instant::now());
+        assert_eq!(stats.frames_sent.load(Ordering::Relaxed), 40);
+        assert_eq!(stats.late_frames.load(Ordering::Relaxed), 0);
+        // A tick that starts 5 ms after its deadline: every frame is late.
+        let deadline = Instant::now() - Duration::from_millis(5);
+        tick(&mut streams, &mut buf, &stats, deadline);
+        assert_eq!(stats.frames_sent.load(Ordering::Relaxed), 80);
+        assert_eq!(stats.late_frames.load(Ordering::Relaxed), 40);
+        // A tick that starts 1.9 ms after: the first look at the clock
+        // (after LATE_FRAME_CHECK frames) may find it past 2 ms, never
+        // before.
+        let deadline = Instant::now() - Duration::from_micros(1900);
+        tick(&mut streams, &mut buf, &stats, deadline);
+        let late = stats.late_frames.load(Ordering::Relaxed) - 40;
+        assert!(late <= 40 - LATE_FRAME_CHECK, "{late} late frames");
     }
 
     #[tokio::test]

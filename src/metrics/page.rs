@@ -469,6 +469,11 @@ fn rtp(out: &mut String, ctx: &CallContext) {
             "20 ms pacing ticks that started more than 2 ms late.",
             load(&pacer.late_ticks),
         ),
+        (
+            "hotline_media_late_frames_total",
+            "Prompt and music frames sent more than 2 ms after their 20 ms tick.",
+            load(&pacer.late_frames),
+        ),
     ];
     for (name, help, value) in rows {
         family(out, name, "counter", help);

@@ -44,6 +44,7 @@ pub const CATALOGUE: &[&str] = &[
     "hotline_rtp_bytes_sent_total",
     "hotline_rtp_packets_dropped_total",
     "hotline_media_late_ticks_total",
+    "hotline_media_late_frames_total",
     "hotline_store_errors_total",
     "hotline_store_rows_written_total",
     "hotline_store_pending",
