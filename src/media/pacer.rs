@@ -1,8 +1,14 @@
 //! The shared 20 ms clock that paces every outgoing media stream.
 //!
-//! One task owns all playing streams and, on each tick, sends each stream its
-//! next frame, so thousands of prompt and music-on-hold streams cost one timer,
-//! not thousands drifting apart. Call actors steer their stream through a
+//! One thread owns all playing streams and, every 20 ms, sends each stream
+//! its next frame, so thousands of prompt and music-on-hold streams cost one
+//! timer, not thousands drifting apart. The streams are spread over the 20
+//! slots of a cycle (1 ms each), so a cycle's sends do not pile up at one
+//! instant and each frame leaves close to its own deadline. The thread is its own, not a task of
+//! the async runtime: it wakes on a high-resolution sleep at each 20 ms
+//! deadline, where the runtime's timer rounds to the millisecond and shares
+//! its threads with the calls, so a tick would start a millisecond or more
+//! late and its frames later still. Call actors steer their stream through a
 //! lock-free channel ([`StreamHandle`]) and hear back when a playlist ends.
 //! A stream with nothing to play stays silent while its RTP clock runs on.
 
@@ -70,7 +76,8 @@ pub struct PacerStats {
     /// RTP bytes (headers included) of the frames sent.
     pub bytes_sent: AtomicU64,
     pub send_failures: AtomicU64,
-    /// Ticks that started more than 2 ms after their deadline.
+    /// 20 ms cycles with a slot that started more than 2 ms after its
+    /// deadline.
     pub late_ticks: AtomicU64,
     /// Frames sent more than 2 ms after their tick's deadline (a tick that
     /// started late, or the tail of a tick with many streams), counted to
@@ -78,7 +85,7 @@ pub struct PacerStats {
     pub late_frames: AtomicU64,
     pub max_lateness_us: AtomicU64,
     pub streams: AtomicU64,
-    /// Tick lateness in 250 µs buckets; the last bucket holds 10 ms and more.
+    /// Slot lateness in 250 µs buckets; the last bucket holds 10 ms and more.
     lateness: [AtomicU64; LATENESS_BUCKETS],
 }
 
@@ -181,14 +188,22 @@ struct Stream {
 }
 
 impl Pacer {
-    /// Starts the pacing task on the current runtime.
+    /// Starts the pacing thread.
     pub fn start() -> Pacer {
         Self::start_with(Arc::new(PacerStats::default()))
     }
 
     fn start_with(stats: Arc<PacerStats>) -> Pacer {
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, stats.clone()));
+        let thread_stats = stats.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("media-pacer".into())
+            .spawn(move || run(rx, thread_stats))
+        {
+            // Without its thread no prompt plays: calls still connect,
+            // and the stalled pacer is seen in its tick counter.
+            tracing::error!(error = %e, "cannot start the media pacer");
+        }
         Pacer {
             commands,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -436,29 +451,65 @@ fn tick(streams: &mut HashMap<u64, Stream>, buf: &mut [u8], stats: &PacerStats, 
     }
 }
 
-async fn run(mut commands: mpsc::UnboundedReceiver<Command>, stats: Arc<PacerStats>) {
-    let mut streams: HashMap<u64, Stream> = HashMap::new();
-    let mut buf = vec![0u8; HEADER_LEN + 1024];
-    let mut clock = tokio::time::interval(FRAME);
-    // After a stall, catch up frame by frame so the streams' clocks match real time.
-    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    loop {
-        let deadline = clock.tick().await;
-        let lateness = Instant::now().saturating_duration_since(deadline.into_std());
-        stats.record_lateness(lateness.as_micros() as u64);
-        if lateness > Duration::from_millis(2) {
-            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+/// The 20 ms cycle is cut into this many slots; each stream sends in its
+/// own (by its id), so a cycle's frames go out spread over it rather than
+/// all at one instant, and each within a slot of its deadline.
+const SLOTS: usize = 20;
+
+fn slot_of(id: u64) -> usize {
+    (id % SLOTS as u64) as usize
+}
+
+impl Command {
+    fn stream_id(&self) -> u64 {
+        match self {
+            Command::Add { id, .. }
+            | Command::Play { id, .. }
+            | Command::Stop { id }
+            | Command::SetRemote { id, .. }
+            | Command::SetCodec { id, .. }
+            | Command::Remove { id } => *id,
         }
+    }
+}
+
+fn run(mut commands: mpsc::UnboundedReceiver<Command>, stats: Arc<PacerStats>) {
+    let mut slots: Vec<HashMap<u64, Stream>> = (0..SLOTS).map(|_| HashMap::new()).collect();
+    let slot_length = FRAME / SLOTS as u32;
+    let mut buf = vec![0u8; HEADER_LEN + 1024];
+    let mut deadline = Instant::now();
+    let mut slot = 0;
+    let mut cycle_late = false;
+    loop {
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        // After a stall the deadlines stay where they were: the slots
+        // missed follow at once, so the streams' clocks match real time.
+        let lateness = Instant::now().saturating_duration_since(deadline);
+        stats.record_lateness(lateness.as_micros() as u64);
+        cycle_late |= lateness > Duration::from_millis(2);
         loop {
             match commands.try_recv() {
-                Ok(command) => apply(&mut streams, command),
+                Ok(command) => apply(&mut slots[slot_of(command.stream_id())], command),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
-        stats.ticks.fetch_add(1, Ordering::Relaxed);
-        stats.streams.store(streams.len() as u64, Ordering::Relaxed);
-        tick(&mut streams, &mut buf, &stats, deadline.into_std());
+        tick(&mut slots[slot], &mut buf, &stats, deadline);
+        slot += 1;
+        if slot == SLOTS {
+            // A tick is one whole cycle; late if any of its slots was.
+            slot = 0;
+            stats.ticks.fetch_add(1, Ordering::Relaxed);
+            if std::mem::take(&mut cycle_late) {
+                stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            }
+            let streams: usize = slots.iter().map(HashMap::len).sum();
+            stats.streams.store(streams as u64, Ordering::Relaxed);
+        }
+        deadline += slot_length;
     }
 }
 
