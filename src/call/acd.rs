@@ -77,7 +77,7 @@ pub struct AcdState {
     pub(super) given_up: std::collections::HashMap<String, InviteDialog>,
     /// The trunk the call came in on: its dial plan, where it takes hotline's
     /// own calls (`outbound`) and its outbound ceilings.
-    pub(super) trunk: crate::config::Trunk,
+    pub(super) trunk: Arc<crate::config::Trunk>,
     /// The called-back customer's INVITE, once an agent answered a callback.
     pub(super) customer: Option<super::callback::CustomerCall>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
@@ -91,7 +91,7 @@ impl AcdState {
     pub fn new(
         ctx: &EdgeContext,
         call_id: String,
-        trunk: &crate::config::Trunk,
+        trunk: &Arc<crate::config::Trunk>,
         caller: String,
         number: String,
         mailbox: mpsc::UnboundedSender<CallCommand>,
@@ -939,8 +939,14 @@ impl Actor {
         }
     }
 
-    /// A state change or request in an agent's dialog.
+    /// A state change or request in an agent's dialog. Boxed: the call's
+    /// loop keeps room for the largest future it awaits for the call's whole
+    /// life, and an agent's dialog speaks rarely.
     pub(super) async fn on_agent_dialog(&mut self, state: DialogState) {
+        Box::pin(self.agent_dialog_changed(state)).await;
+    }
+
+    async fn agent_dialog_changed(&mut self, state: DialogState) {
         if let DialogState::Confirmed(id, _) = &state {
             self.refer_answered(id);
         }

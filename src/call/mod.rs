@@ -251,7 +251,15 @@ fn content_type(req: &Request) -> String {
 }
 
 /// Runs one inbound call from its admitted INVITE to its end.
-pub async fn run_inbound(ctx: Arc<CallContext>, tx: Transaction, admitted: Admitted) {
+///
+/// The answer (the offer, the dialog, the ringing) and the call's run are two
+/// futures: the answer's state is large and needed for a moment, so it is
+/// boxed and freed before the run, which is all a call keeps for its life.
+pub fn run_inbound(
+    ctx: Arc<CallContext>,
+    tx: Transaction,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send + 'static {
     let call_id = tx
         .original
         .call_id_header()
@@ -263,9 +271,13 @@ pub async fn run_inbound(ctx: Arc<CallContext>, tx: Transaction, admitted: Admit
         number = %admitted.number.number,
         trunk = %admitted.trunk.name
     );
-    call_actor(ctx, tx, admitted, call_id)
-        .instrument(span)
-        .await;
+    async move {
+        let answered = Box::pin(answer_call(ctx, tx, admitted, call_id)).await;
+        if let Some(answered) = answered {
+            run_call(answered).await;
+        }
+    }
+    .instrument(span)
 }
 
 /// A SIP Warning header (RFC 3261 §20.43) for an SDP problem.
@@ -284,12 +296,25 @@ async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<&SdpEr
     }
 }
 
-async fn call_actor(
+/// An answered call (or one that ended while it rang), ready to run.
+struct Answered {
+    actor: Actor,
+    /// The caller's dialog and its events.
+    dialog: InviteDialog,
+    state_rx: mpsc::UnboundedReceiver<DialogState>,
+    /// The INVITE server transaction, running beside the actor.
+    transaction: tokio::task::JoinHandle<()>,
+    ended: Option<ReleasedBy>,
+}
+
+/// Answers an admitted INVITE and sets its actor up; `None` when the call
+/// was refused.
+async fn answer_call(
     ctx: Arc<CallContext>,
     mut tx: Transaction,
     admitted: Admitted,
     call_id: String,
-) {
+) -> Option<Box<Answered>> {
     let media_room = ctx.media.clone();
     let media_ip = ctx
         .udp_addr
@@ -306,7 +331,8 @@ async fn call_actor(
             Ok(offer) => Some(offer),
             Err(e) => {
                 info!(error = %e, "unusable SDP offer");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
             }
         }
     };
@@ -325,7 +351,7 @@ async fn call_actor(
                 {
                     debug!(error = %e, "could not answer 422");
                 }
-                return;
+                return None;
             }
             UasDecision::Run {
                 interval,
@@ -345,7 +371,8 @@ async fn call_actor(
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no RTP ports");
-            return refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
+            refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
+            return None;
         }
     };
     media.set_signalling(Some(admitted.source.ip()));
@@ -354,7 +381,8 @@ async fn call_actor(
             Ok(answer) => answer,
             Err(e) => {
                 info!(error = %e, "offer refused");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
             }
         },
         None => media.offer(),
@@ -369,10 +397,10 @@ async fn call_actor(
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "cannot create the dialog");
-            return refuse(&mut tx, StatusCode::ServerInternalError, None).await;
+            refuse(&mut tx, StatusCode::ServerInternalError, None).await;
+            return None;
         }
     };
-    let dialog_id: DialogId = dialog.id();
     ctx.calls.dialogs.insert(call_id.clone(), dialog.clone());
     let caller = admitted.caller.clone();
     ctx.bus.publish(Event::CallAdmitted {
@@ -476,6 +504,29 @@ async fn call_actor(
         } else {
             actor.begin(&admitted.number.target, vars);
         }
+    }
+    Some(Box::new(Answered {
+        actor,
+        dialog,
+        state_rx,
+        transaction,
+        ended,
+    }))
+}
+
+/// Runs an answered call to its end, then lets it go.
+async fn run_call(answered: Box<Answered>) {
+    let Answered {
+        mut actor,
+        dialog,
+        mut state_rx,
+        transaction,
+        mut ended,
+    } = *answered;
+    let ctx = actor.ctx.clone();
+    let call_id = actor.call_id.clone();
+    let dialog_id: DialogId = dialog.id();
+    if ended.is_none() {
         ended = actor.run(&dialog, &mut state_rx).await;
     }
     ctx.calls.mailboxes.remove(&call_id);
@@ -737,12 +788,17 @@ impl Actor {
         dialog: &InviteDialog,
         state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
     ) -> Option<ReleasedBy> {
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut agent_buf = vec![0u8; 2048];
-        let mut supervisor_buf = vec![0u8; 2048];
-        let mut consultant_buf = vec![0u8; 2048];
-        let mut consult_phone_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 1500];
+        let mut rtp_buf = vec![0u8; RTP_BUF_LEN];
+        // The other legs' buffers are sized by `recv_from_opt` once such a
+        // leg exists: most calls never have a supervisor or a consultation,
+        // and a bridge on a media loop is read there.
+        let mut agent_buf = Vec::new();
+        let mut supervisor_buf = Vec::new();
+        let mut consultant_buf = Vec::new();
+        let mut consult_phone_buf = Vec::new();
+        // RTCP is only counted, never read: a short buffer takes the
+        // datagram (truncated) as well as a long one.
+        let mut rtcp_buf = [0u8; 64];
         if !self.delayed_offer {
             self.media_started();
         }
@@ -889,8 +945,14 @@ impl Actor {
     }
 
     /// What the rest of the server tells the call (the router, the CTI
-    /// API, the call's own helper tasks).
+    /// API, the call's own helper tasks). Boxed: carrying a command out
+    /// (a consultation, a monitor) takes the largest state of the call's
+    /// loop, which would otherwise keep room for it for the call's life.
     async fn on_command(&mut self, command: CallCommand) {
+        Box::pin(self.carry_out_command(command)).await;
+    }
+
+    async fn carry_out_command(&mut self, command: CallCommand) {
         match command {
             CallCommand::Offer { agents, queue } => {
                 for agent in agents {
@@ -1233,13 +1295,22 @@ fn dialog_of(state: &DialogState) -> &DialogId {
     }
 }
 
-/// Receives from `socket`, or never when there is none.
+/// The longest RTP datagram a call reads whole.
+const RTP_BUF_LEN: usize = 2048;
+
+/// Receives from `socket`, or never when there is none. `buf` gets its
+/// room ([`RTP_BUF_LEN`]) the first time there is a socket to read.
 async fn recv_from_opt(
     socket: Option<&tokio::net::UdpSocket>,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<(usize, std::net::SocketAddr)> {
     match socket {
-        Some(socket) => socket.recv_from(buf).await,
+        Some(socket) => {
+            if buf.len() < RTP_BUF_LEN {
+                buf.resize(RTP_BUF_LEN, 0);
+            }
+            socket.recv_from(buf).await
+        }
         None => std::future::pending().await,
     }
 }
