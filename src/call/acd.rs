@@ -61,9 +61,11 @@ pub struct AcdState {
     pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
     pub(super) states: DialogStateSender,
+    /// Boxed: a channel keeps room for 32 of its messages, and a final
+    /// response is large and rare.
     pub finals: (
-        mpsc::UnboundedSender<ForkFinal>,
-        mpsc::UnboundedReceiver<ForkFinal>,
+        mpsc::UnboundedSender<Box<ForkFinal>>,
+        mpsc::UnboundedReceiver<Box<ForkFinal>>,
     ),
     /// Agents being rung (the core's offers, one leg each).
     pub(super) legs: Vec<AgentLeg>,
@@ -400,7 +402,8 @@ impl Actor {
         }
     }
 
-    pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+    pub(super) async fn on_fork_final(&mut self, fin: Box<ForkFinal>) {
+        let fin = *fin;
         if self.is_consult_fork(&fin.fork) {
             self.on_consult_final(fin).await;
             return;

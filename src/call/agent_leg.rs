@@ -174,7 +174,7 @@ pub fn ring(
     dial: &Dial<'_>,
     offer: String,
     states: DialogStateSender,
-    finals: mpsc::UnboundedSender<ForkFinal>,
+    finals: mpsc::UnboundedSender<Box<ForkFinal>>,
 ) -> Result<Fork, String> {
     let call_id = format!("{:032x}@hotline", rand::random::<u128>());
     ring_as(ctx, target, dial, offer, states, finals, call_id)
@@ -189,7 +189,7 @@ pub fn ring_as(
     dial: &Dial<'_>,
     offer: String,
     states: DialogStateSender,
-    finals: mpsc::UnboundedSender<ForkFinal>,
+    finals: mpsc::UnboundedSender<Box<ForkFinal>>,
     call_id: String,
 ) -> Result<Fork, String> {
     let again = Some(Again {
@@ -258,7 +258,7 @@ pub fn ring_as(
             }
             Err(_) => None,
         };
-        let _ = finals.send(ForkFinal { fork, response });
+        let _ = finals.send(Box::new(ForkFinal { fork, response }));
     });
     Ok(Fork {
         call_id,

@@ -29,7 +29,7 @@ use super::core::consult::{
 pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
 use super::monitor::MixedLeg;
-use super::relay::{LegFormat, relay};
+use super::relay::{LegFormat, RELAY_BUF_LEN, relay};
 use super::{Actor, CallCommand};
 use crate::acd::{AgentId, CallId, Command, RouterError};
 use crate::events::Event;
@@ -108,6 +108,7 @@ pub struct Consult {
     phone: Option<PhoneSide>,
     /// (agent side, consulted side) formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
+    /// The relay's output: room only while both sides' formats are known.
     buf: Vec<u8>,
 }
 
@@ -127,7 +128,7 @@ impl Consult {
             answered: None,
             phone: None,
             formats: None,
-            buf: vec![0; 2048],
+            buf: Vec::new(),
         }
     }
 
@@ -342,6 +343,7 @@ impl Actor {
             self.consult.answered = None;
             self.consult.phone = None;
             self.consult.formats = None;
+            self.consult.buf = Vec::new();
             self.consult.answering = None;
             for mut leg in std::mem::take(&mut self.consult.legs) {
                 leg.cancel_ringing(None);
@@ -544,6 +546,9 @@ impl Actor {
                 .map(LegFormat::from),
         };
         self.consult.formats = own.zip(consultant);
+        if self.consult.formats.is_some() && self.consult.buf.is_empty() {
+            self.consult.buf = vec![0; RELAY_BUF_LEN];
+        }
         info!(consultant = %agent, "the consulted agent answered");
         self.consult.answered = Some(leg);
     }

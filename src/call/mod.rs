@@ -414,12 +414,14 @@ async fn answer_call(
 
     // The INVITE server transaction runs beside the actor: it sends 100/1xx/2xx
     // as the actor asks, absorbs retransmissions and turns CANCEL into 487.
+    // Its state is boxed: the call holds the task's handle (and so the task's
+    // memory) to its end, the transaction's state is freed when it ends.
     let mut invite_dialog = dialog.clone();
-    let transaction = tokio::spawn(async move {
+    let transaction = tokio::spawn(Box::pin(async move {
         if let Err(e) = invite_dialog.handle(&mut tx).await {
             debug!(error = %e, "INVITE transaction ended with an error");
         }
-    });
+    }));
 
     let mut ended: Option<ReleasedBy> = None;
     let answer_after = admitted.number.answer_after;
@@ -516,13 +518,18 @@ async fn answer_call(
 
 /// Runs an answered call to its end, then lets it go.
 async fn run_call(answered: Box<Answered>) {
+    // Moved out whole, so that the box is freed now rather than at the end.
+    let answered = {
+        let boxed = answered;
+        *boxed
+    };
     let Answered {
         mut actor,
         dialog,
         mut state_rx,
         transaction,
         mut ended,
-    } = *answered;
+    } = answered;
     let ctx = actor.ctx.clone();
     let call_id = actor.call_id.clone();
     let dialog_id: DialogId = dialog.id();
