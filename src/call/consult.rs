@@ -99,13 +99,14 @@ pub struct Consult {
     machine: ConsultMachine,
     /// Consulted agents being rung.
     legs: Vec<AgentLeg>,
-    /// A leg just rung, until the machine adopts or drops it.
-    arriving: Option<AgentLeg>,
+    /// A leg just rung, until the machine adopts or drops it. The legs
+    /// here are boxed: every call has room for them, few consult.
+    arriving: Option<Box<AgentLeg>>,
     /// The fork whose answer waits for the router's confirmation.
     answering: Option<(String, InviteDialog)>,
     /// The consulted agent who answered.
-    answered: Option<AgentLeg>,
-    phone: Option<PhoneSide>,
+    answered: Option<Box<AgentLeg>>,
+    phone: Option<Box<PhoneSide>>,
     /// (agent side, consulted side) formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
     /// The relay's output: room only while both sides' formats are known.
@@ -282,7 +283,7 @@ impl Actor {
                 ConsultEffect::AdoptLeg => {
                     if let Some(leg) = self.consult.arriving.take() {
                         info!(agent = %leg.agent, "ringing the consulted agent");
-                        self.consult.legs.push(leg);
+                        self.consult.legs.push(*leg);
                     }
                 }
                 ConsultEffect::DropLeg => {
@@ -320,7 +321,7 @@ impl Actor {
                     hang_up,
                 } => {
                     let leg = match leg {
-                        LegAt::Consulted => self.consult.answered.take(),
+                        LegAt::Consulted => self.consult.answered.take().map(|leg| *leg),
                         LegAt::Mixer(third) => self.third_party_leg(third),
                     };
                     if let Some(leg) = leg {
@@ -472,7 +473,7 @@ impl Actor {
             rung: !leg.forks.is_empty(),
             offered_at: leg.offered_at.into_std(),
         };
-        if let Some(mut stale) = self.consult.arriving.replace(leg) {
+        if let Some(mut stale) = self.consult.arriving.replace(Box::new(leg)) {
             stale.cancel_ringing(None);
         }
         self.consult_now(input);
@@ -550,7 +551,7 @@ impl Actor {
             self.consult.buf = vec![0; RELAY_BUF_LEN];
         }
         info!(consultant = %agent, "the consulted agent answered");
-        self.consult.answered = Some(leg);
+        self.consult.answered = Some(Box::new(leg));
     }
 
     /// The consulted agent's audio goes to the agent.
@@ -693,10 +694,8 @@ impl Actor {
         };
         let sip_call_id = dialog.id().call_id.clone();
         info!(consultant = %leg.agent, "three-way call");
-        self.mixed = Some(MixedLeg::ThirdParty(super::monitor::Monitor::conference(
-            leg.media,
-            dialog,
-            sip_call_id,
+        self.mixed = Some(MixedLeg::ThirdParty(Box::new(
+            super::monitor::Monitor::conference(leg.media, dialog, sip_call_id),
         )));
     }
 
@@ -851,7 +850,7 @@ impl Actor {
         };
         // While one runs, the machine refuses a second; its dialog stays.
         if !self.consult.running() {
-            self.consult.phone = Some(side);
+            self.consult.phone = Some(Box::new(side));
         }
         let start = ConsultInput::Start {
             target,
