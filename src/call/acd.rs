@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog::{DialogState, DialogStateSender, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Request, StatusCode};
 use tokio::net::UdpSocket;
@@ -60,7 +60,7 @@ pub struct AcdState {
     pub ivr_vars: std::collections::BTreeMap<String, String>,
     pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
     pub commands: mpsc::UnboundedReceiver<CallCommand>,
-    pub(super) states: DialogStateSender,
+    pub(super) states: super::dialog_events::CallDialogs,
     /// Boxed: a channel keeps room for 32 of its messages, and a final
     /// response is large and rare.
     pub finals: (
@@ -98,7 +98,7 @@ impl AcdState {
         number: String,
         mailbox: mpsc::UnboundedSender<CallCommand>,
         commands: mpsc::UnboundedReceiver<CallCommand>,
-        states: DialogStateSender,
+        states: super::dialog_events::CallDialogs,
     ) -> AcdState {
         AcdState {
             policy: CallPolicy::from_settings(&ctx.settings),
@@ -329,6 +329,10 @@ impl Actor {
         let contacts = leg.as_ref().map_or(0, |l: &AgentLeg| l.forks.len());
         info!(agent = %agent, %queue, contacts, "offering the call");
         if let Some(leg) = leg {
+            // Room for this leg only: a leg is large, and a call is most
+            // often offered to one agent at a time (a push would make room
+            // for four).
+            self.acd.legs.reserve_exact(1);
             self.acd.legs.push(leg);
         }
         self.core_do(CoreInput::Offered {

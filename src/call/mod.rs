@@ -27,6 +27,7 @@ pub mod consult;
 pub mod context;
 pub mod control;
 pub mod core;
+pub mod dialog_events;
 pub mod features;
 mod glare;
 pub mod lifetime;
@@ -142,6 +143,8 @@ pub struct Calls {
     paused: dashmap::DashSet<String>,
     /// Session timer refreshes and refusals, for the metrics page.
     pub session_timers: session_timer::Totals,
+    /// The states of the calls' dialogs, handed to their calls.
+    pub dialog_events: dialog_events::DialogEvents,
 }
 
 impl Calls {
@@ -301,7 +304,7 @@ struct Answered {
     actor: Actor,
     /// The caller's dialog and its events.
     dialog: InviteDialog,
-    state_rx: mpsc::UnboundedReceiver<DialogState>,
+    state_rx: dialog_events::CallDialogStates,
     /// The INVITE server transaction, running beside the actor.
     transaction: tokio::task::JoinHandle<()>,
     ended: Option<ReleasedBy>,
@@ -389,11 +392,13 @@ async fn answer_call(
     };
 
     let contact = local_contact(&ctx, &tx, &admitted.number.number);
-    let (state_tx, mut state_rx) = ctx.dialogs.new_dialog_state_channel();
-    let dialog = match ctx
-        .dialogs
-        .get_or_create_server_invite(&tx, state_tx.clone(), None, contact)
-    {
+    let (state_tx, mut state_rx) = ctx.calls.dialog_events.open();
+    let dialog = match ctx.dialogs.get_or_create_server_invite(
+        &tx,
+        state_tx.sender_for(&call_id),
+        None,
+        contact,
+    ) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "cannot create the dialog");
@@ -783,7 +788,7 @@ impl Actor {
     async fn run(
         &mut self,
         dialog: &InviteDialog,
-        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+        state_rx: &mut dialog_events::CallDialogStates,
     ) -> Option<ReleasedBy> {
         let released = self.run_turns(dialog, state_rx).await;
         self.take_bridge_back().await;
@@ -793,7 +798,7 @@ impl Actor {
     async fn run_turns(
         &mut self,
         dialog: &InviteDialog,
-        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+        state_rx: &mut dialog_events::CallDialogStates,
     ) -> Option<ReleasedBy> {
         let mut rtp_buf = vec![0u8; RTP_BUF_LEN];
         // The other legs' buffers are sized by `recv_from_opt` once such a
@@ -1231,9 +1236,14 @@ impl Actor {
             }
         };
         let contact = local_contact(&self.ctx, tx, "hotline");
+        let sip_call_id = tx
+            .original
+            .call_id_header()
+            .map(|c| c.value().to_string())
+            .unwrap_or_default();
         let dialog = match self.ctx.dialogs.get_or_create_server_invite(
             tx,
-            self.acd.states.clone(),
+            self.acd.states.sender_for(&sip_call_id),
             None,
             contact,
         ) {
@@ -1244,11 +1254,6 @@ impl Actor {
                 return None;
             }
         };
-        let sip_call_id = tx
-            .original
-            .call_id_header()
-            .map(|c| c.value().to_string())
-            .unwrap_or_default();
         Some(PhoneInvite {
             media,
             dialog,
