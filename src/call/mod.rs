@@ -464,7 +464,7 @@ async fn answer_call(
         media,
         language: media_room.language.clone(),
         timer: None,
-        lookups: mpsc::unbounded_channel(),
+        lookups: (None, LookupReplies::default()),
         playing: None,
         answered: false,
         delayed_offer: offer.is_none(),
@@ -577,16 +577,30 @@ async fn run_call(answered: Box<Answered>) {
 
 type LookupResult = Result<LookupReply, String>;
 
+/// The replies of a call's lookups. The channel is made at the call's first
+/// lookup: most calls never look anything up, and a channel keeps room for
+/// 32 replies from its start.
+#[derive(Default)]
+struct LookupReplies(Option<mpsc::UnboundedReceiver<LookupResult>>);
+
+impl LookupReplies {
+    /// The next reply; never, while no lookup was made.
+    async fn recv(&mut self) -> Option<LookupResult> {
+        match &mut self.0 {
+            Some(replies) => replies.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 struct Actor {
     ctx: Arc<CallContext>,
     call_id: String,
     media: MediaSession,
     language: String,
     timer: Option<Instant>,
-    lookups: (
-        mpsc::UnboundedSender<LookupResult>,
-        mpsc::UnboundedReceiver<LookupResult>,
-    ),
+    /// Where the replies of the call's lookups go, once it made one.
+    lookups: (Option<mpsc::UnboundedSender<LookupResult>>, LookupReplies),
     /// Generation of the playlist whose end the IVR waits for.
     playing: Option<u64>,
     answered: bool,
@@ -692,7 +706,7 @@ impl Actor {
                     let moh = self.ctx.media.music_on_hold(None);
                     self.playing = None;
                     self.media.stream.play(moh, true);
-                    let reply = self.lookups.0.clone();
+                    let reply = self.lookup_replies();
                     tokio::spawn(async move {
                         let _ = reply.send(lookup::fetch(&url, timeout).await);
                     });
@@ -717,6 +731,16 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Where a lookup's reply goes (the channel made at the first lookup).
+    fn lookup_replies(&mut self) -> mpsc::UnboundedSender<LookupResult> {
+        if let Some(replies) = &self.lookups.0 {
+            return replies.clone();
+        }
+        let (to_call, replies) = mpsc::unbounded_channel();
+        self.lookups = (Some(to_call.clone()), LookupReplies(Some(replies)));
+        to_call
     }
 
     fn exit_ivr(&mut self, exit: String) {
@@ -1324,5 +1348,22 @@ async fn recv_from_opt(
             socket.recv_from(buf).await
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookup_replies_wait_for_ever_until_a_lookup_is_made() {
+        let mut none = LookupReplies::default();
+        let waited = tokio::time::timeout(Duration::from_millis(20), none.recv()).await;
+        assert!(waited.is_err(), "no lookup, no reply");
+
+        let (to_call, replies) = mpsc::unbounded_channel();
+        let mut made = LookupReplies(Some(replies));
+        to_call.send(Err("timed out".to_string())).unwrap();
+        assert_eq!(made.recv().await, Some(Err("timed out".to_string())));
     }
 }
