@@ -58,8 +58,8 @@ pub struct AcdState {
     pub skills: Vec<String>,
     /// The IVR's variables when the caller was queued (the screen pop).
     pub ivr_vars: std::collections::BTreeMap<String, String>,
-    pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
-    pub commands: mpsc::UnboundedReceiver<CallCommand>,
+    pub(super) mailbox: mpsc::UnboundedSender<Box<CallCommand>>,
+    pub commands: mpsc::UnboundedReceiver<Box<CallCommand>>,
     pub(super) states: super::dialog_events::CallDialogs,
     /// Boxed: a channel keeps room for 32 of its messages, and a final
     /// response is large and rare.
@@ -96,8 +96,8 @@ impl AcdState {
         trunk: &Arc<crate::config::Trunk>,
         caller: String,
         number: String,
-        mailbox: mpsc::UnboundedSender<CallCommand>,
-        commands: mpsc::UnboundedReceiver<CallCommand>,
+        mailbox: mpsc::UnboundedSender<Box<CallCommand>>,
+        commands: mpsc::UnboundedReceiver<Box<CallCommand>>,
         states: super::dialog_events::CallDialogs,
     ) -> AcdState {
         AcdState {
@@ -176,7 +176,7 @@ impl Actor {
                 Effect::Router(command) => self.tell_router(command),
                 Effect::JoinRouter { first } => self.join_router(first),
                 Effect::Paused => {
-                    let _ = self.acd.mailbox.send(CallCommand::Paused);
+                    let _ = self.acd.mailbox.send(Box::new(CallCommand::Paused));
                 }
                 Effect::CancelRinging(agent) => {
                     if let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) {
@@ -313,7 +313,7 @@ impl Actor {
                 }
             }
             if let Ok(Err(refused)) = router.request(Command::Enqueue(caller)).await {
-                let _ = mailbox.send(CallCommand::Refused(refused));
+                let _ = mailbox.send(Box::new(CallCommand::Refused(refused)));
             }
         });
     }
@@ -679,7 +679,7 @@ impl Actor {
         let call = self.call();
         tokio::spawn(async move {
             if let Ok(position) = router.position(call).await {
-                let _ = mailbox.send(CallCommand::Position(position));
+                let _ = mailbox.send(Box::new(CallCommand::Position(position)));
             }
         });
     }
@@ -1156,7 +1156,7 @@ impl Actor {
                 .await
             {
                 Ok(Some(resp)) if agent_leg::code(&resp) == super::glare::REQUEST_PENDING => {
-                    let _ = mailbox.send(CallCommand::ResumeCrossed { side, attempt });
+                    let _ = mailbox.send(Box::new(CallCommand::ResumeCrossed { side, attempt }));
                     return;
                 }
                 Ok(Some(resp)) if agent_leg::is_success(&resp) => Ok(resp.body),
@@ -1164,7 +1164,7 @@ impl Actor {
                 Ok(None) => Err("no answer".to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            let _ = mailbox.send(CallCommand::Resumed { side, answer });
+            let _ = mailbox.send(Box::new(CallCommand::Resumed { side, answer }));
         });
     }
 
@@ -1193,10 +1193,10 @@ impl Actor {
         let mailbox = self.acd.mailbox.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let _ = mailbox.send(CallCommand::ResumeAgain {
+            let _ = mailbox.send(Box::new(CallCommand::ResumeAgain {
                 side,
                 attempt: attempt + 1,
-            });
+            }));
         });
     }
 

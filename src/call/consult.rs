@@ -454,10 +454,10 @@ impl Actor {
                 offered_at: now,
                 ring_deadline: now + ring_limit,
             };
-            let _ = mailbox.send(CallCommand::ConsultLeg(Box::new(PendingLeg(
+            let _ = mailbox.send(Box::new(CallCommand::ConsultLeg(Box::new(PendingLeg(
                 router_call,
                 leg,
-            ))));
+            )))));
         });
     }
 

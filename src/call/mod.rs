@@ -138,7 +138,8 @@ pub enum CallCommand {
 #[derive(Default)]
 pub struct Calls {
     dialogs: DashMap<String, InviteDialog>,
-    mailboxes: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
+    /// Commands travel boxed: a channel keeps room for 32 of them.
+    mailboxes: DashMap<String, mpsc::UnboundedSender<Box<CallCommand>>>,
     /// Queues paused over the CTI API: new callers go to the overflow.
     paused: dashmap::DashSet<String>,
     /// Session timer refreshes and refusals, for the metrics page.
@@ -175,18 +176,18 @@ impl Calls {
             return self
                 .mailboxes
                 .get(call)
-                .is_some_and(|mailbox| mailbox.send(command).is_ok());
+                .is_some_and(|mailbox| mailbox.send(Box::new(command)).is_ok());
         }
         self.mailboxes
             .get(call_id)
-            .is_some_and(|mailbox| mailbox.send(command).is_ok())
+            .is_some_and(|mailbox| mailbox.send(Box::new(command)).is_ok())
     }
 
     /// Like [`Calls::deliver`], but hands the command back when the call is
     /// gone, so what it carries (a transaction) can still be answered.
     pub fn try_deliver(&self, call_id: &str, command: CallCommand) -> Result<(), CallCommand> {
         match self.mailboxes.get(call_id) {
-            Some(mailbox) => mailbox.send(command).map_err(|e| e.0),
+            Some(mailbox) => mailbox.send(Box::new(command)).map_err(|e| *e.0),
             None => Err(command),
         }
     }
@@ -984,8 +985,8 @@ impl Actor {
     /// API, the call's own helper tasks). Boxed: carrying a command out
     /// (a consultation, a monitor) takes the largest state of the call's
     /// loop, which would otherwise keep room for it for the call's life.
-    async fn on_command(&mut self, command: CallCommand) {
-        Box::pin(self.carry_out_command(command)).await;
+    async fn on_command(&mut self, command: Box<CallCommand>) {
+        Box::pin(self.carry_out_command(*command)).await;
     }
 
     async fn carry_out_command(&mut self, command: CallCommand) {
