@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog::{DialogState, DialogStateSender, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Request, StatusCode};
 use tokio::net::UdpSocket;
@@ -63,12 +63,14 @@ pub struct AcdState {
     pub skills: Vec<String>,
     /// The IVR's variables when the caller was queued (the screen pop).
     pub ivr_vars: std::collections::BTreeMap<String, String>,
-    pub(super) mailbox: mpsc::UnboundedSender<CallCommand>,
-    pub commands: mpsc::UnboundedReceiver<CallCommand>,
-    pub(super) states: DialogStateSender,
+    pub(super) mailbox: mpsc::UnboundedSender<Box<CallCommand>>,
+    pub commands: mpsc::UnboundedReceiver<Box<CallCommand>>,
+    pub(super) states: super::dialog_events::CallDialogs,
+    /// Boxed: a channel keeps room for 32 of its messages, and a final
+    /// response is large and rare.
     pub finals: (
-        mpsc::UnboundedSender<ForkFinal>,
-        mpsc::UnboundedReceiver<ForkFinal>,
+        mpsc::UnboundedSender<Box<ForkFinal>>,
+        mpsc::UnboundedReceiver<Box<ForkFinal>>,
     ),
     /// Agents being rung (the core's offers, one leg each).
     pub(super) legs: Vec<AgentLeg>,
@@ -82,7 +84,7 @@ pub struct AcdState {
     pub(super) given_up: std::collections::HashMap<String, InviteDialog>,
     /// The trunk the call came in on: its dial plan, where it takes hotline's
     /// own calls (`outbound`) and its outbound ceilings.
-    pub(super) trunk: crate::config::Trunk,
+    pub(super) trunk: Arc<crate::config::Trunk>,
     /// The called-back customer's INVITE, once an agent answered a callback.
     pub(super) customer: Option<super::callback::CustomerCall>,
     /// The SIP Call-ID of the caller's dialog (a callback's is new).
@@ -96,12 +98,12 @@ impl AcdState {
     pub fn new(
         ctx: &EdgeContext,
         call_id: String,
-        trunk: &crate::config::Trunk,
+        trunk: &Arc<crate::config::Trunk>,
         caller: String,
         number: String,
-        mailbox: mpsc::UnboundedSender<CallCommand>,
-        commands: mpsc::UnboundedReceiver<CallCommand>,
-        states: DialogStateSender,
+        mailbox: mpsc::UnboundedSender<Box<CallCommand>>,
+        commands: mpsc::UnboundedReceiver<Box<CallCommand>>,
+        states: super::dialog_events::CallDialogs,
     ) -> AcdState {
         AcdState {
             policy: CallPolicy::from_settings(&ctx.settings),
@@ -179,7 +181,7 @@ impl Actor {
                 Effect::Router(command) => self.tell_router(command),
                 Effect::JoinRouter { first } => self.join_router(first),
                 Effect::Paused => {
-                    let _ = self.acd.mailbox.send(CallCommand::Paused);
+                    let _ = self.acd.mailbox.send(Box::new(CallCommand::Paused));
                 }
                 Effect::CancelRinging(agent) => {
                     if let Some(i) = self.acd.legs.iter().position(|l| l.agent == agent) {
@@ -316,7 +318,7 @@ impl Actor {
                 }
             }
             if let Ok(Err(refused)) = router.request(Command::Enqueue(caller)).await {
-                let _ = mailbox.send(CallCommand::Refused(refused));
+                let _ = mailbox.send(Box::new(CallCommand::Refused(refused)));
             }
         });
     }
@@ -332,6 +334,10 @@ impl Actor {
         let contacts = leg.as_ref().map_or(0, |l: &AgentLeg| l.forks.len());
         info!(agent = %agent, %queue, contacts, "offering the call");
         if let Some(leg) = leg {
+            // Room for this leg only: a leg is large, and a call is most
+            // often offered to one agent at a time (a push would make room
+            // for four).
+            self.acd.legs.reserve_exact(1);
             self.acd.legs.push(leg);
         }
         self.core_do(CoreInput::Offered {
@@ -405,7 +411,8 @@ impl Actor {
         }
     }
 
-    pub(super) async fn on_fork_final(&mut self, fin: ForkFinal) {
+    pub(super) async fn on_fork_final(&mut self, fin: Box<ForkFinal>) {
+        let fin = *fin;
         if self.is_consult_fork(&fin.fork) {
             self.on_consult_final(fin).await;
             return;
@@ -677,7 +684,7 @@ impl Actor {
         let call = self.call();
         tokio::spawn(async move {
             if let Ok(position) = router.position(call).await {
-                let _ = mailbox.send(CallCommand::Position(position));
+                let _ = mailbox.send(Box::new(CallCommand::Position(position)));
             }
         });
     }
@@ -1031,8 +1038,14 @@ impl Actor {
         }
     }
 
-    /// A state change or request in an agent's dialog.
+    /// A state change or request in an agent's dialog. Boxed: the call's
+    /// loop keeps room for the largest future it awaits for the call's whole
+    /// life, and an agent's dialog speaks rarely.
     pub(super) async fn on_agent_dialog(&mut self, state: DialogState) {
+        Box::pin(self.agent_dialog_changed(state)).await;
+    }
+
+    async fn agent_dialog_changed(&mut self, state: DialogState) {
         if let DialogState::Confirmed(id, _) = &state {
             self.refer_answered(id);
         }
@@ -1235,7 +1248,7 @@ impl Actor {
                 .await
             {
                 Ok(Some(resp)) if agent_leg::code(&resp) == super::glare::REQUEST_PENDING => {
-                    let _ = mailbox.send(CallCommand::ResumeCrossed { side, attempt });
+                    let _ = mailbox.send(Box::new(CallCommand::ResumeCrossed { side, attempt }));
                     return;
                 }
                 Ok(Some(resp)) if agent_leg::is_success(&resp) => Ok(resp.body),
@@ -1243,7 +1256,7 @@ impl Actor {
                 Ok(None) => Err("no answer".to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            let _ = mailbox.send(CallCommand::Resumed { side, answer });
+            let _ = mailbox.send(Box::new(CallCommand::Resumed { side, answer }));
         });
     }
 
@@ -1272,10 +1285,10 @@ impl Actor {
         let mailbox = self.acd.mailbox.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            let _ = mailbox.send(CallCommand::ResumeAgain {
+            let _ = mailbox.send(Box::new(CallCommand::ResumeAgain {
                 side,
                 attempt: attempt + 1,
-            });
+            }));
         });
     }
 

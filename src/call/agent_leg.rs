@@ -8,7 +8,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Response};
@@ -173,8 +172,8 @@ pub fn ring(
     target: Target<'_>,
     dial: &Dial<'_>,
     offer: String,
-    states: DialogStateSender,
-    finals: mpsc::UnboundedSender<ForkFinal>,
+    states: super::dialog_events::CallDialogs,
+    finals: mpsc::UnboundedSender<Box<ForkFinal>>,
 ) -> Result<Fork, String> {
     let call_id = format!("{:032x}@hotline", rand::random::<u128>());
     ring_as(ctx, target, dial, offer, states, finals, call_id)
@@ -188,8 +187,8 @@ pub fn ring_as(
     target: Target<'_>,
     dial: &Dial<'_>,
     offer: String,
-    states: DialogStateSender,
-    finals: mpsc::UnboundedSender<ForkFinal>,
+    states: super::dialog_events::CallDialogs,
+    finals: mpsc::UnboundedSender<Box<ForkFinal>>,
     call_id: String,
 ) -> Result<Fork, String> {
     let again = Some(Again {
@@ -246,7 +245,7 @@ pub fn ring_as(
     };
     let (dialog, handle) = ctx
         .dialogs
-        .do_invite_async(option, states)
+        .do_invite_async(option, states.sender_for(&call_id))
         .map_err(|e| format!("cannot send INVITE to {}: {e}", target.uri))?;
     let fork = call_id.clone();
     tokio::spawn(async move {
@@ -258,7 +257,7 @@ pub fn ring_as(
             }
             Err(_) => None,
         };
-        let _ = finals.send(ForkFinal { fork, response });
+        let _ = finals.send(Box::new(ForkFinal { fork, response }));
     });
     Ok(Fork {
         call_id,

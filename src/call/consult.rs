@@ -29,7 +29,7 @@ use super::core::consult::{
 pub use super::core::consult::{CONSULT_SUFFIX, ConsultTarget};
 use super::media_session::MediaSession;
 use super::monitor::MixedLeg;
-use super::relay::{LegFormat, relay};
+use super::relay::{LegFormat, RELAY_BUF_LEN, relay};
 use super::{Actor, CallCommand};
 use crate::acd::{AgentId, CallId, Command, RouterError};
 use crate::events::Event;
@@ -99,15 +99,17 @@ pub struct Consult {
     machine: ConsultMachine,
     /// Consulted agents being rung.
     legs: Vec<AgentLeg>,
-    /// A leg just rung, until the machine adopts or drops it.
-    arriving: Option<AgentLeg>,
+    /// A leg just rung, until the machine adopts or drops it. The legs
+    /// here are boxed: every call has room for them, few consult.
+    arriving: Option<Box<AgentLeg>>,
     /// The fork whose answer waits for the router's confirmation.
     answering: Option<(String, InviteDialog)>,
     /// The consulted agent who answered.
-    answered: Option<AgentLeg>,
-    phone: Option<PhoneSide>,
+    answered: Option<Box<AgentLeg>>,
+    phone: Option<Box<PhoneSide>>,
     /// (agent side, consulted side) formats once both are known.
     formats: Option<(LegFormat, LegFormat)>,
+    /// The relay's output: room only while both sides' formats are known.
     buf: Vec<u8>,
 }
 
@@ -127,7 +129,7 @@ impl Consult {
             answered: None,
             phone: None,
             formats: None,
-            buf: vec![0; 2048],
+            buf: Vec::new(),
         }
     }
 
@@ -281,7 +283,7 @@ impl Actor {
                 ConsultEffect::AdoptLeg => {
                     if let Some(leg) = self.consult.arriving.take() {
                         info!(agent = %leg.agent, "ringing the consulted agent");
-                        self.consult.legs.push(leg);
+                        self.consult.legs.push(*leg);
                     }
                 }
                 ConsultEffect::DropLeg => {
@@ -319,7 +321,7 @@ impl Actor {
                     hang_up,
                 } => {
                     let leg = match leg {
-                        LegAt::Consulted => self.consult.answered.take(),
+                        LegAt::Consulted => self.consult.answered.take().map(|leg| *leg),
                         LegAt::Mixer(third) => self.third_party_leg(third),
                     };
                     if let Some(leg) = leg {
@@ -342,6 +344,7 @@ impl Actor {
             self.consult.answered = None;
             self.consult.phone = None;
             self.consult.formats = None;
+            self.consult.buf = Vec::new();
             self.consult.answering = None;
             for mut leg in std::mem::take(&mut self.consult.legs) {
                 leg.cancel_ringing(None);
@@ -451,10 +454,10 @@ impl Actor {
                 offered_at: now,
                 ring_deadline: now + ring_limit,
             };
-            let _ = mailbox.send(CallCommand::ConsultLeg(Box::new(PendingLeg(
+            let _ = mailbox.send(Box::new(CallCommand::ConsultLeg(Box::new(PendingLeg(
                 router_call,
                 leg,
-            ))));
+            )))));
         });
     }
 
@@ -470,7 +473,7 @@ impl Actor {
             rung: !leg.forks.is_empty(),
             offered_at: leg.offered_at.into_std(),
         };
-        if let Some(mut stale) = self.consult.arriving.replace(leg) {
+        if let Some(mut stale) = self.consult.arriving.replace(Box::new(leg)) {
             stale.cancel_ringing(None);
         }
         self.consult_now(input);
@@ -544,8 +547,11 @@ impl Actor {
                 .map(LegFormat::from),
         };
         self.consult.formats = own.zip(consultant);
+        if self.consult.formats.is_some() && self.consult.buf.is_empty() {
+            self.consult.buf = vec![0; RELAY_BUF_LEN];
+        }
         info!(consultant = %agent, "the consulted agent answered");
-        self.consult.answered = Some(leg);
+        self.consult.answered = Some(Box::new(leg));
     }
 
     /// The consulted agent's audio goes to the agent.
@@ -688,10 +694,8 @@ impl Actor {
         };
         let sip_call_id = dialog.id().call_id.clone();
         info!(consultant = %leg.agent, "three-way call");
-        self.mixed = Some(MixedLeg::ThirdParty(super::monitor::Monitor::conference(
-            leg.media,
-            dialog,
-            sip_call_id,
+        self.mixed = Some(MixedLeg::ThirdParty(Box::new(
+            super::monitor::Monitor::conference(leg.media, dialog, sip_call_id),
         )));
     }
 
@@ -846,7 +850,7 @@ impl Actor {
         };
         // While one runs, the machine refuses a second; its dialog stays.
         if !self.consult.running() {
-            self.consult.phone = Some(side);
+            self.consult.phone = Some(Box::new(side));
         }
         let start = ConsultInput::Start {
             target,

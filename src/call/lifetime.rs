@@ -240,7 +240,7 @@ impl Actor {
                 Ok(response) => RefreshOutcome::of(response.as_ref(), update, interval),
                 Err(e) => RefreshOutcome::Lost(e.to_string()),
             };
-            let _ = mailbox.send(CallCommand::Refreshed { side, result });
+            let _ = mailbox.send(Box::new(CallCommand::Refreshed { side, result }));
         });
     }
 

@@ -19,6 +19,9 @@ use crate::media::pacer::{MediaEvent, StreamHandle};
 use crate::media::rtp::{InboundStats, Latch, RtpError, RtpTotals, Verdict};
 use crate::media::sdp::{self, Direction, Negotiated, SdpError, SessionDescription};
 
+/// Samples of one decoded frame the in-band detector reads at most.
+const PCM_BUF_LEN: usize = 2048;
+
 /// How a digit reached hotline.
 pub type DigitSource = &'static str;
 
@@ -107,6 +110,8 @@ pub struct MediaSession {
     /// The call is collecting keys (IVR, a callback number, the callback
     /// key): only then are in-band tones looked for.
     digits_wanted: bool,
+    /// The decoded frame the in-band detector reads: room is made at the
+    /// first frame looked at, and given back when keys stop mattering.
     pcm: Vec<i16>,
     session_id: u64,
     version: u64,
@@ -150,7 +155,7 @@ impl MediaSession {
             rfc4733: EventDetector::default(),
             inband: InbandDetector::new(),
             digits_wanted: true,
-            pcm: vec![0; 2048],
+            pcm: Vec::new(),
             session_id: u64::from(rand::random::<u32>()),
             version: 0,
         })
@@ -305,6 +310,9 @@ impl MediaSession {
         if wanted && !self.digits_wanted {
             // A tone from before does not complete a key now.
             self.inband = InbandDetector::new();
+        } else if !wanted && self.digits_wanted {
+            // Decoded audio is only needed while keys are looked for.
+            self.pcm = Vec::new();
         }
         self.digits_wanted = wanted;
     }
@@ -324,6 +332,9 @@ impl MediaSession {
             && pt == negotiated.payload_type
         {
             let payload = reader.payload();
+            if self.pcm.is_empty() {
+                self.pcm = vec![0; PCM_BUF_LEN];
+            }
             let n = payload.len().min(self.pcm.len());
             negotiated.codec.decode(&payload[..n], &mut self.pcm[..n]);
             return self.inband.push(&self.pcm[..n]).map(|d| (d, "inband"));

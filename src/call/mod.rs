@@ -27,6 +27,7 @@ pub mod consult;
 pub mod context;
 pub mod control;
 pub mod core;
+pub mod dialog_events;
 pub mod features;
 mod glare;
 pub mod lifetime;
@@ -137,11 +138,14 @@ pub enum CallCommand {
 #[derive(Default)]
 pub struct Calls {
     dialogs: DashMap<String, InviteDialog>,
-    mailboxes: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
+    /// Commands travel boxed: a channel keeps room for 32 of them.
+    mailboxes: DashMap<String, mpsc::UnboundedSender<Box<CallCommand>>>,
     /// Queues paused over the CTI API: new callers go to the overflow.
     paused: dashmap::DashSet<String>,
     /// Session timer refreshes and refusals, for the metrics page.
     pub session_timers: session_timer::Totals,
+    /// The states of the calls' dialogs, handed to their calls.
+    pub dialog_events: dialog_events::DialogEvents,
 }
 
 impl Calls {
@@ -172,18 +176,18 @@ impl Calls {
             return self
                 .mailboxes
                 .get(call)
-                .is_some_and(|mailbox| mailbox.send(command).is_ok());
+                .is_some_and(|mailbox| mailbox.send(Box::new(command)).is_ok());
         }
         self.mailboxes
             .get(call_id)
-            .is_some_and(|mailbox| mailbox.send(command).is_ok())
+            .is_some_and(|mailbox| mailbox.send(Box::new(command)).is_ok())
     }
 
     /// Like [`Calls::deliver`], but hands the command back when the call is
     /// gone, so what it carries (a transaction) can still be answered.
     pub fn try_deliver(&self, call_id: &str, command: CallCommand) -> Result<(), CallCommand> {
         match self.mailboxes.get(call_id) {
-            Some(mailbox) => mailbox.send(command).map_err(|e| e.0),
+            Some(mailbox) => mailbox.send(Box::new(command)).map_err(|e| *e.0),
             None => Err(command),
         }
     }
@@ -251,7 +255,15 @@ fn content_type(req: &Request) -> String {
 }
 
 /// Runs one inbound call from its admitted INVITE to its end.
-pub async fn run_inbound(ctx: Arc<CallContext>, tx: Transaction, admitted: Admitted) {
+///
+/// The answer (the offer, the dialog, the ringing) and the call's run are two
+/// futures: the answer's state is large and needed for a moment, so it is
+/// boxed and freed before the run, which is all a call keeps for its life.
+pub fn run_inbound(
+    ctx: Arc<CallContext>,
+    tx: Transaction,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send + 'static {
     let call_id = tx
         .original
         .call_id_header()
@@ -263,9 +275,13 @@ pub async fn run_inbound(ctx: Arc<CallContext>, tx: Transaction, admitted: Admit
         number = %admitted.number.number,
         trunk = %admitted.trunk.name
     );
-    call_actor(ctx, tx, admitted, call_id)
-        .instrument(span)
-        .await;
+    async move {
+        let answered = Box::pin(answer_call(ctx, tx, admitted, call_id)).await;
+        if let Some(answered) = answered {
+            run_call(answered).await;
+        }
+    }
+    .instrument(span)
 }
 
 /// A SIP Warning header (RFC 3261 §20.43) for an SDP problem.
@@ -284,12 +300,25 @@ async fn refuse(tx: &mut Transaction, status: StatusCode, warning: Option<&SdpEr
     }
 }
 
-async fn call_actor(
+/// An answered call (or one that ended while it rang), ready to run.
+struct Answered {
+    actor: Actor,
+    /// The caller's dialog and its events.
+    dialog: InviteDialog,
+    state_rx: dialog_events::CallDialogStates,
+    /// The INVITE server transaction, running beside the actor.
+    transaction: tokio::task::JoinHandle<()>,
+    ended: Option<ReleasedBy>,
+}
+
+/// Answers an admitted INVITE and sets its actor up; `None` when the call
+/// was refused.
+async fn answer_call(
     ctx: Arc<CallContext>,
     mut tx: Transaction,
     admitted: Admitted,
     call_id: String,
-) {
+) -> Option<Box<Answered>> {
     let media_room = ctx.media.clone();
     let media_ip = ctx
         .udp_addr
@@ -306,7 +335,8 @@ async fn call_actor(
             Ok(offer) => Some(offer),
             Err(e) => {
                 info!(error = %e, "unusable SDP offer");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
             }
         }
     };
@@ -325,7 +355,7 @@ async fn call_actor(
                 {
                     debug!(error = %e, "could not answer 422");
                 }
-                return;
+                return None;
             }
             UasDecision::Run {
                 interval,
@@ -345,7 +375,8 @@ async fn call_actor(
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no RTP ports");
-            return refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
+            refuse(&mut tx, StatusCode::ServiceUnavailable, None).await;
+            return None;
         }
     };
     media.set_signalling(Some(admitted.source.ip()));
@@ -354,25 +385,28 @@ async fn call_actor(
             Ok(answer) => answer,
             Err(e) => {
                 info!(error = %e, "offer refused");
-                return refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                refuse(&mut tx, StatusCode::NotAcceptableHere, Some(&e)).await;
+                return None;
             }
         },
         None => media.offer(),
     };
 
     let contact = local_contact(&ctx, &tx, &admitted.number.number);
-    let (state_tx, mut state_rx) = ctx.dialogs.new_dialog_state_channel();
-    let dialog = match ctx
-        .dialogs
-        .get_or_create_server_invite(&tx, state_tx.clone(), None, contact)
-    {
+    let (state_tx, mut state_rx) = ctx.calls.dialog_events.open();
+    let dialog = match ctx.dialogs.get_or_create_server_invite(
+        &tx,
+        state_tx.sender_for(&call_id),
+        None,
+        contact,
+    ) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "cannot create the dialog");
-            return refuse(&mut tx, StatusCode::ServerInternalError, None).await;
+            refuse(&mut tx, StatusCode::ServerInternalError, None).await;
+            return None;
         }
     };
-    let dialog_id: DialogId = dialog.id();
     ctx.calls.dialogs.insert(call_id.clone(), dialog.clone());
     let caller = admitted.caller.clone();
     ctx.bus.publish(Event::CallAdmitted {
@@ -386,12 +420,14 @@ async fn call_actor(
 
     // The INVITE server transaction runs beside the actor: it sends 100/1xx/2xx
     // as the actor asks, absorbs retransmissions and turns CANCEL into 487.
+    // Its state is boxed: the call holds the task's handle (and so the task's
+    // memory) to its end, the transaction's state is freed when it ends.
     let mut invite_dialog = dialog.clone();
-    let transaction = tokio::spawn(async move {
+    let transaction = tokio::spawn(Box::pin(async move {
         if let Err(e) = invite_dialog.handle(&mut tx).await {
             debug!(error = %e, "INVITE transaction ended with an error");
         }
-    });
+    }));
 
     let mut ended: Option<ReleasedBy> = None;
     let answer_after = admitted.number.answer_after;
@@ -429,7 +465,7 @@ async fn call_actor(
         media,
         language: media_room.language.clone(),
         timer: None,
-        lookups: mpsc::unbounded_channel(),
+        lookups: (None, LookupReplies::default()),
         playing: None,
         answered: false,
         delayed_offer: offer.is_none(),
@@ -477,6 +513,34 @@ async fn call_actor(
         } else {
             actor.begin(&admitted.number.target, vars);
         }
+    }
+    Some(Box::new(Answered {
+        actor,
+        dialog,
+        state_rx,
+        transaction,
+        ended,
+    }))
+}
+
+/// Runs an answered call to its end, then lets it go.
+async fn run_call(answered: Box<Answered>) {
+    // Moved out whole, so that the box is freed now rather than at the end.
+    let answered = {
+        let boxed = answered;
+        *boxed
+    };
+    let Answered {
+        mut actor,
+        dialog,
+        mut state_rx,
+        transaction,
+        mut ended,
+    } = answered;
+    let ctx = actor.ctx.clone();
+    let call_id = actor.call_id.clone();
+    let dialog_id: DialogId = dialog.id();
+    if ended.is_none() {
         ended = actor.run(&dialog, &mut state_rx).await;
     }
     ctx.calls.mailboxes.remove(&call_id);
@@ -515,16 +579,30 @@ async fn call_actor(
 
 type LookupResult = Result<LookupReply, String>;
 
+/// The replies of a call's lookups. The channel is made at the call's first
+/// lookup: most calls never look anything up, and a channel keeps room for
+/// 32 replies from its start.
+#[derive(Default)]
+struct LookupReplies(Option<mpsc::UnboundedReceiver<LookupResult>>);
+
+impl LookupReplies {
+    /// The next reply; never, while no lookup was made.
+    async fn recv(&mut self) -> Option<LookupResult> {
+        match &mut self.0 {
+            Some(replies) => replies.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 struct Actor {
     ctx: Arc<CallContext>,
     call_id: String,
     media: MediaSession,
     language: String,
     timer: Option<Instant>,
-    lookups: (
-        mpsc::UnboundedSender<LookupResult>,
-        mpsc::UnboundedReceiver<LookupResult>,
-    ),
+    /// Where the replies of the call's lookups go, once it made one.
+    lookups: (Option<mpsc::UnboundedSender<LookupResult>>, LookupReplies),
     /// Generation of the playlist whose end the IVR waits for.
     playing: Option<u64>,
     answered: bool,
@@ -633,7 +711,7 @@ impl Actor {
                     let moh = self.ctx.media.music_on_hold(None);
                     self.playing = None;
                     self.media.stream.play(moh, true);
-                    let reply = self.lookups.0.clone();
+                    let reply = self.lookup_replies();
                     tokio::spawn(async move {
                         let _ = reply.send(lookup::fetch(&url, timeout).await);
                     });
@@ -658,6 +736,16 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Where a lookup's reply goes (the channel made at the first lookup).
+    fn lookup_replies(&mut self) -> mpsc::UnboundedSender<LookupResult> {
+        if let Some(replies) = &self.lookups.0 {
+            return replies.clone();
+        }
+        let (to_call, replies) = mpsc::unbounded_channel();
+        self.lookups = (Some(to_call.clone()), LookupReplies(Some(replies)));
+        to_call
     }
 
     fn exit_ivr(&mut self, exit: String) {
@@ -729,7 +817,7 @@ impl Actor {
     async fn run(
         &mut self,
         dialog: &InviteDialog,
-        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+        state_rx: &mut dialog_events::CallDialogStates,
     ) -> Option<ReleasedBy> {
         let released = self.run_turns(dialog, state_rx).await;
         self.take_bridge_back().await;
@@ -739,14 +827,19 @@ impl Actor {
     async fn run_turns(
         &mut self,
         dialog: &InviteDialog,
-        state_rx: &mut mpsc::UnboundedReceiver<DialogState>,
+        state_rx: &mut dialog_events::CallDialogStates,
     ) -> Option<ReleasedBy> {
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut agent_buf = vec![0u8; 2048];
-        let mut supervisor_buf = vec![0u8; 2048];
-        let mut consultant_buf = vec![0u8; 2048];
-        let mut consult_phone_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 1500];
+        let mut rtp_buf = vec![0u8; RTP_BUF_LEN];
+        // The other legs' buffers are sized by `recv_from_opt` once such a
+        // leg exists: most calls never have a supervisor or a consultation,
+        // and a bridge on a media loop is read there.
+        let mut agent_buf = Vec::new();
+        let mut supervisor_buf = Vec::new();
+        let mut consultant_buf = Vec::new();
+        let mut consult_phone_buf = Vec::new();
+        // RTCP is only counted, never read: a short buffer takes the
+        // datagram (truncated) as well as a long one.
+        let mut rtcp_buf = [0u8; 64];
         if !self.delayed_offer {
             self.media_started();
         }
@@ -899,8 +992,14 @@ impl Actor {
     }
 
     /// What the rest of the server tells the call (the router, the CTI
-    /// API, the call's own helper tasks).
-    async fn on_command(&mut self, command: CallCommand) {
+    /// API, the call's own helper tasks). Boxed: carrying a command out
+    /// (a consultation, a monitor) takes the largest state of the call's
+    /// loop, which would otherwise keep room for it for the call's life.
+    async fn on_command(&mut self, command: Box<CallCommand>) {
+        Box::pin(self.carry_out_command(*command)).await;
+    }
+
+    async fn carry_out_command(&mut self, command: CallCommand) {
         match command {
             CallCommand::Offer { agents, queue } => {
                 for agent in agents {
@@ -1172,9 +1271,14 @@ impl Actor {
             }
         };
         let contact = local_contact(&self.ctx, tx, "hotline");
+        let sip_call_id = tx
+            .original
+            .call_id_header()
+            .map(|c| c.value().to_string())
+            .unwrap_or_default();
         let dialog = match self.ctx.dialogs.get_or_create_server_invite(
             tx,
-            self.acd.states.clone(),
+            self.acd.states.sender_for(&sip_call_id),
             None,
             contact,
         ) {
@@ -1185,11 +1289,6 @@ impl Actor {
                 return None;
             }
         };
-        let sip_call_id = tx
-            .original
-            .call_id_header()
-            .map(|c| c.value().to_string())
-            .unwrap_or_default();
         Some(PhoneInvite {
             media,
             dialog,
@@ -1243,19 +1342,45 @@ fn dialog_of(state: &DialogState) -> &DialogId {
     }
 }
 
-/// Receives from `socket`, or never when there is none.
 /// The call's media on a media loop: a bridge, or the caller listening.
 pub(crate) struct OnLoop {
     ticket: crate::media::engine::BridgeTicket,
     listening: bool,
 }
 
+/// The longest RTP datagram a call reads whole.
+const RTP_BUF_LEN: usize = 2048;
+
+/// Receives from `socket`, or never when there is none. `buf` gets its
+/// room ([`RTP_BUF_LEN`]) the first time there is a socket to read.
 async fn recv_from_opt(
     socket: Option<&tokio::net::UdpSocket>,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<(usize, std::net::SocketAddr)> {
     match socket {
-        Some(socket) => socket.recv_from(buf).await,
+        Some(socket) => {
+            if buf.len() < RTP_BUF_LEN {
+                buf.resize(RTP_BUF_LEN, 0);
+            }
+            socket.recv_from(buf).await
+        }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookup_replies_wait_for_ever_until_a_lookup_is_made() {
+        let mut none = LookupReplies::default();
+        let waited = tokio::time::timeout(Duration::from_millis(20), none.recv()).await;
+        assert!(waited.is_err(), "no lookup, no reply");
+
+        let (to_call, replies) = mpsc::unbounded_channel();
+        let mut made = LookupReplies(Some(replies));
+        to_call.send(Err("timed out".to_string())).unwrap();
+        assert_eq!(made.recv().await, Some(Err("timed out".to_string())));
     }
 }

@@ -342,13 +342,13 @@ pub fn monitor_rtp(mixed: Option<&MixedLeg>) -> Option<std::sync::Arc<tokio::net
 
 /// Who the mixer serves besides caller and agent; the two exclude each
 /// other (no monitoring of a three-way call, no three-way call while a
-/// supervisor is on).
+/// supervisor is on). Boxed: every call has room for one, few use it.
 pub enum MixedLeg {
     /// A supervisor listening in, whispering or barging.
-    Supervisor(Monitor),
+    Supervisor(Box<Monitor>),
     /// The consulted agent of a three-way call, heard like a barging
     /// supervisor.
-    ThirdParty(Monitor),
+    ThirdParty(Box<Monitor>),
 }
 
 impl MixedLeg {
@@ -374,7 +374,7 @@ impl MixedLeg {
 
     pub fn into_leg(self) -> Monitor {
         match self {
-            MixedLeg::Supervisor(leg) | MixedLeg::ThirdParty(leg) => leg,
+            MixedLeg::Supervisor(leg) | MixedLeg::ThirdParty(leg) => *leg,
         }
     }
 }
@@ -538,12 +538,12 @@ impl Actor {
         )
         .map_err(ControlError::LegFailed)?;
         info!(%supervisor, mode = mode.as_str(), "ringing the supervisor");
-        self.mixed = Some(MixedLeg::Supervisor(Monitor::new(
+        self.mixed = Some(MixedLeg::Supervisor(Box::new(Monitor::new(
             mode,
             media,
             fork.dialog,
             fork.call_id,
-        )));
+        ))));
         Ok(())
     }
 
@@ -617,12 +617,12 @@ impl Actor {
             sip_call_id,
             ..
         } = phone;
-        self.mixed = Some(MixedLeg::Supervisor(Monitor::new(
+        self.mixed = Some(MixedLeg::Supervisor(Box::new(Monitor::new(
             mode,
             media,
             dialog,
             sip_call_id,
-        )));
+        ))));
         self.supervise(MonitorInput::Answered);
     }
 

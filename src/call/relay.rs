@@ -10,6 +10,9 @@ use crate::media::g711::{self, Codec};
 use crate::media::rtp::HEADER_LEN;
 use crate::media::sdp::Negotiated;
 
+/// Room for the longest packet a leg relays.
+pub const RELAY_BUF_LEN: usize = 2048;
+
 /// What one leg agreed to receive and send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegFormat {

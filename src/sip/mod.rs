@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::auth::{AuthOutcome, DigestAuthority};
-use self::handoff::CallHandoff;
+use self::handoff::{CallHandoff, Handoff};
 use self::limits::{EdgeLimits, SlotRefusal};
 use self::lockout::{Ban, BanScope, Lockout, LockoutPolicy};
 use self::registrar::{ContactRequest, Contacts, RegisterError, RegisterRequest, Registrar};
@@ -216,7 +216,15 @@ impl SipEdge {
                     let guard = InflightGuard(inflight.clone());
                     let ctx = ctx.clone();
                     tokio::spawn(async move {
-                        dispatch(ctx, tx).await;
+                        // The transaction's handling is boxed and freed once
+                        // it returns: an admitted call runs for minutes, and
+                        // this task would otherwise keep the largest state of
+                        // every kind of request for the call's whole life.
+                        let mut call = None;
+                        Box::pin(dispatch(ctx, tx, &mut call)).await;
+                        if let Some(call) = call {
+                            call.await;
+                        }
                         drop(guard);
                     });
                 }
@@ -316,7 +324,9 @@ async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
     }
 }
 
-async fn dispatch(ctx: Arc<EdgeContext>, mut tx: Transaction) {
+/// Handles one new server transaction; an INVITE admitted as a call leaves
+/// the call's run in `call`, for the caller to drive.
+async fn dispatch(ctx: Arc<EdgeContext>, mut tx: Transaction, call: &mut Option<Handoff<()>>) {
     let has_to_tag = tx
         .original
         .to_header()
@@ -337,7 +347,7 @@ async fn dispatch(ctx: Arc<EdgeContext>, mut tx: Transaction) {
     }
     match tx.original.method {
         Method::Register => handle_register(&ctx, &mut tx).await,
-        Method::Invite => handle_invite(ctx, tx).await,
+        Method::Invite => handle_invite(ctx, tx, call).await,
         Method::Options => {
             let headers = vec![
                 other("Allow", ALLOW),
@@ -601,7 +611,7 @@ async fn refuse_locked_out(tx: &mut Transaction, ban: &Ban) {
 
 /// Who is calling, once admitted.
 pub struct Admitted {
-    pub trunk: Trunk,
+    pub trunk: Arc<Trunk>,
     pub number: HotlineNumber,
     pub source: SocketAddr,
     /// On the blocklist with action "prompt": hear `blocked`, then hang up.
@@ -610,7 +620,9 @@ pub struct Admitted {
     pub caller: String,
 }
 
-async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
+/// Admits or refuses an INVITE; an admitted call's run is left in `call`
+/// (with its slot under the call ceilings, freed when the run ends).
+async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction, call: &mut Option<Handoff<()>>) {
     let call_id = tx
         .original
         .call_id_header()
@@ -755,8 +767,11 @@ async fn handle_invite(ctx: Arc<EdgeContext>, mut tx: Transaction) {
         caller,
     };
     let handoff = ctx.handoff.clone();
-    handoff.inbound(ctx, tx, admitted).await;
-    drop(slot);
+    let run = handoff.inbound(ctx, tx, admitted);
+    *call = Some(Box::pin(async move {
+        run.await;
+        drop(slot);
+    }));
 }
 
 /// A new INVITE (no To tag) carrying the Call-ID of a live call. RFC 3261
@@ -804,7 +819,7 @@ enum Refusal {
     NotATrunk,
 }
 
-fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trunk, Refusal> {
+fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Arc<Trunk>, Refusal> {
     let candidates = match ctx.trunks.admit_source(source) {
         SourceAdmission::Trusted(trunk) => return Ok(trunk.clone()),
         SourceAdmission::Refused => return Err(Refusal::NotATrunk),
@@ -829,7 +844,7 @@ fn admit(ctx: &EdgeContext, tx: &mut Transaction, source: IpAddr) -> Result<Trun
                     .as_ref()
                     .is_some_and(|c| c.username == username)
             })
-            .map(|t| (*t).clone())
+            .map(|t| Arc::clone(t))
             .ok_or(Refusal::NotATrunk),
         outcome => Err(Refusal::Auth(outcome)),
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::{HotlineNumber, Trunk};
 
@@ -13,10 +14,10 @@ use crate::config::{HotlineNumber, Trunk};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceAdmission<'a> {
     /// Inside this trunk's sources: admitted by address.
-    Trusted(&'a Trunk),
+    Trusted(&'a Arc<Trunk>),
     /// Outside every trunk's sources: admitted only after digest authentication
     /// as one of these trunks.
-    NeedsAuth(Vec<&'a Trunk>),
+    NeedsAuth(Vec<&'a Arc<Trunk>>),
     /// No trunk admits this source.
     Refused,
 }
@@ -31,15 +32,20 @@ pub enum NumberLookup<'a> {
     NotForTrunk,
 }
 
+/// The trunks are shared: every admitted call holds its trunk, and a trunk's
+/// dial plan (compiled patterns) is too large to copy per call.
 #[derive(Debug, Clone, Default)]
 pub struct TrunkTable {
-    trunks: Vec<Trunk>,
+    trunks: Vec<Arc<Trunk>>,
     numbers: BTreeMap<String, HotlineNumber>,
 }
 
 impl TrunkTable {
     pub fn new(trunks: Vec<Trunk>, numbers: BTreeMap<String, HotlineNumber>) -> Self {
-        Self { trunks, numbers }
+        Self {
+            trunks: trunks.into_iter().map(Arc::new).collect(),
+            numbers,
+        }
     }
 
     /// Decides how `source` may be admitted: a source inside a trunk's `sources`
@@ -49,7 +55,7 @@ impl TrunkTable {
         if let Some(trunk) = self.trusting(source) {
             return SourceAdmission::Trusted(trunk);
         }
-        let candidates: Vec<&Trunk> = self
+        let candidates: Vec<&Arc<Trunk>> = self
             .trunks
             .iter()
             .filter(|t| t.credentials.is_some())
@@ -62,7 +68,7 @@ impl TrunkTable {
     }
 
     /// The trunk whose `sources` hold `source`, if any.
-    pub fn trusting(&self, source: IpAddr) -> Option<&Trunk> {
+    pub fn trusting(&self, source: IpAddr) -> Option<&Arc<Trunk>> {
         self.trunks
             .iter()
             .find(|t| t.sources.iter().any(|net| net.contains(&source)))
@@ -79,7 +85,7 @@ impl TrunkTable {
         }
     }
 
-    pub fn trunk(&self, name: &str) -> Option<&Trunk> {
+    pub fn trunk(&self, name: &str) -> Option<&Arc<Trunk>> {
         self.trunks.iter().find(|t| t.name == name)
     }
 }
