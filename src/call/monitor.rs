@@ -736,11 +736,7 @@ mod tests {
     use super::*;
     use crate::media::g711::Codec;
 
-    const PCMU: LegFormat = LegFormat {
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event: Some(101),
-    };
+    const PCMU: LegFormat = LegFormat::PCMU;
     const PCMA: LegFormat = LegFormat {
         codec: Codec::Pcma,
         payload_type: 8,

@@ -21,6 +21,16 @@ pub struct LegFormat {
     pub telephone_event: Option<u8>,
 }
 
+#[cfg(test)]
+impl LegFormat {
+    /// µ-law on payload type 0 with telephone-event 101, as most phones offer.
+    pub(crate) const PCMU: LegFormat = LegFormat {
+        codec: crate::media::g711::Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+    };
+}
+
 impl From<&Negotiated> for LegFormat {
     fn from(n: &Negotiated) -> Self {
         LegFormat {
@@ -98,11 +108,7 @@ mod tests {
         p
     }
 
-    const PCMU: LegFormat = LegFormat {
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event: Some(101),
-    };
+    const PCMU: LegFormat = LegFormat::PCMU;
     const PCMA: LegFormat = LegFormat {
         codec: Codec::Pcma,
         payload_type: 8,

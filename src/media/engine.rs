@@ -592,13 +592,8 @@ fn key_of(keys: &mut EventDetector, format: &LegFormat, packet: &[u8]) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::g711::Codec;
 
-    const PCMU: LegFormat = LegFormat {
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event: Some(101),
-    };
+    const PCMU: LegFormat = LegFormat::PCMU;
 
     fn bind() -> std::net::UdpSocket {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
