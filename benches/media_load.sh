@@ -224,6 +224,26 @@ new_run() { run=$(mktemp -d -p "$work"); }
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p; s/^$1=\([^ ]*\).*/\1/p" <<<" $2" | head -1; }
 
+# Starts $2 callers at $3/s to number $4, waits until $1 calls are up, and
+# samples $5 s of plateau; sets d (the probe's delta over the plateau) and s
+# (the callers' summary, once they ended).
+plateau_run() {
+  local up=$1 callers=$2 rate=$3 number=$4 plateau=$5
+  local ramp=$(( (callers + rate - 1) / rate ))
+  start_callers "$callers" "$rate" "$number" $(( (ramp + 5 + plateau + 3) * 1000 ))
+  await_calls "$up" $((ramp + 10))
+  sleep 3
+  sample "$run/p0.json"
+  sleep "$plateau"
+  sample "$run/p1.json"
+  d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
+  wait "$uac" 2>/dev/null || true
+  s=$(callers_summary)
+}
+
+# The server's RSS (KB) in a sample file.
+rss_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rss_kb"])' "$1"; }
+
 # Bridged calls: $1 calls, $2 s of plateau, $3 calls/s, $4 recording, $5 label.
 bridged() {
   local calls=${1:-500} plateau=${2:-20} rate=${3:-200} recording=${4:-false} label=${5:-bridged}
@@ -232,20 +252,10 @@ bridged() {
   start_server
   register_agents "$calls"
   sample "$run/start.json"
-  local ramp=$(( (calls + rate - 1) / rate ))
   start_agents "$calls"
-  start_callers "$calls" "$rate" 402 $(( (ramp + 5 + plateau + 3) * 1000 ))
-  await_calls "$calls" $((ramp + 10))
-  sleep 3
-  sample "$run/p0.json"
-  sleep "$plateau"
-  sample "$run/p1.json"
-  local d s
-  d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
-  local rss_start
-  rss_start=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rss_kb"])' "$run/start.json")
-  wait "$uac" 2>/dev/null || true
-  s=$(callers_summary)
+  local d s rss_start
+  plateau_run "$calls" "$calls" "$rate" 402 "$plateau"
+  rss_start=$(rss_of "$run/start.json")
   finish_agents
   stop_server
   python3 - "$label" "$calls" "$plateau" "$rss_start" "$d" "$s" <<'PY'
@@ -276,18 +286,9 @@ playback() {
   write_config 0 false 0
   start_server
   sample "$run/start.json"
-  local ramp=$(( (calls + rate - 1) / rate ))
-  start_callers "$calls" "$rate" 403 $(( (ramp + 5 + plateau + 3) * 1000 ))
-  await_calls "$calls" $((ramp + 10))
-  sleep 3
-  sample "$run/p0.json"
-  sleep "$plateau"
-  sample "$run/p1.json"
   local d s rss_start
-  d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
-  rss_start=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rss_kb"])' "$run/start.json")
-  wait "$uac" 2>/dev/null || true
-  s=$(callers_summary)
+  plateau_run "$calls" "$calls" "$rate" 403 "$plateau"
+  rss_start=$(rss_of "$run/start.json")
   stop_server
   python3 - "$calls" "$rss_start" "$d" "$s" <<'PY'
 import sys
@@ -368,18 +369,9 @@ overload() {
   write_config "$capacity" false "$capacity"
   start_server
   register_agents "$capacity"
-  local ramp=$(( (calls + rate - 1) / rate ))
   start_agents "$capacity"
-  start_callers "$calls" "$rate" 402 $(( (ramp + 5 + plateau + 3) * 1000 ))
-  await_calls "$capacity" $((ramp + 10))
-  sleep 3
-  sample "$run/p0.json"
-  sleep "$plateau"
-  sample "$run/p1.json"
   local d s
-  d=$(python3 "$probe" delta "$run/p0.json" "$run/p1.json")
-  wait "$uac" 2>/dev/null || true
-  s=$(callers_summary)
+  plateau_run "$capacity" "$calls" "$rate" 402 "$plateau"
   finish_agents
   # Records are flushed at the latest one batch interval after the calls end.
   sleep 2
