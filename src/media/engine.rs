@@ -175,17 +175,18 @@ impl MediaEngine {
 
     /// Bridges on each loop, in loop order.
     pub fn bridges_per_loop(&self) -> Vec<usize> {
-        self.loops
-            .iter()
-            .map(|l| l.load.bridges.load(Ordering::Relaxed))
-            .collect()
+        self.per_loop(|load| &load.bridges)
     }
 
     /// Listening callers on each loop, in loop order.
     pub fn listeners_per_loop(&self) -> Vec<usize> {
+        self.per_loop(|load| &load.listeners)
+    }
+
+    fn per_loop(&self, counter: impl Fn(&LoopLoad) -> &AtomicUsize) -> Vec<usize> {
         self.loops
             .iter()
-            .map(|l| l.load.listeners.load(Ordering::Relaxed))
+            .map(|l| counter(&l.load).load(Ordering::Relaxed))
             .collect()
     }
 

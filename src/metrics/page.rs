@@ -496,31 +496,24 @@ fn rtp(out: &mut String, ctx: &CallContext) {
             load(counter)
         );
     }
-    family(
-        out,
-        "hotline_media_loop_bridges",
-        "gauge",
-        "Bridged calls each media loop relays (none: media.workers = 0).",
-    );
-    let bridges = ctx.media.engine.as_ref().map(|e| e.bridges_per_loop());
-    for (index, count) in bridges.unwrap_or_default().into_iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "hotline_media_loop_bridges{{loop=\"{index}\"}} {count}"
-        );
-    }
-    family(
-        out,
-        "hotline_media_loop_listeners",
-        "gauge",
-        "Callers each media loop reads while they only listen to a prompt or music (none: media.workers = 0).",
-    );
-    let listeners = ctx.media.engine.as_ref().map(|e| e.listeners_per_loop());
-    for (index, count) in listeners.unwrap_or_default().into_iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "hotline_media_loop_listeners{{loop=\"{index}\"}} {count}"
-        );
+    let engine = ctx.media.engine.as_ref();
+    let loops = [
+        (
+            "hotline_media_loop_bridges",
+            "Bridged calls each media loop relays (none: media.workers = 0).",
+            engine.map(|e| e.bridges_per_loop()),
+        ),
+        (
+            "hotline_media_loop_listeners",
+            "Callers each media loop reads while they only listen to a prompt or music (none: media.workers = 0).",
+            engine.map(|e| e.listeners_per_loop()),
+        ),
+    ];
+    for (name, help, counts) in loops {
+        family(out, name, "gauge", help);
+        for (index, count) in counts.unwrap_or_default().into_iter().enumerate() {
+            let _ = writeln!(out, "{name}{{loop=\"{index}\"}} {count}");
+        }
     }
 }
 
