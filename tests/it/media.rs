@@ -253,21 +253,12 @@ fn re_invite_to_hold_stops_our_media_and_resuming_continues_the_stream() {
     caller.ack("");
     let before = caller.receive(3);
 
-    let hold =
-        sdp_offer(caller.rtp_addr(), "0", "a=sendonly\r\n").replace("o=caller 1 1", "o=caller 1 2");
-    let reinvite = caller.in_dialog("INVITE", Some("application/sdp"), &hold);
-    caller.sip.send(&reinvite);
-    let ok = caller
-        .sip
-        .final_response("INVITE", Duration::from_secs(3))
-        .expect("200 to the re-INVITE");
-    assert_eq!(ok.status(), Some(200));
+    let ok = caller.reinvite(2, "sendonly");
     assert!(
         ok.body.contains("a=recvonly"),
         "hold answered recvonly: {}",
         ok.body
     );
-    caller.ack("");
     // drain what was in flight, then silence
     std::thread::sleep(Duration::from_millis(100));
     caller.rtp.set_nonblocking(true).unwrap();
@@ -280,16 +271,8 @@ fn re_invite_to_hold_stops_our_media_and_resuming_continues_the_stream() {
     );
     caller.rtp.set_nonblocking(false).unwrap();
 
-    let resume =
-        sdp_offer(caller.rtp_addr(), "0", "a=sendrecv\r\n").replace("o=caller 1 1", "o=caller 1 3");
-    let reinvite = caller.in_dialog("INVITE", Some("application/sdp"), &resume);
-    caller.sip.send(&reinvite);
-    let ok = caller
-        .sip
-        .final_response("INVITE", Duration::from_secs(3))
-        .expect("200 to the re-INVITE");
+    let ok = caller.reinvite(3, "sendrecv");
     assert!(ok.body.contains("a=sendrecv"), "{}", ok.body);
-    caller.ack("");
     let after = caller.receive(3);
     let last_before = before.last().unwrap();
     assert!(
