@@ -748,7 +748,13 @@ impl Actor {
             && !self.core.is_held()
             && !self.media.on_hold()
             && !connected.leg.media.on_hold()
-            && self.mixed.is_none()
+            && self.nobody_else_on_the_media()
+    }
+
+    /// No supervisor or third party mixed in, no consultation running or
+    /// holding a leg.
+    fn nobody_else_on_the_media(&self) -> bool {
+        self.mixed.is_none()
             && !self.consult.running()
             && !self.consult.in_conference()
             && self.consult.consultant_rtp().is_none()
@@ -767,9 +773,7 @@ impl Actor {
             && !self.core.bridged()
             && self.acd.connected.is_none()
             && !self.acd.recording.is_active()
-            && self.mixed.is_none()
-            && !self.consult.running()
-            && !self.consult.in_conference()
+            && self.nobody_else_on_the_media()
             && (negotiated.telephone_event.is_some() || !self.digits_wanted())
     }
 
@@ -777,16 +781,15 @@ impl Actor {
     /// or takes it back once that no longer holds.
     pub(super) async fn place_bridge(&mut self) {
         let current = self.on_loop.as_ref().map(|on| on.listening);
-        let listens = !self.loop_refused
-            && self.ctx.media.engine.is_some()
-            && !self.plain_bridge()
-            && self.caller_only_listens();
+        let usable = !self.loop_refused && self.ctx.media.engine.is_some();
+        // The two exclude each other: a bridge has an agent connected, a
+        // listening caller none.
+        let bridge = usable && self.plain_bridge();
+        let listens = usable && !bridge && self.caller_only_listens();
         if !listens {
             self.listen_mark = None;
         }
-        let wanted = if self.loop_refused || self.ctx.media.engine.is_none() {
-            None
-        } else if self.plain_bridge() {
+        let wanted = if bridge {
             Some(false)
         } else if listens {
             // Only once datagrams arrive (the caller's, or a stranger's
